@@ -1,0 +1,237 @@
+"""`profiles`: the one console command. Subcommands stay thin; the work lives in modules."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from deploy import broker as embedded
+from features.config import ConfigError, ProfileConfig, load_config
+
+
+def _load(ctx: click.Context) -> ProfileConfig:
+    try:
+        return load_config(ctx.obj.get("config_path"))
+    except ConfigError as e:
+        raise click.ClickException(str(e)) from None
+
+
+@click.group()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              envvar="PROFILES_CONFIG", default=None,
+              help="profile_config.yaml to use (default: $PROFILES_CONFIG or ./profile_config.yaml).")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None) -> None:
+    """Streaming user profiles: features 106/107/108/110 kept up to date from Kafka."""
+    ctx.ensure_object(dict)
+    ctx.obj["config_path"] = config_path
+
+
+# ---------------------------------------------------------------- config
+
+@cli.group()
+def config() -> None:
+    """Inspect and validate configuration."""
+
+
+@config.command("check")
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+@click.pass_context
+def config_check(ctx: click.Context, file: str | None) -> None:
+    """Validate FILE (default: the active config); exit 1 naming each bad key."""
+    try:
+        cfg = load_config(file or ctx.obj.get("config_path"))
+    except ConfigError as e:
+        click.echo(str(e), err=True)
+        sys.exit(1)
+    n_rules = len(cfg.behavior_preferences.rules)
+    click.echo(f"config OK: {len(cfg.interest_tags.categories)} categories, {n_rules} preference "
+               f"rules, broker {cfg.kafka.bootstrap_servers} (compat {cfg.compat}), "
+               f"{cfg.kafka.partitions} partitions")
+
+
+# ---------------------------------------------------------------- embedded broker
+
+@cli.group()
+def broker() -> None:
+    """The embedded Tansu broker for local runs (data in memory only)."""
+
+
+def _broker_args(cfg: ProfileConfig, port: int | None) -> tuple[Path, int]:
+    return cfg.run_dir, port or cfg.embedded_broker.port
+
+
+@broker.command("start")
+@click.option("--port", type=int, default=None, help="Port on 127.0.0.1 (default: config).")
+@click.pass_context
+def broker_start(ctx: click.Context, port: int | None) -> None:
+    cfg = _load(ctx)
+    run_dir, port = _broker_args(cfg, port)
+    try:
+        st, started = embedded.start(run_dir, port, cfg.embedded_broker.start_timeout_seconds)
+    except embedded.BrokerError as e:
+        raise click.ClickException(str(e)) from None
+    verb = "started" if started else "already running"
+    click.echo(f"embedded broker {verb} (pid {st.pid}) on 127.0.0.1:{st.port}; log {st.log_file}")
+
+
+@broker.command("stop")
+@click.pass_context
+def broker_stop(ctx: click.Context) -> None:
+    cfg = _load(ctx)
+    if embedded.stop(cfg.run_dir):
+        click.echo("embedded broker stopped")
+    else:
+        click.echo("embedded broker: not running")
+
+
+@broker.command("status")
+@click.pass_context
+def broker_status(ctx: click.Context) -> None:
+    """Exit 0 when running, 3 when not."""
+    st = embedded.status(_load(ctx).run_dir)
+    click.echo(st.describe())
+    sys.exit(0 if st.running else 3)
+
+
+# ---------------------------------------------------------------- worker
+
+@cli.command()
+@click.option("--instance-id", type=int, default=1, show_default=True,
+              help="Replica number: own data dir (data_dir/instance-N) and web port.")
+@click.option("--web-port", type=int, default=None,
+              help="Web port (default: worker.web_port + instance-id - 1).")
+@click.pass_context
+def worker(ctx: click.Context, instance_id: int, web_port: int | None) -> None:
+    """Run one worker replica in the foreground."""
+    from streams.app import instance_for
+    from streams.worker import build_app, run_worker
+    cfg = _load(ctx)
+    try:
+        inst = instance_for(cfg, instance_id, web_port)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    sys.argv = [sys.argv[0]]  # Faust's Worker parses argv; ours was consumed by click
+    run_worker(build_app(cfg, inst))
+
+
+def _worker_pidfile(cfg: ProfileConfig, instance_id: int) -> Path:
+    return cfg.run_dir / f"worker-{instance_id}.pid"
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float) -> bool:
+    import urllib.request
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.25)
+    return False
+
+
+@cli.command()
+@click.option("--timeout", type=float, default=90, show_default=True,
+              help="Seconds to wait for the worker to become healthy.")
+@click.pass_context
+def up(ctx: click.Context, timeout: float) -> None:
+    """Broker (when embedded) + topics + one worker, in the foreground until Ctrl-C."""
+    import asyncio
+
+    from streams.topics import ensure_topics
+    cfg = _load(ctx)
+    started_broker = False
+    proc: subprocess.Popen | None = None
+    stopping = False
+
+    def _on_signal(signum, frame):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    try:
+        if cfg.uses_embedded_broker:
+            try:
+                st, started_broker = embedded.start(cfg.run_dir, cfg.embedded_broker.port,
+                                                    cfg.embedded_broker.start_timeout_seconds)
+            except embedded.BrokerError as e:
+                raise click.ClickException(str(e)) from None
+            click.echo(f"embedded broker on 127.0.0.1:{st.port} (pid {st.pid})")
+        created = asyncio.run(ensure_topics(cfg))
+        click.echo(f"topics ready ({len(created)} created)")
+        cfg.run_dir.mkdir(parents=True, exist_ok=True)
+        log_path = cfg.run_dir / "worker-1.log"
+        cmd = [sys.executable, "-m", "deploy", "worker", "--instance-id", "1"]
+        if ctx.obj.get("config_path"):
+            cmd[3:3] = ["--config", ctx.obj["config_path"]]
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+        _worker_pidfile(cfg, 1).write_text(str(proc.pid))
+        health = f"http://{cfg.worker.web_host}:{cfg.worker.web_port}/health"
+        click.echo(f"worker starting (pid {proc.pid}); log {log_path}")
+        if not _wait_healthy(health, proc, timeout):
+            raise click.ClickException(f"the worker did not become healthy; see {log_path}")
+        click.echo(f"worker healthy: {health}")
+        click.echo("running; press Ctrl-C to stop")
+        while not stopping and proc.poll() is None:
+            time.sleep(0.5)
+        if proc.poll() is not None and not stopping:
+            raise click.ClickException(f"the worker exited with code {proc.returncode}; "
+                                       f"see {log_path}")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if proc is not None:
+            _stop_process(proc)
+            _worker_pidfile(cfg, 1).unlink(missing_ok=True)
+            click.echo("worker stopped")
+        if started_broker:
+            embedded.stop(cfg.run_dir)
+            click.echo("embedded broker stopped")
+
+
+def _stop_process(proc: subprocess.Popen, grace: float = 15.0) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@cli.command()
+@click.pass_context
+def down(ctx: click.Context) -> None:
+    """Stop workers started by `profiles up` and the embedded broker."""
+    cfg = _load(ctx)
+    for pid_file in sorted(cfg.run_dir.glob("worker-*.pid")):
+        try:
+            pid = int(pid_file.read_text())
+            os.kill(pid, signal.SIGTERM)
+            click.echo(f"stopped worker pid {pid}")
+        except (ValueError, ProcessLookupError, OSError):
+            pass
+        pid_file.unlink(missing_ok=True)
+    click.echo("embedded broker stopped" if embedded.stop(cfg.run_dir)
+               else "embedded broker: not running")
+
+
+def main() -> None:
+    cli(obj={})
+
+
+if __name__ == "__main__":
+    main()

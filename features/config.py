@@ -1,0 +1,445 @@
+"""profile_config.yaml: typed definitions, validation and loading.
+
+Every section has defaults, so a file with only the feature sections of FEATURES.md §8 is a
+complete config. Unknown keys, wrong types and impossible values are refused with the key path.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
+
+MAX_WINDOW_DAYS = 30
+METRIC_NAMES = ("actions", "active_days", "actions_per_active_day", "unique_items",
+                "unique_item_ratio", "avg_dwell_time", "sessions", "avg_session_duration")
+RULE_OPS = (">", ">=", "<", "<=")
+
+# Environment variables that override deployment settings (never feature definitions).
+ENV_OVERRIDES = {
+    "PROFILES_BROKER_URL": ("kafka", "broker"),
+    "PROFILES_DATA_DIR": ("worker", "data_dir"),
+    "PROFILES_WEB_PORT": ("worker", "web_port"),
+    "PROFILES_WEB_HOST": ("worker", "web_host"),
+    "PROFILES_RUN_DIR": ("embedded_broker", "run_dir"),
+    "PROFILES_BROKER_PORT": ("embedded_broker", "port"),
+    "PROFILES_KAFKA_COMPAT": ("kafka", "compat"),
+}
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the file and key path."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+# ---------------------------------------------------------------- features (FEATURES.md §8)
+
+class EventsConfig(Section):
+    timestamp_unit: Literal["s", "ms", "auto"] = "auto"
+    tz_offset_hours: float = Field(0, ge=-12, le=14)
+    max_future_skew_seconds: int = Field(300, ge=0)
+    session_gap_seconds: int = Field(3600, gt=0)
+    action_types: dict[str, int] = Field(
+        default_factory=lambda: {"exposure": 0, "click": 1, "conversion": 2})
+    event_types: dict[str, int] = Field(default_factory=lambda: {
+        "impression": 0, "view": 0, "click": 1, "purchase": 2, "conversion": 2})
+
+    @field_validator("action_types")
+    @classmethod
+    def _actions(cls, v: dict[str, int]) -> dict[str, int]:
+        if not v:
+            raise ValueError("at least one action type is needed")
+        for name, code in v.items():
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ValueError(f"action name {name!r} must be an identifier (it names rate_{name})")
+            if not 0 <= code <= 255:
+                raise ValueError(f"action code {code} for {name!r} must be within 0..255")
+        if len(set(v.values())) != len(v):
+            raise ValueError("two action names share one code")
+        return v
+
+    @model_validator(mode="after")
+    def _event_types_known(self) -> "EventsConfig":
+        known = set(self.action_types.values())
+        for name, code in self.event_types.items():
+            if code not in known:
+                raise ValueError(f"event_types.{name}: action_type {code} is not one of "
+                                 f"action_types {sorted(known)}")
+        return self
+
+    @property
+    def tz_offset_seconds(self) -> int:
+        return round(self.tz_offset_hours * 3600)
+
+
+CategoryRule = Union[list[Union[int, str]], dict[Union[int, str], list[Any]]]
+
+
+class InterestTagsConfig(Section):
+    max_tags: int = Field(10, ge=1)
+    min_frequency: int = Field(3, ge=1)
+    decay_factor: float = Field(0.95, gt=0, le=1)
+    window_days: int = Field(30, ge=1, le=MAX_WINDOW_DAYS)
+    action_weights: dict[int, float] = Field(default_factory=dict)
+    categories: dict[str, CategoryRule] = Field(default_factory=lambda: {
+        "entertainment": [100, 101, 102], "technology": [111, 112, 113]})
+
+    @field_validator("action_weights")
+    @classmethod
+    def _weights(cls, v: dict[int, float]) -> dict[int, float]:
+        for code, w in v.items():
+            if not (w >= 0 and w < float("inf")):
+                raise ValueError(f"weight of action {code} must be a finite number >= 0")
+        return v
+
+    @field_validator("categories")
+    @classmethod
+    def _categories(cls, v: dict[str, CategoryRule]) -> dict[str, CategoryRule]:
+        if not v:
+            raise ValueError("at least one category is needed")
+        for name, rule in v.items():
+            if not rule:
+                raise ValueError(f"category {name!r} lists no feature ids")
+            ids = rule if isinstance(rule, list) else list(rule)
+            for fid in ids:
+                if not re.fullmatch(r"\d+", str(fid)):
+                    raise ValueError(f"category {name!r}: feature id {fid!r} is not a decimal id")
+            if isinstance(rule, dict):
+                for fid, values in rule.items():
+                    if not values:
+                        raise ValueError(f"category {name!r}: feature {fid} accepts no values")
+        return v
+
+
+class PreferenceRule(Section):
+    name: str = Field(min_length=1)
+    metric: str
+    window_days: int = Field(ge=1, le=MAX_WINDOW_DAYS)
+    op: Literal[">", ">=", "<", "<="]
+    threshold: float
+    min_actions: int = Field(0, ge=0)
+
+
+def _default_rules() -> list[PreferenceRule]:
+    return [
+        PreferenceRule(name="click_frequency", metric="actions_per_active_day", window_days=7,
+                       op=">", threshold=5),
+        PreferenceRule(name="interaction_pattern", metric="unique_item_ratio", window_days=30,
+                       op=">", threshold=0.7, min_actions=5),
+        PreferenceRule(name="dwell_time", metric="avg_dwell_time", window_days=7, op=">",
+                       threshold=60),
+    ]
+
+
+class BehaviorPreferencesConfig(Section):
+    max_preferences: int = Field(8, ge=1)
+    time_windows: list[int] = Field(default_factory=lambda: [1, 7, 30])
+    preference_types: dict[str, str] = Field(default_factory=dict)  # seed: descriptive labels
+    rules: list[PreferenceRule] = Field(default_factory=_default_rules)
+
+    @field_validator("time_windows")
+    @classmethod
+    def _windows(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise ValueError("at least one time window is needed")
+        for w in v:
+            if not 1 <= w <= MAX_WINDOW_DAYS:
+                raise ValueError(f"window {w} must be within 1..{MAX_WINDOW_DAYS} days")
+        if sorted(set(v)) != v:
+            raise ValueError("time windows must be ascending and distinct")
+        return v
+
+    @field_validator("rules")
+    @classmethod
+    def _unique_names(cls, v: list[PreferenceRule]) -> list[PreferenceRule]:
+        names = [r.name for r in v]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"rule names must be unique: {', '.join(dupes)}")
+        return v
+
+
+def _ascending(v: list[float]) -> list[float]:
+    if any(b <= a for a, b in zip(v, v[1:])):
+        raise ValueError(f"thresholds must be strictly ascending, got {v}")
+    return v
+
+
+class ActivityMetricsConfig(Section):
+    daily_actions: list[float] = Field(default_factory=lambda: [0, 5, 15, 30])
+    session_duration: list[float] = Field(default_factory=lambda: [0, 300, 900, 1800])
+
+    @field_validator("daily_actions", "session_duration")
+    @classmethod
+    def _check(cls, v: list[float]) -> list[float]:
+        return _ascending(v)
+
+
+class ActivityLevelsConfig(Section):
+    levels: int = Field(4, ge=1, le=10_000_000)
+    window_days: int = Field(7, ge=1, le=MAX_WINDOW_DAYS)
+    combine: Literal["actions", "min", "max", "mean_floor"] = "actions"
+    metrics: ActivityMetricsConfig = Field(default_factory=ActivityMetricsConfig)
+
+
+class Type0Criteria(Section):
+    min_sessions: int = Field(1, ge=0)
+    max_actions: int = Field(10, ge=0)
+
+
+class Type1Criteria(Section):
+    min_sessions: int = Field(5, ge=0)
+    min_actions: int = Field(20, ge=0)
+
+
+class UserTypeCriteria(Section):
+    type_0: Type0Criteria = Field(default_factory=Type0Criteria)
+    type_1: Type1Criteria = Field(default_factory=Type1Criteria)
+
+
+class UserTypesConfig(Section):
+    types: Literal[2] = 2
+    window_days: int = Field(30, ge=1, le=MAX_WINDOW_DAYS)
+    criteria: UserTypeCriteria = Field(default_factory=UserTypeCriteria)
+
+
+class ExtraFeatureConfig(Section):
+    """A feature added by config plus one registered extractor (the seed's 扩展开发)."""
+    extractor: str = Field(min_length=1)
+    max_values: int = Field(1, ge=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class ItemSourceConfig(Section):
+    """A pluggable item-feature source: 'module:Class' with fetch_item_features(item_id)."""
+    class_path: str = Field(alias="class", pattern=r"^[\w.]+:[\w]+$")
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- deployment (the seed + Kafka)
+
+class TopicNames(Section):
+    user_events: str = "user-events"
+    item_features: str = "item-features"
+    profile_updates: str = "profile-updates"
+    profile_aggregates: str = "profile-aggregates"
+    dlq: str = "user-events-dlq"
+    alerts: str = "profile-alerts"
+
+
+class KafkaConfig(Section):
+    broker: str = "kafka://127.0.0.1:19092"
+    # tansu: apply BROKER.md workarounds; kafka: client defaults; auto: tansu when the broker
+    # is the embedded one (loopback at embedded_broker.port), else kafka.
+    compat: Literal["auto", "tansu", "kafka"] = "auto"
+    partitions: int = Field(8, ge=1, le=1024)
+    replication: int = Field(1, ge=1)
+    topics: TopicNames = Field(default_factory=TopicNames)
+
+    @field_validator("broker")
+    @classmethod
+    def _broker(cls, v: str) -> str:
+        for part in v.split(";"):
+            if not re.fullmatch(r"(kafka://)?[\w.\-\[\]:]+:\d+", part.strip()):
+                raise ValueError(f"broker {v!r} is not host:port or kafka://host:port")
+        return v
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return ",".join(p.strip().removeprefix("kafka://") for p in self.broker.split(";"))
+
+
+class EmbeddedBrokerConfig(Section):
+    port: int = Field(19092, ge=1, le=65535)
+    run_dir: str = "run"
+    start_timeout_seconds: float = Field(20, gt=0)
+
+
+class WorkerConfig(Section):
+    app_id: str = Field("user-profiles", pattern=r"^[A-Za-z0-9._-]+$")
+    data_dir: str = "data"
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(6066, ge=1, le=65535)
+    log_level: Literal["crit", "error", "warn", "info", "debug"] = "info"
+
+
+class RealTimeUpdateConfig(Section):
+    update_interval: float = Field(0, ge=0)   # seconds one user's publishes are held back
+    batch_size: int = Field(1000, ge=1)
+    queue_size: int = Field(10000, ge=1)
+    strategy: str = Field("streams.strategy:PublishEveryChange", pattern=r"^[\w.]+:[\w]+$")
+
+
+_HHMM = r"([01]\d|2[0-3]):[0-5]\d"
+_DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+class ScheduledUpdateConfig(Section):
+    hourly_update: bool = True
+    daily_deep_update: str | None = Field("02:00", pattern=rf"^{_HHMM}$")
+    weekly_full_update: str | None = Field(
+        "sunday:03:00", pattern=rf"^({'|'.join(_DAYS)}):{_HHMM}$")
+    timezone: str = "UTC"
+    backup_retention: int = Field(7, ge=1)
+
+
+class MemoryConfig(Section):
+    max_cache_size: int = Field(10000, ge=0)
+
+
+class PerformanceConfig(Section):
+    memory: MemoryConfig = Field(default_factory=MemoryConfig)
+
+
+class MonitoringConfig(Section):
+    enabled: bool = True
+    quality_interval_seconds: float = Field(60, gt=0)
+
+
+class ProfileConfig(Section):
+    mapping_index: str = "mapping_index.json"
+    events: EventsConfig = Field(default_factory=EventsConfig)
+    interest_tags: InterestTagsConfig = Field(default_factory=InterestTagsConfig)
+    behavior_preferences: BehaviorPreferencesConfig = Field(
+        default_factory=BehaviorPreferencesConfig)
+    activity_levels: ActivityLevelsConfig = Field(default_factory=ActivityLevelsConfig)
+    user_types: UserTypesConfig = Field(default_factory=UserTypesConfig)
+    extra_features: dict[str, ExtraFeatureConfig] = Field(default_factory=dict)
+    item_source: ItemSourceConfig | None = None
+    kafka: KafkaConfig = Field(default_factory=KafkaConfig)
+    embedded_broker: EmbeddedBrokerConfig = Field(default_factory=EmbeddedBrokerConfig)
+    worker: WorkerConfig = Field(default_factory=WorkerConfig)
+    real_time_update: RealTimeUpdateConfig = Field(default_factory=RealTimeUpdateConfig)
+    scheduled_update: ScheduledUpdateConfig = Field(default_factory=ScheduledUpdateConfig)
+    performance: PerformanceConfig = Field(default_factory=PerformanceConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+    # Folder that relative paths resolve against (the config file's folder); not a YAML key.
+    base_dir: str = Field(".", exclude=True)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "ProfileConfig":
+        windows = self.behavior_preferences.time_windows
+        metric_names = set(METRIC_NAMES) | {f"rate_{a}" for a in self.events.action_types}
+        checks = [("interest_tags.window_days", self.interest_tags.window_days),
+                  ("activity_levels.window_days", self.activity_levels.window_days),
+                  ("user_types.window_days", self.user_types.window_days)]
+        for i, rule in enumerate(self.behavior_preferences.rules):
+            checks.append((f"behavior_preferences.rules.{i}.window_days", rule.window_days))
+            if rule.metric not in metric_names:
+                raise ValueError(f"behavior_preferences.rules.{i}.metric: unknown metric "
+                                 f"{rule.metric!r}; one of {', '.join(sorted(metric_names))}")
+        for path, w in checks:
+            if w not in windows:
+                raise ValueError(f"{path}: {w} is not one of behavior_preferences.time_windows "
+                                 f"{windows}")
+        codes = set(self.events.action_types.values())
+        for code in self.interest_tags.action_weights:
+            if code not in codes:
+                raise ValueError(f"interest_tags.action_weights: {code} is not an action type")
+        for fid in self.extra_features:
+            if not re.fullmatch(r"\d{3}", fid) or fid in ("106", "107", "108", "110"):
+                raise ValueError(f"extra_features.{fid}: a new feature id is three digits and "
+                                 "not one of 106/107/108/110")
+        return self
+
+    # ---- derived values used across the code base
+    def path(self, p: str) -> Path:
+        q = Path(p)
+        return q if q.is_absolute() else Path(self.base_dir) / q
+
+    @property
+    def mapping_index_path(self) -> Path:
+        return self.path(self.mapping_index)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.path(self.worker.data_dir)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.path(self.embedded_broker.run_dir)
+
+    def action_weight(self, code: int) -> float:
+        return self.interest_tags.action_weights.get(code, 1.0)
+
+    @property
+    def uses_embedded_broker(self) -> bool:
+        servers = self.kafka.bootstrap_servers.split(",")
+        return len(servers) == 1 and servers[0] in (
+            f"127.0.0.1:{self.embedded_broker.port}", f"localhost:{self.embedded_broker.port}")
+
+    @property
+    def compat(self) -> Literal["tansu", "kafka"]:
+        if self.kafka.compat != "auto":
+            return self.kafka.compat
+        return "tansu" if self.uses_embedded_broker else "kafka"
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif "input" in e and e["type"] not in ("missing",) and not isinstance(e["input"], dict):
+            msg = f"{msg} (got {e['input']!r})"
+        lines.append(f"{source}: {loc + ': ' if loc else ''}{msg}")
+    return "\n".join(lines)
+
+
+def _apply_env(raw: dict, env: dict[str, str]) -> dict:
+    for var, (section, key) in ENV_OVERRIDES.items():
+        if env.get(var):
+            raw.setdefault(section, {})
+            if not isinstance(raw[section], dict):
+                continue  # the section's own type error is reported by validation
+            raw[section][key] = env[var]
+    return raw
+
+
+def parse_config(raw: Any, source: str = "<config>", base_dir: str | Path = ".",
+                 env: dict[str, str] | None = None) -> ProfileConfig:
+    """Validate an already-parsed mapping; `env` (default: os.environ) overrides deployment keys."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections, "
+                          f"got {type(raw).__name__}")
+    if "base_dir" in raw:
+        raise ConfigError(f"{source}: base_dir: unknown key")
+    raw = _apply_env(dict(raw), os.environ if env is None else env)
+    try:
+        return ProfileConfig.model_validate({**raw, "base_dir": str(base_dir)})
+    except ValidationError as err:
+        raise ConfigError(_format_error(err, source)) from None
+
+
+def load_config(path: str | Path | None = None, env: dict[str, str] | None = None) -> ProfileConfig:
+    """Load a YAML config (safe_load only). None: $PROFILES_CONFIG, else ./profile_config.yaml
+    when present, else the built-in defaults."""
+    env_map = os.environ if env is None else env
+    if path is None:
+        path = env_map.get("PROFILES_CONFIG") or (
+            "profile_config.yaml" if Path("profile_config.yaml").exists() else None)
+    if path is None:
+        return parse_config({}, "<defaults>", Path.cwd(), env_map)
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: cannot read: {e}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML: {e}") from None
+    return parse_config(raw, str(p), p.resolve().parent, env_map)

@@ -1,0 +1,69 @@
+"""The Faust application: settings from config, RocksDB store, JSON/raw serializers, /health."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import faust
+
+from features.config import ProfileConfig
+from streams import compat
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One worker replica: its own data dir and web port."""
+    instance_id: int
+    data_dir: Path
+    web_host: str
+    web_port: int
+
+
+def instance_for(cfg: ProfileConfig, instance_id: int = 1, web_port: int | None = None) -> Instance:
+    if instance_id < 1:
+        raise ValueError("instance ids start at 1")
+    return Instance(instance_id, cfg.data_dir / f"instance-{instance_id}", cfg.worker.web_host,
+                    web_port if web_port is not None else cfg.worker.web_port + instance_id - 1)
+
+
+def create_app(cfg: ProfileConfig, inst: Instance) -> faust.App:
+    inst.data_dir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        cfg.worker.app_id,
+        broker=f"kafka://{cfg.kafka.bootstrap_servers}",
+        store="rocksdb://",
+        datadir=str(inst.data_dir),
+        # Never pickle: keys are raw bytes, values JSON.
+        key_serializer="raw",
+        value_serializer="json",
+        web_enabled=True,
+        web_bind=inst.web_host,
+        web_host=inst.web_host,
+        web_port=inst.web_port,
+        topic_partitions=cfg.kafka.partitions,
+        topic_replication_factor=cfg.kafka.replication,
+        consumer_auto_offset_reset="earliest",
+        **compat.faust_settings(cfg.compat),
+    )
+    app.profile_config = cfg
+    app.profile_instance = inst
+    _add_health(app)
+    return app
+
+
+def _add_health(app: faust.App) -> None:
+    @app.page("/health")
+    async def health(web, request):
+        recovery = app.tables.recovery
+        recovering = bool(recovery.active_tps or recovery.standby_tps) and \
+            not recovery.completed.is_set()
+        assigned = sorted(f"{tp.topic}:{tp.partition}" for tp in app.assignor.assigned_actives())
+        body = {
+            "status": "recovering" if recovering else "ok",
+            "app": app.conf.id,
+            "instance": app.profile_instance.instance_id,
+            "compat": app.profile_config.compat,
+            "recovery_completed": recovery.completed.is_set(),
+            "assigned_partitions": assigned,
+        }
+        return web.json(body, status=200 if not recovering else 503)

@@ -1,0 +1,55 @@
+"""The system's topics, created at start-up when missing."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from features.config import ProfileConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    compacted: bool
+
+
+def topic_specs(cfg: ProfileConfig) -> list[TopicSpec]:
+    t, n = cfg.kafka.topics, cfg.kafka.partitions
+    return [
+        TopicSpec(t.user_events, n, False),
+        TopicSpec(t.item_features, n, True),
+        TopicSpec(t.profile_updates, n, True),
+        TopicSpec(t.profile_aggregates, n, False),
+        TopicSpec(t.dlq, n, False),
+        TopicSpec(t.alerts, 1, False),
+    ]
+
+
+async def ensure_topics(cfg: ProfileConfig) -> list[str]:
+    """Create the missing topics; returns the names created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=cfg.kafka.bootstrap_servers,
+                                request_timeout_ms=10000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [s for s in topic_specs(cfg) if s.name not in existing]
+        created = []
+        for spec in missing:
+            configs = {"cleanup.policy": "compact"} if spec.compacted else {}
+            try:
+                await admin.create_topics([NewTopic(spec.name, spec.partitions,
+                                                    cfg.kafka.replication, topic_configs=configs)])
+                created.append(spec.name)
+            except TopicAlreadyExistsError:
+                pass  # another worker created it meanwhile
+        if created:
+            log.info("created topics: %s", ", ".join(created))
+        return created
+    finally:
+        await admin.close()

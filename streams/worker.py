@@ -1,0 +1,25 @@
+"""Run one worker replica in the foreground."""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import faust
+
+from features.config import ProfileConfig
+from streams.app import Instance, create_app
+from streams.topics import ensure_topics
+
+
+def build_app(cfg: ProfileConfig, inst: Instance) -> faust.App:
+    """The production app: the skeleton plus the agents registered on it."""
+    return create_app(cfg, inst)
+
+
+def run_worker(app: faust.App) -> None:
+    """Create missing topics, then run the Faust worker until SIGTERM/SIGINT."""
+    cfg = app.profile_config
+    logging.basicConfig(level=logging.INFO)
+    asyncio.run(ensure_topics(cfg))
+    worker = faust.Worker(app, loglevel=cfg.worker.log_level)
+    worker.execute_from_commandline()

@@ -1,0 +1,133 @@
+"""Real parts for integration tests: an embedded broker per test and worker processes."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from deploy import broker as embedded
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+@dataclass
+class Broker:
+    port: int
+    run_dir: Path
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+def write_config(path: Path, broker: Broker, **sections) -> Path:
+    """A config pointing at the test broker; `sections` are merged over it."""
+    raw = {
+        "kafka": {"broker": f"kafka://{broker.bootstrap}", "partitions": 4},
+        "embedded_broker": {"port": broker.port, "run_dir": str(broker.run_dir)},
+        "worker": {"data_dir": str(path.parent / "data"), "log_level": "info"},
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(raw.get(key), dict):
+            raw[key] = {**raw[key], **value}
+        else:
+            raw[key] = value
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def http_json(url: str, timeout: float = 2.0) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+@dataclass
+class WorkerProcess:
+    """One real worker process (`python -m <module> ...`), its log kept in the test's folder."""
+    argv: list[str]
+    log_path: Path
+    web_port: int
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen | None = None
+
+    def start(self) -> "WorkerProcess":
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, *self.argv], stdout=log,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     cwd=ROOT, env={**os.environ, **self.env},
+                                     start_new_session=True)
+        log.close()
+        return self
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.web_port}{path}"
+
+    def wait_healthy(self, timeout: float = 90.0) -> dict:
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited with {self.proc.returncode}; "
+                                     f"log:\n{self.tail()}")
+            try:
+                status, body = http_json(self.url("/health"))
+                last = body
+                if status == 200 and body.get("recovery_completed") and \
+                        body.get("assigned_partitions"):
+                    return body
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.25)
+        raise AssertionError(f"worker not healthy in {timeout}s (last {last}); "
+                             f"log:\n{self.tail()}")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            if sig in (signal.SIGKILL, signal.SIGTERM):
+                self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def tail(self, n: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return "(no log)"
+
+
+def keep_artifacts(name: str, folder: Path) -> Path:
+    """Copy a failed test's logs to test-artifacts/<name>/."""
+    dest = ARTIFACTS / name
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.copytree(folder, dest, ignore=shutil.ignore_patterns("*.sst", "*.ldb", "LOCK"),
+                    dirs_exist_ok=True)
+    return dest
+
+
+def start_broker(run_dir: Path) -> Broker:
+    port = embedded.free_port()
+    embedded.start(run_dir, port, timeout=20)
+    return Broker(port, run_dir)
