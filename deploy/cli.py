@@ -229,6 +229,50 @@ def down(ctx: click.Context) -> None:
                else "embedded broker: not running")
 
 
+# ---------------------------------------------------------------- offline
+
+@cli.command()
+@click.option("--items", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Item features: item_feat_dict.json or JSONL {item_id, features}.")
+@click.option("--events", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Events JSONL (file order = log order) or TAAC-style seq.jsonl.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="Profiles JSONL; bad lines go to OUT with .dlq.jsonl in place of .jsonl.")
+@click.option("--as-of", type=int, default=None,
+              help="Evaluate every user at this Unix time (default: each user's own T).")
+@click.option("--quiet", is_flag=True, help="No progress on stderr.")
+@click.pass_context
+def batch(ctx: click.Context, items, events, out, as_of, quiet) -> None:
+    """Offline batch path: the same profiles the stream computes, from files."""
+    import json
+
+    from features.batch import dlq_path, run_batch
+    from features.catalog import CatalogError
+    cfg = _load(ctx)
+    try:
+        report = run_batch(cfg, items, events, out, as_of,
+                           progress_stream=None if quiet else sys.stderr)
+    except CatalogError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(json.dumps(report.summary()))
+    click.echo(f"{report.users} profiles -> {out}; {sum(report.rejected.values())} dead letters "
+               f"-> {dlq_path(Path(out))}; {report.events_per_second:,.0f} events/s", err=True)
+
+
+@cli.command()
+@click.option("--users", type=click.IntRange(1), default=1000, show_default=True)
+@click.option("--days", type=click.IntRange(1, 365), default=30, show_default=True)
+@click.option("--items", "n_items", type=click.IntRange(10), default=5000, show_default=True)
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--out", required=True, type=click.Path(file_okay=False))
+def sample(users, days, n_items, seed, out) -> None:
+    """Write deterministic sample data: OUT/item_feat_dict.json and OUT/events.jsonl."""
+    import json
+
+    from features.sample import SampleSpec, write_sample
+    click.echo(json.dumps(write_sample(SampleSpec(users, days, n_items, seed), out)))
+
+
 def main() -> None:
     cli(obj={})
 

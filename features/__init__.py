@@ -1,0 +1,8 @@
+"""Pure feature computation for 106/107/108/110 (FEATURES.md); no Kafka in here."""
+
+
+def __getattr__(name):  # lazy, so `import features.x` stays cheap
+    if name == "UserProfileSystem":
+        from features.seed_api import UserProfileSystem
+        return UserProfileSystem
+    raise AttributeError(name)

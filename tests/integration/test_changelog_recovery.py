@@ -77,7 +77,7 @@ def _wait_committed(bootstrap: str, group: str, total: int, timeout: float) -> i
 
 
 def _run_recovery(broker, workers, tmp_path, env) -> tuple[dict, dict]:
-    cfg = write_config(tmp_path / "cfg.yaml", broker)
+    cfg = write_config(tmp_path / "cfg.yaml", broker, kafka={"partitions": 8})
     port = free_port()
     argv = ["-m", "tests.apps.counter_worker", str(cfg), "1", str(port)]
     first = workers(argv, port, "first", env).start()

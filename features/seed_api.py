@@ -1,0 +1,102 @@
+"""The seed README's Python API, kept for its users:
+
+    from features import UserProfileSystem
+    profile_system = UserProfileSystem("data/")
+    profile = profile_system.update_user_profile(123, user_sequence)
+    features = profile_system.get_user_array_features(123)
+
+States persist in a RocksDB store under data_dir (rocksdict), in the same binary encoding the
+stream uses. Records the seed's shape omits (user_id) are filled in; bad records are skipped and
+kept in `rejections` with their reason, as the stream's dead-letter topic would.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from rocksdict import Rdict
+
+from features import mapping_index
+from features.catalog import CategoryMatcher, ItemCatalog, load_item_source
+from features.config import ProfileConfig, load_config, parse_config
+from features.encoding import decode, encode
+from features.events import EventParser, Rejection
+from features.profile import ARRAY_KEYS, FeatureEngine
+from features.state import APPLIED, UserState, apply
+
+
+class UserProfileSystem:
+    def __init__(self, data_dir: str | Path = "data/", config: str | Path | ProfileConfig | None = None):
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if isinstance(config, ProfileConfig):
+            self.cfg = config
+        elif config is not None:
+            self.cfg = load_config(config)
+        else:  # the seed kept everything in data_dir, mapping index included
+            self.cfg = parse_config({}, "<defaults>", self.data_dir, env={})
+        index = mapping_index.sync(self.cfg)
+        self.engine = FeatureEngine(self.cfg, index)
+        self.catalog = ItemCatalog(CategoryMatcher(self.cfg, index), load_item_source(self.cfg))
+        items = self.data_dir / "item_feat_dict.json"
+        if items.exists():
+            self.catalog.load_file(items)
+        self.parser = EventParser(self.cfg.events)
+        self.rejections: list[tuple[int, dict, Rejection | str]] = []
+        self._db = Rdict(str(self.data_dir / "user_states"))
+        self._tz = self.engine.tz
+
+    @property
+    def item_features(self) -> dict[int, dict[str, Any]]:
+        return self.catalog.features
+
+    def add_item_features(self, item_id: int, features: dict[str, Any]) -> None:
+        self.catalog.put(item_id, features)
+
+    def _state(self, user_id: int) -> UserState:
+        raw = self._db.get(str(user_id).encode())
+        return decode(raw, self._tz) if raw is not None else UserState()
+
+    def update_user_profile(self, user_id: int, user_sequence: list[dict]) -> dict[str, Any]:
+        """Apply the records in order and return the profile record (FEATURES.md §7)."""
+        state = self._state(user_id)
+        for record in user_sequence:
+            obj = {"user_id": user_id, **record}
+            ev = self.parser.check(obj)
+            if isinstance(ev, Rejection):
+                self.rejections.append((user_id, record, ev))
+                continue
+            outcome = apply(state, ev, self.catalog.categories(ev.item_id), self.engine.rules)
+            if outcome != APPLIED and outcome != "duplicate":
+                self.rejections.append((user_id, record, outcome))
+        profile = self.engine.evaluate(user_id, state) if not state.empty else None
+        if profile is not None and profile.digest() != state.published_digest:
+            state.version += 1
+            state.published_digest = profile.digest()
+        self._db[str(user_id).encode()] = encode(state, self._tz)
+        if profile is None:
+            return self._default_record(user_id)
+        return profile.to_record(state.version, "event", time.time())
+
+    def get_user_array_features(self, user_id: int) -> dict[str, list[int]]:
+        state = self._state(user_id)
+        if state.empty:
+            return self._default_record(user_id)["features"]
+        return {k: v for k, v in self.engine.evaluate(user_id, state).features.items()}
+
+    def _default_record(self, user_id: int) -> dict[str, Any]:
+        feats = {k: [int(k) * 10 ** 7] for k in ARRAY_KEYS}
+        return {"user_id": user_id, "version": 0, "as_of": None, "trigger": "event",
+                "features": feats, "interest_tags": [], "behavior_preferences": [],
+                "activity_level": 0, "user_type": 0, "confidence": 0.0,
+                "updated_at": time.time()}
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
