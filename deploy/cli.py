@@ -192,13 +192,26 @@ def up(ctx: click.Context, timeout: float) -> None:
     except KeyboardInterrupt:
         pass
     finally:
+        # Stop everything first, report after: a second Ctrl-C or a closed stdout (a pipe whose
+        # reader got the same Ctrl-C) must not leave a process behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        done = []
         if proc is not None:
             _stop_process(proc)
             _worker_pidfile(cfg, 1).unlink(missing_ok=True)
-            click.echo("worker stopped")
+            done.append("worker stopped")
         if started_broker:
             embedded.stop(cfg.run_dir)
-            click.echo("embedded broker stopped")
+            done.append("embedded broker stopped")
+        for line in done:
+            _say(line)
+
+
+def _say(line: str) -> None:
+    try:
+        click.echo(line)
+    except OSError:
+        pass
 
 
 def _stop_process(proc: subprocess.Popen, grace: float = 15.0) -> None:

@@ -84,14 +84,14 @@ class StateRules:
         self.gap = session_gap_seconds
 
 
-def check(state: UserState, ev: Event, rules: StateRules) -> str:
+def check(state: UserState, ev: Event, rules: StateRules, eid_hash: int | None = None) -> str:
     """The stateful checks of §6, in order: too_late, then duplicate. APPLIED when neither."""
     if state.T >= 0:
         oldest = day_of(state.T, rules.tz) - STATE_DAYS + 1
         if day_of(ev.ts, rules.tz) < oldest:
             return TOO_LATE
-        if ev.event_id is not None:
-            seen = state.event_ids.get(event_id_hash(ev.event_id))
+        if eid_hash is not None:
+            seen = state.event_ids.get(eid_hash)
             if seen is not None and seen >= oldest:
                 return DUPLICATE
     return APPLIED
@@ -100,7 +100,8 @@ def check(state: UserState, ev: Event, rules: StateRules) -> str:
 def apply(state: UserState, ev: Event, categories: tuple[int, ...], rules: StateRules) -> str:
     """Apply one event in log order; returns APPLIED, TOO_LATE or DUPLICATE (state unchanged
     unless APPLIED). `categories` are the item's category ks at this moment (§1.2)."""
-    outcome = check(state, ev, rules)
+    h = None if ev.event_id is None else event_id_hash(ev.event_id)
+    outcome = check(state, ev, rules, h)
     if outcome != APPLIED:
         return outcome
     d = day_of(ev.ts, rules.tz)
@@ -118,8 +119,7 @@ def apply(state: UserState, ev: Event, categories: tuple[int, ...], rules: State
     add_timestamp(bucket.runs, ev.ts, rules.gap)
     if state.items.get(ev.item_id, -1) < d:
         state.items[ev.item_id] = d
-    if ev.event_id is not None:
-        h = event_id_hash(ev.event_id)
+    if h is not None:
         if state.event_ids.get(h, -1) < d:
             state.event_ids[h] = d
     if ev.ts > state.T:
