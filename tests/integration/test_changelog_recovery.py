@@ -10,6 +10,7 @@ from collections import Counter
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from deploy.broker import free_port
 INPUT_TOPIC = "recovery-input"  # tests/apps/counter_worker.py
@@ -19,6 +20,7 @@ pytestmark = pytest.mark.integration
 
 N_EVENTS = 4000
 N_KEYS = 300
+PARTITIONS = 8
 
 
 async def _produce(bootstrap: str) -> Counter:
@@ -76,8 +78,20 @@ def _wait_committed(bootstrap: str, group: str, total: int, timeout: float) -> i
     return done
 
 
+async def _create_input_topic(bootstrap: str, partitions: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(INPUT_TOPIC, partitions, 1)])
+    finally:
+        await admin.close()
+
+
 def _run_recovery(broker, workers, tmp_path, env) -> tuple[dict, dict]:
-    cfg = write_config(tmp_path / "cfg.yaml", broker, kafka={"partitions": 8})
+    # More partitions, more chances for a multi-record batch to end a changelog partition.
+    cfg = write_config(tmp_path / "cfg.yaml", broker, kafka={"partitions": PARTITIONS})
+    # The table's changelog gets PARTITIONS; its source topic must match (Faust checks).
+    asyncio.run(_create_input_topic(broker.bootstrap, PARTITIONS))
     port = free_port()
     argv = ["-m", "tests.apps.counter_worker", str(cfg), "1", str(port)]
     first = workers(argv, port, "first", env).start()
