@@ -62,18 +62,14 @@ def broker() -> None:
     """The embedded Tansu broker for local runs (data in memory only)."""
 
 
-def _broker_args(cfg: ProfileConfig, port: int | None) -> tuple[Path, int]:
-    return cfg.run_dir, port or cfg.embedded_broker.port
-
-
 @broker.command("start")
 @click.option("--port", type=int, default=None, help="Port on 127.0.0.1 (default: config).")
 @click.pass_context
 def broker_start(ctx: click.Context, port: int | None) -> None:
     cfg = _load(ctx)
-    run_dir, port = _broker_args(cfg, port)
+    port = port or cfg.embedded_broker.port
     try:
-        st, started = embedded.start(run_dir, port, cfg.embedded_broker.start_timeout_seconds)
+        st, started = embedded.start(cfg.run_dir, port, cfg.embedded_broker.start_timeout_seconds)
     except embedded.BrokerError as e:
         raise click.ClickException(str(e)) from None
     verb = "started" if started else "already running"

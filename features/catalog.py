@@ -54,7 +54,7 @@ class CategoryMatcher:
 
 
 def _norm(v: Any) -> Any:
-    """Values compare as JSON would: 7 == 7.0 == "7" is not assumed; ints stay ints."""
+    """Compare values as JSON values: 7 and 7.0 match, "7" is a different value."""
     if isinstance(v, float) and v.is_integer():
         return int(v)
     return v if isinstance(v, (int, str, float, bool)) or v is None else str(v)

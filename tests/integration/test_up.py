@@ -1,0 +1,70 @@
+"""`profiles up` (what `make run` runs): broker + topics + worker healthy; Ctrl-C (SIGINT) stops
+every process it started."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from deploy.broker import free_port
+from tests.harness import http_json
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_up_then_ctrl_c_leaves_nothing_behind(tmp_path):
+    broker_port, web_port = free_port(), free_port()
+    cfg = tmp_path / "cfg.yaml"
+    run_dir = tmp_path / "run"
+    cfg.write_text(yaml.safe_dump({
+        "kafka": {"broker": f"kafka://127.0.0.1:{broker_port}", "partitions": 2},
+        "embedded_broker": {"port": broker_port, "run_dir": str(run_dir)},
+        "worker": {"data_dir": str(tmp_path / "data"), "web_port": web_port}}))
+    proc = subprocess.Popen([sys.executable, "-m", "deploy", "--config", str(cfg), "up"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 120
+        body = {}
+        while time.monotonic() < deadline:
+            try:
+                status, body = http_json(f"http://127.0.0.1:{web_port}/health")
+                if status == 200:
+                    break
+            except OSError:
+                pass
+            assert proc.poll() is None, proc.stdout.read()
+            time.sleep(0.5)
+        assert body.get("status") == "ok" and body.get("compat") == "tansu", body
+        broker_pid = json.loads((run_dir / "broker.pid").read_text())["pid"]
+        worker_pid = int((run_dir / "worker-1.pid").read_text())
+        assert _alive(broker_pid) and _alive(worker_pid)
+
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0, out
+        assert "worker stopped" in out and "embedded broker stopped" in out
+        assert not _alive(worker_pid) and not _alive(broker_pid)
+        assert not (run_dir / "broker.pid").exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        subprocess.run([sys.executable, "-m", "deploy", "--config", str(cfg), "down"],
+                       cwd=ROOT, capture_output=True)
