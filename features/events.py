@@ -83,6 +83,10 @@ class EventParser:
         uid, iid, ts = obj["user_id"], obj["item_id"], obj["timestamp"]
         action, etype = obj.get("action_type"), obj.get("event_type")
         dwell, eid = obj.get("dwell_time"), obj.get("event_id")
+        if type(uid) is int and type(iid) is int and type(ts) is int and etype is None \
+                and type(action) is int and (eid is None or type(eid) is str) \
+                and (dwell is None or type(dwell) in (int, float)):
+            return self._typed(uid, iid, ts, action, dwell, eid, key, now)
         if not _is_int(uid):
             return Rejection("bad_type", f"user_id must be an integer, got {type(uid).__name__}")
         if not _is_int(iid):
@@ -97,6 +101,12 @@ class EventParser:
             return Rejection("bad_type", "dwell_time must be a number")
         if eid is not None and not isinstance(eid, str):
             return Rejection("bad_type", "event_id must be a string")
+        return self._typed(uid, iid, ts, action, dwell, eid, key, now, etype)
+
+    def _typed(self, uid: int, iid: int, ts: int | float, action: int | None,
+               dwell: int | float | None, eid: str | None, key, now: float | None,
+               etype: str | None = None) -> Event | Rejection:
+        """The checks after the type checks (out_of_range onwards)."""
         if not 0 <= uid < MAX_ID:
             return Rejection("out_of_range", f"user_id {uid} is outside 0..2^63-1")
         if not 0 <= iid < MAX_ID:

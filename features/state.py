@@ -84,11 +84,12 @@ class StateRules:
         self.gap = session_gap_seconds
 
 
-def check(state: UserState, ev: Event, rules: StateRules, eid_hash: int | None = None) -> str:
+def check(state: UserState, ev: Event, rules: StateRules, eid_hash: int | None = None,
+          day: int | None = None) -> str:
     """The stateful checks of §6, in order: too_late, then duplicate. APPLIED when neither."""
     if state.T >= 0:
-        oldest = day_of(state.T, rules.tz) - STATE_DAYS + 1
-        if day_of(ev.ts, rules.tz) < oldest:
+        oldest = (state.T + rules.tz) // 86400 - STATE_DAYS + 1
+        if (day if day is not None else day_of(ev.ts, rules.tz)) < oldest:
             return TOO_LATE
         if eid_hash is not None:
             seen = state.event_ids.get(eid_hash)
@@ -100,33 +101,35 @@ def check(state: UserState, ev: Event, rules: StateRules, eid_hash: int | None =
 def apply(state: UserState, ev: Event, categories: tuple[int, ...], rules: StateRules) -> str:
     """Apply one event in log order; returns APPLIED, TOO_LATE or DUPLICATE (state unchanged
     unless APPLIED). `categories` are the item's category ks at this moment (§1.2)."""
+    d = (ev.ts + rules.tz) // 86400
     h = None if ev.event_id is None else event_id_hash(ev.event_id)
-    outcome = check(state, ev, rules, h)
+    outcome = check(state, ev, rules, h, d)
     if outcome != APPLIED:
         return outcome
-    d = day_of(ev.ts, rules.tz)
     bucket = state.days.get(d)
     if bucket is None:
         bucket = state.days[d] = DayBucket()
     a = ev.action
-    bucket.actions[a] = bucket.actions.get(a, 0) + 1
+    actions = bucket.actions
+    actions[a] = actions.get(a, 0) + 1
     if ev.dwell_ms is not None:
         bucket.dwell_ms += ev.dwell_ms
         bucket.dwell_n += 1
-    for k in categories:
-        key = (k, a)
-        bucket.cats[key] = bucket.cats.get(key, 0) + 1
+    if categories:
+        cats = bucket.cats
+        for k in categories:
+            cats[(k, a)] = cats.get((k, a), 0) + 1
     add_timestamp(bucket.runs, ev.ts, rules.gap)
-    if state.items.get(ev.item_id, -1) < d:
-        state.items[ev.item_id] = d
-    if h is not None:
-        if state.event_ids.get(h, -1) < d:
-            state.event_ids[h] = d
+    items = state.items
+    if items.get(ev.item_id, -1) < d:
+        items[ev.item_id] = d
+    if h is not None and state.event_ids.get(h, -1) < d:
+        state.event_ids[h] = d
     if ev.ts > state.T:
-        moved_day = state.T < 0 or day_of(ev.ts, rules.tz) != day_of(state.T, rules.tz)
+        moved_day = state.T < 0 or d != (state.T + rules.tz) // 86400
         state.T = ev.ts
         if moved_day:
-            prune(state, day_of(ev.ts, rules.tz))
+            prune(state, d)
     return APPLIED
 
 
