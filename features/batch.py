@@ -86,8 +86,11 @@ class Progress:
         if force or now - self.last >= self.every:
             self.last = now
             rate = n / max(now - self.start, 1e-9)
-            print(f"\rbatch: {n:,} events read ({rate:,.0f}/s)", end="\n" if force else "",
-                  file=self.stream, flush=True)
+            tty = getattr(self.stream, "isatty", lambda: False)()
+            # on a terminal one line updates in place; in a log file each tick is its own line
+            prefix = "\r" if tty else ""
+            print(f"{prefix}batch: {n:,} events read ({rate:,.0f}/s)",
+                  end="\n" if force or not tty else "", file=self.stream, flush=True)
 
 
 def build_states(engine: FeatureEngine, catalog: ItemCatalog, lines: Iterator[bytes],
