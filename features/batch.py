@@ -14,11 +14,9 @@ from typing import IO, Iterator
 
 import orjson
 
-from features import mapping_index
-from features.catalog import CategoryMatcher, ItemCatalog, load_item_source
 from features.config import ProfileConfig
-from features.events import EventParser, Rejection
-from features.profile import FeatureEngine
+from features.events import Rejection
+from features.runtime import FeatureRuntime
 from features.state import APPLIED, UserState, apply
 
 
@@ -93,13 +91,12 @@ class Progress:
                   end="\n" if force or not tty else "", file=self.stream, flush=True)
 
 
-def build_states(engine: FeatureEngine, catalog: ItemCatalog, lines: Iterator[bytes],
-                 report: BatchReport, dlq: IO[bytes] | None = None, as_of: int | None = None,
+def build_states(rt: FeatureRuntime, lines: Iterator[bytes], report: BatchReport,
+                 dlq: IO[bytes] | None = None, as_of: int | None = None,
                  progress: Progress | None = None, now: float | None = None
                  ) -> dict[int, UserState]:
     """Apply every valid event in log order to per-user states."""
-    parser = EventParser(engine.cfg.events)
-    rules = engine.rules
+    parser, catalog, rules = rt.parser, rt.catalog, rt.engine.rules
     now = time.time() if now is None else now
     states: dict[int, UserState] = {}
     for lineno, raw in iter_events(lines):
@@ -145,16 +142,12 @@ def run_batch(cfg: ProfileConfig, items: str | Path | None, events: str | Path, 
               trigger: str | None = None) -> BatchReport:
     t0 = time.perf_counter()
     out = Path(out)
-    index = mapping_index.sync(cfg)
-    engine = FeatureEngine(cfg, index)
-    catalog = ItemCatalog(CategoryMatcher(cfg, index), load_item_source(cfg))
-    if items is not None:
-        catalog.load_file(items)
+    rt = FeatureRuntime.from_config(cfg, items)
     report = BatchReport()
     progress = Progress(progress_stream)
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(events, "rb") as src, open(dlq_path(out), "wb") as dlq:
-        states = build_states(engine, catalog, src, report, dlq, as_of, progress)
+        states = build_states(rt, src, report, dlq, as_of, progress)
     progress.tick(report.events, force=True)
     trigger = trigger or ("event" if as_of is None else "weekly")
     updated_at = time.time()
@@ -164,7 +157,7 @@ def run_batch(cfg: ProfileConfig, items: str | Path | None, events: str | Path, 
             if st.empty:
                 continue
             T = st.T if as_of is None else max(as_of, st.T)
-            rec = engine.evaluate(uid, st, T).to_record(0, trigger, updated_at)
+            rec = rt.engine.evaluate(uid, st, T).to_record(0, trigger, updated_at)
             f.write(orjson.dumps(rec) + b"\n")
             report.users += 1
     report.seconds = time.perf_counter() - t0

@@ -17,12 +17,11 @@ from typing import Any
 
 from rocksdict import Rdict
 
-from features import mapping_index
-from features.catalog import CategoryMatcher, ItemCatalog, load_item_source
 from features.config import ProfileConfig, load_config, parse_config
 from features.encoding import decode, encode
-from features.events import EventParser, Rejection
-from features.profile import ARRAY_KEYS, FeatureEngine
+from features.events import Rejection
+from features.profile import ARRAY_KEYS
+from features.runtime import FeatureRuntime
 from features.state import APPLIED, UserState, apply
 
 
@@ -36,16 +35,11 @@ class UserProfileSystem:
             self.cfg = load_config(config)
         else:  # the seed kept everything in data_dir, mapping index included
             self.cfg = parse_config({}, "<defaults>", self.data_dir, env={})
-        index = mapping_index.sync(self.cfg)
-        self.engine = FeatureEngine(self.cfg, index)
-        self.catalog = ItemCatalog(CategoryMatcher(self.cfg, index), load_item_source(self.cfg))
         items = self.data_dir / "item_feat_dict.json"
-        if items.exists():
-            self.catalog.load_file(items)
-        self.parser = EventParser(self.cfg.events)
+        rt = FeatureRuntime.from_config(self.cfg, items if items.exists() else None)
+        self.engine, self.catalog, self.parser = rt.engine, rt.catalog, rt.parser
         self.rejections: list[tuple[int, dict, Rejection | str]] = []
         self._db = Rdict(str(self.data_dir / "user_states"))
-        self._tz = self.engine.tz
 
     @property
     def item_features(self) -> dict[int, dict[str, Any]]:
@@ -56,7 +50,7 @@ class UserProfileSystem:
 
     def _state(self, user_id: int) -> UserState:
         raw = self._db.get(str(user_id).encode())
-        return decode(raw, self._tz) if raw is not None else UserState()
+        return decode(raw, self.engine.tz) if raw is not None else UserState()
 
     def update_user_profile(self, user_id: int, user_sequence: list[dict]) -> dict[str, Any]:
         """Apply the records in order and return the profile record (FEATURES.md §7)."""
@@ -74,7 +68,7 @@ class UserProfileSystem:
         if profile is not None and profile.digest() != state.published_digest:
             state.version += 1
             state.published_digest = profile.digest()
-        self._db[str(user_id).encode()] = encode(state, self._tz)
+        self._db[str(user_id).encode()] = encode(state, self.engine.tz)
         if profile is None:
             return self._default_record(user_id)
         return profile.to_record(state.version, "event", time.time())

@@ -84,12 +84,12 @@ class StateRules:
         self.gap = session_gap_seconds
 
 
-def check(state: UserState, ev: Event, rules: StateRules, eid_hash: int | None = None,
-          day: int | None = None) -> str:
-    """The stateful checks of §6, in order: too_late, then duplicate. APPLIED when neither."""
+def check(state: UserState, day: int, eid_hash: int | None, rules: StateRules) -> str:
+    """The stateful checks of §6 for an event of `day` carrying `eid_hash`, in order: too_late,
+    then duplicate. APPLIED when neither."""
     if state.T >= 0:
-        oldest = (state.T + rules.tz) // 86400 - STATE_DAYS + 1
-        if (day if day is not None else day_of(ev.ts, rules.tz)) < oldest:
+        oldest = day_of(state.T, rules.tz) - STATE_DAYS + 1
+        if day < oldest:
             return TOO_LATE
         if eid_hash is not None:
             seen = state.event_ids.get(eid_hash)
@@ -101,9 +101,9 @@ def check(state: UserState, ev: Event, rules: StateRules, eid_hash: int | None =
 def apply(state: UserState, ev: Event, categories: tuple[int, ...], rules: StateRules) -> str:
     """Apply one event in log order; returns APPLIED, TOO_LATE or DUPLICATE (state unchanged
     unless APPLIED). `categories` are the item's category ks at this moment (§1.2)."""
-    d = (ev.ts + rules.tz) // 86400
+    d = day_of(ev.ts, rules.tz)
     h = None if ev.event_id is None else event_id_hash(ev.event_id)
-    outcome = check(state, ev, rules, h, d)
+    outcome = check(state, d, h, rules)
     if outcome != APPLIED:
         return outcome
     bucket = state.days.get(d)
@@ -126,7 +126,7 @@ def apply(state: UserState, ev: Event, categories: tuple[int, ...], rules: State
     if h is not None and state.event_ids.get(h, -1) < d:
         state.event_ids[h] = d
     if ev.ts > state.T:
-        moved_day = state.T < 0 or d != (state.T + rules.tz) // 86400
+        moved_day = state.T < 0 or d != day_of(state.T, rules.tz)
         state.T = ev.ts
         if moved_day:
             prune(state, d)

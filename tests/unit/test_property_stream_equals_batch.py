@@ -16,6 +16,7 @@ from features.config import parse_config
 from features.encoding import decode, encode
 from features.events import EventParser, Rejection, day_of
 from features.profile import FeatureEngine
+from features.runtime import FeatureRuntime
 from features.state import APPLIED, UserState, apply
 
 DAY = 86400
@@ -129,7 +130,8 @@ def test_incremental_with_encoding_equals_batch_and_oracle(tmp_path, events, tz,
 
     # the batch way
     report = BatchReport()
-    batch_states = build_states(engine, catalog, iter(lines), report, now=NOW)
+    batch_states = build_states(FeatureRuntime(cfg, engine, catalog, parser), iter(lines), report,
+                                now=NOW)
     if not applied:
         assert not batch_states or batch_states[42].empty
         return
