@@ -273,13 +273,89 @@ def batch(ctx: click.Context, items, events, out, as_of, quiet) -> None:
 @click.option("--days", type=click.IntRange(1, 365), default=30, show_default=True)
 @click.option("--items", "n_items", type=click.IntRange(10), default=5000, show_default=True)
 @click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--activity", type=click.FloatRange(0.01, 10), default=1.0, show_default=True,
+              help="Scales how often users are active (events per user).")
 @click.option("--out", required=True, type=click.Path(file_okay=False))
-def sample(users, days, n_items, seed, out) -> None:
+def sample(users, days, n_items, seed, activity, out) -> None:
     """Write deterministic sample data: OUT/item_feat_dict.json and OUT/events.jsonl."""
     import json
 
     from features.sample import SampleSpec, write_sample
-    click.echo(json.dumps(write_sample(SampleSpec(users, days, n_items, seed), out)))
+    spec = SampleSpec(users, days, n_items, seed, activity=activity)
+    click.echo(json.dumps(write_sample(spec, out)))
+
+
+# ---------------------------------------------------------------- producing and watching
+
+@cli.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--rate", type=click.FloatRange(min=1), default=None,
+              help="At most this many events per second (default: as fast as possible).")
+@click.pass_context
+def produce(ctx: click.Context, file: str, rate: float | None) -> None:
+    """Send events (JSONL or TAAC seq.jsonl) to user-events, keyed by user_id."""
+    from deploy.clients import produce_events
+    n, eps = produce_events(_load(ctx), file, rate)
+    click.echo(f"produced {n:,} events ({eps:,.0f}/s)")
+
+
+@cli.group()
+def items() -> None:
+    """The item catalog (compacted item-features topic)."""
+
+
+@items.command("load")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.pass_context
+def items_load(ctx: click.Context, file: str) -> None:
+    """Publish item_feat_dict.json or JSONL {item_id, features} to item-features."""
+    from deploy.clients import load_items
+    from features.catalog import CatalogError
+    try:
+        n, _ = load_items(_load(ctx), file)
+    except CatalogError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"published {n:,} items")
+
+
+@cli.command("tail")
+@click.option("--from-beginning", is_flag=True, help="Start at the oldest retained record.")
+@click.option("--max", "limit", type=click.IntRange(1), default=None, help="Stop after N.")
+@click.option("--topic", default=None, help="Another topic (default: profile-updates).")
+@click.pass_context
+def tail_cmd(ctx: click.Context, from_beginning: bool, limit: int | None, topic: str | None):
+    """Print profile updates (one JSON per line) as they arrive."""
+    from deploy.clients import tail
+    cfg = _load(ctx)
+    try:
+        tail(cfg, topic or cfg.kafka.topics.profile_updates, from_beginning, limit)
+    except KeyboardInterrupt:
+        pass
+
+
+@cli.command()
+@click.argument("user_ids", nargs=-1, required=True)
+@click.option("--url", default=None, help="A worker's base URL (default: from config).")
+@click.pass_context
+def query(ctx: click.Context, user_ids: tuple[str, ...], url: str | None) -> None:
+    """Print the current profile of USER_ID(s) from the query API; exit 1 if one is unknown."""
+    import json
+    import urllib.error
+    import urllib.request
+    cfg = _load(ctx)
+    base = (url or f"http://{cfg.worker.web_host}:{cfg.worker.web_port}").rstrip("/")
+    path = f"/profiles/{user_ids[0]}" if len(user_ids) == 1 else f"/profiles?ids={','.join(user_ids)}"
+    try:
+        with urllib.request.urlopen(base + path, timeout=10) as r:
+            body = json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        msg = json.loads(e.read() or b"{}").get("error", e.reason)
+        raise click.ClickException(f"{msg} (HTTP {e.code})") from None
+    except OSError as e:
+        raise click.ClickException(f"no worker answers at {base}: {e}") from None
+    click.echo(json.dumps(body, ensure_ascii=False, indent=2))
+    if body.get("missing"):
+        sys.exit(1)
 
 
 def main() -> None:

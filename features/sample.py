@@ -46,6 +46,7 @@ class SampleSpec:
     bad_rate: float = 0.001
     duplicate_rate: float = 0.01
     late_rate: float = 0.02
+    activity: float = 1.0       # scales how often a user is active (1.0: ~2.6 events a day)
 
 
 def generate_items(spec: SampleSpec, rng: np.random.Generator) -> dict[int, dict[str, int]]:
@@ -88,7 +89,7 @@ def generate_events(spec: SampleSpec, items: dict[int, dict[str, int]],
         n_topics = int(rng.integers(1, 4))
         topics = rng.choice(len(names), size=n_topics, replace=False)
         affinity = rng.dirichlet(np.ones(n_topics))
-        p_active = float(np.clip(rng.beta(1.2, 2.0), 0.03, 0.95))
+        p_active = float(np.clip(rng.beta(1.2, 2.0) * spec.activity, 0.01, 0.95))
         sessions_per_day = 1 + rng.poisson(0.8)
         seq = 0
         for day in range(start_day, start_day + spec.days):

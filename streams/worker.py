@@ -12,8 +12,13 @@ from streams.topics import ensure_topics
 
 
 def build_app(cfg: ProfileConfig, inst: Instance) -> faust.App:
-    """The production app: the skeleton plus the agents registered on it."""
-    return create_app(cfg, inst)
+    """The production app: the skeleton plus the profile pipeline and its HTTP reads."""
+    from streams.api import add_routes
+    from streams.pipeline import ProfilePipeline
+    app = create_app(cfg, inst)
+    app.pipeline = ProfilePipeline(app)
+    add_routes(app.pipeline)
+    return app
 
 
 def run_worker(app: faust.App) -> None:

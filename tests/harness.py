@@ -131,3 +131,22 @@ def start_broker(run_dir: Path) -> Broker:
     port = embedded.free_port()
     embedded.start(run_dir, port, timeout=20)
     return Broker(port, run_dir)
+
+
+def profile_worker(workers, cfg_path: Path, instance_id: int, web_port: int, name: str):
+    """A real `profiles worker` process (not started)."""
+    argv = ["-m", "deploy", "--config", str(cfg_path), "worker", "--instance-id",
+            str(instance_id), "--web-port", str(web_port)]
+    return workers(argv, web_port, name)
+
+
+def wait_for(predicate, timeout: float, interval: float = 1.0, what: str = "condition"):
+    """Poll until predicate() returns a truthy value; returns it (or the last falsy one)."""
+    deadline = time.monotonic() + timeout
+    result = None
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(interval)
+    return result

@@ -1,0 +1,80 @@
+"""One user's micro-batch, as the stream applies it: pure, no Kafka.
+
+Events carry the source offset they came from; the state keeps the last offset applied, so a
+redelivered event (offset <= state.source_offset) is skipped and counted, never applied twice.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from features.events import Event, day_of
+from features.profile import Profile
+from features.runtime import FeatureRuntime
+from features.state import APPLIED, DUPLICATE, UserState, apply
+
+
+@dataclass
+class UserUpdate:
+    state: UserState
+    applied: int = 0
+    duplicates: int = 0
+    redelivered: int = 0
+    too_late: list[tuple[int, Event]] = field(default_factory=list)   # (offset, event)
+    # (day, {window: metrics as of the day's last second}) for each day T moved past
+    closed_days: list[tuple[int, dict]] = field(default_factory=list)
+    profile: Profile | None = None
+    changed: bool = False       # the arrays differ from the last published ones
+
+    @property
+    def touched(self) -> bool:
+        """Whether the state must be written back."""
+        return self.applied > 0 or self.duplicates > 0 or self.redelivered > 0 or \
+            bool(self.too_late)
+
+
+def closed_day_metrics(rt: FeatureRuntime, state: UserState, day: int) -> dict[int, dict]:
+    """The tumbling daily window's output: 1/7/30-day metrics as of the day's last second."""
+    T = day_end(day, rt.engine.tz)
+    return {W: rt.engine.metrics(state, T, W) for W in rt.cfg.behavior_preferences.time_windows}
+
+
+def apply_events(rt: FeatureRuntime, user_id: int, state: UserState,
+                 events: list[tuple[int, Event]]) -> UserUpdate:
+    """Apply (offset, event) pairs in offset order; evaluate when anything was applied."""
+    up = UserUpdate(state)
+    tz = rt.engine.tz
+    rules = rt.engine.rules
+    for offset, ev in events:
+        if offset <= state.source_offset:
+            up.redelivered += 1
+            continue
+        closing = None
+        if state.T >= 0 and day_of(ev.ts, tz) > day_of(state.T, tz):
+            # Snapshot before the event moves T: later days cannot be taken out afterwards.
+            closing = (day_of(state.T, tz), closed_day_metrics(rt, state, day_of(state.T, tz)))
+        outcome = apply(state, ev, rt.catalog.categories(ev.item_id), rules)
+        state.source_offset = offset
+        if outcome == APPLIED:
+            up.applied += 1
+            if closing is not None:
+                up.closed_days.append(closing)
+        elif outcome == DUPLICATE:
+            up.duplicates += 1
+        else:
+            up.too_late.append((offset, ev))
+    if not state.empty and (up.applied or up.redelivered):
+        up.profile = rt.engine.evaluate(user_id, state)
+        up.changed = up.profile.digest() != state.published_digest
+    return up
+
+
+def mark_published(state: UserState, profile: Profile) -> int:
+    """Record a publish in the state; returns the record's version."""
+    state.version += 1
+    state.published_digest = profile.digest()
+    return state.version
+
+
+def day_end(day: int, tz: int) -> int:
+    """The last second of an event-time day."""
+    return (day + 1) * 86400 - tz - 1

@@ -1,0 +1,152 @@
+"""The profile pipeline on a Faust app: one agent on `user-events`, one RocksDB table of user
+states (changelog-backed), publishes to `profile-updates`, `profile-aggregates` and the DLQ.
+
+Per micro-batch (`real_time_update.batch_size` events): events are validated, grouped by user,
+and each user's state is read once, advanced by `features.update.apply_events`, written once,
+and published at most once.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import weakref
+from collections import Counter, defaultdict
+
+import faust
+import orjson
+from faust.streams import _current_event  # the context Faust's tables read the partition from
+
+from features.encoding import decode, encode
+from features.events import Rejection
+from features.profile import Profile
+from features.runtime import FeatureRuntime
+from features.state import UserState
+from features.update import apply_events, day_end, mark_published
+from streams.dead_letters import dead_letter
+from streams.items import ItemFeed
+from streams.strategy import load_strategy
+
+log = logging.getLogger(__name__)
+STATE_TABLE = "user-state"
+
+
+@contextlib.contextmanager
+def as_current(event: faust.types.EventT):
+    """Make `event` the stream's current event, so table reads and writes go to its partition's
+    RocksDB and changelog partition (a batch from take_events has no single current event)."""
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
+class ProfilePipeline:
+    def __init__(self, app: faust.App):
+        cfg = app.profile_config
+        self.app = app
+        self.cfg = cfg
+        self.rt = FeatureRuntime.from_config(cfg)
+        self.tz = self.rt.engine.tz
+        t = cfg.kafka.topics
+        n = cfg.kafka.partitions
+        raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
+               "value_serializer": "raw"}
+        self.events_topic = app.topic(t.user_events, partitions=n, **raw)
+        self.updates_topic = app.topic(t.profile_updates, partitions=n, **raw)
+        self.aggregates_topic = app.topic(t.profile_aggregates, partitions=n, **raw)
+        self.dlq_topic = app.topic(t.dlq, partitions=n, **raw)
+        self.states = app.Table(STATE_TABLE, partitions=n, key_type=bytes, value_type=bytes)
+        self.items = ItemFeed(self.rt.catalog, cfg.kafka.bootstrap_servers, t.item_features)
+        self.strategy = load_strategy(cfg.real_time_update.strategy)
+        self.counts: Counter = Counter()
+        self.batch_size = cfg.real_time_update.batch_size
+        app.agent(self.events_topic, name="profiles")(self._agent)
+        app.task(self._load_items)
+
+    async def _load_items(self) -> None:
+        await self.items.run()
+
+    async def _agent(self, stream) -> None:
+        await self.items.ready.wait()   # events resolve categories against a complete catalog
+        async for events in stream.take_events(self.batch_size, within=0.05):
+            await self.process(events)
+
+    # ------------------------------------------------------------------ one micro-batch
+
+    async def process(self, events: list) -> None:
+        now = time.time()
+        by_user: dict[int, list] = defaultdict(list)
+        parse = self.rt.parser.parse
+        for event in events:
+            msg = event.message
+            self.counts["events_in"] += 1
+            if msg.value is None:
+                parsed = Rejection("malformed_json", "empty message (no value)")
+            else:
+                parsed = parse(msg.value, msg.key, now)
+            if type(parsed) is Rejection:
+                await self._dead_letter(parsed.reason, parsed.message, event)
+                continue
+            by_user[parsed.user_id].append((msg.offset, parsed, event))
+        for user_id, items in by_user.items():
+            with as_current(items[0][2]):
+                await self._advance_user(user_id, items)
+
+    async def _advance_user(self, user_id: int, items: list) -> None:
+        key = str(user_id).encode()
+        blob = self.states.get(key)
+        state = decode(blob, self.tz) if blob is not None else UserState()
+        by_offset = {off: ev for off, _, ev in items}
+        up = apply_events(self.rt, user_id, state, [(off, e) for off, e, _ in items])
+        c = self.counts
+        c["applied"] += up.applied
+        c["duplicates"] += up.duplicates
+        c["redelivered"] += up.redelivered
+        for off, ev in up.too_late:
+            await self._dead_letter("too_late", f"day of timestamp {ev.ts} is before the user's "
+                                    f"30-day window (user T {state.T})", by_offset[off])
+        if up.profile is not None:
+            if up.changed and self.strategy.should_update(user_id, [e for _, e, _ in items]):
+                version = mark_published(state, up.profile)
+                await self._publish(up.profile, version, "event")
+            elif up.redelivered and not up.changed and state.version > 0:
+                # A crash may have lost this record before the producer flushed: send it again
+                # (same version, same arrays; the topic is compacted by user).
+                await self._publish(up.profile, state.version, "event")
+        for day, metrics in up.closed_days:
+            await self._publish_aggregates(user_id, day, metrics)
+        if up.touched:
+            self.states[key] = encode(state, self.tz)
+
+    async def _publish(self, profile: Profile, version: int, trigger: str) -> None:
+        rec = profile.to_record(version, trigger, time.time())
+        await self.updates_topic.send(key=str(profile.user_id).encode(), value=orjson.dumps(rec))
+        self.counts["published"] += 1
+
+    async def _publish_aggregates(self, user_id: int, day: int, metrics: dict) -> None:
+        rec = {"user_id": user_id, "day": day, "as_of": day_end(day, self.tz),
+               "windows": {str(W): m for W, m in metrics.items()}}
+        await self.aggregates_topic.send(key=str(user_id).encode(), value=orjson.dumps(rec))
+        self.counts["aggregates"] += 1
+
+    async def _dead_letter(self, reason: str, message: str, event) -> None:
+        msg = event.message
+        value = dead_letter(reason, message, msg.value, msg.key, msg.topic, msg.partition,
+                            msg.offset)
+        await self.dlq_topic.send(key=msg.key, value=value)
+        self.counts[f"dlq_{reason}"] += 1
+
+    # ------------------------------------------------------------------ reads
+
+    def profile(self, user_id: int) -> dict | None:
+        """The user's current profile record from local state (None if not here)."""
+        blob = self.states.get(str(user_id).encode())
+        if blob is None:
+            return None
+        state = decode(blob, self.tz)
+        if state.empty:
+            return None
+        p = self.rt.engine.evaluate(user_id, state)
+        return p.to_record(state.version, "event", time.time())
