@@ -1,0 +1,98 @@
+"""Every reason code of FEATURES.md §6 lands in user-events-dlq with its reason, source position
+and original bytes; duplicates are counted, not dead-lettered; the worker keeps going."""
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from collections import Counter
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from deploy.broker import free_port
+from deploy.clients import latest_by_key, tail
+from features.config import load_config
+from features.events import REASONS
+from streams.dead_letters import original_bytes
+from tests.harness import http_json, profile_worker, wait_for, write_config
+
+pytestmark = pytest.mark.integration
+DAY = 86400
+
+
+def ev(uid=1, **kw):
+    base = {"user_id": uid, "item_id": 5, "timestamp": int(time.time()) - DAY, "action_type": 1}
+    base.update(kw)
+    return orjson.dumps({k: v for k, v in base.items() if v is not ...})
+
+
+def bad_records() -> list[tuple[str | None, bytes, bytes]]:
+    """(expected reason or None when accepted, key, value), in the order they are sent."""
+    now = int(time.time())
+    return [
+        ("malformed_json", b"1", b'{"user_id": 1,'),
+        ("not_an_object", b"1", b"[1, 2, 3]"),
+        ("too_large", b"1", ev(pad="x" * 70_000)),
+        ("missing_field", b"1", ev(item_id=...)),
+        ("bad_type", b"1", ev(item_id="five")),
+        ("out_of_range", b"1", ev(dwell_time=90_000)),
+        ("unknown_action", b"1", ev(action_type=42)),
+        ("key_mismatch", b"2", ev(uid=1)),
+        ("future_timestamp", b"1", ev(timestamp=now + 3600)),
+        (None, b"5", ev(uid=5, timestamp=now - DAY, event_id="a")),          # sets user 5's T
+        ("too_late", b"5", ev(uid=5, timestamp=now - 40 * DAY)),
+        (None, b"5", ev(uid=5, timestamp=now - DAY + 5, event_id="a")),      # duplicate
+        (None, b"9", ev(uid=9, timestamp=now - 100)),                         # still going
+    ]
+
+
+async def _send(bootstrap: str, topic: str, records) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=2 ** 20)
+    await producer.start()
+    try:
+        for _, key, value in records:
+            await (await producer.send(topic, key=key, value=value))
+    finally:
+        await producer.stop()
+
+
+def test_every_reason_code_is_dead_lettered(broker, workers, tmp_path):
+    cfg_path = write_config(tmp_path / "cfg.yaml", broker, kafka={"partitions": 2})
+    cfg = load_config(cfg_path, env={})
+    port = free_port()
+    w = profile_worker(workers, cfg_path, 1, port, "w").start()
+    w.wait_healthy()
+    records = bad_records()
+    asyncio.run(_send(broker.bootstrap, cfg.kafka.topics.user_events, records))
+
+    want = Counter(r for r, _, _ in records if r)
+    assert set(want) == set(REASONS)
+
+    deadline = time.monotonic() + 60
+    dlq: list[dict] = []
+    while time.monotonic() < deadline:
+        buf = io.StringIO()
+        tail(cfg, cfg.kafka.topics.dlq, from_beginning=True, idle_timeout=1.5, out=buf)
+        dlq = [orjson.loads(line) for line in buf.getvalue().splitlines()]
+        if len(dlq) >= sum(want.values()):
+            break
+    got = Counter(d["reason"] for d in dlq)
+    print(f"\ndead letters by reason: {dict(sorted(got.items()))}")
+    assert got == want
+    sent = {(r, v) for r, _, v in records if r}
+    for d in dlq:
+        assert (d["reason"], original_bytes(d)) in sent
+        assert d["message"] and d["source"]["topic"] == cfg.kafka.topics.user_events
+        assert d["source"]["offset"] >= 0 and d["original_size"] == len(original_bytes(d))
+
+    # the worker kept going: user 9's event (sent last) was applied and published
+    st = wait_for(lambda: http_json(w.url("/profiles/9"))[0] == 200, 30, 0.5)
+    assert st, "the event after the bad ones was not processed"
+    counts = http_json(w.url("/stats"))[1]["counts"]
+    assert {k.removeprefix("dlq_"): v for k, v in counts.items() if k.startswith("dlq_")} == want
+    assert counts["duplicates"] == 1 and counts["applied"] == 2
+    assert w.proc.poll() is None
+    updates = latest_by_key(cfg, cfg.kafka.topics.profile_updates, idle_timeout=1.5)
+    assert set(updates) == {b"5", b"9"}
