@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -116,24 +115,24 @@ def worker(ctx: click.Context, instance_id: int, web_port: int | None) -> None:
     run_worker(build_app(cfg, inst))
 
 
-def _worker_pidfile(cfg: ProfileConfig, instance_id: int) -> Path:
-    return cfg.run_dir / f"worker-{instance_id}.pid"
+def _say(line: str) -> None:
+    """Echo that survives a closed stdout (a pipe whose reader got the same Ctrl-C)."""
+    try:
+        click.echo(line)
+    except OSError:
+        pass
 
 
-def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float) -> bool:
-    import urllib.request
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return False
-        try:
-            with urllib.request.urlopen(url, timeout=1) as r:
-                if r.status == 200:
-                    return True
-        except OSError:
-            pass
-        time.sleep(0.25)
-    return False
+def _run_until_interrupted(cluster) -> None:
+    click.echo("running; press Ctrl-C to stop")
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    while not stopping:
+        gone = cluster.exited()
+        if gone is not None:
+            raise click.ClickException(f"worker {gone.instance_id} exited with code "
+                                       f"{gone.proc.returncode}; see {gone.log_path}")
+        time.sleep(0.5)
 
 
 @cli.command()
@@ -142,83 +141,47 @@ def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float) -> bool:
 @click.pass_context
 def up(ctx: click.Context, timeout: float) -> None:
     """Broker (when embedded) + topics + one worker, in the foreground until Ctrl-C."""
-    import asyncio
-
-    from streams.topics import ensure_topics
-    cfg = _load(ctx)
-    started_broker = False
-    proc: subprocess.Popen | None = None
-    stopping = False
-
-    def _on_signal(signum, frame):
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, _on_signal)
+    from deploy.local import ClusterError, LocalCluster
+    cluster = LocalCluster(_load(ctx), ctx.obj.get("config_path"), say=_say)
     try:
-        if cfg.uses_embedded_broker:
-            try:
-                st, started_broker = embedded.start(cfg.run_dir, cfg.embedded_broker.port,
-                                                    cfg.embedded_broker.start_timeout_seconds)
-            except embedded.BrokerError as e:
-                raise click.ClickException(str(e)) from None
-            click.echo(f"embedded broker on 127.0.0.1:{st.port} (pid {st.pid})")
-        created = asyncio.run(ensure_topics(cfg))
-        click.echo(f"topics ready ({len(created)} created)")
-        cfg.run_dir.mkdir(parents=True, exist_ok=True)
-        log_path = cfg.run_dir / "worker-1.log"
-        cmd = [sys.executable, "-m", "deploy", "worker", "--instance-id", "1"]
-        if ctx.obj.get("config_path"):
-            cmd[3:3] = ["--config", ctx.obj["config_path"]]
-        with open(log_path, "ab") as log:
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
-        _worker_pidfile(cfg, 1).write_text(str(proc.pid))
-        health = f"http://{cfg.worker.web_host}:{cfg.worker.web_port}/health"
-        click.echo(f"worker starting (pid {proc.pid}); log {log_path}")
-        if not _wait_healthy(health, proc, timeout):
-            raise click.ClickException(f"the worker did not become healthy; see {log_path}")
-        click.echo(f"worker healthy: {health}")
-        click.echo("running; press Ctrl-C to stop")
-        while not stopping and proc.poll() is None:
-            time.sleep(0.5)
-        if proc.poll() is not None and not stopping:
-            raise click.ClickException(f"the worker exited with code {proc.returncode}; "
-                                       f"see {log_path}")
+        cluster.start(1, timeout)
+        _run_until_interrupted(cluster)
+    except (ClusterError, embedded.BrokerError) as e:
+        raise click.ClickException(str(e)) from None
     except KeyboardInterrupt:
         pass
     finally:
-        # Stop everything first, report after: a second Ctrl-C or a closed stdout (a pipe whose
-        # reader got the same Ctrl-C) must not leave a process behind.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        done = []
-        if proc is not None:
-            _stop_process(proc)
-            _worker_pidfile(cfg, 1).unlink(missing_ok=True)
-            done.append("worker stopped")
-        if started_broker:
-            embedded.stop(cfg.run_dir)
-            done.append("embedded broker stopped")
-        for line in done:
+        for line in cluster.stop():
             _say(line)
 
 
-def _say(line: str) -> None:
+@cli.command()
+@click.option("--users", type=click.IntRange(1), default=1000, show_default=True)
+@click.option("--days", type=click.IntRange(1, 365), default=35, show_default=True)
+@click.option("--instances", type=click.IntRange(1, 8), default=1, show_default=True)
+@click.option("--exit", "exit_after", is_flag=True,
+              help="Stop and exit once the replay is processed (0 when it matched the batch path).")
+@click.pass_context
+def demo(ctx: click.Context, users: int, days: int, instances: int, exit_after: bool) -> None:
+    """Local cluster + sample data replayed with progress + profiles shown; then serve until
+    Ctrl-C (or exit with --exit)."""
+    from deploy.demo import run_demo
+    from deploy.local import ClusterError, LocalCluster
+    cluster = LocalCluster(_load(ctx), ctx.obj.get("config_path"), say=_say)
+    ok = False
     try:
-        click.echo(line)
-    except OSError:
-        pass
-
-
-def _stop_process(proc: subprocess.Popen, grace: float = 15.0) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        ok = run_demo(cluster, users, days, instances, _say)
+        if not exit_after:
+            _run_until_interrupted(cluster)
+    except (ClusterError, embedded.BrokerError) as e:
+        raise click.ClickException(str(e)) from None
+    except KeyboardInterrupt:
+        ok = True
+    finally:
+        for line in cluster.stop():
+            _say(line)
+    if exit_after and not ok:
+        raise click.ClickException("the streamed profiles differ from the batch path")
 
 
 @cli.command()

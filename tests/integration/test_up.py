@@ -58,7 +58,7 @@ def test_up_then_ctrl_c_leaves_nothing_behind(tmp_path):
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
         assert proc.returncode == 0, out
-        assert "worker stopped" in out and "embedded broker stopped" in out
+        assert "worker 1 stopped" in out and "embedded broker stopped" in out
         assert not _alive(worker_pid) and not _alive(broker_pid)
         assert not (run_dir / "broker.pid").exists()
     finally:
@@ -67,3 +67,19 @@ def test_up_then_ctrl_c_leaves_nothing_behind(tmp_path):
             proc.wait()
         subprocess.run([sys.executable, "-m", "deploy", "--config", str(cfg), "down"],
                        cwd=ROOT, capture_output=True)
+
+
+def test_demo_exit_replays_sample_and_shows_profiles(tmp_path):
+    """`make demo` is `profiles demo --exit`: exits 0 once the replay matched the batch path."""
+    broker_port, web_port = free_port(), free_port()
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "kafka": {"broker": f"kafka://127.0.0.1:{broker_port}", "partitions": 2},
+        "embedded_broker": {"port": broker_port, "run_dir": str(tmp_path / "run")},
+        "worker": {"data_dir": str(tmp_path / "data"), "web_port": web_port}}))
+    r = subprocess.run([sys.executable, "-m", "deploy", "--config", str(cfg), "demo", "--exit",
+                        "--users", "150"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "0 mismatched, 0 missing" in r.stdout and "interest tags (106)" in r.stdout
+    assert "embedded broker stopped" in r.stdout
+    assert not (tmp_path / "run" / "broker.pid").exists()
