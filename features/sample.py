@@ -89,7 +89,7 @@ def generate_events(spec: SampleSpec, items: dict[int, dict[str, int]],
         n_topics = int(rng.integers(1, 4))
         topics = rng.choice(len(names), size=n_topics, replace=False)
         affinity = rng.dirichlet(np.ones(n_topics))
-        p_active = float(np.clip(rng.beta(1.2, 2.0) * spec.activity, 0.01, 0.95))
+        p_active = float(np.clip(rng.beta(1.2, 2.0) * spec.activity, 0.03 * spec.activity, 0.95))
         sessions_per_day = 1 + rng.poisson(0.8)
         seq = 0
         for day in range(start_day, start_day + spec.days):

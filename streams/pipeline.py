@@ -62,6 +62,10 @@ class ProfilePipeline:
         self.strategy = load_strategy(cfg.real_time_update.strategy)
         self.counts: Counter = Counter()
         self.batch_size = cfg.real_time_update.batch_size
+        if cfg.real_time_update.update_interval > 0:
+            log.warning("real_time_update.update_interval=%s: holding back publishes is not "
+                        "implemented yet; every change is published (docs/STREAMING.md)",
+                        cfg.real_time_update.update_interval)
         app.agent(self.events_topic, name="profiles")(self._agent)
         app.task(self._load_items)
 
