@@ -14,6 +14,7 @@ from features.batch import iter_events
 from features.catalog import read_item_file
 from features.config import ProfileConfig
 from streams import compat
+from streams.topics import ensure_topics
 
 
 def event_records(path: str | Path) -> Iterator[tuple[bytes | None, bytes]]:
@@ -61,6 +62,9 @@ class Pacer:
 
 async def _produce(cfg: ProfileConfig, topic: str, records, rate: float | None,
                    progress: IO | None, label: str, settings: dict) -> tuple[int, float]:
+    # Create the topics first: a broker that auto-creates them would pick its own partition
+    # count, which the state table's changelog would then not match.
+    await ensure_topics(cfg)
     producer = AIOKafkaProducer(bootstrap_servers=cfg.kafka.bootstrap_servers,
                                 linger_ms=5, acks="all", **settings)
     await producer.start()

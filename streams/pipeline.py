@@ -97,6 +97,22 @@ class ProfilePipeline:
         for user_id, items in by_user.items():
             with as_current(items[0][2]):
                 await self._advance_user(user_id, items)
+        await self._flush_writes()
+
+    async def _flush_writes(self) -> None:
+        """Deliver every state write and publish of this batch before its events are acked.
+
+        Faust commits only acked offsets (take_events acks after this returns) and flushes the
+        producer before committing, but its send_soon buffer (table changelog) flush gives up
+        after 0.1 s without progress, so under load a commit could cover state writes still
+        waiting there; a crash then loses them with no redelivery. Draining it here closes that.
+        """
+        producer = self.app.producer
+        while producer.buffer.size:
+            if producer.state != "running":
+                raise RuntimeError("producer stopped with state writes pending")
+            await producer.buffer.flush()
+        await producer.flush()
 
     async def _advance_user(self, user_id: int, items: list) -> None:
         key = str(user_id).encode()

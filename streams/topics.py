@@ -31,6 +31,24 @@ def topic_specs(cfg: ProfileConfig) -> list[TopicSpec]:
     ]
 
 
+class TopicMismatch(RuntimeError):
+    """An existing topic the state depends on has another partition count than configured."""
+
+
+async def _check_partitions(admin: AIOKafkaAdminClient, cfg: ProfileConfig,
+                            existing: set[str]) -> None:
+    name = cfg.kafka.topics.user_events
+    if name not in existing:
+        return
+    meta = await admin.describe_topics([name])
+    n = len(meta[0]["partitions"])
+    if n != cfg.kafka.partitions:
+        raise TopicMismatch(
+            f"topic {name} has {n} partitions but kafka.partitions is {cfg.kafka.partitions}; "
+            "the state table's changelog must match it (was the topic auto-created by a producer "
+            "before the system created it? recreate it, or set kafka.partitions to match)")
+
+
 async def ensure_topics(cfg: ProfileConfig) -> list[str]:
     """Create the missing topics; returns the names created."""
     admin = AIOKafkaAdminClient(bootstrap_servers=cfg.kafka.bootstrap_servers,
@@ -38,6 +56,7 @@ async def ensure_topics(cfg: ProfileConfig) -> list[str]:
     await admin.start()
     try:
         existing = set(await admin.list_topics())
+        await _check_partitions(admin, cfg, existing)
         missing = [s for s in topic_specs(cfg) if s.name not in existing]
         created = []
         for spec in missing:

@@ -8,7 +8,7 @@ import faust
 
 from features.config import ProfileConfig
 from streams.app import Instance, create_app
-from streams.topics import ensure_topics
+from streams.topics import TopicMismatch, ensure_topics
 
 
 def build_app(cfg: ProfileConfig, inst: Instance) -> faust.App:
@@ -25,6 +25,9 @@ def run_worker(app: faust.App) -> None:
     """Create missing topics, then run the Faust worker until SIGTERM/SIGINT."""
     cfg = app.profile_config
     logging.basicConfig(level=logging.INFO)
-    asyncio.run(ensure_topics(cfg))
+    try:
+        asyncio.run(ensure_topics(cfg))
+    except TopicMismatch as e:
+        raise SystemExit(f"cannot start: {e}") from None
     worker = faust.Worker(app, loglevel=cfg.worker.log_level)
     worker.execute_from_commandline()

@@ -1,0 +1,58 @@
+"""Topics: created with the configured partitions by `produce` before anything is sent; a worker
+refuses an existing user-events topic whose partition count differs, in one sentence."""
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+
+from tests.harness import write_config
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def _partitions(bootstrap: str, topic: str) -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        return len((await admin.describe_topics([topic]))[0]["partitions"])
+    finally:
+        await admin.close()
+
+
+async def _autocreate(bootstrap: str, topic: str) -> None:
+    p = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await p.start()
+    try:
+        await p.send_and_wait(topic, b"{}", key=b"1")
+    finally:
+        await p.stop()
+
+
+def test_worker_refuses_a_user_events_topic_with_other_partitions(broker, tmp_path):
+    cfg = write_config(tmp_path / "cfg.yaml", broker, kafka={"partitions": 3})
+    asyncio.run(_autocreate(broker.bootstrap, "user-events"))     # the broker's default count
+    n = asyncio.run(_partitions(broker.bootstrap, "user-events"))
+    assert n != 3
+    r = subprocess.run([sys.executable, "-m", "deploy", "--config", str(cfg), "worker"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0
+    assert f"topic user-events has {n} partitions but kafka.partitions is 3" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_produce_creates_topics_with_configured_partitions(broker, tmp_path):
+    cfg = write_config(tmp_path / "cfg.yaml", broker, kafka={"partitions": 3})
+    events = tmp_path / "e.jsonl"
+    events.write_text('{"user_id": 1, "item_id": 2, "timestamp": 1700000000, "action_type": 1}\n')
+    r = subprocess.run([sys.executable, "-m", "deploy", "--config", str(cfg), "produce",
+                        str(events)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert asyncio.run(_partitions(broker.bootstrap, "user-events")) == 3
+    assert asyncio.run(_partitions(broker.bootstrap, "profile-updates")) == 3
