@@ -30,4 +30,8 @@ def run_worker(app: faust.App) -> None:
     except TopicMismatch as e:
         raise SystemExit(f"cannot start: {e}") from None
     worker = faust.Worker(app, loglevel=cfg.worker.log_level)
+    # Faust's terminal spinner sets the root logger to DEBUG (so it can spin on every record)
+    # whenever the level is WARN or above: every debug call in Faust and aiokafka then builds a
+    # record. Workers log to files; no spinner.
+    worker.spinner = None
     worker.execute_from_commandline()

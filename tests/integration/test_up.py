@@ -83,3 +83,24 @@ def test_demo_exit_replays_sample_and_shows_profiles(tmp_path):
     assert "0 mismatched, 0 missing" in r.stdout and "interest tags (106)" in r.stdout
     assert "embedded broker stopped" in r.stdout
     assert not (tmp_path / "run" / "broker.pid").exists()
+
+
+def test_second_run_with_a_new_embedded_broker_clears_stale_worker_state(tmp_path):
+    """The embedded broker keeps data in memory: a second `make run` starts it empty, and the
+    first run's table state must not make the worker refuse to start (ConsistencyError)."""
+    broker_port, web_port = free_port(), free_port()
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "kafka": {"broker": f"kafka://127.0.0.1:{broker_port}", "partitions": 2},
+        "embedded_broker": {"port": broker_port, "run_dir": str(tmp_path / "run")},
+        "worker": {"data_dir": str(tmp_path / "data"), "web_port": web_port}}))
+    runs = []
+    for _ in range(2):
+        r = subprocess.run([sys.executable, "-m", "deploy", "--config", str(cfg), "demo",
+                            "--exit", "--users", "40"], cwd=ROOT, capture_output=True, text=True,
+                           timeout=300)
+        runs.append(r)
+        assert r.returncode == 0, r.stdout + r.stderr
+    assert "cleared worker state of an earlier run (instance-1)" in runs[1].stdout
+    assert "0 mismatched, 0 missing" in runs[1].stdout
+    assert (tmp_path / "mapping_index.json").exists()     # the mapping index is kept
