@@ -121,7 +121,8 @@ def wait_until_ready(port: int, timeout: float, proc: subprocess.Popen | None = 
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise BrokerError(f"the broker exited at start-up with code {proc.returncode}")
-        if asyncio.run(_metadata_ok(f"127.0.0.1:{port}")):
+        # connect first: a metadata request to a closed port makes aiokafka log an error
+        if not port_is_free(port) and asyncio.run(_metadata_ok(f"127.0.0.1:{port}")):
             return
         time.sleep(0.1)
     raise BrokerError(f"the broker did not answer a metadata request on 127.0.0.1:{port} "

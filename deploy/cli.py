@@ -321,6 +321,26 @@ def query(ctx: click.Context, user_ids: tuple[str, ...], url: str | None) -> Non
         sys.exit(1)
 
 
+@cli.command()
+@click.option("--users", type=click.IntRange(10), default=1000, show_default=True)
+@click.option("--days", type=click.IntRange(1, 365), default=30, show_default=True)
+@click.option("--workdir", type=click.Path(file_okay=False), default="run/bench",
+              show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), default="BENCHMARKS.md",
+              show_default=True, help="Where the table is written.")
+def bench(users: int, days: int, workdir: str, out: str) -> None:
+    """Side-by-side throughput on one embedded broker: our pipeline (1 and 2 workers), naive
+    Faust, the read ceiling, the batch path; prints the table and writes OUT."""
+    import shutil
+
+    from deploy.bench import run_bench
+    shutil.rmtree(workdir, ignore_errors=True)
+    table = run_bench(Path(workdir), users, days, say=_say)
+    Path(out).write_text(table)
+    click.echo("\n" + table)
+    click.echo(f"written to {out}")
+
+
 def main() -> None:
     cli(obj={})
 
