@@ -27,14 +27,20 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_up_then_ctrl_c_leaves_nothing_behind(tmp_path):
+def _own_broker_config(tmp_path: Path) -> tuple[Path, int]:
+    """A config whose embedded broker and worker use free ports (started by the command)."""
     broker_port, web_port = free_port(), free_port()
     cfg = tmp_path / "cfg.yaml"
-    run_dir = tmp_path / "run"
     cfg.write_text(yaml.safe_dump({
         "kafka": {"broker": f"kafka://127.0.0.1:{broker_port}", "partitions": 2},
-        "embedded_broker": {"port": broker_port, "run_dir": str(run_dir)},
+        "embedded_broker": {"port": broker_port, "run_dir": str(tmp_path / "run")},
         "worker": {"data_dir": str(tmp_path / "data"), "web_port": web_port}}))
+    return cfg, web_port
+
+
+def test_up_then_ctrl_c_leaves_nothing_behind(tmp_path):
+    cfg, web_port = _own_broker_config(tmp_path)
+    run_dir = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "deploy", "--config", str(cfg), "up"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
@@ -71,12 +77,7 @@ def test_up_then_ctrl_c_leaves_nothing_behind(tmp_path):
 
 def test_demo_exit_replays_sample_and_shows_profiles(tmp_path):
     """`make demo` is `profiles demo --exit`: exits 0 once the replay matched the batch path."""
-    broker_port, web_port = free_port(), free_port()
-    cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "kafka": {"broker": f"kafka://127.0.0.1:{broker_port}", "partitions": 2},
-        "embedded_broker": {"port": broker_port, "run_dir": str(tmp_path / "run")},
-        "worker": {"data_dir": str(tmp_path / "data"), "web_port": web_port}}))
+    cfg, _ = _own_broker_config(tmp_path)
     r = subprocess.run([sys.executable, "-m", "deploy", "--config", str(cfg), "demo", "--exit",
                         "--users", "150"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -88,12 +89,7 @@ def test_demo_exit_replays_sample_and_shows_profiles(tmp_path):
 def test_second_run_with_a_new_embedded_broker_clears_stale_worker_state(tmp_path):
     """The embedded broker keeps data in memory: a second `make run` starts it empty, and the
     first run's table state must not make the worker refuse to start (ConsistencyError)."""
-    broker_port, web_port = free_port(), free_port()
-    cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "kafka": {"broker": f"kafka://127.0.0.1:{broker_port}", "partitions": 2},
-        "embedded_broker": {"port": broker_port, "run_dir": str(tmp_path / "run")},
-        "worker": {"data_dir": str(tmp_path / "data"), "web_port": web_port}}))
+    cfg, _ = _own_broker_config(tmp_path)
     runs = []
     for _ in range(2):
         r = subprocess.run([sys.executable, "-m", "deploy", "--config", str(cfg), "demo",
