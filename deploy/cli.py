@@ -321,6 +321,9 @@ def query(ctx: click.Context, user_ids: tuple[str, ...], url: str | None) -> Non
         sys.exit(1)
 
 
+FINDINGS_HEADING = "## Where the time goes"
+
+
 @cli.command()
 @click.option("--users", type=click.IntRange(10), default=1000, show_default=True)
 @click.option("--days", type=click.IntRange(1, 365), default=30, show_default=True)
@@ -336,7 +339,12 @@ def bench(users: int, days: int, workdir: str, out: str) -> None:
     from deploy.bench import run_bench
     shutil.rmtree(workdir, ignore_errors=True)
     table = run_bench(Path(workdir), users, days, say=_say)
-    Path(out).write_text(table)
+    findings = ""    # the hand-written profile findings below the table stay
+    if Path(out).exists():
+        previous = Path(out).read_text()
+        if FINDINGS_HEADING in previous:
+            findings = "\n" + previous[previous.index(FINDINGS_HEADING):]
+    Path(out).write_text(table + findings)
     click.echo("\n" + table)
     click.echo(f"written to {out}")
 
