@@ -1,7 +1,9 @@
 """Compact binary encoding of `UserState` (never JSON, never pickle).
 
-Layout v1:  header (version, T, source offset, version counter, digest, width, length of Z)
-            | Z = zlib(integer array) | event-id hashes
+Layout v2:  header (format, T, source offset, version counter, digest, width, length of Z,
+            due day, as_of of the last published record) | Z = zlib(integer array) | event-id hashes
+(v1, without the due day, is still read.) The header is fixed-size so scheduled jobs read and
+patch it without decoding the rest.
 The array holds every other number of the state, days and times relative to day(T) so that most
 are small; it is stored in the narrowest little-endian integer width that fits (1, 2, 4 or 8
 bytes) and byte-shuffled. The 48-bit event-id hashes are random, so they follow uncompressed, 6 bytes each, in the
@@ -11,13 +13,21 @@ from __future__ import annotations
 
 import struct
 import zlib
+from itertools import accumulate
+from dataclasses import dataclass
 
 import numpy as np
 
-from features.state import EVENT_ID_HASH_BYTES, DayBucket, UserState
+from features.state import EVENT_ID_HASH_BYTES, UNKNOWN_DUE, DayBucket, UserState
 
-FORMAT_VERSION = 1
-_HEAD = struct.Struct("<BqqqqBI")
+FORMAT_VERSION = 2
+_HEAD_V1 = struct.Struct("<BqqqqBI")
+_HEAD = struct.Struct("<BqqqqBIiq")
+_HEADS = {1: _HEAD_V1, 2: _HEAD}
+_BOOKKEEPING = struct.Struct("<qq")         # version counter, digest: right after T, offset
+_BOOKKEEPING_AT = 17
+_TAIL = struct.Struct("<iq")                # due day, published as_of: after the v1 fields
+_TAIL_AT = _HEAD_V1.size
 _WIDTHS = {1: "<i1", 2: "<i2", 4: "<i4", 8: "<i8"}
 
 
@@ -62,65 +72,99 @@ def encode(state: UserState, tz: int) -> bytes:
     body = zlib.compress(shuffled, 9)
     tail = b"".join(h.to_bytes(EVENT_ID_HASH_BYTES, "little") for h in hashes)
     head = _HEAD.pack(FORMAT_VERSION, state.T, state.source_offset, state.version,
-                      state.published_digest, width, len(body))
+                      state.published_digest, width, len(body), state.due_day,
+                      state.published_as_of)
     return head + body + tail
 
 
-def decode(data: bytes, tz: int) -> UserState:
+def decode(data: bytes, tz: int, event_ids: bool = True) -> UserState:
+    """The state; with event_ids=False the event-id hashes are left out (enough to evaluate,
+    not to apply events or re-encode: scheduled jobs then patch the header instead)."""
     if not data:
         raise StateDecodeError("empty state record")
-    if data[0] != FORMAT_VERSION:
+    head = _HEADS.get(data[0])
+    if head is None:
         raise StateDecodeError(f"unknown state format version {data[0]} (this build reads "
-                               f"version {FORMAT_VERSION})")
+                               f"versions {sorted(_HEADS)})")
     try:
-        _, T, offset, version, digest, width, n = _HEAD.unpack_from(data)
-        body = zlib.decompress(data[_HEAD.size:_HEAD.size + n])
+        _, T, offset, version, digest, width, n, *v2 = head.unpack_from(data)
+        body = zlib.decompress(data[head.size:head.size + n])
         planes = np.frombuffer(body, dtype=np.uint8).reshape(width, -1)
         v = np.ascontiguousarray(planes.T).view(_WIDTHS[width]).ravel().tolist()
-        tail = data[_HEAD.size + n:]
-        state = UserState(T=T, source_offset=offset, version=version, published_digest=digest)
-        return _from_ints(state, v, tail, tz)
+        tail = data[head.size + n:]
+        due, as_of = v2 if v2 else (UNKNOWN_DUE, T)
+        state = UserState(T=T, source_offset=offset, version=version, published_digest=digest,
+                          due_day=due, published_as_of=as_of)
+        return _from_ints(state, v, tail, tz, event_ids)
     except (struct.error, zlib.error, IndexError, ValueError, KeyError) as e:
         raise StateDecodeError(f"corrupt state record: {e}") from None
 
 
-def _from_ints(s: UserState, v: list[int], tail: bytes, tz: int) -> UserState:
+@dataclass(frozen=True, slots=True)
+class Header:
+    """What scheduled jobs read of every state without decoding it."""
+    T: int
+    source_offset: int
+    version: int
+    published_digest: int
+    due_day: int
+    published_as_of: int
+
+
+def read_header(data: bytes) -> Header:
+    head = _HEADS.get(data[0]) if data else None
+    if head is None or len(data) < head.size:
+        raise StateDecodeError("not a state record (unknown format or too short)")
+    _, T, offset, version, digest, _, _, *v2 = head.unpack_from(data)
+    due, as_of = v2 if v2 else (UNKNOWN_DUE, T)
+    return Header(T, offset, version, digest, due, as_of)
+
+
+def patch_header(data: bytes, state: UserState) -> bytes:
+    """`data` with the bookkeeping of `state` (version, digest, due day, published as_of); the
+    rest is unchanged. Only for the current format (older records are re-encoded)."""
+    if data[0] != FORMAT_VERSION:
+        raise StateDecodeError(f"cannot patch a version {data[0]} state record in place")
+    out = bytearray(data)
+    _BOOKKEEPING.pack_into(out, _BOOKKEEPING_AT, state.version, state.published_digest)
+    _TAIL.pack_into(out, _TAIL_AT, state.due_day, state.published_as_of)
+    return bytes(out)
+
+
+def _from_ints(s: UserState, v: list[int], tail: bytes, tz: int, with_ids: bool) -> UserState:
+    # slices and zip rather than index arithmetic per value: this runs for every state read
     base = (s.T + tz) // 86400 if s.T >= 0 else 0
     n_days = v[0]
     p = 1
+    days = s.days
     for _ in range(n_days):
         d = base - v[p]
         day_start = d * 86400 - tz
-        na = v[p + 1]
-        p += 2
-        actions = {v[p + 2 * j]: v[p + 2 * j + 1] for j in range(na)}
-        p += 2 * na
-        dwell_ms, dwell_n, nc = v[p], v[p + 1], v[p + 2]
-        p += 3
-        cats = {(v[p + 3 * j], v[p + 3 * j + 1]): v[p + 3 * j + 2] for j in range(nc)}
-        p += 3 * nc
-        nr = v[p]
-        p += 1
-        runs = []
-        for j in range(nr):
-            first = v[p + 2 * j] + day_start
-            runs.append([first, first + v[p + 2 * j + 1]])
-        p += 2 * nr
-        s.days[d] = DayBucket(actions, dwell_ms, dwell_n, cats, runs)
+        e = p + 2 + 2 * v[p + 1]
+        actions = dict(zip(v[p + 2:e:2], v[p + 3:e:2]))
+        dwell_ms, dwell_n, nc = v[e], v[e + 1], v[e + 2]
+        p = e + 3
+        e = p + 3 * nc
+        cats = dict(zip(zip(v[p:e:3], v[p + 1:e:3]), v[p + 2:e:3]))
+        nr = v[e]
+        p = e + 1
+        e = p + 2 * nr
+        runs = [[f + day_start, f + day_start + n] for f, n in zip(v[p:e:2], v[p + 1:e:2])]
+        p = e
+        days[d] = DayBucket(actions, dwell_ms, dwell_n, cats, runs)
     ni = v[p]
     p += 1
-    ids, acc = [], 0
-    for j in range(ni):
-        acc += v[p + j]
-        ids.append(acc)
+    ids = list(accumulate(v[p:p + ni]))
     p += ni
-    s.items = {i: base - v[p + j] for j, i in enumerate(ids)}
+    s.items = dict(zip(ids, [base - x for x in v[p:p + ni]]))
     p += ni
     ne = v[p]
     p += 1
-    w = EVENT_ID_HASH_BYTES
-    if len(tail) != ne * w or p + ne != len(v):
+    if len(tail) != ne * EVENT_ID_HASH_BYTES or p + ne != len(v):
         raise ValueError("lengths do not match the header")
-    s.event_ids = {int.from_bytes(tail[j * w:(j + 1) * w], "little"): base - v[p + j]
-                   for j in range(ne)}
+    if with_ids and ne:
+        raw = np.zeros((ne, 8), dtype=np.uint8)
+        raw[:, :EVENT_ID_HASH_BYTES] = np.frombuffer(tail, dtype=np.uint8).reshape(ne, -1)
+        s.event_ids = dict(zip(raw.view("<u8").ravel().tolist(),
+                               [base - x for x in v[p:p + ne]]))
     return s

@@ -16,6 +16,7 @@ STATE_DAYS = 30          # the longest window any feature may use (FEATURES.md Â
 EVENT_ID_HASH_BYTES = 6  # 48-bit hash: collision odds ~nÂ²/2^49 per user (n ids in 30 days)
 
 APPLIED, TOO_LATE, DUPLICATE = "applied", "too_late", "duplicate"
+UNKNOWN_DUE = -2
 
 
 @dataclass(slots=True)
@@ -43,6 +44,10 @@ class UserState:
     source_offset: int = -1
     version: int = 0
     published_digest: int = 0
+    # The day the published profile can next change with no new event (features.schedule),
+    # mirrored by the due index the hourly job reads; UNKNOWN_DUE until first computed.
+    due_day: int = -2
+    published_as_of: int = -1        # as_of of the last published record
 
     @property
     def empty(self) -> bool:
