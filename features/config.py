@@ -268,6 +268,9 @@ class WorkerConfig(Section):
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=1, le=65535)
     log_level: Literal["crit", "error", "warn", "info", "debug"] = "info"
+    # Bearer token for endpoints that change state (job triggers). $PROFILES_API_TOKEN wins;
+    # else this file, created with a random token on first use (default: <run_dir>/api-token).
+    api_token_file: str | None = None
 
 
 class RealTimeUpdateConfig(Section):
@@ -286,8 +289,19 @@ class ScheduledUpdateConfig(Section):
     daily_deep_update: str | None = Field("02:00", pattern=rf"^{_HHMM}$")
     weekly_full_update: str | None = Field(
         "sunday:03:00", pattern=rf"^({'|'.join(_DAYS)}):{_HHMM}$")
-    timezone: str = "UTC"
-    backup_retention: int = Field(7, ge=1)
+    timezone: str = "UTC"             # IANA name the run times are read in (wall clock)
+    backup_retention: int = Field(7, ge=1)     # daily backups kept per worker
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (an IANA name such as UTC or "
+                             "Asia/Shanghai)") from None
+        return v
 
 
 class MemoryConfig(Section):
@@ -365,6 +379,11 @@ class ProfileConfig(Section):
     @property
     def run_dir(self) -> Path:
         return self.path(self.embedded_broker.run_dir)
+
+    @property
+    def api_token_path(self) -> Path:
+        f = self.worker.api_token_file
+        return self.path(f) if f else self.run_dir / "api-token"
 
     def action_weight(self, code: int) -> float:
         return self.interest_tags.action_weights.get(code, 1.0)

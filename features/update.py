@@ -39,8 +39,9 @@ def closed_day_metrics(rt: FeatureRuntime, state: UserState, day: int) -> dict[i
 
 
 def apply_events(rt: FeatureRuntime, user_id: int, state: UserState,
-                 events: list[tuple[int, Event]]) -> UserUpdate:
-    """Apply (offset, event) pairs in offset order; evaluate when anything was applied."""
+                 events: list[tuple[int, Event]], evaluate: bool = True) -> UserUpdate:
+    """Apply (offset, event) pairs in offset order; evaluate when anything was applied.
+    evaluate=False gives only the state (no profile, no closed days): a rebuild from the log."""
     up = UserUpdate(state)
     tz = rt.engine.tz
     rules = rt.engine.rules
@@ -49,7 +50,7 @@ def apply_events(rt: FeatureRuntime, user_id: int, state: UserState,
             up.redelivered += 1
             continue
         closing = None
-        if state.T >= 0 and day_of(ev.ts, tz) > day_of(state.T, tz):
+        if evaluate and state.T >= 0 and day_of(ev.ts, tz) > day_of(state.T, tz):
             # Snapshot before the event moves T: later days cannot be taken out afterwards.
             closing = (day_of(state.T, tz), closed_day_metrics(rt, state, day_of(state.T, tz)))
         outcome = apply(state, ev, rt.catalog.categories(ev.item_id), rules)
@@ -62,7 +63,7 @@ def apply_events(rt: FeatureRuntime, user_id: int, state: UserState,
             up.duplicates += 1
         else:
             up.too_late.append((offset, ev))
-    if not state.empty and (up.applied or up.redelivered):
+    if evaluate and not state.empty and (up.applied or up.redelivered):
         up.profile = rt.engine.evaluate(user_id, state)
         up.changed = up.profile.digest() != state.published_digest
     return up
@@ -72,6 +73,7 @@ def mark_published(state: UserState, profile: Profile) -> int:
     """Record a publish in the state; returns the record's version."""
     state.version += 1
     state.published_digest = profile.digest()
+    state.published_as_of = profile.as_of
     return state.version
 
 
