@@ -1,0 +1,45 @@
+"""The producer for what the workers publish (profile-updates, profile-aggregates, the DLQ).
+
+It is separate from Faust's producer so that it batches normally: the one-record-per-batch
+workaround for the embedded broker (BROKER.md defect 1, streams/compat.py) is needed only for
+table changelogs, whose end offsets Faust reads on recovery. On that broker `end_offsets` of these
+output topics can therefore read low; consumers should rely on the fetch high watermark (as
+`profiles tail` does), or on a real Kafka cluster where the defect does not exist.
+"""
+from __future__ import annotations
+
+import asyncio
+
+from aiokafka import AIOKafkaProducer
+
+
+class Publisher:
+    def __init__(self, bootstrap: str):
+        self.bootstrap = bootstrap
+        self._producer: AIOKafkaProducer | None = None
+        self._starting = asyncio.Lock()
+
+    async def _started(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            async with self._starting:
+                if self._producer is None:
+                    p = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all",
+                                         linger_ms=20, max_batch_size=512 * 1024,
+                                         max_request_size=4 * 1024 * 1024)
+                    await p.start()
+                    self._producer = p
+        return self._producer
+
+    async def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+        """Queue a record (delivered by the next `flush`, or sooner)."""
+        await (await self._started()).send(topic, value, key=key)
+
+    async def flush(self) -> None:
+        if self._producer is not None:
+            await self._producer.flush()
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            p, self._producer = self._producer, None
+            await p.flush()
+            await p.stop()
