@@ -321,6 +321,107 @@ def query(ctx: click.Context, user_ids: tuple[str, ...], url: str | None) -> Non
         sys.exit(1)
 
 
+# ---------------------------------------------------------------- scheduled jobs and backups
+
+@cli.command()
+@click.argument("name", type=click.Choice(["hourly", "daily", "weekly"]))
+@click.option("--full", is_flag=True, help="daily: re-evaluate every user, due or not.")
+@click.option("--url", "urls", multiple=True,
+              help="A worker's base URL (repeatable; default: the local workers).")
+@click.option("--timeout", type=float, default=3600, show_default=True)
+@click.pass_context
+def job(ctx: click.Context, name: str, full: bool, urls: tuple[str, ...], timeout: float) -> None:
+    """Run a scheduled job now on every worker (each on its own partitions); print the reports.
+    Exit 1 when a worker failed, 2 when the weekly run found drift (it corrects it)."""
+    import json
+
+    from deploy.workers import WorkerCallError, call_all, local_workers
+    from streams.auth import api_token
+    cfg = _load(ctx)
+    targets = list(urls) or [w.url for w in local_workers(cfg)]
+    query = "?full=1" if full else ""
+    results = call_all([f"{u.rstrip('/')}/jobs/{name}{query}" for u in targets], "POST",
+                       api_token(cfg), timeout)
+    failed = drift = 0
+    totals: dict = {}
+    for url, res in zip(targets, results):
+        if isinstance(res, WorkerCallError):
+            click.echo(f"{url}: FAILED {res}", err=True)
+            failed += 1
+            continue
+        t = res["totals"]
+        click.echo(f"{url}: instance {res['instance']}, partitions "
+                   f"{[p['partition'] for p in res['partitions']]}, {res['seconds']}s, "
+                   + json.dumps(t, ensure_ascii=False))
+        if res.get("backup"):
+            click.echo(f"  backup {res['backup']}")
+        if res.get("error"):
+            click.echo(f"  error: {res['error']}", err=True)
+            failed += 1
+        for k, v in t.items():
+            if isinstance(v, int):
+                totals[k] = totals.get(k, 0) + v
+        drift += t.get("drift", {}).get("users", 0)
+    click.echo(f"{name}: " + ", ".join(f"{k} {v:,}" for k, v in totals.items())
+               + (f", drift {drift:,} users" if name == "weekly" else ""))
+    if failed:
+        sys.exit(1)
+    if drift:
+        sys.exit(2)
+
+
+@cli.group()
+def backup() -> None:
+    """RocksDB backups the daily job writes under the data dir."""
+
+
+@backup.command("list")
+@click.option("--instance-id", type=int, default=None, help="Only this worker's backups.")
+@click.pass_context
+def backup_list(ctx: click.Context, instance_id: int | None) -> None:
+    """List backups, oldest first."""
+    from streams import backups
+    cfg = _load(ctx)
+    roots = ([backups.root(cfg, instance_id)] if instance_id else
+             sorted((cfg.data_dir / "backups").glob("instance-*")))
+    n = 0
+    for r in roots:
+        for b in backups.list_backups(r):
+            n += 1
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(b.created_at))
+            click.echo(f"instance {b.instance}  {b.name}  {when} UTC  partitions "
+                       f"{','.join(sorted(b.partitions, key=int))}  {b.size_bytes:,} bytes")
+    if not n:
+        click.echo("no backups")
+
+
+@backup.command("restore")
+@click.argument("name", required=False)
+@click.option("--instance-id", type=int, default=1, show_default=True)
+@click.pass_context
+def backup_restore(ctx: click.Context, name: str | None, instance_id: int) -> None:
+    """Restore backup NAME (default: the newest) of a stopped worker; on its next start it
+    replays only the changelog written since."""
+    from deploy.workers import local_workers
+    from streams import backups
+    from streams.app import instance_for
+    cfg = _load(ctx)
+    if any(w.pid and w.instance_id == instance_id for w in local_workers(cfg)):
+        raise click.ClickException(f"worker {instance_id} is running; stop it first")
+    found = backups.list_backups(backups.root(cfg, instance_id))
+    chosen = [b for b in found if b.name == name] if name else found[-1:]
+    if not chosen:
+        have = ", ".join(b.name for b in found) or "none"
+        raise click.ClickException(f"no backup {name or ''} for instance {instance_id} "
+                                   f"(have: {have})")
+    try:
+        written = backups.restore(chosen[0], instance_for(cfg, instance_id).data_dir)
+    except backups.BackupError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"restored {chosen[0].name}: {len(written)} partition databases into "
+               f"{written[0].parent if written else '-'}")
+
+
 FINDINGS_HEADING = "## Where the time goes"
 
 
@@ -347,6 +448,40 @@ def bench(users: int, days: int, workdir: str, out: str) -> None:
     Path(out).write_text(table + findings)
     click.echo("\n" + table)
     click.echo(f"written to {out}")
+
+
+@cli.command("bench-jobs")
+@click.option("--users", type=click.IntRange(1000), default=1_000_000, show_default=True)
+@click.option("--due", type=click.IntRange(0), default=10_000, show_default=True)
+@click.option("--full-daily", is_flag=True, help="Also time a daily run that re-evaluates "
+              "every user (the run after a feature config change).")
+@click.option("--workdir", type=click.Path(file_okay=False), default="run/bench-jobs",
+              show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), default="BENCHMARKS.md",
+              show_default=True, help="Its section there is replaced.")
+def bench_jobs(users: int, due: int, full_daily: bool, workdir: str, out: str) -> None:
+    """Time the hourly and daily runs of one worker holding USERS states, DUE of them due."""
+    import shutil
+
+    from deploy.bench_jobs import run_bench_jobs
+    shutil.rmtree(workdir, ignore_errors=True)
+    section = run_bench_jobs(Path(workdir), users, due, full_daily, say=_say)
+    _replace_section(Path(out), section)
+    click.echo("\n" + section)
+    click.echo(f"written to {out}")
+
+
+def _replace_section(path: Path, section: str) -> None:
+    """Put a `## ...` section into a markdown file, replacing the one with the same heading."""
+    heading = section.splitlines()[0]
+    text = path.read_text() if path.exists() else ""
+    if heading in text:
+        start = text.index(heading)
+        nxt = text.find("\n## ", start + len(heading))
+        text = text[:start] + section + (text[nxt + 1:] if nxt >= 0 else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text)
 
 
 def main() -> None:

@@ -48,7 +48,7 @@ def compare(published: dict[int, dict], expected: dict[int, dict]) -> Comparison
 
 
 def batch_profiles(cfg: ProfileConfig, items: str | Path | None, events: str | Path,
-                   out: str | Path) -> dict[int, dict]:
-    run_batch(cfg, items, events, out, progress_stream=None)
+                   out: str | Path, as_of: int | None = None) -> dict[int, dict]:
+    run_batch(cfg, items, events, out, as_of=as_of, progress_stream=None)
     recs = (orjson.loads(line) for line in Path(out).read_bytes().splitlines())
     return {r["user_id"]: r for r in recs}

@@ -7,39 +7,30 @@ and published at most once.
 """
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import logging
 import time
-import weakref
 from collections import Counter, defaultdict
 
 import faust
 import orjson
-from faust.streams import _current_event  # the context Faust's tables read the partition from
 
 from features.encoding import decode, encode
-from features.events import Rejection
+from features.events import Rejection, day_of
 from features.profile import Profile
 from features.runtime import FeatureRuntime
+from features.schedule import NEVER, next_change_day
 from features.state import UserState
 from features.update import apply_events, day_end, mark_published
 from streams.dead_letters import dead_letter
 from streams.items import ItemFeed
+from streams.publisher import Publisher
+from streams.state_table import (PARTITION_KEY, PartitionClock, due_key, partition_db,
+                                 user_key, writing_to)
 from streams.strategy import load_strategy
 
 log = logging.getLogger(__name__)
 STATE_TABLE = "user-state"
-
-
-@contextlib.contextmanager
-def as_current(event: faust.types.EventT):
-    """Make `event` the stream's current event, so table reads and writes go to its partition's
-    RocksDB and changelog partition (a batch from take_events has no single current event)."""
-    token = _current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
 
 
 class ProfilePipeline:
@@ -59,8 +50,15 @@ class ProfilePipeline:
         self.dlq_topic = app.topic(t.dlq, partitions=n, **raw)
         self.states = app.Table(STATE_TABLE, partitions=n, key_type=bytes, value_type=bytes)
         self.items = ItemFeed(self.rt.catalog, cfg.kafka.bootstrap_servers, t.item_features)
+        self.publisher = Publisher(cfg.kafka.bootstrap_servers)
+        app.on_before_shutdown.connect(self._stop_publisher)
         self.strategy = load_strategy(cfg.real_time_update.strategy)
         self.counts: Counter = Counter()
+        # Scheduled jobs and the agent change the same states: one of them at a time.
+        self.lock = asyncio.Lock()
+        self.clocks: dict[int, PartitionClock] = {}    # cache of each PARTITION_KEY
+        app.on_partitions_revoked.connect(self._forget_clocks)
+        app.on_partitions_assigned.connect(self._forget_clocks)
         self.batch_size = cfg.real_time_update.batch_size
         if cfg.real_time_update.update_interval > 0:
             log.warning("real_time_update.update_interval=%s: holding back publishes is not "
@@ -80,12 +78,19 @@ class ProfilePipeline:
     # ------------------------------------------------------------------ one micro-batch
 
     async def process(self, events: list) -> None:
+        async with self.lock:
+            await self._process(events)
+
+    async def _process(self, events: list) -> None:
         now = time.time()
         by_user: dict[int, list] = defaultdict(list)
+        last: dict[int, tuple[int, int, object]] = {}   # partition -> (max ts, offset, event)
         parse = self.rt.parser.parse
         for event in events:
             msg = event.message
             self.counts["events_in"] += 1
+            ts, _, _ = last.get(msg.partition, (-1, 0, None))
+            last[msg.partition] = (ts, msg.offset, event)
             if msg.value is None:
                 parsed = Rejection("malformed_json", "empty message (no value)")
             else:
@@ -94,10 +99,32 @@ class ProfilePipeline:
                 await self._dead_letter(parsed.reason, parsed.message, event)
                 continue
             by_user[parsed.user_id].append((msg.offset, parsed, event))
+            if parsed.ts > last[msg.partition][0]:
+                last[msg.partition] = (parsed.ts, msg.offset, event)
         for user_id, items in by_user.items():
-            with as_current(items[0][2]):
+            with writing_to(items[0][2]):
                 await self._advance_user(user_id, items)
+        for partition, (ts, offset, event) in last.items():
+            clock = PartitionClock(max(ts, self.clock(partition).stream_time), offset)
+            with writing_to(event):
+                self.states[PARTITION_KEY] = clock.pack()
+            self.clocks[partition] = clock
         await self._flush_writes()
+
+    def clock(self, partition: int) -> PartitionClock:
+        """The partition's stream time and last offset processed, as stored with its states."""
+        clock = self.clocks.get(partition)
+        if clock is None:
+            raw = partition_db(self.states, partition).get(PARTITION_KEY)
+            clock = self.clocks[partition] = PartitionClock.unpack(raw)
+        return clock
+
+    async def _forget_clocks(self, *args, **kwargs) -> None:
+        # after a rebalance another worker may have moved a partition on
+        self.clocks.clear()
+
+    async def _stop_publisher(self, *args, **kwargs) -> None:
+        await self.publisher.stop()
 
     async def _flush_writes(self) -> None:
         """Deliver every state write and publish of this batch before its events are acked.
@@ -113,9 +140,14 @@ class ProfilePipeline:
                 raise RuntimeError("producer stopped with state writes pending")
             await producer.buffer.flush()
         await producer.flush()
+        await self.publisher.flush()
+
+    async def _flush_publishes(self) -> None:
+        """Deliver the published records only (scheduled jobs: records before states)."""
+        await self.publisher.flush()
 
     async def _advance_user(self, user_id: int, items: list) -> None:
-        key = str(user_id).encode()
+        key = user_key(user_id)
         blob = self.states.get(key)
         state = decode(blob, self.tz) if blob is not None else UserState()
         by_offset = {off: ev for off, _, ev in items}
@@ -137,18 +169,37 @@ class ProfilePipeline:
                 await self._publish(up.profile, state.version, "event")
         for day, metrics in up.closed_days:
             await self._publish_aggregates(user_id, day, metrics)
+        if up.profile is not None:
+            self.set_due(partition_db(self.states, items[0][2].message.partition), user_id,
+                         state, next_change_day(state, day_of(state.T, self.tz),
+                                                self.rt.engine.windows))
         if up.touched:
             self.states[key] = encode(state, self.tz)
 
+    @staticmethod
+    def set_due(db, user_id: int, state: UserState, day: int) -> None:
+        """Move the user's entry in the partition's due index. The index is local to the
+        RocksDB (no changelog): the state header carries the same day, and the index is rebuilt
+        from the headers after a partition is (re)assigned (streams.jobs)."""
+        if day == state.due_day:
+            return
+        if state.due_day >= 0:
+            db.delete(due_key(state.due_day, user_id))
+        if day != NEVER:
+            db.put(due_key(day, user_id), b"")
+        state.due_day = day
+
     async def _send(self, topic, key: bytes | None, value: bytes) -> None:
-        """Hand an already-serialized record to the producer (Faust's Topic.send wraps each in
-        several objects; the batch's _flush_writes delivers it before the batch is acked)."""
-        await self.app.producer.send(topic.get_topic_name(), key, value, None, None, None)
+        """Hand an already-serialized record to the publisher; the batch's _flush_writes
+        delivers it before the batch is acked."""
+        await self.publisher.send(topic.get_topic_name(), key, value)
 
     async def _publish(self, profile: Profile, version: int, trigger: str) -> None:
         rec = profile.to_record(version, trigger, time.time())
-        await self._send(self.updates_topic, str(profile.user_id).encode(), orjson.dumps(rec))
+        await self._send(self.updates_topic, user_key(profile.user_id), orjson.dumps(rec))
         self.counts["published"] += 1
+        if trigger != "event":
+            self.counts[f"published_{trigger}"] += 1
 
     async def _publish_aggregates(self, user_id: int, day: int, metrics: dict) -> None:
         rec = {"user_id": user_id, "day": day, "as_of": day_end(day, self.tz),
@@ -167,11 +218,13 @@ class ProfilePipeline:
 
     def profile(self, user_id: int) -> dict | None:
         """The user's current profile record from local state (None if not here)."""
-        blob = self.states.get(str(user_id).encode())
+        blob = self.states.get(user_key(user_id))
         if blob is None:
             return None
-        state = decode(blob, self.tz)
+        state = decode(blob, self.tz, event_ids=False)
         if state.empty:
             return None
-        p = self.rt.engine.evaluate(user_id, state)
+        # the latest published record's view: as of the last publish when a scheduled run
+        # published after the user's last event
+        p = self.rt.engine.evaluate(user_id, state, max(state.T, state.published_as_of))
         return p.to_record(state.version, "event", time.time())

@@ -1,0 +1,43 @@
+"""HTTP for scheduled jobs: `POST /jobs/{hourly|daily|weekly}[?full=1]` runs one now on this
+worker's partitions and answers its report (bearer token required); `GET /jobs` shows the
+running job and the last report of each."""
+from __future__ import annotations
+
+import faust
+from faust.web import Request, Response, View
+
+from features.schedule import JOBS
+from streams.auth import api_token, authorized
+from streams.jobs import JobBusy, NotReady, ScheduledJobs
+
+
+def add_job_routes(app: faust.App, jobs: ScheduledJobs) -> None:
+    token = api_token(app.profile_config)
+
+    @app.page("/jobs/{name}")
+    class RunJob(View):
+        async def get(self, request: Request, name: str) -> Response:
+            return self.json({"error": "POST to run a job; GET /jobs shows reports"}, status=405)
+
+        async def post(self, request: Request, name: str) -> Response:
+            if not authorized(request.headers.get("Authorization"), token):
+                return self.json({"error": "a bearer token is required (Authorization: Bearer "
+                                  "<token>; see worker.api_token_file)"}, status=401)
+            if name not in JOBS:
+                return self.json({"error": f"unknown job {name!r}; one of {', '.join(JOBS)}"},
+                                 status=404)
+            full = request.query.get("full", "") in ("1", "true", "yes")
+            try:
+                report = await jobs.run(name, full=full)
+            except JobBusy as e:
+                return self.json({"error": str(e)}, status=409)
+            except NotReady as e:
+                return self.json({"error": str(e)}, status=503)
+            return self.json(report, status=500 if report.get("error") else 200)
+
+    @app.page("/jobs")
+    async def job_reports(web, request):
+        return web.json({"instance": app.profile_instance.instance_id,
+                         "running": jobs.running,
+                         "index_unchecked": sorted(set(jobs.owned()) - jobs.index_checked),
+                         "last": jobs.last})

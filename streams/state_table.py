@@ -1,0 +1,127 @@
+"""The `user-state` table's key layout, and access to one partition of it outside the stream.
+
+One changelog-backed RocksDB table holds, per partition:
+  b"<decimal user_id>"            the user's encoded state (features.encoding)
+  b"\\x00due" + day + user_id      the due index: the user's profile can change on `day`
+  b"\\x00partition"                the partition's stream time (largest event timestamp seen) and
+                                  the last source offset processed
+  b"\\x00features"                 fingerprint of the feature config last fully evaluated
+Everything lives in the partition of its user (or the partition it describes). The due index is
+written to the local RocksDB only (it costs no changelog records); each state's header holds the
+same day, so it is rebuilt from the headers when a partition is (re)assigned.
+"""
+from __future__ import annotations
+
+import contextlib
+import struct
+import weakref
+from dataclasses import dataclass
+from typing import Iterator
+
+from faust.streams import _current_event  # the context Faust's tables take the partition from
+
+DUE_PREFIX = b"\x00due"
+PARTITION_KEY = b"\x00partition"
+FEATURES_KEY = b"\x00features"
+_DUE = struct.Struct(">IQ")         # big-endian: keys sort by day, then user
+_I64 = struct.Struct("<q")
+_CLOCK = struct.Struct("<qq")
+FAUST_OFFSET_KEY = b"__faust\x00offset__"
+
+
+def user_key(user_id: int) -> bytes:
+    return str(user_id).encode()
+
+
+def is_user_key(key: bytes) -> bool:
+    return key[:1].isdigit()
+
+
+def due_key(day: int, user_id: int) -> bytes:
+    return DUE_PREFIX + _DUE.pack(day, user_id)
+
+
+def parse_due_key(key: bytes) -> tuple[int, int]:
+    return _DUE.unpack_from(key, len(DUE_PREFIX))
+
+
+@dataclass(frozen=True)
+class PartitionClock:
+    stream_time: int = -1       # FEATURES.md §2: largest event timestamp seen (-1: none)
+    offset: int = -1            # last source offset processed
+
+    def pack(self) -> bytes:
+        return _CLOCK.pack(self.stream_time, self.offset)
+
+    @classmethod
+    def unpack(cls, b: bytes | None) -> "PartitionClock":
+        return cls() if b is None else cls(*_CLOCK.unpack(b))
+
+
+def pack_int(v: int) -> bytes:
+    return _I64.pack(v)
+
+
+def unpack_int(b: bytes | None, default: int) -> int:
+    return default if b is None else _I64.unpack(b)[0]
+
+
+@dataclass
+class _Message:
+    topic: str
+    partition: int
+
+
+class _PartitionEvent:
+    """Just enough of a Faust event for table writes: its message's topic and partition."""
+
+    def __init__(self, topic: str, partition: int):
+        self.message = _Message(topic, partition)
+
+
+@contextlib.contextmanager
+def writing_to(event_or_partition, topic: str | None = None):
+    """Make table reads/writes inside the block go to one partition (RocksDB and changelog).
+
+    Pass the stream event to write as that event's partition, or a partition number (and the
+    source topic) for writes outside the stream, as scheduled jobs do."""
+    event = event_or_partition
+    if isinstance(event_or_partition, int):
+        event = _PartitionEvent(topic, event_or_partition)
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
+def partition_db(table, partition: int):
+    """The RocksDB (rocksdict) of one partition of a Faust table, opened if needed."""
+    return table.data._db_for_partition(partition)
+
+
+def iter_due(db, upto_day: int) -> Iterator[tuple[bytes, int, int]]:
+    """(key, day, user_id) of due-index entries with day <= upto_day, in day order."""
+    it = db.iter()
+    it.seek(DUE_PREFIX)
+    end = due_key(upto_day + 1, 0)
+    while it.valid():
+        key = it.key()
+        if not key.startswith(DUE_PREFIX) or key >= end:
+            break
+        day, uid = parse_due_key(key)
+        yield key, day, uid
+        it.next()
+
+
+def iter_users(db, after: bytes = b"0") -> Iterator[tuple[bytes, bytes]]:
+    """(key, encoded state) of every user in the partition from key `after` on, in key order
+    (a fresh iterator sees the store as it is now)."""
+    it = db.iter()
+    it.seek(after)
+    while it.valid():
+        key = it.key()
+        if not key[:1].isdigit():
+            break
+        yield key, it.value()
+        it.next()
