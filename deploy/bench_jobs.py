@@ -1,0 +1,170 @@
+"""`profiles bench-jobs` / `make bench-jobs`: scheduled runs over a large state, on a real worker.
+
+A pool of real user states (the sample generator's users through the batch path, ~100 events in
+30 days each) is copied under N user ids straight into the worker's RocksDB partitions, with a
+due-index entry each: D users due today, the rest later. Then one worker starts on the embedded
+broker and the hourly and daily runs are triggered over HTTP and timed (the worker's own report;
+publishes and changelog writes go to the broker as in production).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import rocksdict
+import yaml
+
+from deploy import broker as embedded
+from deploy.bench import ROOT, _machine, _peak_rss_mb
+from deploy.workers import call
+from features.batch import BatchReport, build_states
+from features.config import load_config
+from features.encoding import encode
+from features.events import day_of
+from features.runtime import FeatureRuntime
+from features.sample import END_TS, SampleSpec, write_sample
+from features.schedule import NEVER, feature_fingerprint, next_change_day
+from streams.auth import api_token
+from streams.state_table import FEATURES_KEY, PARTITION_KEY, PartitionClock, due_key, pack_int
+
+PARTITIONS = 8
+
+
+def _prefill(cfg, tables: Path, users: int, due: int, due_pool: list, quiet_pool: list,
+             stream_time: int, say) -> None:
+    """Users 1..due get states due today, the rest states whose next change is later."""
+    dbs = []
+    for p in range(PARTITIONS):
+        dbs.append(rocksdict.Rdict(str(tables / f"user-state-{p}.db"),
+                                   options=rocksdict.Options(raw_mode=True)))
+    fp = pack_int(feature_fingerprint(cfg))
+    t0 = time.monotonic()
+    batches = [rocksdict.WriteBatch(raw_mode=True) for _ in range(PARTITIONS)]
+    for uid in range(1, users + 1):
+        p = uid % PARTITIONS
+        pool = due_pool if uid <= due else quiet_pool
+        state, blob = pool[uid % len(pool)]
+        b = batches[p]
+        b.put(str(uid).encode(), blob)
+        if state.due_day >= 0:
+            b.put(due_key(state.due_day, uid), b"")
+        if uid % 50_000 == 0 or uid == users:
+            for q in range(PARTITIONS):
+                dbs[q].write(batches[q])
+            batches = [rocksdict.WriteBatch(raw_mode=True) for _ in range(PARTITIONS)]
+            say(f"  state written for {uid:,} users ({time.monotonic() - t0:.0f} s)")
+    for p, db in enumerate(dbs):
+        db.put(PARTITION_KEY, PartitionClock(stream_time, -1).pack())
+        db.put(FEATURES_KEY, fp)
+        db.flush()
+        db.close()
+
+
+def run_bench_jobs(workdir: Path, users: int, due: int, full_daily: bool,
+                   say: Callable[[str], None] = print) -> str:
+    workdir.mkdir(parents=True, exist_ok=True)
+    port, web = embedded.free_port(), embedded.free_port()
+    raw = {"kafka": {"broker": f"kafka://127.0.0.1:{port}", "partitions": PARTITIONS},
+           "embedded_broker": {"port": port, "run_dir": str(workdir / "run")},
+           "mapping_index": str(workdir / "mapping_index.json"),
+           "worker": {"app_id": "bench-jobs", "data_dir": str(workdir / "data"),
+                      "web_port": web, "log_level": "warn"}}
+    cfg_path = workdir / "bench-jobs.yaml"
+    cfg_path.write_text(yaml.safe_dump(raw))
+    cfg = load_config(cfg_path)
+
+    say("state pool: real users from the sample generator through the batch path")
+    info = write_sample(SampleSpec(users=3000, days=35), workdir / "sample")
+    rt = FeatureRuntime.from_config(cfg, workdir / "sample" / "item_feat_dict.json")
+    with open(workdir / "sample" / "events.jsonl", "rb") as f:
+        states = build_states(rt, f, BatchReport())
+    # As if yesterday's runs had published each profile and set its due day: today's hourly
+    # run visits the users due today and publishes those whose arrays really change.
+    stream_time = END_TS - 1
+    today = day_of(stream_time, 0)
+    due_pool, quiet_pool = [], []
+    for uid, s in states.items():
+        if s.empty:
+            continue
+        as_of = max(s.T, stream_time - 86400)
+        p = rt.engine.evaluate(uid, s, as_of)
+        s.version, s.published_digest, s.published_as_of = 1, p.digest(), p.as_of
+        s.due_day = next_change_day(s, day_of(as_of, 0), rt.engine.windows)
+        if s.due_day == NEVER:
+            continue                # idle: the runs would have retired it long ago
+        (due_pool if s.due_day == today else quiet_pool).append((s, encode(s, 0)))
+    n_pool = len(due_pool) + len(quiet_pool)
+    events_per_user = info["events"] / max(1, n_pool)
+    say(f"  {n_pool:,} distinct states, {events_per_user:.0f} events each on average; "
+        f"{len(due_pool):,} of them due today")
+
+    tables = workdir / "data" / "instance-1" / "v1" / "tables"
+    tables.mkdir(parents=True, exist_ok=True)
+    say(f"writing {users:,} users ({due:,} due) into {PARTITIONS} RocksDB partitions")
+    _prefill(cfg, tables, users, due, due_pool, quiet_pool, stream_time, say)
+    bytes_on_disk = sum(f.stat().st_size for f in tables.rglob("*") if f.is_file())
+
+    embedded.start(cfg.run_dir, port)
+    proc = None
+    rows = []
+    try:
+        log = open(workdir / "worker.log", "ab")
+        proc = subprocess.Popen([sys.executable, "-m", "deploy", "--config", str(cfg_path),
+                                 "worker"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        url = f"http://127.0.0.1:{web}"
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                h = call(url + "/health", timeout=2)
+                if h.get("status") == "ok" and h.get("recovery_completed"):
+                    break
+            except Exception:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"worker did not start; see {workdir / 'worker.log'}")
+            time.sleep(0.5)
+        # the worker checks its due index against the headers after assignment: let it finish
+        while call(url + "/jobs")["index_unchecked"] or call(url + "/jobs")["running"]:
+            time.sleep(0.5)
+        token = api_token(cfg)
+        runs = [("hourly", ""), ("daily", "")] + ([("daily", "?full=1")] if full_daily else [])
+        for job, q in runs:
+            say(f"running {job}{' --full' if q else ''} ...")
+            t0 = time.monotonic()
+            rep = call(f"{url}/jobs/{job}{q}", "POST", token, timeout=3600)
+            wall = time.monotonic() - t0
+            t = rep["totals"]
+            rows.append((f"{job}{' --full' if q else ''}", rep["seconds"], wall, t))
+            say(f"  {job}: {rep['seconds']:.2f} s in the worker ({wall:.2f} s wall): "
+                f"{json.dumps(t)}")
+        rss = _peak_rss_mb(proc.pid)
+    finally:
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        embedded.stop(cfg.run_dir)
+    lines = [
+        "## Scheduled runs (`make bench-jobs`)",
+        "",
+        f"{time.strftime('%Y-%m-%d')}: {_machine()}.",
+        f"{users:,} users in state ({bytes_on_disk / 2**20:,.0f} MiB of RocksDB, "
+        f"{events_per_user:.0f} events per user in 30 days), {due:,} due, {PARTITIONS} "
+        f"partitions, one worker; peak worker RSS {rss or 0:,.0f} MiB.",
+        "",
+        "| run | seconds (worker) | seconds (wall) | visited | re-evaluated | published | "
+        "retired | index repaired |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, secs, wall, t in rows:
+        lines.append(f"| {name} | {secs:.2f} | {wall:.2f} | {t['visited']:,} | "
+                     f"{t['evaluated']:,} | {t['published']:,} | {t['retired']:,} | "
+                     f"{t['index_repaired']:,} |")
+    return "\n".join(lines) + "\n"
