@@ -25,6 +25,7 @@ ENV_OVERRIDES = {
     "PROFILES_DATA_DIR": ("worker", "data_dir"),
     "PROFILES_WEB_PORT": ("worker", "web_port"),
     "PROFILES_WEB_HOST": ("worker", "web_host"),
+    "PROFILES_ADVERTISED_HOST": ("worker", "advertised_host"),
     "PROFILES_RUN_DIR": ("embedded_broker", "run_dir"),
     "PROFILES_BROKER_PORT": ("embedded_broker", "port"),
     "PROFILES_KAFKA_COMPAT": ("kafka", "compat"),
@@ -266,8 +267,13 @@ class WorkerConfig(Section):
     app_id: str = Field("user-profiles", pattern=r"^[A-Za-z0-9._-]+$")
     data_dir: str = "data"
     web_host: str = "127.0.0.1"
+    # The host other workers reach this one at (query routing); default web_host. Set it when
+    # web_host is 0.0.0.0, e.g. to the pod's DNS name on Kubernetes.
+    advertised_host: str | None = None
     web_port: int = Field(6066, ge=1, le=65535)
     log_level: Literal["crit", "error", "warn", "info", "debug"] = "info"
+    log_max_bytes: int = Field(50 * 2 ** 20, ge=1024)   # per log file (--log-file), rotated
+    log_backups: int = Field(5, ge=0)                    # rotated files kept
     # Bearer token for endpoints that change state (job triggers). $PROFILES_API_TOKEN wins;
     # else this file, created with a random token on first use (default: <run_dir>/api-token).
     api_token_file: str | None = None
@@ -312,9 +318,64 @@ class PerformanceConfig(Section):
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
 
 
+ALERT_OPS = (">", ">=", "<", "<=")
+
+
+class AlertRule(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    metric: str                      # a signal of features.alerts.SIGNALS
+    op: Literal[">", ">=", "<", "<="]
+    threshold: float
+    for_seconds: float = Field(0, ge=0, alias="for")   # true this long before it fires
+    severity: Literal["info", "warning", "critical"] = "warning"
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _default_alerts() -> list[AlertRule]:
+    return [
+        AlertRule(name="dlq_rate_high", metric="dlq_rate", op=">", threshold=0.01,
+                  severity="warning"),
+        AlertRule(name="consumer_lag_high", metric="lag", op=">", threshold=100_000,
+                  **{"for": 60}, severity="warning"),
+        AlertRule(name="profiles_stale", metric="freshness_seconds", op=">",
+                  threshold=2 * 86400, **{"for": 300}, severity="warning"),
+        AlertRule(name="coverage_drop", metric="coverage_drop", op=">", threshold=0.2,
+                  **{"for": 300}, severity="critical"),
+        AlertRule(name="worker_down", metric="workers_down", op=">", threshold=0,
+                  **{"for": 10}, severity="critical"),
+    ]
+
+
 class MonitoringConfig(Section):
     enabled: bool = True
-    quality_interval_seconds: float = Field(60, gt=0)
+    quality_interval_seconds: float = Field(60, gt=0)   # quality/business scan of local state
+    quality_sample_users: int = Field(5000, ge=1)       # users per worker per scan
+    rate_window_seconds: float = Field(300, gt=0)       # window of dlq_rate and the rates
+    alert_interval_seconds: float = Field(10, gt=0)     # how often rules are evaluated
+    alerts: list[AlertRule] = Field(default_factory=_default_alerts)
+    webhook_url: str | None = None                      # also POST alerts here (JSON)
+
+    @field_validator("alerts")
+    @classmethod
+    def _known_signals(cls, rules: list[AlertRule]) -> list[AlertRule]:
+        from features.alerts import SIGNALS
+        names = set()
+        for i, r in enumerate(rules):
+            if r.metric not in SIGNALS:
+                raise ValueError(f"{i}.metric: unknown signal {r.metric!r}; one of "
+                                 f"{', '.join(sorted(SIGNALS))}")
+            if r.name in names:
+                raise ValueError(f"{i}.name: {r.name!r} is used twice")
+            names.add(r.name)
+        return rules
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[^\s/]+", v):
+            raise ValueError("must be an http:// or https:// URL")
+        return v
 
 
 class ProfileConfig(Section):

@@ -38,7 +38,7 @@ def create_app(cfg: ProfileConfig, inst: Instance) -> faust.App:
         value_serializer="json",
         web_enabled=True,
         web_bind=inst.web_host,
-        web_host=inst.web_host,
+        web_host=cfg.worker.advertised_host or inst.web_host,
         web_port=inst.web_port,
         topic_partitions=cfg.kafka.partitions,
         topic_replication_factor=cfg.kafka.replication,

@@ -28,12 +28,14 @@ from features.state import UNKNOWN_DUE, UserState
 from features.update import apply_events, mark_published
 from streams import backups
 from streams.event_log import read_partition
-from streams.state_table import (FEATURES_KEY, due_key, iter_due, iter_users, pack_int,
-                                 partition_db, unpack_int, user_key, writing_to)
+from streams.state_table import (FEATURES_KEY, due_key, iter_due, iter_users,
+                                 open_partition_db, pack_int, partition_db, unpack_int, user_key,
+                                 writing_to)
 
 log = logging.getLogger(__name__)
 CHUNK = 500               # users per hold of the pipeline lock
-INDEX_CHECK_INTERVAL = 2.0   # seconds between looks for partitions whose index is unchecked
+INDEX_CHECK_INTERVAL = 2.0
+RETIRED_BYTES = len(encode(UserState(), 0))     # a state without data encodes to this size   # seconds between looks for partitions whose index is unchecked
 
 
 class JobBusy(RuntimeError):
@@ -138,7 +140,8 @@ class ScheduledJobs:
     async def _check_indexes(self) -> None:
         """In the background after (re)assignment: rebuild missing due-index entries, so the
         first hourly run after a restart does not pay for it."""
-        if self._job_lock.locked() or not self.app.tables.recovery.completed.is_set():
+        recovery = self.app.tables.recovery
+        if self._job_lock.locked() or not recovery.completed.is_set() or recovery.in_recovery:
             return
         async with self._job_lock:
             self.running = "index check"
@@ -165,12 +168,15 @@ class ScheduledJobs:
         """Call `await handle(db, [(key, state blob), ...])` for every user of partition p, a
         chunk at a time with the pipeline lock held (the stream runs in between). False when
         the partition was revoked meanwhile."""
-        db = partition_db(self.pl.states, p)
         after = b"0"
         while True:
             async with self.pl.lock:
-                if p not in self.owned():
-                    run.aborted = "partition revoked"
+                if p not in self.owned() or self.app.tables.recovery.in_recovery:
+                    run.aborted = "partition revoked or recovering"
+                    return False
+                db = open_partition_db(self.pl.states, p)
+                if db is None:
+                    run.aborted = "partition database not open"
                     return False
                 chunk = []
                 for item in iter_users(db, after):
@@ -194,7 +200,7 @@ class ScheduledJobs:
         if self.running in JOBS:
             raise JobBusy(f"the {self.running} job is running")
         recovery = self.app.tables.recovery
-        if not recovery.completed.is_set():
+        if not recovery.completed.is_set() or recovery.in_recovery:
             raise NotReady("table recovery is not complete")
         async with self._job_lock:         # (waits for a background index check)
             if self.running in JOBS:
@@ -232,8 +238,8 @@ class ScheduledJobs:
         db = partition_db(self.pl.states, p)
         while True:
             async with self.pl.lock:
-                if p not in self.owned():
-                    run.aborted = "partition revoked"
+                if p not in self.owned() or self.app.tables.recovery.in_recovery:
+                    run.aborted = "partition revoked or recovering"
                     return
                 entries = []
                 for key, day, uid in iter_due(db, today):
@@ -313,7 +319,10 @@ class ScheduledJobs:
             for key, blob in chunk:
                 h = read_header(blob)
                 uid = int(key)
-                if full or h.due_day == UNKNOWN_DUE or 0 <= h.due_day <= today:
+                # (data with no due day left: idle but not yet retired, a backstop)
+                dataless = len(blob) <= RETIRED_BYTES
+                if full or h.due_day == UNKNOWN_DUE or 0 <= h.due_day <= today or \
+                        (h.due_day == NEVER and not dataless):
                     due_now.append((None, h.due_day, uid))
                     continue
                 run.visited += 1

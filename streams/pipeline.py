@@ -51,6 +51,7 @@ class ProfilePipeline:
         self.states = app.Table(STATE_TABLE, partitions=n, key_type=bytes, value_type=bytes)
         self.items = ItemFeed(self.rt.catalog, cfg.kafka.bootstrap_servers, t.item_features)
         self.publisher = Publisher(cfg.kafka.bootstrap_servers)
+        self.on_publish = None      # (profile, trigger, ingest timestamp) -> None: monitoring
         app.on_before_shutdown.connect(self._stop_publisher)
         self.strategy = load_strategy(cfg.real_time_update.strategy)
         self.counts: Counter = Counter()
@@ -162,7 +163,8 @@ class ProfilePipeline:
         if up.profile is not None:
             if up.changed and self.strategy.should_update(user_id, [e for _, e, _ in items]):
                 version = mark_published(state, up.profile)
-                await self._publish(up.profile, version, "event")
+                await self._publish(up.profile, version, "event",
+                                    items[-1][2].message.timestamp)
             elif up.redelivered and not up.changed and state.version > 0:
                 # A crash may have lost this record before the producer flushed: send it again
                 # (same version, same arrays; the topic is compacted by user).
@@ -194,12 +196,15 @@ class ProfilePipeline:
         delivers it before the batch is acked."""
         await self.publisher.send(topic.get_topic_name(), key, value)
 
-    async def _publish(self, profile: Profile, version: int, trigger: str) -> None:
+    async def _publish(self, profile: Profile, version: int, trigger: str,
+                       ingest_ts: float | None = None) -> None:
         rec = profile.to_record(version, trigger, time.time())
         await self._send(self.updates_topic, user_key(profile.user_id), orjson.dumps(rec))
         self.counts["published"] += 1
         if trigger != "event":
             self.counts[f"published_{trigger}"] += 1
+        if self.on_publish is not None:
+            self.on_publish(profile, trigger, ingest_ts)
 
     async def _publish_aggregates(self, user_id: int, day: int, metrics: dict) -> None:
         rec = {"user_id": user_id, "day": day, "as_of": day_end(day, self.tz),

@@ -100,6 +100,12 @@ def partition_db(table, partition: int):
     return table.data._db_for_partition(partition)
 
 
+def open_partition_db(table, partition: int):
+    """The partition's RocksDB if Faust has it open (an active or standby partition), else
+    None. Background readers use this: they must never open a database Faust is not managing."""
+    return table.data._dbs.get(partition)
+
+
 def iter_due(db, upto_day: int) -> Iterator[tuple[bytes, int, int]]:
     """(key, day, user_id) of due-index entries with day <= upto_day, in day order."""
     it = db.iter()

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 
@@ -13,24 +12,43 @@ from streams.app import Instance, create_app
 from streams.topics import TopicMismatch, ensure_topics
 
 
-GC_THRESHOLDS = (50_000, 50, 100)
-
-
 def build_app(cfg: ProfileConfig, inst: Instance) -> faust.App:
     """The production app: the skeleton plus the profile pipeline and its HTTP reads."""
     from streams.api import add_routes
     from streams.job_routes import add_job_routes
     from streams.jobs import ScheduledJobs
+    from streams.monitor_routes import add_monitor_routes
+    from streams.monitoring import WorkerMonitor
     from streams.pipeline import ProfilePipeline
     app = create_app(cfg, inst)
     app.pipeline = ProfilePipeline(app)
     app.jobs = ScheduledJobs(app.pipeline)
+    app.profile_monitor = WorkerMonitor(app.pipeline, app.jobs)
     add_routes(app.pipeline)
     add_job_routes(app, app.jobs)
+    add_monitor_routes(app, app.profile_monitor)
     return app
 
 
-def run_worker(app: faust.App) -> None:
+LEVELS = {"crit": "CRITICAL", "error": "ERROR", "warn": "WARNING", "info": "INFO",
+          "debug": "DEBUG"}
+
+
+def logging_config(cfg: ProfileConfig, log_file: str) -> dict:
+    """Log to a size-rotated file instead of the terminal (workers a cluster starts)."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"default": {"format": "[%(asctime)s] [%(process)d] [%(levelname)s] "
+                                             "%(name)s: %(message)s"}},
+        "handlers": {"file": {"class": "logging.handlers.RotatingFileHandler",
+                              "filename": log_file, "maxBytes": cfg.worker.log_max_bytes,
+                              "backupCount": cfg.worker.log_backups, "formatter": "default"}},
+        "root": {"level": LEVELS[cfg.worker.log_level], "handlers": ["file"]},
+    }
+
+
+def run_worker(app: faust.App, log_file: str | None = None) -> None:
     """Create missing topics, then run the Faust worker until SIGTERM/SIGINT."""
     cfg = app.profile_config
     logging.basicConfig(level=logging.INFO)
@@ -42,11 +60,8 @@ def run_worker(app: faust.App) -> None:
         # Faust spends most of its per-event time in the event loop (BROKER.md)
         import uvloop
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    # Decoding states allocates many small containers; with Faust's large heap the default
-    # thresholds run full collections often enough to triple the cost of a state read. Our
-    # objects form no reference cycles to speak of, so collect far less often.
-    gc.set_threshold(*GC_THRESHOLDS)
-    worker = faust.Worker(app, loglevel=cfg.worker.log_level)
+    extra = {"logging_config": logging_config(cfg, log_file)} if log_file else {}
+    worker = faust.Worker(app, loglevel=cfg.worker.log_level, **extra)
     # Faust's terminal spinner sets the root logger to DEBUG (so it can spin on every record)
     # whenever the level is WARN or above: every debug call in Faust and aiokafka then builds a
     # record. Workers log to files; no spinner.
