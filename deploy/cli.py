@@ -101,8 +101,11 @@ def broker_status(ctx: click.Context) -> None:
               help="Replica number: own data dir (data_dir/instance-N) and web port.")
 @click.option("--web-port", type=int, default=None,
               help="Web port (default: worker.web_port + instance-id - 1).")
+@click.option("--log-file", type=click.Path(dir_okay=False), default=None,
+              help="Log to this file, rotated by size (worker.log_max_bytes, log_backups).")
 @click.pass_context
-def worker(ctx: click.Context, instance_id: int, web_port: int | None) -> None:
+def worker(ctx: click.Context, instance_id: int, web_port: int | None,
+           log_file: str | None) -> None:
     """Run one worker replica in the foreground."""
     from streams.app import instance_for
     from streams.worker import build_app, run_worker
@@ -112,7 +115,7 @@ def worker(ctx: click.Context, instance_id: int, web_port: int | None) -> None:
     except ValueError as e:
         raise click.ClickException(str(e)) from None
     sys.argv = [sys.argv[0]]  # Faust's Worker parses argv; ours was consumed by click
-    run_worker(build_app(cfg, inst))
+    run_worker(build_app(cfg, inst), log_file)
 
 
 def _say(line: str) -> None:
@@ -321,6 +324,174 @@ def query(ctx: click.Context, user_ids: tuple[str, ...], url: str | None) -> Non
         sys.exit(1)
 
 
+# ---------------------------------------------------------------- operations
+
+@cli.command("deploy")
+@click.option("--instances", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Workers to run (instance ids 1..N).")
+@click.option("--instance-id", type=click.IntRange(1, 64), default=None,
+              help="Run only this instance (the seed's one-instance-per-host form).")
+@click.option("--monitor", is_flag=True, help="Restart workers that crash (自动恢复).")
+@click.option("--foreground", is_flag=True, help="Supervise in this process until Ctrl-C.")
+@click.option("--timeout", type=float, default=120, show_default=True)
+@click.pass_context
+def deploy_cmd(ctx: click.Context, instances: int, instance_id: int | None, monitor: bool,
+               foreground: bool, timeout: float) -> None:
+    """Start a local cluster under a supervisor: the embedded broker (when configured) and N
+    workers, logs rotated under the run dir; returns once every worker is healthy."""
+    import subprocess
+
+    from deploy.supervisor import Supervisor, setup_logging, supervisor_pid
+    from deploy.workers import call
+    cfg = _load(ctx)
+    if supervisor_pid(cfg):
+        raise click.ClickException(f"a cluster is already running (supervisor pid "
+                                   f"{supervisor_pid(cfg)}); `profiles stop` first")
+    ids = [instance_id] if instance_id else list(range(1, instances + 1))
+    if foreground:
+        cfg.run_dir.mkdir(parents=True, exist_ok=True)
+        setup_logging(cfg)
+        Supervisor(cfg, ctx.obj.get("config_path"), ids, monitor).run()
+        return
+    cmd = [sys.executable, "-m", "deploy"]
+    if ctx.obj.get("config_path"):
+        cmd += ["--config", ctx.obj["config_path"]]
+    cmd += ["deploy", "--foreground"] + (["--monitor"] if monitor else [])
+    cmd += ["--instance-id", str(instance_id)] if instance_id else ["--instances",
+                                                                   str(instances)]
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    with open(cfg.run_dir / "supervisor.out", "ab") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    click.echo(f"supervisor started (pid {proc.pid}); logs in {cfg.run_dir}")
+    deadline = time.monotonic() + timeout
+    pending = {i: f"http://{cfg.worker.web_host}:{cfg.worker.web_port + i - 1}" for i in ids}
+    from deploy.supervisor import read_cluster
+    while pending and time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise click.ClickException(f"the supervisor exited ({proc.returncode}); see "
+                                       f"{cfg.run_dir / 'supervisor.log'}")
+        for w in (read_cluster(cfg) or {}).get("workers", []):
+            if w["instance_id"] in pending and (w["gave_up"] or (not monitor and
+                                                                 not w["alive"])):
+                log = cfg.run_dir / f"worker-{w['instance_id']}.log"
+                raise click.ClickException(f"worker {w['instance_id']} keeps exiting: "
+                                           f"{_last_error(log)} (see {log}; the cluster is "
+                                           f"still up: `profiles stop`)")
+        for i, url in list(pending.items()):
+            try:
+                h = call(url + "/health", timeout=2)
+                if h.get("status") == "ok" and h.get("recovery_completed"):
+                    click.echo(f"worker {i} healthy: {url}  partitions "
+                               f"{len(h.get('assigned_partitions', []))}")
+                    del pending[i]
+            except Exception:
+                pass
+        time.sleep(0.5)
+    if pending:
+        raise click.ClickException(f"workers {sorted(pending)} not healthy in {timeout:.0f} s; "
+                                   f"see {cfg.run_dir}/worker-N.log")
+    click.echo("cluster up" + (" (auto-restart on)" if monitor else ""))
+
+
+def _last_error(log: Path) -> str:
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return "no log"
+    errors = [ln for ln in lines if "[ERROR]" in ln or "Error" in ln]
+    return errors[-1].strip()[-300:] if errors else "no error in its log"
+
+
+@cli.command()
+@click.option("--url", "urls", multiple=True, help="Worker URLs (default: the local cluster).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def status(ctx: click.Context, urls: tuple[str, ...], as_json: bool) -> None:
+    """Workers, partitions, lag, rates, quality, business figures and alerts, cluster-wide."""
+    import json
+
+    from deploy.cluster_status import gather, render
+    st = gather(_load(ctx), list(urls) or None)
+    if as_json:
+        click.echo(json.dumps({"workers": [w.__dict__ for w in st.workers],
+                               "quality": st.quality().to_dict(),
+                               "alerts": st.alerts()}, default=str))
+        return
+    for line in render(st):
+        click.echo(line)
+
+
+@cli.command()
+@click.option("--url", "urls", multiple=True, help="Worker URLs (default: the local cluster).")
+@click.pass_context
+def health(ctx: click.Context, urls: tuple[str, ...]) -> None:
+    """Exit 0 healthy, 1 degraded, 2 down; prints the reasons."""
+    from deploy.cluster_status import gather, verdict
+    code, reasons = verdict(gather(_load(ctx), list(urls) or None))
+    click.echo(["healthy", "degraded", "down"][code])
+    for r in reasons:
+        click.echo(f"  - {r}")
+    sys.exit(code)
+
+
+@cli.command()
+@click.option("--instance-id", type=int, default=None, help="Only this worker.")
+@click.option("--timeout", type=float, default=300, show_default=True)
+@click.pass_context
+def restart(ctx: click.Context, instance_id: int | None, timeout: float) -> None:
+    """Rolling restart of the cluster's workers, one at a time, each back healthy first."""
+    import json
+    import uuid
+
+    from deploy.supervisor import request_file, supervisor_pid
+    cfg = _load(ctx)
+    if not supervisor_pid(cfg):
+        raise click.ClickException("no cluster started by `profiles deploy` is running")
+    rid = uuid.uuid4().hex
+    result = cfg.run_dir / "supervisor-result.json"
+    result.unlink(missing_ok=True)
+    request_file(cfg).write_text(json.dumps({"action": "restart", "instance_id": instance_id,
+                                             "id": rid}))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            res = json.loads(result.read_text())
+            if res.get("id") == rid:
+                break
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.5)
+    else:
+        raise click.ClickException(f"restart not finished in {timeout:.0f} s")
+    for i in res["restarted"]:
+        click.echo(f"worker {i} restarted and healthy")
+    for f in res["failed"]:
+        click.echo(f"worker {f['instance']}: {f['error']}", err=True)
+    if res["failed"]:
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--timeout", type=float, default=60, show_default=True)
+@click.pass_context
+def stop(ctx: click.Context, timeout: float) -> None:
+    """Stop the cluster started by `profiles deploy` (workers first, then the broker)."""
+    from deploy.supervisor import supervisor_pid
+    cfg = _load(ctx)
+    pid = supervisor_pid(cfg)
+    if not pid:
+        click.echo("no cluster started by `profiles deploy` is running")
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while supervisor_pid(cfg) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    if supervisor_pid(cfg):
+        raise click.ClickException(f"supervisor {pid} still running after {timeout:.0f} s")
+    click.echo("cluster stopped")
+
+
 # ---------------------------------------------------------------- scheduled jobs and backups
 
 @cli.command()
@@ -484,8 +655,30 @@ def _replace_section(path: Path, section: str) -> None:
     path.write_text(text)
 
 
+SEED_ACTIONS = {"deploy", "status", "health", "restart", "stop"}
+
+
+def seed_form(argv: list[str]) -> list[str]:
+    """The seed's `deploy_profile_system.py --action X [--monitor] [--instance-id N]` form,
+    mapped onto the subcommands (`python -m deploy --action status`)."""
+    if "--action" not in argv:
+        return argv
+    i = argv.index("--action")
+    if i + 1 >= len(argv) or argv[i + 1] not in SEED_ACTIONS:
+        raise SystemExit(f"--action takes one of {', '.join(sorted(SEED_ACTIONS))}")
+    action = argv[i + 1]
+    rest = argv[:i] + argv[i + 2:]
+    head = []
+    if "--config" in rest:              # a group option: before the subcommand
+        j = rest.index("--config")
+        head, rest = rest[j:j + 2], rest[:j] + rest[j + 2:]
+    if action != "deploy" and "--monitor" in rest:
+        raise SystemExit("--monitor goes with --action deploy")
+    return head + [action] + rest
+
+
 def main() -> None:
-    cli(obj={})
+    cli(args=seed_form(sys.argv[1:]), obj={})
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ class LocalCluster:
                                                      cfg.embedded_broker.start_timeout_seconds)
             self.say(f"embedded broker on 127.0.0.1:{st.port} (pid {st.pid})")
             if self.started_broker:
-                self._drop_stale_worker_state()
+                drop_stale_worker_state(cfg, self.say)
         created = asyncio.run(ensure_topics(cfg))
         self.say(f"topics ready ({len(created)} created)")
         for i in range(1, instances + 1):
@@ -64,17 +64,6 @@ class LocalCluster:
                 raise ClusterError(f"worker {w.instance_id} did not become healthy; "
                                    f"see {w.log_path}")
             self.say(f"worker {w.instance_id} healthy: {w.url}/health")
-
-    def _drop_stale_worker_state(self) -> None:
-        """A new embedded broker starts empty (memory only), so local table state from an earlier
-        run points at changelog offsets that no longer exist (Faust refuses to start on it).
-        The mapping index beside it is kept: ids never change meaning."""
-        stale = sorted(self.cfg.data_dir.glob("instance-*"))
-        for d in stale:
-            shutil.rmtree(d)
-        if stale:
-            self.say(f"new embedded broker: cleared worker state of an earlier run "
-                     f"({', '.join(d.name for d in stale)})")
 
     def _spawn(self, instance_id: int) -> LocalWorker:
         cfg = self.cfg
@@ -129,6 +118,18 @@ class LocalCluster:
         finally:
             signal.signal(signal.SIGINT, previous)
         return done
+
+
+def drop_stale_worker_state(cfg: ProfileConfig, say: Callable[[str], None]) -> None:
+    """A new embedded broker starts empty (memory only), so local table state from an earlier
+    run points at changelog offsets that no longer exist (Faust refuses to start on it).
+    The mapping index and the backups beside it are kept: ids never change meaning."""
+    stale = sorted(cfg.data_dir.glob("instance-*"))
+    for d in stale:
+        shutil.rmtree(d)
+    if stale:
+        say(f"new embedded broker: cleared worker state of an earlier run "
+            f"({', '.join(d.name for d in stale)})")
 
 
 def _stop_process(proc: subprocess.Popen, grace: float = 15.0) -> None:
