@@ -8,6 +8,8 @@ import json
 import shutil
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -87,6 +89,16 @@ def test_hourly_job_follows_stream_time_exactly_as_batch_as_of(broker, workers, 
     produce_events(cfg, tmp_path / "clock.jsonl", progress=None)
     assert wait_for(lambda: processed(w, n + len(clock)), 60, what="clock events processed")
     before = {int(k): v for k, v in latest_by_key(cfg, cfg.kafka.topics.profile_updates).items()}
+
+    # every state-changing endpoint refuses a request without the bearer token
+    for name in ("hourly", "daily", "weekly"):
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic x"}):
+            req = urllib.request.Request(w[0].url(f"/jobs/{name}"), data=b"", method="POST",
+                                         headers=headers)
+            with pytest.raises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(req, timeout=5)
+            assert e.value.code == 401
+    assert http_json(w[0].url("/jobs"))[1]["last"] == {}          # nothing ran
 
     r = run_cli(cfg_path, "job", "hourly", "--url", w[0].url(""), "--url", w[1].url(""))
     assert r.returncode == 0
