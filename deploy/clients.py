@@ -14,6 +14,7 @@ from features.batch import iter_events
 from features.catalog import read_item_file
 from features.config import ProfileConfig
 from streams import compat
+from streams.kafka_security import client_kwargs
 from streams.topics import ensure_topics
 
 
@@ -66,7 +67,7 @@ async def _produce(cfg: ProfileConfig, topic: str, records, rate: float | None,
     # count, which the state table's changelog would then not match.
     await ensure_topics(cfg)
     producer = AIOKafkaProducer(bootstrap_servers=cfg.kafka.bootstrap_servers,
-                                linger_ms=5, acks="all", **settings)
+                                **client_kwargs(cfg), linger_ms=5, acks="all", **settings)
     await producer.start()
     pacer = Pacer(rate, progress, label)
     try:
@@ -102,7 +103,7 @@ def load_items(cfg: ProfileConfig, path: str | Path,
 async def _tail(cfg: ProfileConfig, topic: str, from_beginning: bool, limit: int | None,
                 idle_timeout: float | None, out: IO) -> int:
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=cfg.kafka.bootstrap_servers,
-                                group_id=None, enable_auto_commit=False,
+                                **client_kwargs(cfg), group_id=None, enable_auto_commit=False,
                                 auto_offset_reset="earliest" if from_beginning else "latest")
     await consumer.start()
     n = 0
@@ -135,6 +136,7 @@ def latest_by_key(cfg: ProfileConfig, topic: str, idle_timeout: float = 3.0) -> 
     """Read a compacted topic from the start until idle; the last record per key."""
     async def run():
         consumer = AIOKafkaConsumer(topic, bootstrap_servers=cfg.kafka.bootstrap_servers,
+                                    **client_kwargs(cfg),
                                     group_id=None, enable_auto_commit=False,
                                     auto_offset_reset="earliest")
         await consumer.start()

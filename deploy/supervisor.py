@@ -258,7 +258,8 @@ class Supervisor:
 
 async def _produce_alert(cfg: ProfileConfig, rec: dict) -> None:
     from aiokafka import AIOKafkaProducer
-    p = AIOKafkaProducer(bootstrap_servers=cfg.kafka.bootstrap_servers)
+    from streams.kafka_security import client_kwargs
+    p = AIOKafkaProducer(bootstrap_servers=cfg.kafka.bootstrap_servers, **client_kwargs(cfg))
     await p.start()
     try:
         await p.send_and_wait(cfg.kafka.topics.alerts, orjson.dumps(rec),

@@ -235,6 +235,27 @@ class TopicNames(Section):
     alerts: str = "profile-alerts"
 
 
+class KafkaSecurityConfig(Section):
+    """Passed to every Kafka client (the workers' Faust app and all aiokafka clients)."""
+    protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    sasl_username: str | None = None
+    # The password is never written in the config: it is read from this environment variable.
+    sasl_password_env: str = Field("PROFILES_KAFKA_PASSWORD", pattern=r"^[A-Z_][A-Z0-9_]*$")
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_check_hostname: bool = True
+
+    @model_validator(mode="after")
+    def _complete(self) -> "KafkaSecurityConfig":
+        if self.protocol.startswith("SASL") and not self.sasl_username:
+            raise ValueError(f"sasl_username is required with protocol {self.protocol}")
+        if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
+            raise ValueError("ssl_certfile and ssl_keyfile go together")
+        return self
+
+
 class KafkaConfig(Section):
     broker: str = "kafka://127.0.0.1:19092"
     # tansu: apply BROKER.md workarounds; kafka: client defaults; auto: tansu when the broker
@@ -243,6 +264,7 @@ class KafkaConfig(Section):
     partitions: int = Field(8, ge=1, le=1024)
     replication: int = Field(1, ge=1)
     topics: TopicNames = Field(default_factory=TopicNames)
+    security: KafkaSecurityConfig = Field(default_factory=KafkaSecurityConfig)
 
     @field_validator("broker")
     @classmethod

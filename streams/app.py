@@ -44,11 +44,18 @@ def create_app(cfg: ProfileConfig, inst: Instance) -> faust.App:
         topic_replication_factor=cfg.kafka.replication,
         consumer_auto_offset_reset="earliest",
         **compat.faust_settings(cfg.compat),
+        **_credentials(cfg),
     )
     app.profile_config = cfg
     app.profile_instance = inst
     _add_health(app)
     return app
+
+
+def _credentials(cfg: ProfileConfig) -> dict:
+    from streams.kafka_security import faust_credentials
+    creds = faust_credentials(cfg)
+    return {"broker_credentials": creds} if creds is not None else {}
 
 
 def _add_health(app: faust.App) -> None:

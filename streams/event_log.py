@@ -8,13 +8,14 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 
 async def read_partition(bootstrap: str, topic: str, partition: int, upto: int,
-                         start: int | None = None, chunk: int = 20_000
-                         ) -> AsyncIterator[list]:
+                         start: int | None = None, chunk: int = 20_000,
+                         client_kwargs: dict | None = None) -> AsyncIterator[list]:
     """Lists of records (offset, key, value, ...) of offsets start..upto (start None: the
     earliest retained); ends after `upto`. An empty partition or upto < start yields nothing."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                                 group_id=None, auto_offset_reset="earliest",
-                                max_partition_fetch_bytes=4 * 1024 * 1024)
+                                max_partition_fetch_bytes=4 * 1024 * 1024,
+                                **(client_kwargs or {}))
     await consumer.start()
     try:
         tp = TopicPartition(topic, partition)

@@ -14,9 +14,11 @@ log = logging.getLogger(__name__)
 
 
 class ItemFeed:
-    def __init__(self, catalog: ItemCatalog, bootstrap: str, topic: str):
+    def __init__(self, catalog: ItemCatalog, bootstrap: str, topic: str,
+                 client_kwargs: dict | None = None):
         self.catalog = catalog
         self.bootstrap = bootstrap
+        self.client_kwargs = client_kwargs or {}
         self.topic = topic
         self.ready = asyncio.Event()
         self.bad_records = 0
@@ -38,7 +40,8 @@ class ItemFeed:
     async def run(self) -> None:
         """Read to the high watermark of every partition, set `ready`, then keep following."""
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                                    group_id=None, auto_offset_reset="earliest")
+                                    group_id=None, auto_offset_reset="earliest",
+                                    **self.client_kwargs)
         await consumer.start()
         try:
             parts = consumer.partitions_for_topic(self.topic)

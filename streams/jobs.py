@@ -28,6 +28,7 @@ from features.state import UNKNOWN_DUE, UserState
 from features.update import apply_events, mark_published
 from streams import backups
 from streams.event_log import read_partition
+from streams.kafka_security import client_kwargs
 from streams.state_table import (FEATURES_KEY, due_key, iter_due, iter_users,
                                  open_partition_db, pack_int, partition_db, unpack_int, user_key,
                                  writing_to)
@@ -398,7 +399,8 @@ class ScheduledJobs:
         parse = self.rt.parser.parse
         now = time.time()
         async for records in read_partition(self.cfg.kafka.bootstrap_servers, self.topic, p,
-                                            upto, start):
+                                            upto, start,
+                                            client_kwargs=client_kwargs(self.cfg)):
             if first is None:
                 first = records[0].offset
             by_user = defaultdict(list)

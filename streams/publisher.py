@@ -14,8 +14,9 @@ from aiokafka import AIOKafkaProducer
 
 
 class Publisher:
-    def __init__(self, bootstrap: str):
+    def __init__(self, bootstrap: str, client_kwargs: dict | None = None):
         self.bootstrap = bootstrap
+        self.client_kwargs = client_kwargs or {}
         self._producer: AIOKafkaProducer | None = None
         self._starting = asyncio.Lock()
 
@@ -25,7 +26,8 @@ class Publisher:
                 if self._producer is None:
                     p = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all",
                                          linger_ms=20, max_batch_size=512 * 1024,
-                                         max_request_size=4 * 1024 * 1024)
+                                         max_request_size=4 * 1024 * 1024,
+                                         **self.client_kwargs)
                     await p.start()
                     self._producer = p
         return self._producer

@@ -26,6 +26,8 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from streams.kafka_security import client_kwargs
+
 from features.config import ProfileConfig, load_config
 from features.profile import ARRAY_KEYS
 
@@ -51,7 +53,8 @@ class ProfileUpdatePipeline:
         self._thread.start()
 
         async def _start():
-            p = AIOKafkaProducer(bootstrap_servers=self.cfg.kafka.bootstrap_servers, acks="all")
+            p = AIOKafkaProducer(bootstrap_servers=self.cfg.kafka.bootstrap_servers, acks="all",
+                                 **client_kwargs(self.cfg))
             await p.start()
             return p
         self._producer = self._run(_start())

@@ -8,6 +8,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from features.config import ProfileConfig
+from streams.kafka_security import client_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,8 @@ async def _check_partitions(admin: AIOKafkaAdminClient, cfg: ProfileConfig,
 
 async def ensure_topics(cfg: ProfileConfig) -> list[str]:
     """Create the missing topics; returns the names created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=cfg.kafka.bootstrap_servers,
+    admin = AIOKafkaAdminClient(**client_kwargs(cfg),
+                                bootstrap_servers=cfg.kafka.bootstrap_servers,
                                 request_timeout_ms=10000)
     await admin.start()
     try:
