@@ -56,6 +56,20 @@ def add_routes(pipeline: ProfilePipeline) -> None:
         return web.json({"profiles": {s: out.get(s) for s in ids},
                          "missing": [s for s in ids if out.get(s) is None]})
 
+    @app.page("/states")
+    async def local_states(web, request):
+        """Summaries of the states of `ids` in this worker's active partitions (not routed:
+        users of other workers are null). The chaos run counts lost and double-applied events
+        with it."""
+        ids = [s.strip() for s in request.query.get("ids", "").split(",") if s.strip()]
+        if not ids or len(ids) > MAX_BATCH_IDS or any(_user_id(s) is None for s in ids):
+            return web.json({"error": "ids= takes 1 to 1000 comma-separated decimal user ids"},
+                            status=400)
+        topic = pipeline.cfg.kafka.topics.user_events
+        active = sorted(tp.partition for tp in app.assignor.assigned_actives()
+                        if tp.topic == topic)
+        return web.json({s: pipeline.state_summary(int(s), active) for s in ids})
+
     @app.page("/stats")
     async def stats(web, request):
         return web.json({"instance": app.profile_instance.instance_id,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import Counter, defaultdict
 
@@ -24,6 +25,8 @@ from features.state import UserState
 from features.update import apply_events, day_end, mark_published
 from streams.dead_letters import dead_letter
 from streams.items import ItemFeed
+from streams.pause_watch import PauseWatch
+from streams.kafka_security import client_kwargs
 from streams.publisher import Publisher
 from streams.state_table import (PARTITION_KEY, PartitionClock, due_key, partition_db,
                                  user_key, writing_to)
@@ -31,6 +34,19 @@ from streams.strategy import load_strategy
 
 log = logging.getLogger(__name__)
 STATE_TABLE = "user-state"
+
+
+class _Deferred:
+    """A RocksDB stand-in that queues puts and deletes into the batch's outbox."""
+
+    def __init__(self, outbox: list, db):
+        self.outbox, self.db = outbox, db
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self.outbox.append(("local", lambda: self.db.put(key, value)))
+
+    def delete(self, key: bytes) -> None:
+        self.outbox.append(("local", lambda: self.db.delete(key)))
 
 
 class ProfilePipeline:
@@ -49,8 +65,10 @@ class ProfilePipeline:
         self.aggregates_topic = app.topic(t.profile_aggregates, partitions=n, **raw)
         self.dlq_topic = app.topic(t.dlq, partitions=n, **raw)
         self.states = app.Table(STATE_TABLE, partitions=n, key_type=bytes, value_type=bytes)
-        self.items = ItemFeed(self.rt.catalog, cfg.kafka.bootstrap_servers, t.item_features)
-        self.publisher = Publisher(cfg.kafka.bootstrap_servers)
+        kafka_kwargs = client_kwargs(cfg)
+        self.items = ItemFeed(self.rt.catalog, cfg.kafka.bootstrap_servers, t.item_features,
+                              kafka_kwargs)
+        self.publisher = Publisher(cfg.kafka.bootstrap_servers, kafka_kwargs)
         self.on_publish = None      # (profile, trigger, ingest timestamp) -> None: monitoring
         app.on_before_shutdown.connect(self._stop_publisher)
         self.strategy = load_strategy(cfg.real_time_update.strategy)
@@ -61,6 +79,15 @@ class ProfilePipeline:
         app.on_partitions_revoked.connect(self._forget_clocks)
         app.on_partitions_assigned.connect(self._forget_clocks)
         self.batch_size = cfg.real_time_update.batch_size
+        # Outputs of the batch being processed, emitted together at its end (see _process).
+        self._outbox: list | None = None
+        self.pause_watch = PauseWatch()
+        # A pause this long means the broker has evicted this worker (heartbeats stopped).
+        self.fence_seconds = float(app.conf.broker_session_timeout) + 2.0
+        self._last_ok = time.monotonic()     # when the last batch was emitted
+        self._fenced_generation: int | None = None
+        # PROFILES_FENCING=off shows what happens without it (docs/RELIABILITY.md)
+        self.fencing = os.environ.get("PROFILES_FENCING", "on") != "off"
         if cfg.real_time_update.update_interval > 0:
             log.warning("real_time_update.update_interval=%s: holding back publishes is not "
                         "implemented yet; every change is published (docs/STREAMING.md)",
@@ -83,6 +110,56 @@ class ProfilePipeline:
             await self._process(events)
 
     async def _process(self, events: list) -> None:
+        started = time.monotonic()
+        self._outbox = outbox = []          # ("send", topic, key, value) | ("state", event,
+        try:                                # key, value) | ("local", fn): emitted at the end
+            await self._compute(events)
+        finally:
+            self._outbox = None
+        if self._fenced(started, len(events)):
+            return
+        for item in outbox:
+            kind = item[0]
+            if kind == "send":
+                await self.publisher.send(item[1], item[2], item[3])
+            elif kind == "state":
+                with writing_to(item[1]):
+                    self.states[item[2]] = item[3]
+            else:
+                item[1]()
+        await self._flush_writes()
+        self._last_ok = time.monotonic()
+
+    def _fenced(self, started: float, n_events: int) -> bool:
+        """Fencing, as far as the framework allows (no transactions on this broker): after the
+        whole process was paused longer than the session timeout, the group has evicted this
+        worker and given its partitions to others, which redo these events from the last
+        commit. Until this worker rejoins (a new consumer generation), every batch is a
+        zombie's: its outputs are dropped (its late commit is refused for the old generation).
+        """
+        if not self.fencing:
+            return False
+        generation = self.app.consumer_generation_id
+        if self._fenced_generation is not None:
+            if generation == self._fenced_generation:
+                self.counts["fenced_batches"] += 1
+                self.counts["fenced_events"] += n_events
+                return True
+            self._fenced_generation = None
+            self._last_ok = started
+            log.warning("rejoined the group (generation %s): processing again", generation)
+        pause = self.pause_watch.longest_pause_since(min(self._last_ok, started))
+        if pause <= self.fence_seconds:
+            return False
+        self._fenced_generation = generation
+        self.counts["fenced_batches"] += 1
+        self.counts["fenced_events"] += n_events
+        log.warning("the process was paused %.1f s (session timeout %.0f s): this worker lost "
+                    "its partitions; outputs dropped until it rejoins", pause,
+                    self.fence_seconds - 2)
+        return True
+
+    async def _compute(self, events: list) -> None:
         now = time.time()
         by_user: dict[int, list] = defaultdict(list)
         last: dict[int, tuple[int, int, object]] = {}   # partition -> (max ts, offset, event)
@@ -107,10 +184,9 @@ class ProfilePipeline:
                 await self._advance_user(user_id, items)
         for partition, (ts, offset, event) in last.items():
             clock = PartitionClock(max(ts, self.clock(partition).stream_time), offset)
-            with writing_to(event):
-                self.states[PARTITION_KEY] = clock.pack()
-            self.clocks[partition] = clock
-        await self._flush_writes()
+            self._outbox.append(("state", event, PARTITION_KEY, clock.pack()))
+            self._outbox.append(("local", lambda p=partition, c=clock:
+                                 self.clocks.__setitem__(p, c)))
 
     def clock(self, partition: int) -> PartitionClock:
         """The partition's stream time and last offset processed, as stored with its states."""
@@ -172,11 +248,11 @@ class ProfilePipeline:
         for day, metrics in up.closed_days:
             await self._publish_aggregates(user_id, day, metrics)
         if up.profile is not None:
-            self.set_due(partition_db(self.states, items[0][2].message.partition), user_id,
-                         state, next_change_day(state, day_of(state.T, self.tz),
-                                                self.rt.engine.windows))
+            due = next_change_day(state, day_of(state.T, self.tz), self.rt.engine.windows)
+            db = partition_db(self.states, items[0][2].message.partition)
+            self.set_due(_Deferred(self._outbox, db), user_id, state, due)
         if up.touched:
-            self.states[key] = encode(state, self.tz)
+            self._outbox.append(("state", items[0][2], key, encode(state, self.tz)))
 
     @staticmethod
     def set_due(db, user_id: int, state: UserState, day: int) -> None:
@@ -192,9 +268,12 @@ class ProfilePipeline:
         state.due_day = day
 
     async def _send(self, topic, key: bytes | None, value: bytes) -> None:
-        """Hand an already-serialized record to the publisher; the batch's _flush_writes
-        delivers it before the batch is acked."""
-        await self.publisher.send(topic.get_topic_name(), key, value)
+        """Hand an already-serialized record to the publisher (inside a batch: to its outbox);
+        the batch's _flush_writes delivers it before the batch is acked."""
+        if self._outbox is not None:
+            self._outbox.append(("send", topic.get_topic_name(), key, value))
+        else:
+            await self.publisher.send(topic.get_topic_name(), key, value)
 
     async def _publish(self, profile: Profile, version: int, trigger: str,
                        ingest_ts: float | None = None) -> None:
@@ -220,6 +299,24 @@ class ProfilePipeline:
         self.counts[f"dlq_{reason}"] += 1
 
     # ------------------------------------------------------------------ reads
+
+    def state_summary(self, user_id: int, partitions: list[int]) -> dict | None:
+        """What the state holds, in numbers (events per day in the window, ids kept), read
+        from the given (active) partitions only: standby copies may lag."""
+        from streams.state_table import open_partition_db
+        blob = None
+        for p in partitions:
+            db = open_partition_db(self.states, p)
+            blob = db.get(user_key(user_id)) if db is not None else None
+            if blob is not None:
+                break
+        if blob is None:
+            return None
+        st = decode(blob, self.tz)
+        return {"T": st.T, "source_offset": st.source_offset, "version": st.version,
+                "events": sum(b.total for b in st.days.values()),
+                "days": {str(d): b.total for d, b in sorted(st.days.items())},
+                "event_ids": len(st.event_ids)}
 
     def profile(self, user_id: int) -> dict | None:
         """The user's current profile record from local state (None if not here)."""
