@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run demo test bench bench-jobs install clean
+.PHONY: run demo test chaos bench bench-jobs install clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,11 @@ run: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/profiles demo --exit
+
+# Fault injection (about 200,000 events through 3 workers) and 100,000 fuzz cases.
+chaos: $(STAMP)
+	$(BIN)/profiles chaos
+	FUZZ_EXAMPLES=100000 FUZZ_LIVE=100000 $(BIN)/python -m pytest -q -s tests/unit/test_fuzz_validator.py tests/integration/test_fuzz_live.py
 
 bench: $(STAMP)
 	$(BIN)/profiles bench

@@ -621,6 +621,33 @@ def bench(users: int, days: int, workdir: str, out: str) -> None:
     click.echo(f"written to {out}")
 
 
+@cli.command()
+@click.option("--users", type=click.IntRange(100), default=6000, show_default=True,
+              help="Sample users (6,000 give about 230,000 events).")
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--hostile", type=click.IntRange(0), default=5000, show_default=True,
+              help="Hostile payloads in the burst.")
+@click.option("--kills", type=click.IntRange(0), default=5, show_default=True)
+@click.option("--skip", multiple=True,
+              type=click.Choice(["sigkill", "wipe", "sigstop", "reassign", "hostile"]),
+              help="Leave a kind of fault out (repeatable).")
+@click.option("--workdir", type=click.Path(file_okay=False), default="run/chaos",
+              show_default=True)
+def chaos(users: int, seed: int, hostile: int, kills: int, skip: tuple[str, ...],
+          workdir: str) -> None:
+    """Sample events through 3 workers under a seeded fault schedule; then profiles and states
+    against the batch path: exit 0 only when mismatches, lost and double-applied events are 0."""
+    import shutil
+
+    from deploy.chaos import run_chaos
+    shutil.rmtree(workdir, ignore_errors=True)
+    report = run_chaos(Path(workdir), users, seed, hostile, say=_say, kills=kills, skip=skip)
+    for line in report.lines():
+        click.echo(line)
+    if not report.ok:
+        sys.exit(1)
+
+
 @cli.command("bench-jobs")
 @click.option("--users", type=click.IntRange(1000), default=1_000_000, show_default=True)
 @click.option("--due", type=click.IntRange(0), default=10_000, show_default=True)
