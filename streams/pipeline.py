@@ -84,7 +84,8 @@ class ProfilePipeline:
         self.pause_watch = PauseWatch()
         # A pause this long means the broker has evicted this worker (heartbeats stopped).
         self.fence_seconds = float(app.conf.broker_session_timeout) + 2.0
-        self._last_ok = time.monotonic()     # when the last batch was emitted
+        self._last_ok = time.monotonic()     # when the last batch was emitted ...
+        self._ok_generation = None           # ... and in which consumer generation
         self._fenced_generation: int | None = None
         # PROFILES_FENCING=off shows what happens without it (docs/RELIABILITY.md)
         self.fencing = os.environ.get("PROFILES_FENCING", "on") != "off"
@@ -128,7 +129,7 @@ class ProfilePipeline:
             else:
                 item[1]()
         await self._flush_writes()
-        self._last_ok = time.monotonic()
+        self._last_ok, self._ok_generation = time.monotonic(), self.app.consumer_generation_id
 
     def _fenced(self, started: float, n_events: int) -> bool:
         """Fencing, as far as the framework allows (no transactions on this broker): after the
@@ -146,9 +147,10 @@ class ProfilePipeline:
                 self.counts["fenced_events"] += n_events
                 return True
             self._fenced_generation = None
-            self._last_ok = started
             log.warning("rejoined the group (generation %s): processing again", generation)
-        pause = self.pause_watch.longest_pause_since(min(self._last_ok, started))
+        # A pause before the last rebalance is over: this batch belongs to the new assignment.
+        since = min(self._last_ok, started) if generation == self._ok_generation else started
+        pause = self.pause_watch.longest_pause_since(since)
         if pause <= self.fence_seconds:
             return False
         self._fenced_generation = generation
