@@ -20,7 +20,7 @@ import yaml
 
 from deploy import broker as embedded
 from deploy.bench import ROOT, _machine, _peak_rss_mb
-from deploy.workers import call
+from deploy.workers import call, ready
 from features.batch import BatchReport, build_states
 from features.config import load_config
 from features.encoding import encode
@@ -118,13 +118,7 @@ def run_bench_jobs(workdir: Path, users: int, due: int, full_daily: bool,
                                 start_new_session=True)
         url = f"http://127.0.0.1:{web}"
         deadline = time.monotonic() + 300
-        while True:
-            try:
-                h = call(url + "/health", timeout=2)
-                if h.get("status") == "ok" and h.get("recovery_completed"):
-                    break
-            except Exception:
-                pass
+        while not ready(url):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"worker did not start; see {workdir / 'worker.log'}")
             time.sleep(0.5)

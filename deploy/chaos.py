@@ -29,7 +29,7 @@ from aiokafka import AIOKafkaProducer
 from deploy import broker as embedded
 from deploy.clients import latest_by_key, load_items, produce_events
 from deploy.verify import batch_profiles, compare
-from deploy.workers import call
+from deploy.workers import call, ready
 from features.batch import BatchReport, build_states
 from features.config import load_config
 from features.events import Rejection
@@ -141,11 +141,7 @@ class Workers:
         shutil.rmtree(self.cfg.data_dir / f"instance-{i}", ignore_errors=True)
 
     def healthy(self, i: int) -> bool:
-        try:
-            h = call(self.url(i) + "/health", timeout=2)
-            return h.get("status") == "ok" and bool(h.get("recovery_completed"))
-        except Exception:
-            return False
+        return ready(self.url(i)) is not None
 
     def stop_all(self) -> None:
         for i in list(self.procs):

@@ -342,7 +342,7 @@ def deploy_cmd(ctx: click.Context, instances: int, instance_id: int | None, moni
     import subprocess
 
     from deploy.supervisor import Supervisor, setup_logging, supervisor_pid
-    from deploy.workers import call
+    from deploy.workers import ready
     cfg = _load(ctx)
     if supervisor_pid(cfg):
         raise click.ClickException(f"a cluster is already running (supervisor pid "
@@ -379,14 +379,11 @@ def deploy_cmd(ctx: click.Context, instances: int, instance_id: int | None, moni
                                            f"{_last_error(log)} (see {log}; the cluster is "
                                            f"still up: `profiles stop`)")
         for i, url in list(pending.items()):
-            try:
-                h = call(url + "/health", timeout=2)
-                if h.get("status") == "ok" and h.get("recovery_completed"):
-                    click.echo(f"worker {i} healthy: {url}  partitions "
-                               f"{len(h.get('assigned_partitions', []))}")
-                    del pending[i]
-            except Exception:
-                pass
+            h = ready(url)
+            if h:
+                click.echo(f"worker {i} healthy: {url}  partitions "
+                           f"{len(h.get('assigned_partitions', []))}")
+                del pending[i]
         time.sleep(0.5)
     if pending:
         raise click.ClickException(f"workers {sorted(pending)} not healthy in {timeout:.0f} s; "

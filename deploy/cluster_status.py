@@ -2,11 +2,10 @@
 and monitoring figures, merged cluster-wide."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 from deploy.supervisor import read_cluster, supervisor_pid
-from deploy.workers import WorkerCallError, call, local_workers
+from deploy.workers import WorkerCallError, call, local_workers, pid_alive
 from features.config import ProfileConfig
 from features.quality import QualitySummary
 
@@ -58,18 +57,6 @@ class ClusterStatus:
         return [a for w in self.answering if w.monitor for a in w.monitor["alerts"]]
 
 
-def _pid_alive(pid: int | None) -> bool | None:
-    if pid is None:
-        return None
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-
-
 def gather(cfg: ProfileConfig, urls: list[str] | None = None) -> ClusterStatus:
     cluster = read_cluster(cfg)
     status = ClusterStatus(supervisor_pid(cfg), bool(cluster and cluster.get("monitor")),
@@ -82,7 +69,8 @@ def gather(cfg: ProfileConfig, urls: list[str] | None = None) -> ClusterStatus:
     else:
         refs = [(w.instance_id, w.url, w.pid, 0) for w in local_workers(cfg)]
     for iid, url, pid, restarts in refs:
-        ws = WorkerStatus(iid, url, pid, _pid_alive(pid), restarts=restarts)
+        ws = WorkerStatus(iid, url, pid, pid_alive(pid) if pid else None,
+                          restarts=restarts)
         try:
             ws.health = call(url + "/health", timeout=3)
             ws.monitor = call(url + "/monitor", timeout=5)

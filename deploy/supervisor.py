@@ -24,7 +24,7 @@ from pathlib import Path
 import orjson
 
 from deploy import broker as embedded
-from deploy.workers import call
+from deploy.workers import call, pid_alive, ready
 from features.alerts import AlertEvaluator
 from features.config import ProfileConfig
 
@@ -45,10 +45,9 @@ def supervisor_pid(cfg: ProfileConfig) -> int | None:
     """The running supervisor's pid, or None."""
     try:
         pid = int((cfg.run_dir / "supervisor.pid").read_text())
-        os.kill(pid, 0)
-        return pid
     except (OSError, ValueError):
         return None
+    return pid if pid_alive(pid) else None
 
 
 def read_cluster(cfg: ProfileConfig) -> dict | None:
@@ -226,12 +225,8 @@ class Supervisor:
         while time.monotonic() < deadline:
             if not w.alive():
                 return False
-            try:
-                h = call(w.url + "/health", timeout=2)
-                if h.get("status") == "ok" and h.get("recovery_completed"):
-                    return True
-            except Exception:
-                pass
+            if ready(w.url):
+                return True
             time.sleep(0.5)
         return False
 

@@ -22,7 +22,9 @@ class WorkerRef:
     pid: int | None = None
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -41,7 +43,7 @@ def local_workers(cfg: ProfileConfig) -> list[WorkerRef]:
             n, pid = int(pid_file.stem.split("-")[1]), int(pid_file.read_text())
         except (ValueError, IndexError, OSError):
             continue
-        if _alive(pid):
+        if pid_alive(pid):
             found.append(WorkerRef(n, f"http://{cfg.worker.web_host}:"
                                       f"{cfg.worker.web_port + n - 1}", pid))
     return found or [WorkerRef(1, f"http://{cfg.worker.web_host}:{cfg.worker.web_port}")]
@@ -64,6 +66,15 @@ def call(url: str, method: str = "GET", token: str | None = None,
         raise WorkerCallError(f"{url}: {msg} (HTTP {e.code})") from None
     except OSError as e:
         raise WorkerCallError(f"no worker answers at {url}: {e}") from None
+
+
+def ready(url: str, timeout: float = 2.0) -> dict | None:
+    """The worker's /health body when it is ok with table recovery complete, else None."""
+    try:
+        h = call(url.rstrip("/") + "/health", timeout=timeout)
+    except WorkerCallError:
+        return None
+    return h if h.get("status") == "ok" and h.get("recovery_completed") else None
 
 
 def call_all(urls: list[str], method: str = "GET", token: str | None = None,

@@ -181,10 +181,10 @@ class WorkerMonitor:
             n += 1
             r = self.rates()
             lag = [v for v in self.lag.values() if v is not None]
+            pct = self.percentiles("ingest")
             self.series.append({"t": now, "events_per_second": r["events_per_second"],
                                 "publishes_per_second": r["publishes_per_second"],
-                                "lag": sum(lag), "p50": self.percentiles("ingest")["p50"],
-                                "p99": self.percentiles("ingest")["p99"]})
+                                "lag": sum(lag), "p50": pct["p50"], "p99": pct["p99"]})
 
     async def _quality_forever(self) -> None:
         await asyncio.sleep(SAMPLE_INTERVAL)

@@ -28,8 +28,8 @@ from streams.items import ItemFeed
 from streams.pause_watch import PauseWatch
 from streams.kafka_security import client_kwargs
 from streams.publisher import Publisher
-from streams.state_table import (PARTITION_KEY, PartitionClock, due_key, partition_db,
-                                 user_key, writing_to)
+from streams.state_table import (PARTITION_KEY, PartitionClock, due_key, open_partition_db,
+                                 partition_db, user_key, writing_to)
 from streams.strategy import load_strategy
 
 log = logging.getLogger(__name__)
@@ -305,7 +305,6 @@ class ProfilePipeline:
     def state_summary(self, user_id: int, partitions: list[int]) -> dict | None:
         """What the state holds, in numbers (events per day in the window, ids kept), read
         from the given (active) partitions only: standby copies may lag."""
-        from streams.state_table import open_partition_db
         blob = None
         for p in partitions:
             db = open_partition_db(self.states, p)
