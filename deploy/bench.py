@@ -27,7 +27,7 @@ from aiokafka import AIOKafkaConsumer
 from deploy import broker as embedded
 from deploy.clients import load_items, produce_events
 from features.batch import BatchReport, build_states, run_batch
-from features.config import ProfileConfig, load_config
+from features.config import NO_SCHEDULED_RUNS, ProfileConfig, load_config
 from features.encoding import encode
 from features.runtime import FeatureRuntime
 from features.sample import SampleSpec, write_sample
@@ -148,7 +148,8 @@ def run_bench(workdir: Path, users: int, days: int, say: Callable[[str], None] =
     port = embedded.free_port()
     base = {"kafka": {"broker": f"kafka://127.0.0.1:{port}", "partitions": 8},
             "embedded_broker": {"port": port, "run_dir": str(workdir / "run")},
-            "mapping_index": str(workdir / "mapping_index.json")}
+            "mapping_index": str(workdir / "mapping_index.json"),
+            "scheduled_update": dict(NO_SCHEDULED_RUNS)}     # no run mid-measurement
     cfg_path = _config(base, workdir, "bench-pipeline-1", embedded.free_port())
     cfg = load_config(cfg_path)
     say(f"sample data: {users:,} users, {days} days")

@@ -22,7 +22,7 @@ from deploy import broker as embedded
 from deploy.bench import ROOT, _machine, _peak_rss_mb
 from deploy.workers import call, ready
 from features.batch import BatchReport, build_states
-from features.config import load_config
+from features.config import NO_SCHEDULED_RUNS, load_config
 from features.encoding import encode
 from features.events import day_of
 from features.runtime import FeatureRuntime
@@ -72,7 +72,8 @@ def run_bench_jobs(workdir: Path, users: int, due: int, full_daily: bool,
            "embedded_broker": {"port": port, "run_dir": str(workdir / "run")},
            "mapping_index": str(workdir / "mapping_index.json"),
            "worker": {"app_id": "bench-jobs", "data_dir": str(workdir / "data"),
-                      "web_port": web, "log_level": "warn"}}
+                      "web_port": web, "log_level": "warn"},
+           "scheduled_update": dict(NO_SCHEDULED_RUNS)}    # runs are timed when we trigger them
     cfg_path = workdir / "bench-jobs.yaml"
     cfg_path.write_text(yaml.safe_dump(raw))
     cfg = load_config(cfg_path)

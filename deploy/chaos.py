@@ -31,7 +31,7 @@ from deploy.clients import latest_by_key, load_items, produce_events
 from deploy.verify import batch_profiles, compare
 from deploy.workers import call, ready
 from features.batch import BatchReport, build_states
-from features.config import load_config
+from features.config import NO_SCHEDULED_RUNS, load_config
 from features.events import Rejection
 from features.hostile import hostile_payloads
 from features.runtime import FeatureRuntime
@@ -181,7 +181,9 @@ def run_chaos(workdir: Path, users: int, seed: int, hostile: int,
            "embedded_broker": {"port": port, "run_dir": str(workdir / "run")},
            "mapping_index": str(workdir / "mapping_index.json"),
            "worker": {"data_dir": str(workdir / "data"), "log_level": "info"},
-           "real_time_update": {"batch_size": 500}}
+           "real_time_update": {"batch_size": 500},
+           # counts compare with the batch path at each user's T: no wall-clock runs
+           "scheduled_update": dict(NO_SCHEDULED_RUNS)}
     cfg_path = workdir / "chaos.yaml"
     cfg_path.write_text(yaml.safe_dump(raw))
     cfg = load_config(cfg_path)

@@ -312,6 +312,13 @@ _HHMM = r"([01]\d|2[0-3]):[0-5]\d"
 _DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
 
+# `scheduled_update` with no wall-clock runs. Harnesses that compare published profiles with
+# the batch path at each user's own T use it: a run firing mid-test (at the top of any hour)
+# publishes as of stream time instead, which is right but not what they compare against.
+NO_SCHEDULED_RUNS = {"hourly_update": False, "daily_deep_update": None,
+                     "weekly_full_update": None}
+
+
 class ScheduledUpdateConfig(Section):
     hourly_update: bool = True
     daily_deep_update: str | None = Field("02:00", pattern=rf"^{_HHMM}$")

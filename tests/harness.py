@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from deploy import broker as embedded
+from features.config import NO_SCHEDULED_RUNS
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -37,6 +38,8 @@ def write_config(path: Path, broker: Broker, **sections) -> Path:
         "kafka": {"broker": f"kafka://{broker.bootstrap}", "partitions": 4},
         "embedded_broker": {"port": broker.port, "run_dir": str(broker.run_dir)},
         "worker": {"data_dir": str(path.parent / "data"), "log_level": "info"},
+        # runs are triggered by the tests that test them (profiles job), never by the clock
+        "scheduled_update": dict(NO_SCHEDULED_RUNS),
     }
     for key, value in sections.items():
         if isinstance(value, dict) and isinstance(raw.get(key), dict):
