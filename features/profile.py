@@ -11,7 +11,7 @@ import orjson
 
 from features.config import ProfileConfig
 from features.mapping_index import MappingIndex
-from features.metrics import category_totals, window_metrics
+from features.metrics import category_totals, window_metrics, window_metrics_all
 from features.state import StateRules, UserState
 
 OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
@@ -78,12 +78,16 @@ class FeatureEngine:
     def metrics(self, state: UserState, T: int, W: int) -> dict[str, Any]:
         return window_metrics(state, T, W, self.tz, self.gap, self.action_names)
 
+    def metrics_all(self, state: UserState, T: int, windows) -> dict[int, dict[str, Any]]:
+        """{W: metrics(state, T, W)} for each W, in one pass."""
+        return window_metrics_all(state, T, windows, self.tz, self.gap, self.action_names)
+
     def evaluate(self, user_id: int, state: UserState, T: int | None = None) -> Profile:
         T = state.T if T is None else T
         if T < state.T:
             raise ValueError(f"as_of {T} is before the user's T {state.T}")
         cfg = self.cfg
-        m = {W: self.metrics(state, T, W) for W in self.windows}
+        m = self.metrics_all(state, T, self.windows)
 
         # 106 interest tags
         it = cfg.interest_tags

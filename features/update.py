@@ -35,7 +35,7 @@ class UserUpdate:
 def closed_day_metrics(rt: FeatureRuntime, state: UserState, day: int) -> dict[int, dict]:
     """The tumbling daily window's output: 1/7/30-day metrics as of the day's last second."""
     T = day_end(day, rt.engine.tz)
-    return {W: rt.engine.metrics(state, T, W) for W in rt.cfg.behavior_preferences.time_windows}
+    return rt.engine.metrics_all(state, T, rt.cfg.behavior_preferences.time_windows)
 
 
 def apply_events(rt: FeatureRuntime, user_id: int, state: UserState,
