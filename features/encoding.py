@@ -41,36 +41,41 @@ def encode(state: UserState, tz: int) -> bytes:
     else:
         base = (state.T + tz) // 86400
     out: list[int] = [len(state.days)]
-    for d in sorted(state.days):
-        b = state.days[d]
+    extend = out.extend
+    for d, b in sorted(state.days.items()):
         day_start = d * 86400 - tz
-        out += [base - d, len(b.actions)]
-        for a in sorted(b.actions):
-            out += [a, b.actions[a]]
-        out += [b.dwell_ms, b.dwell_n, len(b.cats)]
-        for (k, a) in sorted(b.cats):
-            out += [k, a, b.cats[(k, a)]]
+        acts = sorted(b.actions.items())
+        extend((base - d, len(acts)))
+        for kv in acts:
+            extend(kv)
+        cats = sorted(b.cats.items())
+        extend((b.dwell_ms, b.dwell_n, len(cats)))
+        for (k, a), n in cats:
+            extend((k, a, n))
         out.append(len(b.runs))
         for first, last in b.runs:
-            out += [first - day_start, last - first]
-    items = sorted(state.items)
+            extend((first - day_start, last - first))
+    items = sorted(state.items.items())
     out.append(len(items))
     prev = 0
-    for i in items:
+    for i, _ in items:
         out.append(i - prev)
         prev = i
-    out += [base - state.items[i] for i in items]
-    hashes = sorted(state.event_ids)
-    out.append(len(hashes))
-    out += [base - state.event_ids[h] for h in hashes]
+    extend([base - d for _, d in items])
+    ids = sorted(state.event_ids.items())
+    hashes = [h for h, _ in ids]
+    out.append(len(ids))
+    extend([base - d for _, d in ids])
     arr = np.asarray(out, dtype="<i8")
     lo, hi = (int(arr.min()), int(arr.max())) if len(arr) else (0, 0)
     width = next(w for w in (1, 2, 4, 8) if -(2 ** (8 * w - 1)) <= lo and hi < 2 ** (8 * w - 1))
     # byte-shuffled: every value's low byte first, then the next byte of each... (high bytes are
     # mostly zero and compress to almost nothing)
     shuffled = arr.astype(_WIDTHS[width]).view(np.uint8).reshape(-1, width).T.tobytes()
-    body = zlib.compress(shuffled, 9)
-    tail = b"".join(h.to_bytes(EVENT_ID_HASH_BYTES, "little") for h in hashes)
+    # level 1: a quarter of the encode time of level 9 for about 4% more bytes
+    body = zlib.compress(shuffled, 1)
+    tail = np.asarray(hashes, dtype="<u8").view(np.uint8).reshape(-1, 8)[
+        :, :EVENT_ID_HASH_BYTES].tobytes() if hashes else b""
     head = _HEAD.pack(FORMAT_VERSION, state.T, state.source_offset, state.version,
                       state.published_digest, width, len(body), state.due_day,
                       state.published_as_of)

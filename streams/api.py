@@ -75,4 +75,8 @@ def add_routes(pipeline: ProfilePipeline) -> None:
         return web.json({"instance": app.profile_instance.instance_id,
                          "counts": dict(pipeline.counts),
                          "items": len(pipeline.rt.catalog),
-                         "items_ready": pipeline.items.ready.is_set()})
+                         "items_ready": pipeline.items.ready.is_set(),
+                         "state_cache": {"entries": len(pipeline.cache),
+                                         "capacity": pipeline.cache.capacity,
+                                         "hits": pipeline.cache.hits,
+                                         "misses": pipeline.cache.misses}})

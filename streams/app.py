@@ -7,7 +7,7 @@ from pathlib import Path
 import faust
 
 from features.config import ProfileConfig
-from streams import compat
+from streams import compat, consumer
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,8 @@ def create_app(cfg: ProfileConfig, inst: Instance) -> faust.App:
     )
     app.profile_config = cfg
     app.profile_instance = inst
+    consumer.install(app, end_offsets_from_fetch=compat.end_offsets_from_fetch(cfg.compat),
+                     fetch_max_wait_ms=compat.consumer_fetch_max_wait_ms(cfg.compat))
     _add_health(app)
     return app
 

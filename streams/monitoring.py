@@ -24,8 +24,8 @@ from features.quality import QualitySummary
 from streams.state_table import iter_users, open_partition_db, user_key
 
 log = logging.getLogger(__name__)
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600,
-                   86400, 30 * 86400)
+LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5,
+                   0.75, 1, 2.5, 5, 10, 30, 60, 300, 3600, 86400, 30 * 86400)
 # Every metric family /metrics exposes (the Grafana dashboard and the tests use these names).
 METRIC_NAMES = (
     "profiles_events_in", "profiles_events_applied", "profiles_events_duplicate",

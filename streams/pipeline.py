@@ -1,9 +1,10 @@
 """The profile pipeline on a Faust app: one agent on `user-events`, one RocksDB table of user
 states (changelog-backed), publishes to `profile-updates`, `profile-aggregates` and the DLQ.
 
-Per micro-batch (`real_time_update.batch_size` events): events are validated, grouped by user,
-and each user's state is read once, advanced by `features.update.apply_events`, written once,
-and published at most once.
+Per micro-batch (`real_time_update.batch_size` events, taken raw from the consumer by
+`streams.event_feed`): events are validated, grouped by user, and each user's state is read once
+(decoded only on a cache miss), advanced by `features.update.apply_events`, written once, and
+published at most once.
 """
 from __future__ import annotations
 
@@ -23,11 +24,13 @@ from features.runtime import FeatureRuntime
 from features.schedule import NEVER, next_change_day
 from features.state import UserState
 from features.update import apply_events, day_end, mark_published
+from streams import event_feed
 from streams.dead_letters import dead_letter
 from streams.items import ItemFeed
 from streams.pause_watch import PauseWatch
 from streams.kafka_security import client_kwargs
 from streams.publisher import Publisher
+from streams.state_cache import StateCache
 from streams.state_table import (PARTITION_KEY, PartitionClock, due_key, open_partition_db,
                                  partition_db, user_key, writing_to)
 from streams.strategy import load_strategy
@@ -49,6 +52,12 @@ class _Deferred:
         self.outbox.append(("local", lambda: self.db.delete(key)))
 
 
+def _log_failure(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("delivering a batch failed; its events stay unacked and come again",
+                  exc_info=task.exception())
+
+
 class ProfilePipeline:
     def __init__(self, app: faust.App):
         cfg = app.profile_config
@@ -64,12 +73,14 @@ class ProfilePipeline:
         self.updates_topic = app.topic(t.profile_updates, partitions=n, **raw)
         self.aggregates_topic = app.topic(t.profile_aggregates, partitions=n, **raw)
         self.dlq_topic = app.topic(t.dlq, partitions=n, **raw)
-        self.states = app.Table(STATE_TABLE, partitions=n, key_type=bytes, value_type=bytes)
+        self.states = app.Table(STATE_TABLE, partitions=n, key_type=bytes, value_type=bytes,
+                                options=cfg.performance.rocksdb.table_options())
         kafka_kwargs = client_kwargs(cfg)
         self.items = ItemFeed(self.rt.catalog, cfg.kafka.bootstrap_servers, t.item_features,
                               kafka_kwargs)
         self.publisher = Publisher(cfg.kafka.bootstrap_servers, kafka_kwargs)
         self.on_publish = None      # (profile, trigger, ingest timestamp) -> None: monitoring
+        self._published: list = []  # this batch's on_publish calls, made once delivered
         app.on_before_shutdown.connect(self._stop_publisher)
         self.strategy = load_strategy(cfg.real_time_update.strategy)
         self.counts: Counter = Counter()
@@ -79,6 +90,10 @@ class ProfilePipeline:
         app.on_partitions_revoked.connect(self._forget_clocks)
         app.on_partitions_assigned.connect(self._forget_clocks)
         self.batch_size = cfg.real_time_update.batch_size
+        # raw batches from the consumer (Faust's per-event stream path skipped: event_feed)
+        self.feed = event_feed.install(
+            app, t.user_events, capacity=max(cfg.real_time_update.queue_size, 2 * self.batch_size))
+        self.cache = StateCache(cfg.performance.memory.max_cache_size)
         # Outputs of the batch being processed, emitted together at its end (see _process).
         self._outbox: list | None = None
         self.pause_watch = PauseWatch()
@@ -100,36 +115,69 @@ class ProfilePipeline:
         await self.items.run()
 
     async def _agent(self, stream) -> None:
+        # The agent subscribes the topic; its messages arrive through self.feed, not `stream`.
         await self.items.ready.wait()   # events resolve categories against a complete catalog
-        async for events in stream.take_events(self.batch_size, within=0.05):
-            await self.process(events)
+        delivering: asyncio.Task | None = None
+        while True:
+            # what is there, at once: under load the next batch fills while this one runs
+            batch = await self.feed.take(self.batch_size, within=0)
+            event_feed.track(self.app, batch)
+            task = await self.process(batch, after=delivering)
+            if delivering is not None:
+                await delivering    # one batch delivering while the next computes; raises if
+            delivering = task       # its delivery failed (the agent restarts, nothing acked)
 
     # ------------------------------------------------------------------ one micro-batch
 
-    async def process(self, events: list) -> None:
+    async def process(self, messages: list, after: asyncio.Task | None = None) -> asyncio.Task:
+        """Compute the batch and hand its outputs to the producers; returns the task that
+        delivers them (after the previous batch's delivery `after`) and then acks the batch."""
         async with self.lock:
-            await self._process(events)
+            published = await self._process(messages)
+        task = asyncio.create_task(self._deliver(messages, published, after))
+        task.add_done_callback(_log_failure)
+        return task
 
-    async def _process(self, events: list) -> None:
+    async def _deliver(self, messages: list, published: list | None,
+                       after: asyncio.Task | None) -> None:
+        if after is not None:
+            await after                 # acks stay in order; a failure there stops this one
+        if published is not None:       # None: fenced, nothing was emitted
+            await self._flush_writes()
+            if self.on_publish is not None:
+                for args in published:
+                    self.on_publish(*args)
+            self._last_ok, self._ok_generation = time.monotonic(), self.app.consumer_generation_id
+        event_feed.ack(self.app, messages)
+
+    async def _process(self, messages: list) -> list | None:
+        """Compute the batch and emit its outputs (not yet delivered); returns its on_publish
+        calls, or None when the batch was fenced."""
         started = time.monotonic()
-        self._outbox = outbox = []          # ("send", topic, key, value) | ("state", event,
-        try:                                # key, value) | ("local", fn): emitted at the end
-            await self._compute(events)
+        # outputs, emitted at the end: ("send", topic, key, value) | ("state", message, key,
+        # value) | ("local", fn)
+        self._outbox = outbox = []
+        self._published = []
+        try:
+            await self._compute(messages)
+        except BaseException:
+            self.cache.clear()              # cached states were advanced in place
+            raise
         finally:
             self._outbox = None
-        if self._fenced(started, len(events)):
-            return
+        if self._fenced(started, len(messages)):
+            self.cache.clear()
+            return None
         for item in outbox:
             kind = item[0]
             if kind == "send":
                 await self.publisher.send(item[1], item[2], item[3])
             elif kind == "state":
-                with writing_to(item[1]):
+                with writing_to(item[1].partition, item[1].topic):
                     self.states[item[2]] = item[3]
             else:
                 item[1]()
-        await self._flush_writes()
-        self._last_ok, self._ok_generation = time.monotonic(), self.app.consumer_generation_id
+        return self._published
 
     def _fenced(self, started: float, n_events: int) -> bool:
         """Fencing, as far as the framework allows (no transactions on this broker): after the
@@ -161,32 +209,32 @@ class ProfilePipeline:
                     self.fence_seconds - 2)
         return True
 
-    async def _compute(self, events: list) -> None:
+    async def _compute(self, messages: list) -> None:
         now = time.time()
         by_user: dict[int, list] = defaultdict(list)
-        last: dict[int, tuple[int, int, object]] = {}   # partition -> (max ts, offset, event)
+        last: dict[int, tuple[int, int, object]] = {}   # partition -> (max ts, offset, message)
         parse = self.rt.parser.parse
-        for event in events:
-            msg = event.message
-            self.counts["events_in"] += 1
+        self.counts["events_in"] += len(messages)
+        for msg in messages:
             ts, _, _ = last.get(msg.partition, (-1, 0, None))
-            last[msg.partition] = (ts, msg.offset, event)
+            last[msg.partition] = (ts, msg.offset, msg)
             if msg.value is None:
                 parsed = Rejection("malformed_json", "empty message (no value)")
             else:
                 parsed = parse(msg.value, msg.key, now)
             if type(parsed) is Rejection:
-                await self._dead_letter(parsed.reason, parsed.message, event)
+                await self._dead_letter(parsed.reason, parsed.message, msg)
                 continue
-            by_user[parsed.user_id].append((msg.offset, parsed, event))
+            by_user[parsed.user_id].append((msg.offset, parsed, msg))
             if parsed.ts > last[msg.partition][0]:
-                last[msg.partition] = (parsed.ts, msg.offset, event)
+                last[msg.partition] = (parsed.ts, msg.offset, msg)
         for user_id, items in by_user.items():
-            with writing_to(items[0][2]):
+            msg = items[0][2]
+            with writing_to(msg.partition, msg.topic):
                 await self._advance_user(user_id, items)
-        for partition, (ts, offset, event) in last.items():
+        for partition, (ts, offset, msg) in last.items():
             clock = PartitionClock(max(ts, self.clock(partition).stream_time), offset)
-            self._outbox.append(("state", event, PARTITION_KEY, clock.pack()))
+            self._outbox.append(("state", msg, PARTITION_KEY, clock.pack()))
             self._outbox.append(("local", lambda p=partition, c=clock:
                                  self.clocks.__setitem__(p, c)))
 
@@ -206,20 +254,23 @@ class ProfilePipeline:
         await self.publisher.stop()
 
     async def _flush_writes(self) -> None:
-        """Deliver every state write and publish of this batch before its events are acked.
+        """Deliver every state write and publish of this batch before its events are acked
+        (both producers at once).
 
-        Faust commits only acked offsets (take_events acks after this returns) and flushes the
+        Faust commits only acked offsets (the agent acks after this returns) and flushes the
         producer before committing, but its send_soon buffer (table changelog) flush gives up
         after 0.1 s without progress, so under load a commit could cover state writes still
         waiting there; a crash then loses them with no redelivery. Draining it here closes that.
         """
+        await asyncio.gather(self._flush_changelog(), self.publisher.flush())
+
+    async def _flush_changelog(self) -> None:
         producer = self.app.producer
         while producer.buffer.size:
             if producer.state != "running":
                 raise RuntimeError("producer stopped with state writes pending")
             await producer.buffer.flush()
         await producer.flush()
-        await self.publisher.flush()
 
     async def _flush_publishes(self) -> None:
         """Deliver the published records only (scheduled jobs: records before states)."""
@@ -228,8 +279,11 @@ class ProfilePipeline:
     async def _advance_user(self, user_id: int, items: list) -> None:
         key = user_key(user_id)
         blob = self.states.get(key)
-        state = decode(blob, self.tz) if blob is not None else UserState()
-        by_offset = {off: ev for off, _, ev in items}
+        if blob is None:
+            state = UserState()
+        else:
+            state = self.cache.get(user_id, blob) or decode(blob, self.tz)
+        by_offset = {off: msg for off, _, msg in items}
         up = apply_events(self.rt, user_id, state, [(off, e) for off, e, _ in items])
         c = self.counts
         c["applied"] += up.applied
@@ -241,8 +295,7 @@ class ProfilePipeline:
         if up.profile is not None:
             if up.changed and self.strategy.should_update(user_id, [e for _, e, _ in items]):
                 version = mark_published(state, up.profile)
-                await self._publish(up.profile, version, "event",
-                                    items[-1][2].message.timestamp)
+                await self._publish(up.profile, version, "event", items[-1][2].timestamp)
             elif up.redelivered and not up.changed and state.version > 0:
                 # A crash may have lost this record before the producer flushed: send it again
                 # (same version, same arrays; the topic is compacted by user).
@@ -251,10 +304,14 @@ class ProfilePipeline:
             await self._publish_aggregates(user_id, day, metrics)
         if up.profile is not None:
             due = next_change_day(state, day_of(state.T, self.tz), self.rt.engine.windows)
-            db = partition_db(self.states, items[0][2].message.partition)
+            db = partition_db(self.states, items[0][2].partition)
             self.set_due(_Deferred(self._outbox, db), user_id, state, due)
         if up.touched:
-            self._outbox.append(("state", items[0][2], key, encode(state, self.tz)))
+            blob = encode(state, self.tz)
+            self._outbox.append(("state", items[0][2], key, blob))
+            self.cache.put(user_id, blob, state)
+        else:
+            self.cache.discard(user_id)
 
     @staticmethod
     def set_due(db, user_id: int, state: UserState, day: int) -> None:
@@ -285,7 +342,10 @@ class ProfilePipeline:
         if trigger != "event":
             self.counts[f"published_{trigger}"] += 1
         if self.on_publish is not None:
-            self.on_publish(profile, trigger, ingest_ts)
+            if self._outbox is not None:    # latency counts to delivery: called after the flush
+                self._published.append((profile, trigger, ingest_ts))
+            else:
+                self.on_publish(profile, trigger, ingest_ts)
 
     async def _publish_aggregates(self, user_id: int, day: int, metrics: dict) -> None:
         rec = {"user_id": user_id, "day": day, "as_of": day_end(day, self.tz),
@@ -293,8 +353,7 @@ class ProfilePipeline:
         await self._send(self.aggregates_topic, str(user_id).encode(), orjson.dumps(rec))
         self.counts["aggregates"] += 1
 
-    async def _dead_letter(self, reason: str, message: str, event) -> None:
-        msg = event.message
+    async def _dead_letter(self, reason: str, message: str, msg) -> None:
         value = dead_letter(reason, message, msg.value, msg.key, msg.topic, msg.partition,
                             msg.offset)
         await self._send(self.dlq_topic, msg.key, value)

@@ -1,10 +1,10 @@
 """The producer for what the workers publish (profile-updates, profile-aggregates, the DLQ).
 
-It is separate from Faust's producer so that it batches normally: the one-record-per-batch
-workaround for the embedded broker (BROKER.md defect 1, streams/compat.py) is needed only for
-table changelogs, whose end offsets Faust reads on recovery. On that broker `end_offsets` of these
-output topics can therefore read low; consumers should rely on the fetch high watermark (as
-`profiles tail` does), or on a real Kafka cluster where the defect does not exist.
+It is separate from Faust's producer (the table changelog) so that a batch's publishes and state
+writes are flushed side by side and the scheduled jobs can deliver records before states. On the
+embedded broker `end_offsets` of these topics can read low (BROKER.md defect 1); consumers should
+rely on the fetch high watermark (as `profiles tail` does), or on a real Kafka cluster where the
+defect does not exist.
 """
 from __future__ import annotations
 

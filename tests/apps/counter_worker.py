@@ -1,8 +1,9 @@
 """A minimal Faust app on our app skeleton: counts per key in a RocksDB table with a changelog.
 
 Used to show the embedded broker's end-offset defect and its cure (tests/integration/
-test_changelog_recovery.py). `COUNTER_BATCHING=default` switches the single-record-batch
-workaround off while keeping the rest of the compat profile.
+test_changelog_recovery.py). The producer batches with a linger, so the last batch of every
+changelog partition holds several records; `COUNTER_END_OFFSETS=listoffsets` switches the cure
+(end offsets from fetch responses, streams.consumer) off.
 Run: python -m tests.apps.counter_worker CONFIG INSTANCE_ID WEB_PORT
 """
 import os
@@ -16,11 +17,9 @@ INPUT_TOPIC = "recovery-input"
 
 cfg = load_config(sys.argv[1])
 app = create_app(cfg, instance_for(cfg, int(sys.argv[2]), int(sys.argv[3])))
-if os.environ.get("COUNTER_BATCHING") == "default":
-    # Workaround off, as a throughput-tuned producer runs: aiokafka's default batch size and a
-    # linger, so the last batch of every changelog partition holds several records.
-    app.conf.producer_max_batch_size = 16384
-    app.conf.producer_linger = 0.1
+app.conf.producer_linger = 0.1
+if os.environ.get("COUNTER_END_OFFSETS") == "listoffsets":
+    app.end_offsets_from_fetch = False
 
 source = app.topic(INPUT_TOPIC, key_type=bytes, value_type=bytes,
                    partitions=cfg.kafka.partitions)
