@@ -1,23 +1,29 @@
-"""`profiles bench` / `make bench`: side-by-side throughput on one broker, in one run.
+"""`profiles bench` / `make bench`: side-by-side figures on one broker, in one run.
 
-(A) our pipeline, 1 and 2 workers; (B) naive Faust, one table update per event; (C) the read
-ceiling, aiokafka getmany + orjson.loads. All read the same pre-filled `user-events`, each with
-its own consumer group (app id), timed from its first event to its last. Plus the batch path's
-events/s and the state's bytes per user. Prints a table and writes BENCHMARKS.md.
+Throughput: (A) our pipeline, 1 and 2 workers with the config's batch size, and 1 worker with a
+larger one; (B) naive Faust, one table update per event; (C) the read ceiling, aiokafka getmany
++ orjson.loads. All read the same pre-filled `user-events`, each with its own consumer group
+(app id), timed from its first event to its last. Then a steady run: events offered at a fixed
+rate to one worker on topics of their own, for p50/p99 event-to-publish latency (the workers'
+histogram: from the event's Kafka timestamp to the delivery of the profile record) and RSS over
+time. Plus the batch path's events/s and the state's bytes per user. Prints a table and writes
+BENCHMARKS.md.
 """
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import platform
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import orjson
@@ -25,7 +31,8 @@ import yaml
 from aiokafka import AIOKafkaConsumer
 
 from deploy import broker as embedded
-from deploy.clients import load_items, produce_events
+from deploy.clients import event_records, load_items, produce_events, produce_records
+from deploy.workers import ready
 from features.batch import BatchReport, build_states, run_batch
 from features.config import NO_SCHEDULED_RUNS, ProfileConfig, load_config
 from features.encoding import encode
@@ -55,14 +62,31 @@ def _get_count(url: str) -> int | None:
         return None
 
 
-def _peak_rss_mb(pid: int) -> float | None:
+def _status_mb(pid: int, field: str) -> float | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
     return None
+
+
+def _peak_rss_mb(pid: int) -> float | None:
+    return _status_mb(pid, "VmHWM")
+
+
+def _rss_mb(pid: int) -> float | None:
+    return _status_mb(pid, "VmRSS")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 def _timed_processes(name: str, cmds: list[tuple[list[str], str]], total: int, workdir: Path,
@@ -133,17 +157,177 @@ async def _read_ceiling(cfg: ProfileConfig, total: int) -> Result:
         await consumer.stop()
 
 
-def _config(base: dict, workdir: Path, app_id: str, web_port: int) -> Path:
+def _config(base: dict, workdir: Path, app_id: str, web_port: int, **sections) -> Path:
     raw = json.loads(json.dumps(base))
     raw.setdefault("worker", {}).update({"app_id": app_id, "web_port": web_port,
                                          "data_dir": str(workdir / app_id),
                                          "log_level": "warn"})
+    for key, value in sections.items():
+        raw[key] = {**raw.get(key, {}), **value}
     p = workdir / f"{app_id}.yaml"
     p.write_text(yaml.safe_dump(raw))
     return p
 
 
-def run_bench(workdir: Path, users: int, days: int, say: Callable[[str], None] = print) -> str:
+def _worker_cmds(cfg_path: Path, ports: list[int]) -> list[tuple[list[str], str]]:
+    return [(["-m", "deploy", "--config", str(cfg_path), "worker", "--instance-id", str(i + 1),
+              "--web-port", str(port)], f"http://127.0.0.1:{port}")
+            for i, port in enumerate(ports)]
+
+
+@dataclass
+class Steady:
+    """The steady run: events offered at a fixed rate to one worker."""
+    rate: float
+    seconds: float
+    offered: int
+    processed: int
+    p50_ms: float | None
+    p99_ms: float | None
+    latency_count: int
+    rss_mb: list[tuple[float, float]]      # (seconds since start, RSS MiB)
+    cache: dict
+    offered_rate: float                    # what the producer achieved
+    worker_cpu: float                      # the worker's CPU seconds per wall second
+
+    def rss_at(self, fraction: float) -> float:
+        t_end = self.rss_mb[-1][0]
+        return min(self.rss_mb, key=lambda p: abs(p[0] - fraction * t_end))[1]
+
+    def rss_spread(self) -> tuple[float, float]:
+        """Min and max RSS after the first fifth of the run (warm-up: caches filling)."""
+        t_end = self.rss_mb[-1][0]
+        later = [m for t, m in self.rss_mb if t >= 0.2 * t_end] or [self.rss_mb[-1][1]]
+        return min(later), max(later)
+
+
+def steady_records(events: Path, n: int) -> Iterator[tuple[bytes, bytes]]:
+    """n (key, value) events: the sample's valid events over and over, each pass as new users
+    (ids shifted) with new event ids, so state keeps growing as with a real user base."""
+    sample = []
+    for key, value in event_records(events):
+        obj = orjson.loads(value) if key is not None else None
+        if isinstance(obj, dict):
+            sample.append(obj)
+    shift = max(o["user_id"] for o in sample) + 1
+    sent = 0
+    for k in itertools.count():
+        for o in sample:
+            if sent >= n:
+                return
+            e = dict(o, user_id=o["user_id"] + k * shift)
+            if "event_id" in o:
+                e["event_id"] = f"{o['event_id']}-{k}"
+            yield str(e["user_id"]).encode(), orjson.dumps(e)
+            sent += 1
+
+
+def _histogram_quantiles(metrics_text: str, qs: tuple[float, ...]) -> tuple[list[float | None], int]:
+    """Quantiles of the ingest-clock publish latency from /metrics (linear within a bucket)."""
+    from prometheus_client.parser import text_string_to_metric_families
+    buckets = []
+    for fam in text_string_to_metric_families(metrics_text):
+        if fam.name != "profiles_publish_latency_seconds":
+            continue
+        for smp in fam.samples:
+            if smp.name.endswith("_bucket") and smp.labels.get("clock") == "ingest":
+                buckets.append((float(smp.labels["le"]), smp.value))
+    buckets.sort()
+    total = buckets[-1][1] if buckets else 0
+    out: list[float | None] = []
+    for q in qs:
+        if not total:
+            out.append(None)
+            continue
+        rank = q * total
+        lo_b, lo_n = 0.0, 0.0
+        for le, n in buckets:
+            if n >= rank:
+                if le == float("inf"):
+                    out.append(lo_b)
+                else:
+                    out.append(lo_b + (le - lo_b) * (rank - lo_n) / max(n - lo_n, 1e-9))
+                break
+            lo_b, lo_n = le, n
+    return out, int(total)
+
+
+def _get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return r.read()
+
+
+def _steady_run(base: dict, workdir: Path, events: Path, rate: float, seconds: float,
+                say: Callable[[str], None]) -> Steady:
+    port = embedded.free_port()
+    topics = {name: f"steady-{value}" for name, value in
+              {"user_events": "user-events", "profile_updates": "profile-updates",
+               "profile_aggregates": "profile-aggregates", "dlq": "user-events-dlq",
+               "alerts": "profile-alerts"}.items()}
+    cfg_path = _config(base, workdir, "bench-steady", port,
+                       kafka={**base["kafka"], "topics": topics})
+    cfg = load_config(cfg_path)
+    url = f"http://127.0.0.1:{port}"
+    log = open(workdir / "steady-worker.log", "ab")
+    (cmd, _), = _worker_cmds(cfg_path, [port])
+    proc = subprocess.Popen([sys.executable, *cmd], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while ready(url) is None:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"steady run: the worker did not start; see {log.name}")
+            time.sleep(0.5)
+        n = int(rate * seconds)
+        say(f"  steady run: {n:,} events offered at {rate:,.0f}/s to one worker "
+            f"({seconds:,.0f} s)")
+        done = threading.Event()
+        result: dict = {}
+
+        def produce():
+            try:
+                result["sent"], result["rate"] = asyncio.run(produce_records(
+                    cfg, topics["user_events"], steady_records(events, n), rate, None, "steady",
+                    {}))
+            finally:
+                done.set()
+
+        threading.Thread(target=produce, daemon=True).start()
+        t0, cpu0 = time.monotonic(), _cpu_seconds(proc.pid)
+        rss: list[tuple[float, float]] = []
+        last_say = t0
+        while not done.wait(2.0):
+            now = time.monotonic()
+            rss.append((now - t0, _rss_mb(proc.pid) or 0.0))
+            if now - last_say >= 30:
+                say(f"  steady run: {now - t0:,.0f} s, RSS {rss[-1][1]:,.0f} MiB")
+                last_say = now
+        if "sent" not in result:
+            raise RuntimeError("steady run: the producer failed")
+        cpu = (_cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - t0)
+        processed = 0
+        drain_until = time.monotonic() + 60
+        while time.monotonic() < drain_until:
+            processed = _get_count(url) or 0
+            if processed >= n:
+                break
+            time.sleep(0.5)
+        rss.append((time.monotonic() - t0, _rss_mb(proc.pid) or 0.0))
+        (p50, p99), count = _histogram_quantiles(_get(url + "/metrics").decode(), (0.5, 0.99))
+        cache = json.loads(_get(url + "/stats")).get("state_cache", {})
+        return Steady(rate, seconds, n, processed, p50 and p50 * 1000, p99 and p99 * 1000,
+                      count, rss, cache, result["rate"], cpu)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def run_bench(workdir: Path, users: int, days: int, say: Callable[[str], None] = print,
+              tuned_batch: int = 5000, steady_rate: float = 5000,
+              steady_seconds: float = 600) -> str:
     workdir.mkdir(parents=True, exist_ok=True)
     port = embedded.free_port()
     base = {"kafka": {"broker": f"kafka://127.0.0.1:{port}", "partitions": 8},
@@ -152,6 +336,7 @@ def run_bench(workdir: Path, users: int, days: int, say: Callable[[str], None] =
             "scheduled_update": dict(NO_SCHEDULED_RUNS)}     # no run mid-measurement
     cfg_path = _config(base, workdir, "bench-pipeline-1", embedded.free_port())
     cfg = load_config(cfg_path)
+    batch = cfg.real_time_update.batch_size
     say(f"sample data: {users:,} users, {days} days")
     info = write_sample(SampleSpec(users=users, days=days), workdir / "sample")
     items, events = workdir / "sample" / "item_feat_dict.json", workdir / "sample" / "events.jsonl"
@@ -171,16 +356,20 @@ def run_bench(workdir: Path, users: int, days: int, say: Callable[[str], None] =
             [(["-m", "deploy.bench_baseline", str(naive_cfg), str(p_naive)],
               f"http://127.0.0.1:{p_naive}")], total, workdir, say))
         say(f"  {results[-1].name}: {results[-1].rate:,.0f}/s")
-        for workers in (1, 2):
-            app_id = f"bench-pipeline-{workers}w"
+        runs = [(1, batch), (2, batch)] + ([(1, tuned_batch)] if tuned_batch != batch else [])
+        for workers, size in runs:
+            app_id = f"bench-pipeline-{workers}w-b{size}"
             ports = [embedded.free_port() for _ in range(workers)]
-            wcfg = _config(base, workdir, app_id, ports[0])
-            cmds = [(["-m", "deploy", "--config", str(wcfg), "worker", "--instance-id",
-                      str(i + 1), "--web-port", str(ports[i])], f"http://127.0.0.1:{ports[i]}")
-                    for i in range(workers)]
-            results.append(_timed_processes(f"(A) our pipeline, {workers} worker(s)", cmds,
-                                            total, workdir, say))
+            wcfg = _config(base, workdir, app_id, ports[0],
+                           real_time_update={"batch_size": size,
+                                             "queue_size": max(10000, 2 * size)})
+            name = f"(A) our pipeline, {workers} worker{'s' if workers > 1 else ''}, " \
+                   f"batch_size {size:,}"
+            results.append(_timed_processes(name, _worker_cmds(wcfg, ports), total, workdir,
+                                            say))
             say(f"  {results[-1].name}: {results[-1].rate:,.0f}/s")
+        steady = _steady_run(base, workdir, events, steady_rate, steady_seconds, say) \
+            if steady_seconds > 0 else None
     finally:
         embedded.stop(cfg.run_dir)
     report = run_batch(cfg, items, events, workdir / "batch" / "profiles.jsonl",
@@ -192,7 +381,8 @@ def run_bench(workdir: Path, users: int, days: int, say: Callable[[str], None] =
     n_ev = np.array([sum(b.total for b in s.days.values()) for s in states.values()
                      if not s.empty])
     typical = sizes[(n_ev >= 80) & (n_ev <= 120)]
-    return _report(results, report.events_per_second, sizes, typical, total, users, days)
+    return _report(results, report.events_per_second, sizes, typical, total, users, days,
+                   batch, steady)
 
 
 def _machine() -> str:
@@ -209,32 +399,57 @@ def _machine() -> str:
 
 
 def _report(results: list[Result], batch_eps: float, sizes, typical, total: int, users: int,
-            days: int) -> str:
+            days: int, batch: int, steady: Steady | None) -> str:
     by = {r.name[:3]: r for r in results}
-    a1 = next(r for r in results if r.name.startswith("(A)") and "1 worker" in r.name)
+    b, c = by["(B)"], by["(C)"]
+    pipeline = [r for r in results if r.name.startswith("(A)")]
     lines = [
         "# Benchmarks",
         "",
         f"`make bench` on {time.strftime('%Y-%m-%d')}: {_machine()}.",
-        f"Sample: {users:,} users, {days} days, {total:,} events; 8 partitions.",
+        f"Sample: {users:,} users, {days} days, {total:,} events; 8 partitions. "
+        f"The config's `real_time_update.batch_size` is {batch:,}.",
         "",
-        "| what | events/s | peak RSS |",
-        "|---|---:|---:|",
+        "| what | events/s | A/B | A/C | peak RSS |",
+        "|---|---:|---:|---:|---:|",
     ]
     for r in results:
         rss = f"{r.peak_rss_mb:.0f} MiB" if r.peak_rss_mb else "-"
-        lines.append(f"| {r.name} | {r.rate:,.0f} | {rss} |")
+        ratios = f"{r.rate / b.rate:.2f} | {r.rate / c.rate:.3f}" if r in pipeline else "- | -"
+        lines.append(f"| {r.name} | {r.rate:,.0f} | {ratios} | {rss} |")
     lines += [
-        f"| batch path (`profiles batch`, JSONL file to profiles) | {batch_eps:,.0f} | - |",
+        f"| batch path (`profiles batch`, JSONL file to profiles) | {batch_eps:,.0f} | - | - "
+        "| - |",
         "",
-        f"Ratios: A(1 worker)/B = {a1.rate / by['(B)'].rate:.2f}, "
-        f"A(1 worker)/C = {a1.rate / by['(C)'].rate:.3f}.",
-        "",
+    ]
+    if steady is not None:
+        lo, hi = steady.rss_spread()
+        p = (lambda v: f"{v:,.0f} ms" if v is not None else "n/a")
+        lines += [
+            f"Steady run: {steady.offered:,} events offered at {steady.rate:,.0f}/s "
+            f"(achieved {steady.offered_rate:,.0f}/s) to one worker for {steady.seconds:,.0f} s "
+            f"({steady.processed:,} processed; the worker used {steady.worker_cpu:.2f} CPU "
+            f"seconds per second meanwhile):",
+            "",
+            f"- event-to-publish latency over {steady.latency_count:,} published profiles "
+            f"(Kafka timestamp of the event to delivery of the record; from the worker's "
+            f"histogram, linear within a bucket): **p50 {p(steady.p50_ms)}, "
+            f"p99 {p(steady.p99_ms)}**;",
+            f"- RSS: {steady.rss_at(0.1):,.0f} MiB at 10% of the run, "
+            f"{steady.rss_at(0.5):,.0f} MiB at half, {steady.rss_mb[-1][1]:,.0f} MiB at the "
+            f"end; after the first fifth between {lo:,.0f} and {hi:,.0f} MiB "
+            f"(spread {100 * (hi - lo) / max(lo, 1e-9):.1f}%);",
+            f"- state cache at the end: {steady.cache.get('entries', 0):,} of "
+            f"{steady.cache.get('capacity', 0):,} entries, {steady.cache.get('hits', 0):,} hits, "
+            f"{steady.cache.get('misses', 0):,} misses.",
+            "",
+        ]
+    else:
+        lines += ["Steady run (latency, RSS over time): not run (`--steady-seconds 0`).", ""]
+    lines += [
         f"State bytes per user (encoded): median {np.median(sizes):,.0f}, p99 "
         f"{np.percentile(sizes, 99):,.0f}, max {sizes.max():,.0f}; users with 80-120 events in "
         f"30 days: median {np.median(typical):,.0f}" if len(typical) else
         f"State bytes per user (encoded): median {np.median(sizes):,.0f}",
-        "",
-        "Not measured yet: event-to-publish latency at a fixed offered rate.",
     ]
     return "\n".join(lines) + "\n"

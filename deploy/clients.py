@@ -61,8 +61,9 @@ class Pacer:
         return self.n / max(time.monotonic() - self.start, 1e-9)
 
 
-async def _produce(cfg: ProfileConfig, topic: str, records, rate: float | None,
-                   progress: IO | None, label: str, settings: dict) -> tuple[int, float]:
+async def produce_records(cfg: ProfileConfig, topic: str, records, rate: float | None,
+                          progress: IO | None, label: str, settings: dict) -> tuple[int, float]:
+    """Send (key, value) records to `topic`, at `rate` events/s if given."""
     # Create the topics first: a broker that auto-creates them would pick its own partition
     # count, which the state table's changelog would then not match.
     await ensure_topics(cfg)
@@ -87,8 +88,8 @@ async def _produce(cfg: ProfileConfig, topic: str, records, rate: float | None,
 def produce_events(cfg: ProfileConfig, path: str | Path, rate: float | None = None,
                    progress: IO | None = sys.stderr) -> tuple[int, float]:
     """Send every event of the file to `user-events`, keyed by user_id. Returns (n, events/s)."""
-    return asyncio.run(_produce(cfg, cfg.kafka.topics.user_events, event_records(path), rate,
-                                progress, "produce", {}))
+    return asyncio.run(produce_records(cfg, cfg.kafka.topics.user_events, event_records(path),
+                                       rate, progress, "produce", {}))
 
 
 def load_items(cfg: ProfileConfig, path: str | Path,
@@ -96,8 +97,9 @@ def load_items(cfg: ProfileConfig, path: str | Path,
     """Publish an item catalog file to the compacted `item-features` topic."""
     records = ((str(i).encode(), orjson.dumps({"item_id": i, "features": f}))
                for i, f in read_item_file(path))
-    return asyncio.run(_produce(cfg, cfg.kafka.topics.item_features, records, None, progress,
-                                "items", compat.aiokafka_producer_settings(cfg.compat)))
+    return asyncio.run(produce_records(cfg, cfg.kafka.topics.item_features, records, None,
+                                       progress, "items",
+                                       compat.aiokafka_producer_settings(cfg.compat)))
 
 
 async def _tail(cfg: ProfileConfig, topic: str, from_beginning: bool, limit: int | None,
