@@ -194,10 +194,10 @@ class Steady:
         t_end = self.rss_mb[-1][0]
         return min(self.rss_mb, key=lambda p: abs(p[0] - fraction * t_end))[1]
 
-    def rss_spread(self) -> tuple[float, float]:
-        """Min and max RSS after the first fifth of the run (warm-up: caches filling)."""
+    def rss_spread(self, after: float) -> tuple[float, float]:
+        """Min and max RSS from `after` (a fraction of the run) to its end."""
         t_end = self.rss_mb[-1][0]
-        later = [m for t, m in self.rss_mb if t >= 0.2 * t_end] or [self.rss_mb[-1][1]]
+        later = [m for t, m in self.rss_mb if t >= after * t_end] or [self.rss_mb[-1][1]]
         return min(later), max(later)
 
 
@@ -423,7 +423,11 @@ def _report(results: list[Result], batch_eps: float, sizes, typical, total: int,
         "",
     ]
     if steady is not None:
-        lo, hi = steady.rss_spread()
+        spreads = []
+        for after in (0.2, 0.5):
+            lo, hi = steady.rss_spread(after)
+            spreads.append(f"from {after:.0%} of the run on between {lo:,.0f} and {hi:,.0f} MiB "
+                           f"(±{50 * (hi - lo) / max((hi + lo) / 2, 1e-9):.1f}%)")
         p = (lambda v: f"{v:,.0f} ms" if v is not None else "n/a")
         lines += [
             f"Steady run: {steady.offered:,} events offered at {steady.rate:,.0f}/s "
@@ -435,10 +439,9 @@ def _report(results: list[Result], batch_eps: float, sizes, typical, total: int,
             f"(Kafka timestamp of the event to delivery of the record; from the worker's "
             f"histogram, linear within a bucket): **p50 {p(steady.p50_ms)}, "
             f"p99 {p(steady.p99_ms)}**;",
-            f"- RSS: {steady.rss_at(0.1):,.0f} MiB at 10% of the run, "
-            f"{steady.rss_at(0.5):,.0f} MiB at half, {steady.rss_mb[-1][1]:,.0f} MiB at the "
-            f"end; after the first fifth between {lo:,.0f} and {hi:,.0f} MiB "
-            f"(spread {100 * (hi - lo) / max(lo, 1e-9):.1f}%);",
+            "- RSS: " + ", ".join(f"{steady.rss_at(f):,.0f} MiB at {f:.0%}"
+                                  for f in (0.1, 0.25, 0.5, 0.75, 1.0)) + "; "
+            + "; ".join(spreads) + ";",
             f"- state cache at the end: {steady.cache.get('entries', 0):,} of "
             f"{steady.cache.get('capacity', 0):,} entries, {steady.cache.get('hits', 0):,} hits, "
             f"{steady.cache.get('misses', 0):,} misses.",

@@ -99,6 +99,11 @@ def track(app: faust.App, messages: list) -> None:
     app.consumer._unacked_messages.update(messages)
 
 
+def untrack(app: faust.App, messages: list) -> None:
+    """The batch failed: no longer in flight, and not acked (its offsets are not committed)."""
+    app.consumer._unacked_messages.difference_update(messages)
+
+
 def ack(app: faust.App, messages: list) -> None:
     """The batch's outputs are delivered: its offsets may be committed."""
     consumer_ack = app.consumer.ack

@@ -122,7 +122,11 @@ class ProfilePipeline:
             # what is there, at once: under load the next batch fills while this one runs
             batch = await self.feed.take(self.batch_size, within=0)
             event_feed.track(self.app, batch)
-            task = await self.process(batch, after=delivering)
+            try:
+                task = await self.process(batch, after=delivering)
+            except BaseException:
+                event_feed.untrack(self.app, batch)     # see _deliver
+                raise
             if delivering is not None:
                 await delivering    # one batch delivering while the next computes; raises if
             delivering = task       # its delivery failed (the agent restarts, nothing acked)
@@ -140,10 +144,17 @@ class ProfilePipeline:
 
     async def _deliver(self, messages: list, published: list | None,
                        after: asyncio.Task | None) -> None:
-        if after is not None:
-            await after                 # acks stay in order; a failure there stops this one
-        if published is not None:       # None: fenced, nothing was emitted
-            await self._flush_writes()
+        try:
+            if after is not None:
+                await after             # acks stay in order; a failure there stops this one
+            if published is not None:   # None: fenced, nothing was emitted
+                await self._flush_writes()
+        except BaseException:
+            # Not acked, so never committed: the events come again after a restart. Untracked,
+            # so a rebalance does not wait for them.
+            event_feed.untrack(self.app, messages)
+            raise
+        if published is not None:
             if self.on_publish is not None:
                 for args in published:
                     self.on_publish(*args)
