@@ -1,6 +1,8 @@
 """The Faust application: settings from config, RocksDB store, JSON/raw serializers, /health."""
 from __future__ import annotations
 
+import asyncio
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +28,16 @@ def instance_for(cfg: ProfileConfig, instance_id: int = 1, web_port: int | None 
                     web_port if web_port is not None else cfg.worker.web_port + instance_id - 1)
 
 
+def use_event_loop() -> None:
+    """uvloop unless PROFILES_EVENT_LOOP=asyncio. Set before the app exists: Faust binds its
+    loop (app.loop) the first time anything asks for it, which building the app does."""
+    if os.environ.get("PROFILES_EVENT_LOOP", "uvloop") == "uvloop":
+        import uvloop
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
 def create_app(cfg: ProfileConfig, inst: Instance) -> faust.App:
+    use_event_loop()
     inst.data_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         cfg.worker.app_id,

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 
 import faust
 
@@ -56,10 +55,6 @@ def run_worker(app: faust.App, log_file: str | None = None) -> None:
         asyncio.run(ensure_topics(cfg))
     except TopicMismatch as e:
         raise SystemExit(f"cannot start: {e}") from None
-    if os.environ.get("PROFILES_EVENT_LOOP", "uvloop") == "uvloop":
-        # Faust spends most of its per-event time in the event loop (BROKER.md)
-        import uvloop
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     extra = {"logging_config": logging_config(cfg, log_file)} if log_file else {}
     worker = faust.Worker(app, loglevel=cfg.worker.log_level, **extra)
     # Faust's terminal spinner sets the root logger to DEBUG (so it can spin on every record)
