@@ -3,11 +3,11 @@
 Throughput: (A) our pipeline, 1 and 2 workers with the config's batch size, and 1 worker with a
 larger one; (B) naive Faust, one table update per event; (C) the read ceiling, aiokafka getmany
 + orjson.loads. All read the same pre-filled `user-events`, each with its own consumer group
-(app id), timed from its first event to its last. Then a steady run: events offered at a fixed
-rate to one worker on topics of their own, for p50/p99 event-to-publish latency (the workers'
-histogram: from the event's Kafka timestamp to the delivery of the profile record) and RSS over
-time. Plus the batch path's events/s and the state's bytes per user. Prints a table and writes
-BENCHMARKS.md.
+(app id), timed from its first event to its last. Then two steady runs, events offered at a
+fixed rate to one worker on topics of their own: a latency run (p50/p99 event-to-publish
+latency, from the worker's histogram: the event's Kafka timestamp to the delivery of the profile
+record) and a soak run (RSS over time). Both report the worker's and the broker's CPU. Plus the
+batch path's events/s and the state's bytes per user. Prints a table and writes BENCHMARKS.md.
 """
 from __future__ import annotations
 
@@ -177,7 +177,8 @@ def _worker_cmds(cfg_path: Path, ports: list[int]) -> list[tuple[list[str], str]
 
 @dataclass
 class Steady:
-    """The steady run: events offered at a fixed rate to one worker."""
+    """A steady run: events offered at a fixed rate to one worker."""
+    name: str
     rate: float
     seconds: float
     offered: int
@@ -189,6 +190,8 @@ class Steady:
     cache: dict
     offered_rate: float                    # what the producer achieved
     worker_cpu: float                      # the worker's CPU seconds per wall second
+    broker_cpu: float                      # the same for the embedded broker
+    broker_rss_mb: float                   # the broker's RSS at the end (it keeps all in memory)
 
     def rss_at(self, fraction: float) -> float:
         t_end = self.rss_mb[-1][0]
@@ -257,18 +260,18 @@ def _get(url: str) -> bytes:
         return r.read()
 
 
-def _steady_run(base: dict, workdir: Path, events: Path, rate: float, seconds: float,
-                say: Callable[[str], None]) -> Steady:
+def _steady_run(name: str, base: dict, workdir: Path, events: Path, rate: float, seconds: float,
+                broker_pid: int, say: Callable[[str], None]) -> Steady:
     port = embedded.free_port()
-    topics = {name: f"steady-{value}" for name, value in
+    topics = {key: f"{name}-{value}" for key, value in
               {"user_events": "user-events", "profile_updates": "profile-updates",
                "profile_aggregates": "profile-aggregates", "dlq": "user-events-dlq",
                "alerts": "profile-alerts"}.items()}
-    cfg_path = _config(base, workdir, "bench-steady", port,
+    cfg_path = _config(base, workdir, f"bench-{name}", port,
                        kafka={**base["kafka"], "topics": topics})
     cfg = load_config(cfg_path)
     url = f"http://127.0.0.1:{port}"
-    log = open(workdir / "steady-worker.log", "ab")
+    log = open(workdir / f"{name}-worker.log", "ab")
     (cmd, _), = _worker_cmds(cfg_path, [port])
     proc = subprocess.Popen([sys.executable, *cmd], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
@@ -276,10 +279,10 @@ def _steady_run(base: dict, workdir: Path, events: Path, rate: float, seconds: f
         deadline = time.monotonic() + 120
         while ready(url) is None:
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"steady run: the worker did not start; see {log.name}")
+                raise RuntimeError(f"{name} run: the worker did not start; see {log.name}")
             time.sleep(0.5)
         n = int(rate * seconds)
-        say(f"  steady run: {n:,} events offered at {rate:,.0f}/s to one worker "
+        say(f"  {name} run: {n:,} events offered at {rate:,.0f}/s to one worker "
             f"({seconds:,.0f} s)")
         done = threading.Event()
         result: dict = {}
@@ -293,18 +296,20 @@ def _steady_run(base: dict, workdir: Path, events: Path, rate: float, seconds: f
                 done.set()
 
         threading.Thread(target=produce, daemon=True).start()
-        t0, cpu0 = time.monotonic(), _cpu_seconds(proc.pid)
+        t0, cpu0, bcpu0 = time.monotonic(), _cpu_seconds(proc.pid), _cpu_seconds(broker_pid)
         rss: list[tuple[float, float]] = []
         last_say = t0
         while not done.wait(2.0):
             now = time.monotonic()
             rss.append((now - t0, _rss_mb(proc.pid) or 0.0))
             if now - last_say >= 30:
-                say(f"  steady run: {now - t0:,.0f} s, RSS {rss[-1][1]:,.0f} MiB")
+                say(f"  {name} run: {now - t0:,.0f} s, RSS {rss[-1][1]:,.0f} MiB")
                 last_say = now
         if "sent" not in result:
-            raise RuntimeError("steady run: the producer failed")
-        cpu = (_cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - t0)
+            raise RuntimeError(f"{name} run: the producer failed")
+        wall = time.monotonic() - t0
+        cpu = (_cpu_seconds(proc.pid) - cpu0) / wall
+        broker_cpu = (_cpu_seconds(broker_pid) - bcpu0) / wall
         processed = 0
         drain_until = time.monotonic() + 60
         while time.monotonic() < drain_until:
@@ -315,8 +320,9 @@ def _steady_run(base: dict, workdir: Path, events: Path, rate: float, seconds: f
         rss.append((time.monotonic() - t0, _rss_mb(proc.pid) or 0.0))
         (p50, p99), count = _histogram_quantiles(_get(url + "/metrics").decode(), (0.5, 0.99))
         cache = json.loads(_get(url + "/stats")).get("state_cache", {})
-        return Steady(rate, seconds, n, processed, p50 and p50 * 1000, p99 and p99 * 1000,
-                      count, rss, cache, result["rate"], cpu)
+        return Steady(name, rate, seconds, n, processed, p50 and p50 * 1000,
+                      p99 and p99 * 1000, count, rss, cache, result["rate"], cpu, broker_cpu,
+                      _rss_mb(broker_pid) or 0.0)
     finally:
         proc.terminate()
         try:
@@ -326,8 +332,9 @@ def _steady_run(base: dict, workdir: Path, events: Path, rate: float, seconds: f
 
 
 def run_bench(workdir: Path, users: int, days: int, say: Callable[[str], None] = print,
-              tuned_batch: int = 5000, steady_rate: float = 5000,
-              steady_seconds: float = 600) -> str:
+              tuned_batch: int = 5000, latency_rate: float = 5000,
+              latency_seconds: float = 60, soak_rate: float = 5000,
+              soak_seconds: float = 600) -> str:
     workdir.mkdir(parents=True, exist_ok=True)
     port = embedded.free_port()
     base = {"kafka": {"broker": f"kafka://127.0.0.1:{port}", "partitions": 8},
@@ -368,8 +375,10 @@ def run_bench(workdir: Path, users: int, days: int, say: Callable[[str], None] =
             results.append(_timed_processes(name, _worker_cmds(wcfg, ports), total, workdir,
                                             say))
             say(f"  {results[-1].name}: {results[-1].rate:,.0f}/s")
-        steady = _steady_run(base, workdir, events, steady_rate, steady_seconds, say) \
-            if steady_seconds > 0 else None
+        broker_pid = embedded.status(cfg.run_dir).pid
+        steady = [_steady_run(name, base, workdir, events, rate, secs, broker_pid, say)
+                  for name, rate, secs in (("latency", latency_rate, latency_seconds),
+                                           ("soak", soak_rate, soak_seconds)) if secs > 0]
     finally:
         embedded.stop(cfg.run_dir)
     report = run_batch(cfg, items, events, workdir / "batch" / "profiles.jsonl",
@@ -399,7 +408,7 @@ def _machine() -> str:
 
 
 def _report(results: list[Result], batch_eps: float, sizes, typical, total: int, users: int,
-            days: int, batch: int, steady: Steady | None) -> str:
+            days: int, batch: int, steady: list[Steady]) -> str:
     by = {r.name[:3]: r for r in results}
     b, c = by["(B)"], by["(C)"]
     pipeline = [r for r in results if r.name.startswith("(A)")]
@@ -422,33 +431,10 @@ def _report(results: list[Result], batch_eps: float, sizes, typical, total: int,
         "| - |",
         "",
     ]
-    if steady is not None:
-        spreads = []
-        for after in (0.2, 0.5):
-            lo, hi = steady.rss_spread(after)
-            spreads.append(f"from {after:.0%} of the run on between {lo:,.0f} and {hi:,.0f} MiB "
-                           f"(±{50 * (hi - lo) / max((hi + lo) / 2, 1e-9):.1f}%)")
-        p = (lambda v: f"{v:,.0f} ms" if v is not None else "n/a")
-        lines += [
-            f"Steady run: {steady.offered:,} events offered at {steady.rate:,.0f}/s "
-            f"(achieved {steady.offered_rate:,.0f}/s) to one worker for {steady.seconds:,.0f} s "
-            f"({steady.processed:,} processed; the worker used {steady.worker_cpu:.2f} CPU "
-            f"seconds per second meanwhile):",
-            "",
-            f"- event-to-publish latency over {steady.latency_count:,} published profiles "
-            f"(Kafka timestamp of the event to delivery of the record; from the worker's "
-            f"histogram, linear within a bucket): **p50 {p(steady.p50_ms)}, "
-            f"p99 {p(steady.p99_ms)}**;",
-            "- RSS: " + ", ".join(f"{steady.rss_at(f):,.0f} MiB at {f:.0%}"
-                                  for f in (0.1, 0.25, 0.5, 0.75, 1.0)) + "; "
-            + "; ".join(spreads) + ";",
-            f"- state cache at the end: {steady.cache.get('entries', 0):,} of "
-            f"{steady.cache.get('capacity', 0):,} entries, {steady.cache.get('hits', 0):,} hits, "
-            f"{steady.cache.get('misses', 0):,} misses.",
-            "",
-        ]
-    else:
-        lines += ["Steady run (latency, RSS over time): not run (`--steady-seconds 0`).", ""]
+    for run in steady:
+        lines += _steady_lines(run) + [""]
+    if not steady:
+        lines += ["Steady runs (latency, RSS over time): not run.", ""]
     lines += [
         f"State bytes per user (encoded): median {np.median(sizes):,.0f}, p99 "
         f"{np.percentile(sizes, 99):,.0f}, max {sizes.max():,.0f}; users with 80-120 events in "
@@ -456,3 +442,30 @@ def _report(results: list[Result], batch_eps: float, sizes, typical, total: int,
         f"State bytes per user (encoded): median {np.median(sizes):,.0f}",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _steady_lines(run: Steady) -> list[str]:
+    p = (lambda v: f"{v:,.0f} ms" if v is not None else "n/a")
+    what = {"latency": "Latency run", "soak": "Soak run"}.get(run.name, run.name)
+    spreads = []
+    for after in (0.2, 0.5):
+        lo, hi = run.rss_spread(after)
+        spreads.append(f"from {after:.0%} of the run on between {lo:,.0f} and {hi:,.0f} MiB "
+                       f"(±{50 * (hi - lo) / max((hi + lo) / 2, 1e-9):.1f}%)")
+    return [
+        f"{what}: {run.offered:,} events offered at {run.rate:,.0f}/s (achieved "
+        f"{run.offered_rate:,.0f}/s) to one worker for {run.seconds:,.0f} s "
+        f"({run.processed:,} processed). CPU seconds per second: worker {run.worker_cpu:.2f}, "
+        f"embedded broker {run.broker_cpu:.2f} (broker RSS at the end "
+        f"{run.broker_rss_mb:,.0f} MiB: it keeps every topic in memory).",
+        "",
+        f"- event-to-publish latency over {run.latency_count:,} published profiles (Kafka "
+        f"timestamp of the event to delivery of the record; from the worker's histogram, linear "
+        f"within a bucket): **p50 {p(run.p50_ms)}, p99 {p(run.p99_ms)}**;",
+        "- worker RSS: " + ", ".join(f"{run.rss_at(f):,.0f} MiB at {f:.0%}"
+                                     for f in (0.1, 0.25, 0.5, 0.75, 1.0))
+        + "; " + "; ".join(spreads) + ";",
+        f"- state cache at the end: {run.cache.get('entries', 0):,} of "
+        f"{run.cache.get('capacity', 0):,} entries, {run.cache.get('hits', 0):,} hits, "
+        f"{run.cache.get('misses', 0):,} misses.",
+    ]

@@ -602,21 +602,26 @@ FINDINGS_HEADING = "## Where the time goes"
               show_default=True, help="Where the table is written.")
 @click.option("--tuned-batch", type=click.IntRange(1), default=5000, show_default=True,
               help="Batch size of the extra one-worker row.")
-@click.option("--steady-rate", type=click.FloatRange(1), default=5000, show_default=True,
-              help="Events/s offered in the latency and memory run.")
-@click.option("--steady-seconds", type=click.FloatRange(0), default=600, show_default=True,
-              help="Length of that run (0: skip it).")
-def bench(users: int, days: int, workdir: str, out: str, tuned_batch: int, steady_rate: float,
-          steady_seconds: float) -> None:
+@click.option("--latency-rate", type=click.FloatRange(1), default=5000, show_default=True,
+              help="Events/s offered in the latency run.")
+@click.option("--latency-seconds", type=click.FloatRange(0), default=60, show_default=True,
+              help="Length of the latency run (0: skip it).")
+@click.option("--soak-rate", type=click.FloatRange(1), default=5000, show_default=True,
+              help="Events/s offered in the soak run (RSS over time).")
+@click.option("--soak-seconds", type=click.FloatRange(0), default=600, show_default=True,
+              help="Length of the soak run (0: skip it).")
+def bench(users: int, days: int, workdir: str, out: str, tuned_batch: int, latency_rate: float,
+          latency_seconds: float, soak_rate: float, soak_seconds: float) -> None:
     """Side-by-side on one embedded broker: our pipeline (1 and 2 workers, and 1 with a larger
-    batch), naive Faust, the read ceiling, the batch path; then latency and RSS at a steady
-    rate. Prints the table and writes OUT."""
+    batch), naive Faust, the read ceiling, the batch path; then latency at a steady rate and RSS
+    over a soak run. Prints the table and writes OUT."""
     import shutil
 
     from deploy.bench import run_bench
     shutil.rmtree(workdir, ignore_errors=True)
     table = run_bench(Path(workdir), users, days, say=_say, tuned_batch=tuned_batch,
-                      steady_rate=steady_rate, steady_seconds=steady_seconds)
+                      latency_rate=latency_rate, latency_seconds=latency_seconds,
+                      soak_rate=soak_rate, soak_seconds=soak_seconds)
     findings = ""    # the hand-written profile findings below the table stay
     if Path(out).exists():
         previous = Path(out).read_text()
