@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from time import monotonic
 
 import faust
 
@@ -95,8 +96,15 @@ def install(app: faust.App, topic: str, capacity: int) -> EventFeed:
 
 
 def track(app: faust.App, messages: list) -> None:
-    """Mark a batch as in flight: a rebalance waits for it to be acked."""
+    """Mark a batch as in flight: a rebalance waits for it to be acked. Also tell Faust's
+    monitor its partitions are being processed (its stall check reads that, and would log
+    "stream has not started processing" for partitions fed this way)."""
     app.consumer._unacked_messages.update(messages)
+    monitor = getattr(app, "monitor", None)
+    if monitor is not None and messages:
+        now = monotonic()
+        for tp in {m.tp for m in messages}:
+            monitor.stream_inbound_time[tp] = now
 
 
 def untrack(app: faust.App, messages: list) -> None:
