@@ -97,6 +97,7 @@ class ProfilesConsumer(faust_aiokafka.Consumer):
         get_read_offset = self._read_offset.__getitem__
         set_read_offset = self._read_offset.__setitem__
         acks_enabled_for = self.app.topics.acks_enabled_for
+        commit_every = self._commit_every
         flow = self.app.flow_control
         feed_topic = feed.topic
         sleep = asyncio.sleep
@@ -119,14 +120,19 @@ class ProfilesConsumer(faust_aiokafka.Consumer):
                     gap = offset - (r_offset or 0)
                     if gap > 1 and r_offset and acks_enabled_for(message.topic):
                         await self._add_gap(tp, r_offset + 1, offset)
+                    if commit_every is not None and self._n_acked >= commit_every:
+                        self._n_acked = 0
+                        await self.commit()
                     if message.topic == feed_topic:
-                        if not (self.flow_active and flow.is_active()):
-                            continue        # a rebalance: read again from the committed offset
-                        if feed.full():
-                            await self.wait_first(feed.wait_space(), self.suspend_flow.wait())
-                            if not self.flow_active:
-                                continue
-                        feed.put(message)
+                        # While flow is stopped (a rebalance) the message is dropped but counted
+                        # as read, as Faust's own loop does; the partitions are then sought back
+                        # to their committed offsets.
+                        if self.flow_active and flow.is_active():
+                            if feed.full():
+                                await self.wait_first(feed.wait_space(),
+                                                      self.suspend_flow.wait())
+                            if self.flow_active:
+                                feed.put(message)
                     else:
                         await self.wait_first(callback(message), self.suspend_flow.wait())
                     set_read_offset(tp, offset)
@@ -138,8 +144,6 @@ class ProfilesConsumer(faust_aiokafka.Consumer):
             if self.transport.app.should_stop:
                 return
             raise
-
-
 
 
 class ProfilesTransport(faust_aiokafka.Transport):
