@@ -5,6 +5,7 @@ k is the 1-based position in a list; a name removed from config keeps its place.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from dataclasses import dataclass
@@ -67,15 +68,27 @@ def load(path: Path) -> MappingIndex:
 
 def sync(cfg: ProfileConfig, path: Path | None = None) -> MappingIndex:
     """Load the index (creating it in config order when missing), append names the config
-    added, and write it back atomically when anything changed."""
+    added, and write it back atomically when anything changed. Workers starting together
+    share the file: a change is made under an exclusive lock on a sibling `.lock` file, reading
+    the index again there, so no process's names are lost."""
     path = path or cfg.mapping_index_path
+    index, changed = _extended(cfg, path)
+    if not changed:
+        return index
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(path.suffix + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        index, changed = _extended(cfg, path)
+        if changed:
+            tmp = path.with_suffix(f"{path.suffix}.{os.getpid()}.tmp")
+            tmp.write_text(index.to_json(), encoding="utf-8")
+            os.replace(tmp, path)
+    return index
+
+
+def _extended(cfg: ProfileConfig, path: Path) -> tuple[MappingIndex, bool]:
     index = load(path) if path.exists() else MappingIndex({f: [] for f in INDEXED_FEATURES})
     changed = not path.exists()
     for feature, wanted in configured_names(cfg).items():
         changed |= index.extend(feature, wanted)
-    if changed:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(index.to_json(), encoding="utf-8")
-        os.replace(tmp, path)
-    return index
+    return index, changed
