@@ -52,6 +52,9 @@ class _Deferred:
         self.outbox.append(("local", lambda: self.db.delete(key)))
 
 
+_REBALANCED = object()     # a batch taken before a rebalance: nothing emitted, not acked
+
+
 def _log_failure(task: asyncio.Task) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("delivering a batch failed; its events stay unacked and come again",
@@ -122,8 +125,9 @@ class ProfilePipeline:
             # what is there, at once: under load the next batch fills while this one runs
             batch = await self.feed.take(self.batch_size, within=0)
             event_feed.track(self.app, batch)
+            taken_in = self.app.rebalancing_count
             try:
-                task = await self.process(batch, after=delivering)
+                task = await self.process(batch, after=delivering, taken_in=taken_in)
             except BaseException:
                 event_feed.untrack(self.app, batch)     # see _deliver
                 raise
@@ -133,17 +137,29 @@ class ProfilePipeline:
 
     # ------------------------------------------------------------------ one micro-batch
 
-    async def process(self, messages: list, after: asyncio.Task | None = None) -> asyncio.Task:
+    async def process(self, messages: list, after: asyncio.Task | None = None,
+                      taken_in: int | None = None) -> asyncio.Task:
         """Compute the batch and hand its outputs to the producers; returns the task that
-        delivers them (after the previous batch's delivery `after`) and then acks the batch."""
+        delivers them (after the previous batch's delivery `after`) and then acks the batch.
+
+        A batch taken before a rebalance began (`taken_in`: Faust's rebalance count then) emits
+        nothing and is not acked: its partitions may belong to another worker by now, which
+        reads the events again from the last commit, and a late state write of ours would
+        land in that worker's changelog after its own."""
         async with self.lock:
-            published = await self._process(messages)
-        task = asyncio.create_task(self._deliver(messages, published, after))
+            published = await self._process(messages, taken_in)
+        ack = published is not _REBALANCED
+        if not ack:
+            published = None
+            self.counts["rebalance_dropped_batches"] += 1
+            self.cache.clear()
+            event_feed.untrack(self.app, messages)
+        task = asyncio.create_task(self._deliver(messages, published, after, ack))
         task.add_done_callback(_log_failure)
         return task
 
     async def _deliver(self, messages: list, published: list | None,
-                       after: asyncio.Task | None) -> None:
+                       after: asyncio.Task | None, ack: bool = True) -> None:
         try:
             if after is not None:
                 await after             # acks stay in order; a failure there stops this one
@@ -159,11 +175,18 @@ class ProfilePipeline:
                 for args in published:
                     self.on_publish(*args)
             self._last_ok, self._ok_generation = time.monotonic(), self.app.consumer_generation_id
-        event_feed.ack(self.app, messages)
+        if ack:
+            event_feed.ack(self.app, messages)
 
-    async def _process(self, messages: list) -> list | None:
+    def _rebalanced(self, taken_in: int | None) -> bool:
+        return taken_in is not None and (self.app.rebalancing
+                                         or self.app.rebalancing_count != taken_in)
+
+    async def _process(self, messages: list, taken_in: int | None = None):
         """Compute the batch and emit its outputs (not yet delivered); returns its on_publish
-        calls, or None when the batch was fenced."""
+        calls, None when the batch was fenced, or _REBALANCED."""
+        if self._rebalanced(taken_in):
+            return _REBALANCED
         started = time.monotonic()
         # outputs, emitted at the end: ("send", topic, key, value) | ("state", message, key,
         # value) | ("local", fn)
@@ -176,6 +199,9 @@ class ProfilePipeline:
             raise
         finally:
             self._outbox = None
+        if self._rebalanced(taken_in):
+            self.cache.clear()
+            return _REBALANCED
         if self._fenced(started, len(messages)):
             self.cache.clear()
             return None
