@@ -39,6 +39,14 @@ def window_metrics(state: UserState, T: int, W: int, tz: int, gap: int,
         sessions += 1
         duration_sum += open_last - open_first
     unique_items = sum(1 for d in state.items.values() if d >= first_day)
+    return _metrics(actions, active_days, unique_items, dwell_ms, dwell_n, sessions,
+                    duration_sum, per_action, action_names)
+
+
+def _metrics(actions: int, active_days: int, unique_items: int, dwell_ms: int, dwell_n: int,
+             sessions: int, duration_sum: int, per_action: dict[int, int],
+             action_names: dict[str, int]) -> dict[str, float | int]:
+    """FEATURES.md §3's window metrics from the window's integer sums."""
     m: dict[str, float | int] = {
         "actions": actions,
         "active_days": active_days,
@@ -107,19 +115,8 @@ def window_metrics_all(state: UserState, T: int, windows, tz: int, gap: int,
         else:
             sessions = duration_sum = 0
         unique_items = len(item_days) - bisect_left(item_days, first_day)
-        m: dict[str, float | int] = {
-            "actions": actions,
-            "active_days": active_days,
-            "actions_per_active_day": actions / max(1, active_days),
-            "unique_items": unique_items,
-            "unique_item_ratio": unique_items / max(1, actions),
-            "avg_dwell_time": dwell_ms / dwell_n / 1000 if dwell_n else 0.0,
-            "sessions": sessions,
-            "avg_session_duration": duration_sum / sessions if sessions else 0.0,
-        }
-        for name, code in action_names.items():
-            m[f"rate_{name}"] = per_action.get(code, 0) / max(1, actions)
-        out[W] = m
+        out[W] = _metrics(actions, active_days, unique_items, dwell_ms, dwell_n, sessions,
+                          duration_sum, per_action, action_names)
     return out
 
 
