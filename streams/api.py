@@ -79,4 +79,6 @@ def add_routes(pipeline: ProfilePipeline) -> None:
                          "state_cache": {"entries": len(pipeline.cache),
                                          "capacity": pipeline.cache.capacity,
                                          "hits": pipeline.cache.hits,
-                                         "misses": pipeline.cache.misses}})
+                                         "misses": pipeline.cache.misses},
+                         # records fetched across a seek, dropped and fetched again
+                         "feed_stale_dropped": pipeline.feed.stale_dropped})

@@ -12,7 +12,8 @@ Three changes to Faust's aiokafka consumer, each switched by the app (streams.co
 - **Fetch max wait** (`app.fetch_max_wait_ms`): Faust passes a fixed 1,500 ms, and the embedded
   broker answers a fetch only after most of its max wait, not when data arrives.
 - **Raw batches** (`app.event_feed`, streams.event_feed): the feed's topic skips Faust's
-  per-event path.
+  per-event path. A feed record whose fetch overlapped a seek is dropped unread and its
+  partitions are sought back to their committed offsets (see `ProfilesConsumer._seek_epoch`).
 
 These override Faust 0.15 internals (`AIOKafkaConsumerThread._create_worker_consumer` and
 `_highwaters`, `Consumer._drain_messages`); pyproject pins faust-streaming below 0.16.
@@ -83,8 +84,70 @@ class ProfilesConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
 
 class ProfilesConsumer(faust_aiokafka.Consumer):
+    # Seeks (Faust seeks every partition back to its committed offset at the end of each
+    # rebalance) run in the consumer thread concurrently with fetches. Records fetched before a
+    # seek but handled after it are stale: the seek also reset Faust's read offset, so the
+    # first of them looks like a jump, Faust records the offsets skipped as a "gap", counts
+    # them acked, and the next commit passes over events nobody processed (the short chaos
+    # run lost up to 5,000 events that way). So the epoch is bumped when a seek starts and when
+    # it ends; a feed record whose fetch was asked for in an earlier epoch is dropped unread,
+    # and the drain loop seeks again, which fetches it again from the committed offset.
+    _seek_epoch = 0
+    _fetch_epoch = 0
+
     def _new_consumer_thread(self):
         return ProfilesConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def _getmany(self, active_partitions, timeout):
+        self._fetch_epoch = self._seek_epoch
+        return await super()._getmany(active_partitions, timeout)
+
+    async def perform_seek(self) -> None:
+        self._seek_epoch += 1
+        try:
+            await super().perform_seek()
+            await self._seek_uncommitted_feed_partitions()
+        finally:
+            self._seek_epoch += 1
+
+    async def seek(self, partition, offset: int) -> None:
+        self._seek_epoch += 1
+        try:
+            await super().seek(partition, offset)
+        finally:
+            self._seek_epoch += 1
+
+    async def _seek_uncommitted_feed_partitions(self) -> None:
+        """Faust's seek to committed offsets leaves a partition without a commit wherever the
+        client is; put the feed's at the start (the app's auto_offset_reset is "earliest"),
+        so records dropped as stale are fetched again there too."""
+        feed = getattr(self.app, "event_feed", None)
+        if feed is None:
+            return
+        fresh = [TopicPartition(tp.topic, tp.partition) for tp in self.assignment()
+                 if tp.topic == feed.topic and not self._committed_offset.get(tp)]
+        if fresh:
+            await self._thread.seek_to_beginning(*fresh)
+
+    async def _seek_after_stale(self, dropped: int) -> None:
+        """The client's position is past the dropped records: until something seeks, they
+        would never come again. A rebalance ends with a seek of its own."""
+        self.log.info("dropped %d fetched records that a seek made stale; seeking back to the "
+                      "committed offsets", dropped)
+        generation = self.app.consumer_generation_id
+        while not self.should_stop:
+            try:
+                await asyncio.wait_for(self.perform_seek(),
+                                       self.app.conf.broker_request_timeout)
+                return
+            except Exception as exc:
+                if self.app.rebalancing or self.app.consumer_generation_id != generation:
+                    self.log.info("seeking back after stale records: %r; the rebalance under "
+                                  "way seeks when it ends", exc)
+                    return
+                self.log.warning("seeking back after stale records failed: %r; again in 1 s",
+                                 exc)
+                await self.sleep(1.0)
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - Faust's loop
         feed = getattr(self.app, "event_feed", None)   # streams.event_feed
@@ -108,7 +171,11 @@ class ProfilesConsumer(faust_aiokafka.Consumer):
                 await self.sleep(0)
                 if self.should_stop:
                     continue
+                stale = 0
                 async for tp, message in ait:
+                    if message.topic == feed_topic and self._seek_epoch != self._fetch_epoch:
+                        stale += 1
+                        continue
                     since_yield += 1
                     if since_yield > 1000:
                         await sleep(0)
@@ -119,6 +186,11 @@ class ProfilesConsumer(faust_aiokafka.Consumer):
                         continue                        # already read (Faust drops these too)
                     gap = offset - (r_offset or 0)
                     if gap > 1 and r_offset and acks_enabled_for(message.topic):
+                        if message.topic == feed_topic:
+                            # not expected on the feed's topic (not compacted, no transactions)
+                            self.log.warning("%s: offsets %d..%d were never fetched; Faust "
+                                             "counts them as acked", tp, r_offset + 1,
+                                             offset - 1)
                         await self._add_gap(tp, r_offset + 1, offset)
                     if commit_every is not None and self._n_acked >= commit_every:
                         self._n_acked = 0
@@ -131,11 +203,20 @@ class ProfilesConsumer(faust_aiokafka.Consumer):
                             if feed.full():
                                 await self.wait_first(feed.wait_space(),
                                                       self.suspend_flow.wait())
+                            if self._seek_epoch != self._fetch_epoch:
+                                stale += 1              # a seek while it waited
+                                continue
                             if self.flow_active:
                                 feed.put(message)
                     else:
                         await self.wait_first(callback(message), self.suspend_flow.wait())
+                    if message.topic == feed_topic and self._seek_epoch != self._fetch_epoch:
+                        stale += 1      # a seek during the awaits above: keep its read offset
+                        continue
                     set_read_offset(tp, offset)
+                if stale:
+                    feed.stale_dropped += stale
+                    await self._seek_after_stale(stale)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
                 return

@@ -33,6 +33,7 @@ class EventFeed:
     def __init__(self, topic: str, capacity: int):
         self.topic = topic
         self.capacity = capacity
+        self.stale_dropped = 0          # records a seek made stale (streams.consumer)
         self._buf: deque = deque()
         self._want = 1                  # wake the taker once this many messages are here
         self._ready: asyncio.Event | None = None
@@ -114,6 +115,9 @@ def untrack(app: faust.App, messages: list) -> None:
 
 def ack(app: faust.App, messages: list) -> None:
     """The batch's outputs are delivered: its offsets may be committed."""
-    consumer_ack = app.consumer.ack
+    consumer = app.consumer
     for m in messages:
-        consumer_ack(m)
+        consumer.ack(m)
+    # Faust's ack leaves a message in flight when its offset was acked or committed already
+    # (fetched twice after a seek); a rebalance would wait for it forever.
+    consumer._unacked_messages.difference_update(messages)

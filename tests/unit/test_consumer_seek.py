@@ -1,0 +1,128 @@
+"""Records fetched before a seek and handled after it (streams.consumer): Faust's real consumer
+and drain loop, with the client thread replaced by an in-memory partition log so the race is
+deterministic. The chaos run hit it against the real broker: a fetch from before the seek at the
+end of a rebalance went on being handled after the seek had reset the read offset, Faust marked
+the offsets between as a gap (acked), and the commit passed over events nobody processed."""
+from __future__ import annotations
+
+import asyncio
+
+from aiokafka import TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from features.config import load_config
+from streams import event_feed
+from streams.app import create_app, instance_for
+
+TOPIC = "user-events"
+TP = TopicPartition(TOPIC, 0)
+
+
+class PartitionLog:
+    """The consumer thread's side: one partition of offsets 0..end-1 read from a position."""
+
+    def __init__(self, end: int, position: int, committed: int | None):
+        self.end, self.position, self.committed = end, position, committed
+        self.fetched: list[int] = []
+
+    async def getmany(self, active_partitions, timeout):
+        await asyncio.sleep(0)
+        if self.position >= self.end:
+            await asyncio.sleep(0.01)
+            return {}
+        offsets = range(self.position, min(self.position + 50, self.end))
+        self.position = offsets[-1] + 1
+        self.fetched.extend(offsets)
+        return {TP: [ConsumerRecord(TOPIC, 0, o, 0, 0, str(o).encode(), b"{}", None, 1, 2, [])
+                     for o in offsets]}
+
+    async def seek_to_committed(self):
+        await asyncio.sleep(0)
+        if self.committed:
+            self.position = self.committed
+        return {TP: self.committed}
+
+    async def seek_to_beginning(self, *tps):
+        self.position = 0
+
+    def seek(self, tp, offset):
+        self.position = offset
+
+    def assignment(self):
+        return {TP}
+
+    def highwater(self, tp):
+        return self.end
+
+
+def _drain(tmp_path, client: PartitionLog, capacity: int):
+    path = tmp_path / "profiles.yaml"
+    path.write_text(f"worker:\n  data_dir: {tmp_path / 'data'}\n")
+    cfg = load_config(path)
+    app = create_app(cfg, instance_for(cfg, 1))
+    feed = event_feed.install(app, TOPIC, capacity=capacity)
+    consumer = app.consumer
+    consumer._thread = client
+    consumer._set_active_tps({TP})
+    app.flow_control.resume()
+    consumer.resume_flow()
+    return app, consumer, feed
+
+
+class _Fetcher:
+    def __init__(self):
+        self._stopped = asyncio.Event()
+
+
+async def _take_until(feed, last: int) -> list[int]:
+    seen: list[int] = []
+    while not seen or seen[-1] < last:
+        batch = await asyncio.wait_for(feed.take(10, within=0), 10)
+        seen.extend(m.offset for m in batch)
+    return seen
+
+
+def test_records_fetched_before_a_seek_are_fetched_again_from_the_committed_offset(tmp_path):
+    async def run():
+        # the client is at 920 (it read ahead before the rebalance); the group committed 749
+        client = PartitionLog(end=1200, position=920, committed=749)
+        app, consumer, feed = _drain(tmp_path, client, capacity=5)
+        fetcher = _Fetcher()
+        drain = asyncio.create_task(consumer._drain_messages(fetcher))
+        while not feed.full():                 # 920..924 in the feed, 925 held, waiting for room
+            await asyncio.sleep(0.001)
+        before = [m.offset for m in await feed.take(5, within=0)]
+        feed.clear()
+        # the end of a rebalance: Faust seeks to the committed offset, resetting its read offset
+        await consumer.perform_seek()
+        after = await _take_until(feed, 1000)
+        fetcher._stopped.set()
+        consumer._stopped.set()
+        await asyncio.wait_for(drain, 10)
+        return before, after, consumer, feed
+    before, after, consumer, feed = asyncio.run(run())
+    assert before == [920, 921, 922, 923, 924]
+    # from the committed offset, in order, nothing skipped; the held and in-hand records of the
+    # old fetch were dropped and read again
+    assert after == list(range(749, after[-1] + 1))
+    assert feed.stale_dropped > 0
+    assert not consumer._gap[TP]                # no offsets counted as acked without a read
+
+
+def test_a_partition_without_a_commit_is_read_again_from_the_start_after_a_seek(tmp_path):
+    async def run():
+        client = PartitionLog(end=400, position=120, committed=None)
+        app, consumer, feed = _drain(tmp_path, client, capacity=5)
+        fetcher = _Fetcher()
+        drain = asyncio.create_task(consumer._drain_messages(fetcher))
+        while not feed.full():
+            await asyncio.sleep(0.001)
+        feed.clear()
+        await consumer.perform_seek()
+        after = await _take_until(feed, 200)
+        fetcher._stopped.set()
+        consumer._stopped.set()
+        await asyncio.wait_for(drain, 10)
+        return after
+    after = asyncio.run(run())
+    assert after == list(range(0, after[-1] + 1))
