@@ -149,7 +149,7 @@ class ProfilesConsumer(faust_aiokafka.Consumer):
                                  exc)
                 await self.sleep(1.0)
 
-    async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - Faust's loop
+    async def _drain_messages(self, fetcher: Any) -> None:
         feed = getattr(self.app, "event_feed", None)   # streams.event_feed
         if feed is None:
             return await super()._drain_messages(fetcher)
@@ -199,20 +199,17 @@ class ProfilesConsumer(faust_aiokafka.Consumer):
                         # While flow is stopped (a rebalance) the message is dropped but counted
                         # as read, as Faust's own loop does; the partitions are then sought back
                         # to their committed offsets.
-                        if self.flow_active and flow.is_active():
-                            if feed.full():
-                                await self.wait_first(feed.wait_space(),
-                                                      self.suspend_flow.wait())
-                            if self._seek_epoch != self._fetch_epoch:
-                                stale += 1              # a seek while it waited
-                                continue
-                            if self.flow_active:
-                                feed.put(message)
+                        active = self.flow_active and flow.is_active()
+                        if active and feed.full():
+                            await self.wait_first(feed.wait_space(), self.suspend_flow.wait())
+                            active = self.flow_active
+                        if self._seek_epoch != self._fetch_epoch:
+                            stale += 1      # a seek during the awaits above: keep its read offset
+                            continue
+                        if active:
+                            feed.put(message)
                     else:
                         await self.wait_first(callback(message), self.suspend_flow.wait())
-                    if message.topic == feed_topic and self._seek_epoch != self._fetch_epoch:
-                        stale += 1      # a seek during the awaits above: keep its read offset
-                        continue
                     set_read_offset(tp, offset)
                 if stale:
                     feed.stale_dropped += stale

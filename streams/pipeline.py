@@ -200,8 +200,7 @@ class ProfilePipeline:
         finally:
             self._outbox = None
         if self._rebalanced(taken_in):
-            self.cache.clear()
-            return _REBALANCED
+            return _REBALANCED                  # process() empties the cache
         if self._fenced(started, len(messages)):
             self.cache.clear()
             return None

@@ -82,25 +82,33 @@ async def _take_until(feed, last: int) -> list[int]:
     return seen
 
 
-def test_records_fetched_before_a_seek_are_fetched_again_from_the_committed_offset(tmp_path):
+def _seek_while_holding_a_fetch(tmp_path, client: PartitionLog, last: int):
+    """Fill a 5-message feed (the drain loop then holds the next record, waiting for room),
+    empty it, seek to the committed offsets as the end of a rebalance does, and take what the
+    feed gets until offset `last`. Returns (offsets taken before the seek, after it, consumer,
+    feed)."""
     async def run():
-        # the client is at 920 (it read ahead before the rebalance); the group committed 749
-        client = PartitionLog(end=1200, position=920, committed=749)
         app, consumer, feed = _drain(tmp_path, client, capacity=5)
         fetcher = _Fetcher()
         drain = asyncio.create_task(consumer._drain_messages(fetcher))
-        while not feed.full():                 # 920..924 in the feed, 925 held, waiting for room
+        while not feed.full():
             await asyncio.sleep(0.001)
         before = [m.offset for m in await feed.take(5, within=0)]
         feed.clear()
-        # the end of a rebalance: Faust seeks to the committed offset, resetting its read offset
+        # Faust's seek resets its read offsets to the committed ones
         await consumer.perform_seek()
-        after = await _take_until(feed, 1000)
+        after = await _take_until(feed, last)
         fetcher._stopped.set()
         consumer._stopped.set()
         await asyncio.wait_for(drain, 10)
         return before, after, consumer, feed
-    before, after, consumer, feed = asyncio.run(run())
+    return asyncio.run(run())
+
+
+def test_records_fetched_before_a_seek_are_fetched_again_from_the_committed_offset(tmp_path):
+    # the client is at 920 (it read ahead before the rebalance); the group committed 749
+    client = PartitionLog(end=1200, position=920, committed=749)
+    before, after, consumer, feed = _seek_while_holding_a_fetch(tmp_path, client, 1000)
     assert before == [920, 921, 922, 923, 924]
     # from the committed offset, in order, nothing skipped; the held and in-hand records of the
     # old fetch were dropped and read again
@@ -110,19 +118,6 @@ def test_records_fetched_before_a_seek_are_fetched_again_from_the_committed_offs
 
 
 def test_a_partition_without_a_commit_is_read_again_from_the_start_after_a_seek(tmp_path):
-    async def run():
-        client = PartitionLog(end=400, position=120, committed=None)
-        app, consumer, feed = _drain(tmp_path, client, capacity=5)
-        fetcher = _Fetcher()
-        drain = asyncio.create_task(consumer._drain_messages(fetcher))
-        while not feed.full():
-            await asyncio.sleep(0.001)
-        feed.clear()
-        await consumer.perform_seek()
-        after = await _take_until(feed, 200)
-        fetcher._stopped.set()
-        consumer._stopped.set()
-        await asyncio.wait_for(drain, 10)
-        return after
-    after = asyncio.run(run())
+    client = PartitionLog(end=400, position=120, committed=None)
+    _, after, _, _ = _seek_while_holding_a_fetch(tmp_path, client, 200)
     assert after == list(range(0, after[-1] + 1))
