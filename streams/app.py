@@ -85,5 +85,10 @@ def _add_health(app: faust.App) -> None:
             "compat": app.profile_config.compat,
             "recovery_completed": recovery.completed.is_set(),
             "assigned_partitions": assigned,
+            # the group's generation and this worker's rebalance count: a reader that needs
+            # one consistent assignment (deploy/chaos.py) checks them before and after
+            "generation": app.consumer_generation_id,
+            "rebalancing": bool(app.rebalancing),
+            "rebalances": app.rebalancing_count,
         }
         return web.json(body, status=200 if not recovering else 503)
