@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -98,7 +99,25 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
+    """A free port on 127.0.0.1 below the kernel's ephemeral range: a port from that range
+    (what binding port 0 gives) can be taken by any outgoing connection between the check and
+    a worker binding it, or binding it again after a restart (a chaos run once lost a worker's
+    start that way)."""
+    low, _ = _ephemeral_range()
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(10000, max(10001, low))
+        if port_is_free(port):
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -129,8 +148,11 @@ def wait_until_ready(port: int, timeout: float, proc: subprocess.Popen | None = 
                       f"within {timeout:.0f} s")
 
 
-def start(run_dir: Path, port: int, timeout: float = 20.0) -> tuple[BrokerStatus, bool]:
-    """Start the broker unless this run dir's broker runs already. Returns (status, started)."""
+def start(run_dir: Path, port: int, timeout: float = 20.0,
+          advertised_port: int | None = None) -> tuple[BrokerStatus, bool]:
+    """Start the broker unless this run dir's broker runs already. Returns (status, started).
+    `advertised_port`: the port clients are told to connect to (a proxy in front of it, as in
+    the chaos run); the broker's own by default."""
     current = status(run_dir)
     if current.running:
         return current, False
@@ -141,9 +163,10 @@ def start(run_dir: Path, port: int, timeout: float = 20.0) -> tuple[BrokerStatus
     run_dir.mkdir(parents=True, exist_ok=True)
     pid_file, log_file = _files(run_dir)
     url = f"tcp://127.0.0.1:{port}"
+    advertised = f"tcp://127.0.0.1:{advertised_port or port}"
     with open(log_file, "ab") as log:
         proc = subprocess.Popen(
-            [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+            [binary, "broker", "--listener-url", url, "--advertised-listener-url", advertised,
              "--storage-engine", "memory://tansu/"],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True)  # Ctrl-C in a terminal is handled by our own stop()
