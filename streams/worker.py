@@ -3,12 +3,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import faust
+from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, RequestTimedOutError
 
 from features.config import ProfileConfig
 from streams.app import Instance, create_app
 from streams.topics import TopicMismatch, ensure_topics
+
+log = logging.getLogger(__name__)
+BROKER_WAIT_SECONDS = 300.0     # how long a starting worker waits for the broker to answer
 
 
 def build_app(cfg: ProfileConfig, inst: Instance) -> faust.App:
@@ -27,6 +32,24 @@ def build_app(cfg: ProfileConfig, inst: Instance) -> faust.App:
     add_job_routes(app, app.jobs)
     add_monitor_routes(app, app.profile_monitor)
     return app
+
+
+def ensure_topics_waiting(cfg: ProfileConfig, wait: float = BROKER_WAIT_SECONDS,
+                          retry_every: float = 2.0) -> None:
+    """Create missing topics, waiting while the broker does not answer: a worker (re)started
+    during a broker outage (the chaos run pauses the broker) waits for it instead of exiting."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            asyncio.run(ensure_topics(cfg))
+            return
+        except (KafkaConnectionError, KafkaTimeoutError, RequestTimedOutError) as e:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"cannot start: no broker answered at "
+                                 f"{cfg.kafka.bootstrap_servers} for {wait:.0f} s ({e})") from None
+            log.warning("no answer from the broker at %s (%s); trying again in %.0f s",
+                        cfg.kafka.bootstrap_servers, e, retry_every)
+            time.sleep(retry_every)
 
 
 LEVELS = {"crit": "CRITICAL", "error": "ERROR", "warn": "WARNING", "info": "INFO",
@@ -52,7 +75,7 @@ def run_worker(app: faust.App, log_file: str | None = None) -> None:
     cfg = app.profile_config
     logging.basicConfig(level=logging.INFO)
     try:
-        asyncio.run(ensure_topics(cfg))
+        ensure_topics_waiting(cfg)
     except TopicMismatch as e:
         raise SystemExit(f"cannot start: {e}") from None
     extra = {"logging_config": logging_config(cfg, log_file)} if log_file else {}
