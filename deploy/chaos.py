@@ -2,15 +2,22 @@
 injects faults, then every user's latest `profile-updates` record and state are compared with
 the batch path on the same events.
 
-Faults: SIGKILL of a worker (restarted 1-2 s later), SIGKILL with the worker's RocksDB deleted
-before the restart (full recovery from the changelog), SIGSTOP past the session timeout then
-SIGCONT, a fourth worker joining and leaving (the partition assignment changes twice), and a
-burst of hostile payloads (features.hostile).
+Worker faults: SIGKILL of a worker (restarted 1-2 s later), SIGKILL with the worker's RocksDB
+deleted before the restart (full recovery from the changelog), SIGSTOP past the session timeout
+then SIGCONT, a fourth worker joining and leaving (the partition assignment changes twice), and
+a burst of hostile payloads (features.hostile). Broker faults: the embedded broker paused
+(SIGSTOP 20 s, then SIGCONT), every client connection to it cut at once, and 200 ms of added
+latency for 30 s; every Kafka client of the run (workers, producers, readers) reaches the broker
+through a TCP proxy on loopback (deploy/chaos_proxy.py) that makes the last two.
+
+The verdict is read in a stable group (`group_view`): every worker healthy, one generation,
+each partition owned once, the same before and after the read.
 """
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import shutil
 import signal
@@ -19,6 +26,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
@@ -27,9 +35,11 @@ import yaml
 from aiokafka import AIOKafkaProducer
 
 from deploy import broker as embedded
+from deploy.chaos_proxy import BrokerProxy
+from deploy.chaos_schedule import BROKER_PAUSE, LATENCY, LATENCY_FOR, fault_schedule
 from deploy.clients import latest_by_key, load_items, produce_events
 from deploy.verify import batch_profiles, compare
-from deploy.workers import call, ready
+from deploy.workers import WorkerCallError, call, ready
 from features.batch import BatchReport, build_states
 from features.config import NO_SCHEDULED_RUNS, load_config
 from features.events import Rejection
@@ -39,31 +49,7 @@ from features.sample import SampleSpec, write_sample
 
 ROOT = Path(__file__).resolve().parents[1]
 SESSION_TIMEOUT = 10.0          # streams/compat.py, embedded broker
-
-
-@dataclass
-class Fault:
-    at: float
-    kind: str                   # sigkill | wipe | sigstop | reassign | hostile
-    worker: int | None = None
-
-    def describe(self) -> str:
-        w = f" worker {self.worker}" if self.worker else ""
-        return f"t+{self.at:5.1f}s {self.kind}{w}"
-
-
-FAULT_KINDS = ("sigkill", "wipe", "sigstop", "reassign", "hostile")
-
-
-def fault_schedule(seed: int, duration: float, kills: int = 5, workers: int = 3,
-                   skip: tuple[str, ...] = ()) -> list[Fault]:
-    rng = random.Random(seed)
-    kinds = [k for k in ["sigkill"] * kills + ["wipe", "sigstop", "reassign", "hostile"]
-             if k not in skip]
-    slots = sorted(rng.uniform(2.0, duration) for _ in kinds)
-    rng.shuffle(kinds)
-    return [Fault(round(t, 1), k, None if k in ("reassign", "hostile") else
-                  rng.randrange(1, workers + 1)) for t, k in zip(slots, kinds)]
+WORKER_IDS = (1, 2, 3)          # the group; a fourth worker comes and goes (reassign)
 
 
 @dataclass
@@ -82,7 +68,10 @@ class ChaosReport:
     states_missing: int = 0
     stale_publishes: int = 0       # a user's record with a lower version than one before it
     stale_state_writes: int = 0    # a changelog state older (source offset) than one before it
+    worker_exits: int = 0          # worker processes that ended without the schedule's signal
+    error: str | None = None       # the run could not finish (e.g. a worker never caught up)
     seconds: float = 0.0
+    legacy: dict | None = None     # the old states read's counts (PROFILES_CHAOS_LEGACY_READ)
     examples: list[dict] = field(default_factory=list)   # users whose states differ
 
     @property
@@ -91,7 +80,8 @@ class ChaosReport:
         already handed to a producer when a process freezes go out when it thaws:
         docs/RELIABILITY.md)."""
         return not (self.mismatched or self.missing or self.unexpected or self.lost_events or
-                    self.double_applied or self.states_missing)
+                    self.double_applied or self.states_missing or self.worker_exits or
+                    self.error)
 
     def lines(self) -> list[str]:
         return [f"chaos seed {self.seed}: {self.events:,} sample events + {self.hostile:,} "
@@ -103,12 +93,41 @@ class ChaosReport:
                 f"lost events: {self.lost_events}",
                 f"double-applied events: {self.double_applied}",
                 f"users without state: {self.states_missing}",
+                f"worker exits not caused by the schedule: {self.worker_exits}",
                 f"stale publishes (a version lower than an earlier one; measured, see "
                 f"docs/RELIABILITY.md): {self.stale_publishes}",
                 f"stale state writes (changelog source offset went back; measured): "
                 f"{self.stale_state_writes}",
                 *[f"  differs: {e}" for e in self.examples],
+                *([f"legacy states read (no group check): {self.legacy}"] if self.legacy
+                  else []),
+                *([f"ERROR: {self.error}"] if self.error else []),
                 "RESULT: " + ("OK, all zero" if self.ok else "FAILED")]
+
+
+# (column, ChaosReport attribute) of the per-seed table; the last two are measured, not required
+TABLE = (("mismatched", "mismatched"), ("missing", "missing"), ("unexpected", "unexpected"),
+         ("lost events", "lost_events"), ("double-applied", "double_applied"),
+         ("without state", "states_missing"), ("worker exits", "worker_exits"),
+         ("stale publishes", "stale_publishes"), ("stale state writes", "stale_state_writes"))
+
+
+def runs_table(reports: list[ChaosReport]) -> list[str]:
+    """Markdown: one row per seed with every count, and the totals."""
+    head = ["seed", "events", "users", *[c for c, _ in TABLE], "seconds", "result"]
+    rows = [["| " + " | ".join(head) + " |", "|" + "---:|" * (len(head) - 1) + "---|"]]
+    for r in reports:
+        cells = [str(r.seed), f"{r.events:,}", f"{r.users:,}",
+                 *[f"{getattr(r, a):,}" for _, a in TABLE], f"{r.seconds:.0f}",
+                 "OK" if r.ok else ("ERROR: " + r.error if r.error else "FAILED")]
+        rows.append(["| " + " | ".join(cells) + " |"])
+    ok = sum(r.ok for r in reports)
+    totals = ["**total**", f"{sum(r.events for r in reports):,}",
+              f"{sum(r.users for r in reports):,}",
+              *[f"{sum(getattr(r, a) for r in reports):,}" for _, a in TABLE],
+              f"{sum(r.seconds for r in reports):.0f}", f"{ok} of {len(reports)} OK"]
+    rows.append(["| " + " | ".join(totals) + " |"])
+    return [line for row in rows for line in row]
 
 
 class Workers:
@@ -116,11 +135,14 @@ class Workers:
         self.cfg_path, self.cfg, self.base_port, self.logs = cfg_path, cfg, base_port, logs
         self.procs: dict[int, subprocess.Popen] = {}
         self.starts: dict[int, int] = {}
+        self.stopped: set[int] = set()      # sent SIGKILL/SIGTERM by the schedule
+        self.exits: list[str] = []          # ended without one: "worker N (code C, log L)"
 
     def url(self, i: int) -> str:
         return f"http://127.0.0.1:{self.base_port + i - 1}"
 
     def start(self, i: int) -> None:
+        self.stopped.discard(i)
         n = self.starts[i] = self.starts.get(i, 0) + 1
         log = self.logs / f"worker-{i}-{n}.log"
         self.procs[i] = subprocess.Popen(
@@ -132,10 +154,23 @@ class Workers:
 
     def signal(self, i: int, sig: int) -> None:
         p = self.procs.get(i)
+        if sig in (signal.SIGKILL, signal.SIGTERM):
+            self.check_exits()              # an exit before this one is the worker's own
+            self.stopped.add(i)
         if p and p.poll() is None:
             p.send_signal(sig)
             if sig in (signal.SIGKILL, signal.SIGTERM):
                 p.wait(30)
+
+    def check_exits(self) -> list[str]:
+        """Workers that ended by themselves (a crash: nothing in the schedule stops a worker
+        without restarting it, except worker 4's SIGTERM)."""
+        for i, p in self.procs.items():
+            if i not in self.stopped and p.poll() is not None:
+                self.stopped.add(i)
+                self.exits.append(f"worker {i} (exit code {p.returncode}; "
+                                  f"{self.logs / f'worker-{i}-{self.starts[i]}.log'})")
+        return self.exits
 
     def wipe(self, i: int) -> None:
         shutil.rmtree(self.cfg.data_dir / f"instance-{i}", ignore_errors=True)
@@ -144,6 +179,8 @@ class Workers:
         return ready(self.url(i)) is not None
 
     def stop_all(self) -> None:
+        self.check_exits()
+        self.stopped.update(self.procs)
         for i in list(self.procs):
             self.signal(i, signal.SIGCONT)
             self.signal(i, signal.SIGKILL)
@@ -176,8 +213,11 @@ def run_chaos(workdir: Path, users: int, seed: int, hostile: int,
     workdir.mkdir(parents=True, exist_ok=True)
     logs = workdir / "logs"
     logs.mkdir(exist_ok=True)
-    port, base = embedded.free_port(), _ports(4)
-    raw = {"kafka": {"broker": f"kafka://127.0.0.1:{port}", "partitions": 6},
+    port, proxy_port, base = embedded.free_port(), embedded.free_port(), _ports(4)
+    # Every client goes through the proxy; the broker advertises it (kafka.compat is given:
+    # the proxy's address is not the embedded broker's own, which `auto` looks for).
+    raw = {"kafka": {"broker": f"kafka://127.0.0.1:{proxy_port}", "partitions": 6,
+                     "compat": "tansu"},
            "embedded_broker": {"port": port, "run_dir": str(workdir / "run")},
            "mapping_index": str(workdir / "mapping_index.json"),
            "worker": {"data_dir": str(workdir / "data"), "log_level": "info"},
@@ -195,25 +235,38 @@ def run_chaos(workdir: Path, users: int, seed: int, hostile: int,
     payloads = list(hostile_payloads(hostile, seed=seed))
     report = ChaosReport(seed, n_events, len(payloads) if "hostile" not in skip else 0,
                          [f.describe() for f in plan])
-    say(f"{n_events:,} sample events at {rate:,.0f}/s (~{duration:.0f} s); fault schedule:")
+    say(f"chaos seed {seed}: {n_events:,} sample events at {rate:,.0f}/s (~{duration:.0f} s); "
+        f"fault schedule:")
     for f in plan:
         say(f"  {f.describe()}")
 
-    embedded.start(cfg.run_dir, port)
+    proxy = BrokerProxy(proxy_port, port).start()
+    embedded.start(cfg.run_dir, port, advertised_port=proxy_port)
     w = Workers(cfg_path, cfg, base, logs)
+    latency_off: threading.Timer | None = None
     try:
         load_items(cfg, sample / "item_feat_dict.json", progress=None)
-        for i in (1, 2, 3):
+        for i in WORKER_IDS:
             w.start(i)
-        _wait(lambda: all(w.healthy(i) for i in (1, 2, 3)), 120, "3 workers healthy")
+        _wait(lambda: all(w.healthy(i) for i in WORKER_IDS), 120, "3 workers healthy", w)
         done = threading.Event()
-        threading.Thread(target=lambda: (produce_events(cfg, sample / "events.jsonl", rate,
-                                                        progress=None), done.set()),
-                         daemon=True).start()
+        produced: dict = {}
+
+        def produce() -> None:
+            try:
+                produced["n"] = produce_events(cfg, sample / "events.jsonl", rate,
+                                               progress=None)[0]
+            except BaseException as e:           # reported below, not lost in the thread
+                produced["error"] = repr(e)
+            finally:
+                done.set()
+
+        threading.Thread(target=produce, daemon=True).start()
         t0 = time.monotonic()
         hostile_sent = 0
         for f in plan:
             time.sleep(max(0.0, f.at - (time.monotonic() - t0)))
+            note = ""
             if f.kind in ("sigkill", "wipe"):
                 w.signal(f.worker, signal.SIGCONT)
                 w.signal(f.worker, signal.SIGKILL)
@@ -231,21 +284,56 @@ def run_chaos(workdir: Path, users: int, seed: int, hostile: int,
                 w.signal(4, signal.SIGTERM)
             elif f.kind == "hostile":
                 hostile_sent = _produce_hostile(cfg, payloads)
-            report.faults_done.append(f.describe() + (f" ({hostile_sent:,} sent)"
-                                                      if f.kind == "hostile" else ""))
-            say(f"  done: {report.faults_done[-1]}")
+                note = f" ({hostile_sent:,} sent)"
+            elif f.kind == "broker-pause":
+                _pause_broker(cfg.run_dir, BROKER_PAUSE)
+                note = f" ({BROKER_PAUSE:.0f} s)"
+            elif f.kind == "cut":
+                note = f" ({proxy.cut_all()} connections)"
+            elif f.kind == "latency":
+                proxy.set_delay(LATENCY)
+                latency_off = threading.Timer(LATENCY_FOR, proxy.set_delay, (0.0,))
+                latency_off.start()
+                note = f" ({LATENCY * 1000:.0f} ms each way for {LATENCY_FOR:.0f} s)"
+            report.faults_done.append(f.describe() + note)
+            say(f"  {_clock(time.time())} done: {report.faults_done[-1]}")
         if not done.wait(600):
-            raise RuntimeError("producing the sample did not finish")
-        say("all produced; waiting for the workers to catch up")
-        _wait(lambda: all(w.healthy(i) for i in (1, 2, 3)) and _lag_zero(w, cfg), 600,
-              "lag 0 on every partition")
+            raise RuntimeError("producing the sample did not finish in 600 s")
+        if "error" in produced:
+            raise RuntimeError(f"producing the sample failed: {produced['error']}")
+        if latency_off is not None:
+            latency_off.join()
+        say(f"{_clock(time.time())} all produced; waiting for the workers to catch up")
+        _wait(lambda: all(w.healthy(i) for i in WORKER_IDS) and _lag_zero(w, cfg), 600,
+              "lag 0 on every partition", w)
         sent = payloads if any(f.kind == "hostile" for f in plan) else []
         report = _verify(cfg, w, sample, sent, report, workdir, say)
+    except (RuntimeError, WorkerCallError, OSError) as e:
+        report.error = str(e)
+        say(f"ERROR: {e}")
     finally:
+        if latency_off is not None:
+            latency_off.cancel()
         w.stop_all()
+        report.worker_exits = len(w.exits)
+        for e in w.exits:
+            say(f"a worker ended by itself: {e}")
         embedded.stop(cfg.run_dir)
+        proxy.stop()
     report.seconds = time.monotonic() - t_start
+    (workdir / "report.json").write_text(json.dumps(report.__dict__, indent=2, default=str))
     return report
+
+
+def _pause_broker(run_dir: Path, seconds: float) -> None:
+    pid = embedded.status(run_dir).pid
+    if pid is None:
+        raise RuntimeError("the embedded broker is not running")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        time.sleep(seconds)
+    finally:
+        os.kill(pid, signal.SIGCONT)
 
 
 def _ports(n: int) -> int:
@@ -267,9 +355,12 @@ def _ports(n: int) -> int:
     raise RuntimeError("no free port range")
 
 
-def _wait(pred, timeout: float, what: str) -> None:
+def _wait(pred, timeout: float, what: str, w: Workers | None = None) -> None:
+    """Until pred(); a worker that ends by itself meanwhile ends the wait (it would never come)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if w is not None and w.check_exits():
+            raise RuntimeError(f"waiting for {what}: a worker ended by itself: {w.exits[0]}")
         if pred():
             return
         time.sleep(1)
@@ -278,7 +369,7 @@ def _wait(pred, timeout: float, what: str) -> None:
 
 def _lag_zero(w: Workers, cfg) -> bool:
     seen = {}
-    for i in (1, 2, 3):
+    for i in WORKER_IDS:
         try:
             m = call(w.url(i) + "/monitor", timeout=5)
         except Exception:
@@ -339,42 +430,102 @@ def _regressions(cfg) -> tuple[int, int]:
             asyncio.run(scan(changelog, source_offset)))
 
 
-def _verify(cfg, w: Workers, sample: Path, payloads, report: ChaosReport, workdir: Path,
-            say) -> ChaosReport:
-    # The batch path's input: the sample, then the hostile payloads the validator accepts with
-    # their message key (the batch file has no keys; rejected ones are left out).
-    rt = FeatureRuntime.from_config(cfg, sample / "item_feat_dict.json")
-    everything = workdir / "everything.jsonl"
-    now = time.time()
-    with open(everything, "wb") as out:
-        out.write((sample / "events.jsonl").read_bytes())
-        for raw, key, _ in payloads:
-            if type(rt.parser.parse(raw, key, now)) is not Rejection:
-                out.write(raw + b"\n")
-    expected = batch_profiles(cfg, sample / "item_feat_dict.json", everything,
-                              workdir / "batch.jsonl")
-    deadline = time.monotonic() + 120
+# PROFILES_CHAOS_LEGACY_READ=1 also reads /states the old way (every worker, chunk by chunk, no
+# check of the group) just before the stable read, and prints both verdicts.
+LEGACY_READ = os.environ.get("PROFILES_CHAOS_LEGACY_READ") == "1"
+
+
+def _clock(t: float) -> str:
+    return datetime.fromtimestamp(t).strftime("%H:%M:%S.%f")[:-3]
+
+
+@dataclass(frozen=True)
+class GroupView:
+    """One consistent assignment: the group's generation, each worker's rebalance count, and
+    the worker that owns each partition of user-events."""
+    generation: int
+    rebalances: tuple[int, ...]
+    owners: dict[int, int]
+
+
+def group_view(w: Workers, cfg) -> GroupView | None:
+    """The group as the workers see it now, or None unless it is stable: every worker healthy
+    (recovery complete) and not rebalancing, all in one generation, and every partition of
+    user-events active on exactly one of them."""
+    generations, rebalances, owners = set(), [], {}
+    topic = cfg.kafka.topics.user_events
+    for i in WORKER_IDS:
+        h = ready(w.url(i))
+        if h is None or h.get("rebalancing") or "generation" not in h:
+            return None
+        generations.add(h["generation"])
+        rebalances.append(h["rebalances"])
+        for tp in h["assigned_partitions"]:
+            t, _, part = tp.rpartition(":")
+            if t == topic:
+                if int(part) in owners:
+                    return None
+                owners[int(part)] = i
+    if len(generations) != 1 or sorted(owners) != list(range(cfg.kafka.partitions)):
+        return None
+    return GroupView(generations.pop(), tuple(rebalances), dict(sorted(owners.items())))
+
+
+def _wait_stable(w: Workers, cfg, timeout: float = 300) -> GroupView:
+    deadline = time.monotonic() + timeout
     while True:
-        published = {int(k): v for k, v in
-                     latest_by_key(cfg, cfg.kafka.topics.profile_updates).items()}
-        c = compare(published, expected)
-        if c.ok or time.monotonic() > deadline:
-            break
-        time.sleep(2)
-    report.users = c.users
-    report.mismatched, report.missing = len(c.mismatched), len(c.missing)
-    report.unexpected = len(c.unexpected)
-    say(f"profiles: {c.summary()}")
-    # states: events per day held, against the batch path's states
-    with open(everything, "rb") as f:
-        states = build_states(rt, f, BatchReport())
+        view = group_view(w, cfg)
+        if view is not None:
+            return view
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no stable consumer group within {timeout:.0f} s")
+        time.sleep(1)
+
+
+def _ask_states(w: Workers, ids: list[int]) -> dict[int, dict]:
+    """Every worker's answer for `ids` (each answers for its active partitions only)."""
     live: dict[int, dict] = {}
-    ids = sorted(states)
-    for i in (1, 2, 3):
+    for i in WORKER_IDS:
         for k in range(0, len(ids), 1000):
             chunk = ",".join(map(str, ids[k:k + 1000]))
             got = call(f"{w.url(i)}/states?ids={chunk}", timeout=30)
             live.update({int(u): s for u, s in got.items() if s is not None})
+    return live
+
+
+def _stable_states(w: Workers, ids: list[int], cfg, say,
+                   timeout: float = 300) -> tuple[dict[int, dict], GroupView, float]:
+    """Every user's state summary, read while the group stays in one stable generation: the
+    read is repeated until the group view is the same before and after it. Users no worker
+    had are asked once more within the same read. Returns (states, view, read start)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        before = _wait_stable(w, cfg, max(1.0, deadline - time.monotonic()))
+        started = time.time()
+        try:
+            live = _ask_states(w, ids)
+            again = [u for u in ids if u not in live]
+            if again:
+                live.update(_ask_states(w, again))
+        except WorkerCallError as e:
+            say(f"reading states failed ({e}); again")
+            live = None
+        after = group_view(w, cfg)
+        if live is not None and after == before:
+            return live, before, started
+        say(f"the group changed during the states read ({before} -> {after}); reading again")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no states read in a stable group within {timeout:.0f} s")
+
+
+def _legacy_states(w: Workers, ids: list[int]) -> dict[int, dict]:
+    """The read before issue 18: no check of the group, no second ask."""
+    return _ask_states(w, ids)
+
+
+def _count_states(states: dict, live: dict[int, dict], report: ChaosReport) -> None:
+    """Lost and double-applied events, per user and day, of the live states against the
+    batch path's."""
     for uid, st in states.items():
         have = live.get(uid)
         want = {str(d): b.total for d, b in st.days.items()}
@@ -394,6 +545,55 @@ def _verify(cfg, w: Workers, sample: Path, payloads, report: ChaosReport, workdi
                                     "live_offset": have["source_offset"],
                                     "batch_offset": st.source_offset,
                                     "days": {d: v for d, v in sorted(diffs.items()) if v}})
+
+
+def _verify(cfg, w: Workers, sample: Path, payloads, report: ChaosReport, workdir: Path,
+            say) -> ChaosReport:
+    # The batch path's input: the sample, then the hostile payloads the validator accepts with
+    # their message key (the batch file has no keys; rejected ones are left out).
+    rt = FeatureRuntime.from_config(cfg, sample / "item_feat_dict.json")
+    everything = workdir / "everything.jsonl"
+    now = time.time()
+    with open(everything, "wb") as out:
+        out.write((sample / "events.jsonl").read_bytes())
+        for raw, key, _ in payloads:
+            if type(rt.parser.parse(raw, key, now)) is not Rejection:
+                out.write(raw + b"\n")
+    expected = batch_profiles(cfg, sample / "item_feat_dict.json", everything,
+                              workdir / "batch.jsonl")
+    if not LEGACY_READ:     # (the legacy read is at the moment it used to be)
+        view = _wait_stable(w, cfg)
+        say(f"{_clock(time.time())} stable group: generation {view.generation}, partition "
+            f"owners {view.owners}")
+    deadline = time.monotonic() + 120
+    while True:
+        published = {int(k): v for k, v in
+                     latest_by_key(cfg, cfg.kafka.topics.profile_updates).items()}
+        c = compare(published, expected)
+        if c.ok or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    report.users = c.users
+    report.mismatched, report.missing = len(c.mismatched), len(c.missing)
+    report.unexpected = len(c.unexpected)
+    say(f"profiles: {c.summary()}")
+    # states: events per day held, against the batch path's states
+    with open(everything, "rb") as f:
+        states = build_states(rt, f, BatchReport())
+    ids = sorted(states)
+    if LEGACY_READ:
+        legacy = ChaosReport(report.seed, 0, 0, [])
+        t0, before = time.time(), group_view(w, cfg)
+        _count_states(states, _legacy_states(w, ids), legacy)
+        say(f"legacy states read ({_clock(t0)}-{_clock(time.time())}; group before {before}, "
+            f"after {group_view(w, cfg)}): users without state {legacy.states_missing}, lost "
+            f"events {legacy.lost_events}, double-applied {legacy.double_applied}")
+        report.legacy = {"states_missing": legacy.states_missing,
+                         "lost_events": legacy.lost_events,
+                         "double_applied": legacy.double_applied}
+    live, view, t0 = _stable_states(w, ids, cfg, say)
+    say(f"states read in a stable group ({_clock(t0)}-{_clock(time.time())}, generation "
+        f"{view.generation}, partition owners {view.owners})")
+    _count_states(states, live, report)
     report.stale_publishes, report.stale_state_writes = _regressions(cfg)
-    (workdir / "report.json").write_text(json.dumps(report.__dict__, indent=2, default=str))
     return report

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from deploy import broker as embedded
+from deploy.chaos_schedule import FAULT_KINDS
 from features.config import ConfigError, ProfileConfig, load_config
 
 
@@ -635,27 +636,38 @@ def bench(users: int, days: int, workdir: str, out: str, tuned_batch: int, laten
 @cli.command()
 @click.option("--users", type=click.IntRange(100), default=6000, show_default=True,
               help="Sample users (6,000 give about 230,000 events).")
-@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--seed", type=int, default=42, show_default=True,
+              help="The first run's seed (the sample and the fault schedule).")
+@click.option("--runs", type=click.IntRange(1), default=1, show_default=True,
+              help="Seeded runs one after another: SEED, SEED+1, ...")
 @click.option("--hostile", type=click.IntRange(0), default=5000, show_default=True,
               help="Hostile payloads in the burst.")
 @click.option("--kills", type=click.IntRange(0), default=5, show_default=True)
-@click.option("--skip", multiple=True,
-              type=click.Choice(["sigkill", "wipe", "sigstop", "reassign", "hostile"]),
+@click.option("--skip", multiple=True, type=click.Choice(FAULT_KINDS),
               help="Leave a kind of fault out (repeatable).")
 @click.option("--workdir", type=click.Path(file_okay=False), default="run/chaos",
-              show_default=True)
-def chaos(users: int, seed: int, hostile: int, kills: int, skip: tuple[str, ...],
+              show_default=True, help="Each run keeps its logs in seed-N/ there.")
+def chaos(users: int, seed: int, runs: int, hostile: int, kills: int, skip: tuple[str, ...],
           workdir: str) -> None:
-    """Sample events through 3 workers under a seeded fault schedule; then profiles and states
-    against the batch path: exit 0 only when mismatches, lost and double-applied events are 0."""
+    """Sample events through 3 workers under a seeded fault schedule (worker and broker
+    faults); then profiles and states against the batch path. Exit 0 only when every run's
+    mismatches, lost and double-applied events, users without state and worker exits are 0."""
     import shutil
 
-    from deploy.chaos import run_chaos
+    from deploy.chaos import run_chaos, runs_table
     shutil.rmtree(workdir, ignore_errors=True)
-    report = run_chaos(Path(workdir), users, seed, hostile, say=_say, kills=kills, skip=skip)
-    for line in report.lines():
-        click.echo(line)
-    if not report.ok:
+    reports = []
+    for s in range(seed, seed + runs):
+        report = run_chaos(Path(workdir) / f"seed-{s}", users, s, hostile, say=_say,
+                           kills=kills, skip=skip)
+        for line in report.lines():
+            click.echo(line)
+        reports.append(report)
+    if runs > 1:
+        click.echo("")
+        for line in runs_table(reports):
+            click.echo(line)
+    if not all(r.ok for r in reports):
         sys.exit(1)
 
 
