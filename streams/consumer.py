@@ -26,29 +26,40 @@ from typing import Any, AsyncIterator, Mapping, cast
 
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaConnectionError
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from mode import Service
 
 
 async def fetched_end_offsets(bootstrap: str, client_kwargs: dict, listed: Mapping[Any, int],
-                              timeout: float = 15.0) -> dict[Any, int]:
+                              timeout: float = 90.0) -> dict[Any, int]:
     """The end offset of each partition from a fetch response's high watermark, given the
     (possibly low) ListOffsets answers `listed`: a fetch at listed - 1 (inside the newest
-    batch) reports it. Keys are kept as given."""
+    batch) reports it. Keys are kept as given. Waits out a broker that does not answer for up
+    to `timeout` (the app's broker_request_timeout, as Faust's own ListOffsets call does): a
+    shorter limit crashed table recovery during a 20 s broker pause."""
     out = dict(listed)
     need = {tp: off for tp, off in listed.items() if off is not None and off > 0}
     if not need:
         return out
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                                enable_auto_commit=False, fetch_max_wait_ms=100,
-                                **client_kwargs)
-    await consumer.start()
+    deadline = time.monotonic() + timeout
+    while True:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                                    enable_auto_commit=False, fetch_max_wait_ms=100,
+                                    **client_kwargs)
+        try:
+            await consumer.start()
+            break
+        except KafkaConnectionError:        # e.g. every connection cut while bootstrapping
+            await consumer.stop()
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(1.0)
     try:
         parts = {tp: TopicPartition(tp[0], tp[1]) for tp in need}
         consumer.assign(list(parts.values()))
         for tp, off in need.items():
             consumer.seek(parts[tp], off - 1)
-        deadline = time.monotonic() + timeout
         while True:
             await consumer.getmany(timeout_ms=200, max_records=1)
             seen = {tp: consumer.highwater(part) for tp, part in parts.items()}
@@ -80,7 +91,7 @@ class ProfilesConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         cfg = self.app.profile_config
         from streams.kafka_security import client_kwargs
         return await fetched_end_offsets(cfg.kafka.bootstrap_servers, client_kwargs(cfg),
-                                         listed)
+                                         listed, float(self.app.conf.broker_request_timeout))
 
 
 class ProfilesConsumer(faust_aiokafka.Consumer):
