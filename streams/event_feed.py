@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from time import monotonic
+from time import monotonic, time
+from typing import Callable
 
 import faust
 
@@ -34,6 +35,8 @@ class EventFeed:
         self.topic = topic
         self.capacity = capacity
         self.stale_dropped = 0          # records a seek made stale (streams.consumer)
+        # called with each message's fetch delay: seconds from its Kafka timestamp to here
+        self.on_arrival: Callable[[float], None] | None = None
         self._buf: deque = deque()
         self._want = 1                  # wake the taker once this many messages are here
         self._ready: asyncio.Event | None = None
@@ -51,6 +54,8 @@ class EventFeed:
         return len(self._buf) >= self.capacity
 
     def put(self, message) -> None:
+        if self.on_arrival is not None:
+            self.on_arrival(time() - message.timestamp)
         self._buf.append(message)
         if len(self._buf) >= self._want:
             self._events()[0].set()

@@ -63,6 +63,13 @@ class WorkerMonitor:
             "Seconds from an event to the publish of the profile it changed, by clock: event "
             "(the event's timestamp) or ingest (its Kafka record timestamp)",
             ["clock"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        # The broker's (and network's) share of the ingest latency; the rest is the worker's
+        # (waiting in the feed, compute, delivery of the batch's outputs).
+        self.fetch_delay = Histogram(
+            "profiles_fetch_delay_seconds",
+            "Seconds from an event's Kafka record timestamp to its arrival in this worker",
+            buckets=LATENCY_BUCKETS, registry=self.registry)
+        pipeline.feed.on_arrival = self.fetch_delay.observe
         self.recent_latency: dict[str, deque] = {"event": deque(maxlen=5000),
                                                  "ingest": deque(maxlen=5000)}
         self.series: deque = deque(maxlen=SERIES_POINTS)
