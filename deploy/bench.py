@@ -38,6 +38,7 @@ from features.config import NO_SCHEDULED_RUNS, ProfileConfig, load_config
 from features.encoding import encode
 from features.runtime import FeatureRuntime
 from features.sample import SampleSpec, write_sample
+from streams import compat
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -291,7 +292,7 @@ def _steady_run(name: str, base: dict, workdir: Path, events: Path, rate: float,
             try:
                 result["sent"], result["rate"] = asyncio.run(produce_records(
                     cfg, topics["user_events"], steady_records(events, n), rate, None, "steady",
-                    {}))
+                    compat.event_producer_settings(cfg.compat)))
             finally:
                 done.set()
 

@@ -68,7 +68,7 @@ async def produce_records(cfg: ProfileConfig, topic: str, records, rate: float |
     # count, which the state table's changelog would then not match.
     await ensure_topics(cfg)
     producer = AIOKafkaProducer(bootstrap_servers=cfg.kafka.bootstrap_servers,
-                                **client_kwargs(cfg), linger_ms=5, acks="all", **settings)
+                                **client_kwargs(cfg), acks="all", **{"linger_ms": 5, **settings})
     await producer.start()
     pacer = Pacer(rate, progress, label)
     try:
@@ -89,7 +89,8 @@ def produce_events(cfg: ProfileConfig, path: str | Path, rate: float | None = No
                    progress: IO | None = sys.stderr) -> tuple[int, float]:
     """Send every event of the file to `user-events`, keyed by user_id. Returns (n, events/s)."""
     return asyncio.run(produce_records(cfg, cfg.kafka.topics.user_events, event_records(path),
-                                       rate, progress, "produce", {}))
+                                       rate, progress, "produce",
+                                       compat.event_producer_settings(cfg.compat)))
 
 
 def load_items(cfg: ProfileConfig, path: str | Path,

@@ -8,6 +8,10 @@
   aiokafka producers whose topics are read up to ListOffsets by others (the item catalog) still
   send one record per batch.
 - Group joins wait about half the session timeout, so the session is short.
+- Each produced batch is stored as one object, and every fetch lists all stored objects of each
+  partition it reads (nothing is ever deleted: retention settings are not applied and
+  DeleteRecords is not implemented), so a fetch costs more with every batch held. Our own event
+  producers batch for 50 ms to hold fewer, larger batches (docs/BROKER.md, "Long runs").
 - A fetch is not answered as soon as data arrives (measured: records produced at 20/s reach a
   consumer after a median 421 ms with fetch max wait 1,500 ms, 103 ms with 500 ms, 19 ms with
   100 ms, 3 ms with 50 ms), and Faust's consumer waits 1,500 ms, so the workers' consumer
@@ -37,6 +41,14 @@ def end_offsets_from_fetch(compat: str) -> bool:
 def consumer_fetch_max_wait_ms(compat: str) -> int | None:
     """The workers' fetch max wait, when it must differ from Faust's 1,500 ms."""
     return 50 if compat == "tansu" else None
+
+
+def event_producer_settings(compat: str) -> dict[str, Any]:
+    """For the CLI's own producers of events (`profiles produce`, the demo, the bench and chaos
+    load generators)."""
+    if compat == "tansu":
+        return {"linger_ms": 50}
+    return {}
 
 
 def aiokafka_producer_settings(compat: str) -> dict[str, Any]:
