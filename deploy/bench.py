@@ -187,6 +187,8 @@ class Steady:
     p50_ms: float | None
     p99_ms: float | None
     latency_count: int
+    fetch_p50_ms: float | None             # of which: Kafka timestamp to arrival in the worker
+    fetch_p99_ms: float | None
     rss_mb: list[tuple[float, float]]      # (seconds since start, RSS MiB)
     cache: dict
     offered_rate: float                    # what the producer achieved
@@ -226,15 +228,21 @@ def steady_records(events: Path, n: int) -> Iterator[tuple[bytes, bytes]]:
             sent += 1
 
 
-def _histogram_quantiles(metrics_text: str, qs: tuple[float, ...]) -> tuple[list[float | None], int]:
-    """Quantiles of the ingest-clock publish latency from /metrics (linear within a bucket)."""
+def _histogram_quantiles(metrics_text: str, qs: tuple[float, ...],
+                         name: str = "profiles_publish_latency_seconds",
+                         labels: dict[str, str] | None = None
+                         ) -> tuple[list[float | None], int]:
+    """Quantiles of a histogram from /metrics (linear within a bucket); by default the
+    ingest-clock publish latency."""
     from prometheus_client.parser import text_string_to_metric_families
+    want = {"clock": "ingest"} if labels is None else labels
     buckets = []
     for fam in text_string_to_metric_families(metrics_text):
-        if fam.name != "profiles_publish_latency_seconds":
+        if fam.name != name:
             continue
         for smp in fam.samples:
-            if smp.name.endswith("_bucket") and smp.labels.get("clock") == "ingest":
+            if smp.name.endswith("_bucket") and all(smp.labels.get(k) == v
+                                                    for k, v in want.items()):
                 buckets.append((float(smp.labels["le"]), smp.value))
     buckets.sort()
     total = buckets[-1][1] if buckets else 0
@@ -319,11 +327,14 @@ def _steady_run(name: str, base: dict, workdir: Path, events: Path, rate: float,
                 break
             time.sleep(0.5)
         rss.append((time.monotonic() - t0, _rss_mb(proc.pid) or 0.0))
-        (p50, p99), count = _histogram_quantiles(_get(url + "/metrics").decode(), (0.5, 0.99))
+        metrics = _get(url + "/metrics").decode()
+        (p50, p99), count = _histogram_quantiles(metrics, (0.5, 0.99))
+        (f50, f99), _ = _histogram_quantiles(metrics, (0.5, 0.99),
+                                             "profiles_fetch_delay_seconds", {})
         cache = json.loads(_get(url + "/stats")).get("state_cache", {})
         return Steady(name, rate, seconds, n, processed, p50 and p50 * 1000,
-                      p99 and p99 * 1000, count, rss, cache, result["rate"], cpu, broker_cpu,
-                      _rss_mb(broker_pid) or 0.0)
+                      p99 and p99 * 1000, count, f50 and f50 * 1000, f99 and f99 * 1000, rss,
+                      cache, result["rate"], cpu, broker_cpu, _rss_mb(broker_pid) or 0.0)
     finally:
         proc.terminate()
         try:
@@ -462,7 +473,9 @@ def _steady_lines(run: Steady) -> list[str]:
         "",
         f"- event-to-publish latency over {run.latency_count:,} published profiles (Kafka "
         f"timestamp of the event to delivery of the record; from the worker's histogram, linear "
-        f"within a bucket): **p50 {p(run.p50_ms)}, p99 {p(run.p99_ms)}**;",
+        f"within a bucket): **p50 {p(run.p50_ms)}, p99 {p(run.p99_ms)}**; of which the "
+        f"broker's share (Kafka timestamp to the event's arrival in the worker, "
+        f"`profiles_fetch_delay_seconds`): p50 {p(run.fetch_p50_ms)}, p99 {p(run.fetch_p99_ms)};",
         "- worker RSS: " + ", ".join(f"{run.rss_at(f):,.0f} MiB at {f:.0%}"
                                      for f in (0.1, 0.25, 0.5, 0.75, 1.0))
         + "; " + "; ".join(spreads) + ";",
