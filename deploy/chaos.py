@@ -71,7 +71,6 @@ class ChaosReport:
     worker_exits: int = 0          # worker processes that ended without the schedule's signal
     error: str | None = None       # the run could not finish (e.g. a worker never caught up)
     seconds: float = 0.0
-    legacy: dict | None = None     # the old states read's counts (PROFILES_CHAOS_LEGACY_READ)
     examples: list[dict] = field(default_factory=list)   # users whose states differ
 
     @property
@@ -99,8 +98,6 @@ class ChaosReport:
                 f"stale state writes (changelog source offset went back; measured): "
                 f"{self.stale_state_writes}",
                 *[f"  differs: {e}" for e in self.examples],
-                *([f"legacy states read (no group check): {self.legacy}"] if self.legacy
-                  else []),
                 *([f"ERROR: {self.error}"] if self.error else []),
                 "RESULT: " + ("OK, all zero" if self.ok else "FAILED")]
 
@@ -430,11 +427,6 @@ def _regressions(cfg) -> tuple[int, int]:
             asyncio.run(scan(changelog, source_offset)))
 
 
-# PROFILES_CHAOS_LEGACY_READ=1 also reads /states the old way (every worker, chunk by chunk, no
-# check of the group) just before the stable read, and prints both verdicts.
-LEGACY_READ = os.environ.get("PROFILES_CHAOS_LEGACY_READ") == "1"
-
-
 def _clock(t: float) -> str:
     return datetime.fromtimestamp(t).strftime("%H:%M:%S.%f")[:-3]
 
@@ -518,11 +510,6 @@ def _stable_states(w: Workers, ids: list[int], cfg, say,
             raise RuntimeError(f"no states read in a stable group within {timeout:.0f} s")
 
 
-def _legacy_states(w: Workers, ids: list[int]) -> dict[int, dict]:
-    """The read before issue 18: no check of the group, no second ask."""
-    return _ask_states(w, ids)
-
-
 def _count_states(states: dict, live: dict[int, dict], report: ChaosReport) -> None:
     """Lost and double-applied events, per user and day, of the live states against the
     batch path's."""
@@ -561,10 +548,9 @@ def _verify(cfg, w: Workers, sample: Path, payloads, report: ChaosReport, workdi
                 out.write(raw + b"\n")
     expected = batch_profiles(cfg, sample / "item_feat_dict.json", everything,
                               workdir / "batch.jsonl")
-    if not LEGACY_READ:     # (the legacy read is at the moment it used to be)
-        view = _wait_stable(w, cfg)
-        say(f"{_clock(time.time())} stable group: generation {view.generation}, partition "
-            f"owners {view.owners}")
+    view = _wait_stable(w, cfg)
+    say(f"{_clock(time.time())} stable group: generation {view.generation}, partition owners "
+        f"{view.owners}")
     deadline = time.monotonic() + 120
     while True:
         published = {int(k): v for k, v in
@@ -581,16 +567,6 @@ def _verify(cfg, w: Workers, sample: Path, payloads, report: ChaosReport, workdi
     with open(everything, "rb") as f:
         states = build_states(rt, f, BatchReport())
     ids = sorted(states)
-    if LEGACY_READ:
-        legacy = ChaosReport(report.seed, 0, 0, [])
-        t0, before = time.time(), group_view(w, cfg)
-        _count_states(states, _legacy_states(w, ids), legacy)
-        say(f"legacy states read ({_clock(t0)}-{_clock(time.time())}; group before {before}, "
-            f"after {group_view(w, cfg)}): users without state {legacy.states_missing}, lost "
-            f"events {legacy.lost_events}, double-applied {legacy.double_applied}")
-        report.legacy = {"states_missing": legacy.states_missing,
-                         "lost_events": legacy.lost_events,
-                         "double_applied": legacy.double_applied}
     live, view, t0 = _stable_states(w, ids, cfg, say)
     say(f"states read in a stable group ({_clock(t0)}-{_clock(time.time())}, generation "
         f"{view.generation}, partition owners {view.owners})")
