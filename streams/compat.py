@@ -11,7 +11,7 @@
 - Each produced batch is stored as one object, and every fetch lists all stored objects of each
   partition it reads (nothing is ever deleted: retention settings are not applied and
   DeleteRecords is not implemented), so a fetch costs more with every batch held. Our own event
-  producers batch for 50 ms to hold fewer, larger batches (docs/BROKER.md, "Long runs").
+  producers batch for 100 ms to hold fewer, larger batches (docs/BROKER.md, "Long runs").
 - A fetch is not answered as soon as data arrives (measured: records produced at 20/s reach a
   consumer after a median 421 ms with fetch max wait 1,500 ms, 103 ms with 500 ms, 19 ms with
   100 ms, 3 ms with 50 ms), and Faust's consumer waits 1,500 ms, so the workers' consumer
@@ -47,7 +47,7 @@ def event_producer_settings(compat: str) -> dict[str, Any]:
     """For the CLI's own producers of events (`profiles produce`, the demo, the bench and chaos
     load generators)."""
     if compat == "tansu":
-        return {"linger_ms": 50}
+        return {"linger_ms": 100}
     return {}
 
 
