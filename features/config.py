@@ -29,6 +29,7 @@ ENV_OVERRIDES = {
     "PROFILES_RUN_DIR": ("embedded_broker", "run_dir"),
     "PROFILES_BROKER_PORT": ("embedded_broker", "port"),
     "PROFILES_KAFKA_COMPAT": ("kafka", "compat"),
+    "PROFILES_WORKER_AUTH": ("worker", "auth"),
 }
 
 
@@ -299,6 +300,10 @@ class WorkerConfig(Section):
     # Bearer token for endpoints that change state (job triggers). $PROFILES_API_TOKEN wins;
     # else this file, created with a random token on first use (default: <run_dir>/api-token).
     api_token_file: str | None = None
+    # Which endpoints need that token: `writes` (job triggers, restarts, the cluster relay) or
+    # `all` (every endpoint but /health and /metrics: profiles are personal data; set it
+    # wherever web_host is reachable beyond this machine).
+    auth: Literal["writes", "all"] = "writes"
 
 
 class RealTimeUpdateConfig(Section):

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-import aiohttp
-
+from streams.auth import peer_session
 from streams.pipeline import ProfilePipeline
 
 MAX_BATCH_IDS = 1000
@@ -48,7 +47,7 @@ def add_routes(pipeline: ProfilePipeline) -> None:
             else:
                 remote.setdefault(owner, []).append(s)
         if remote:
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+            async with peer_session(pipeline.cfg, 10) as http:
                 async def fetch(base: str, uid: str):
                     async with http.get(f"{base}/profiles/{uid}") as r:
                         out[uid] = await r.json() if r.status == 200 else None

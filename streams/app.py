@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import faust
 
 from features.config import ProfileConfig
 from streams import compat, consumer
+from streams.auth import auth_middleware
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ def create_app(cfg: ProfileConfig, inst: Instance) -> faust.App:
         web_bind=inst.web_host,
         web_host=cfg.worker.advertised_host or inst.web_host,
         web_port=inst.web_port,
+        web_application_options={"middlewares": [auth_middleware(cfg)]},
         topic_partitions=cfg.kafka.partitions,
         topic_replication_factor=cfg.kafka.replication,
         consumer_auto_offset_reset="earliest",
@@ -72,6 +75,8 @@ def _credentials(cfg: ProfileConfig) -> dict:
 
 
 def _add_health(app: faust.App) -> None:
+    started_at = time.time()        # tells a restarted process from the one before
+
     @app.page("/health")
     async def health(web, request):
         recovery = app.tables.recovery
@@ -85,5 +90,6 @@ def _add_health(app: faust.App) -> None:
             "compat": app.profile_config.compat,
             "recovery_completed": recovery.completed.is_set(),
             "assigned_partitions": assigned,
+            "started_at": started_at,
         }
         return web.json(body, status=200 if not recovering else 503)

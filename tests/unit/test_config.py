@@ -40,6 +40,8 @@ BAD = [  # (config, key path the message must name, words it must contain)
     ({"scheduled_update": {"weekly_full_update": "funday:03:00"}},
      "scheduled_update.weekly_full_update", "pattern"),
     ({"worker": {"web_port": 70000}}, "worker.web_port", "less than or equal"),
+    ({"worker": {"auth": "reads"}}, "worker.auth", "'writes' or 'all'"),
+    ({"worker": {"authentication": "all"}}, "worker.authentication", "unknown key"),
     ({"extra_features": {"106": {"extractor": "x"}}}, "extra_features.106", "three digits"),
     ([1, 2], "top level", "mapping"),
 ]
