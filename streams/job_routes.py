@@ -1,12 +1,15 @@
 """HTTP for scheduled jobs: `POST /jobs/{hourly|daily|weekly}[?full=1]` runs one now on this
 worker's partitions and answers its report (bearer token required); `GET /jobs` shows the
-running job and the last report of each."""
+running job and the last report of each; `GET /backups` lists this worker's backups."""
 from __future__ import annotations
+
+import asyncio
 
 import faust
 from faust.web import Request, Response, View
 
 from features.schedule import JOBS
+from streams import backups
 from streams.auth import api_token, authorized
 from streams.jobs import JobBusy, NotReady, ScheduledJobs
 
@@ -41,3 +44,13 @@ def add_job_routes(app: faust.App, jobs: ScheduledJobs) -> None:
                          "running": jobs.running,
                          "index_unchecked": sorted(set(jobs.owned()) - jobs.index_checked),
                          "last": jobs.last})
+
+    def listing(iid: int) -> list[dict]:
+        return [{"name": b.name, "created_at": b.created_at, "instance": b.instance,
+                 "partitions": sorted(map(int, b.partitions)), "size_bytes": b.size_bytes}
+                for b in backups.list_backups(backups.root(app.profile_config, iid))]
+
+    @app.page("/backups")
+    async def backup_list(web, request):
+        iid = app.profile_instance.instance_id
+        return web.json({"instance": iid, "backups": await asyncio.to_thread(listing, iid)})

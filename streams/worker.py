@@ -8,17 +8,20 @@ import faust
 
 from features.config import ProfileConfig
 from streams.app import Instance, create_app
+from streams.restart import exec_again_if_requested
 from streams.topics import TopicMismatch, ensure_topics
 
 
 def build_app(cfg: ProfileConfig, inst: Instance) -> faust.App:
     """The production app: the skeleton plus the profile pipeline and its HTTP reads."""
     from streams.api import add_routes
+    from streams.cluster import add_cluster_routes
     from streams.job_routes import add_job_routes
     from streams.jobs import ScheduledJobs
     from streams.monitor_routes import add_monitor_routes
     from streams.monitoring import WorkerMonitor
     from streams.pipeline import ProfilePipeline
+    from streams.restart import add_restart_route
     app = create_app(cfg, inst)
     app.pipeline = ProfilePipeline(app)
     app.jobs = ScheduledJobs(app.pipeline)
@@ -26,6 +29,8 @@ def build_app(cfg: ProfileConfig, inst: Instance) -> faust.App:
     add_routes(app.pipeline)
     add_job_routes(app, app.jobs)
     add_monitor_routes(app, app.profile_monitor)
+    add_cluster_routes(app)
+    add_restart_route(app, app.jobs)
     return app
 
 
@@ -61,4 +66,7 @@ def run_worker(app: faust.App, log_file: str | None = None) -> None:
     # whenever the level is WARN or above: every debug call in Faust and aiokafka then builds a
     # record. Workers log to files; no spinner.
     worker.spinner = None
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    finally:
+        exec_again_if_requested()
