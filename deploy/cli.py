@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from deploy import broker as embedded
+from deploy.cluster import ENV_URL
 from features.config import ConfigError, ProfileConfig, load_config
 
 
@@ -301,24 +302,28 @@ def tail_cmd(ctx: click.Context, from_beginning: bool, limit: int | None, topic:
 
 @cli.command()
 @click.argument("user_ids", nargs=-1, required=True)
-@click.option("--url", default=None, help="A worker's base URL (default: from config).")
+@click.option("--url", default=None, help=f"A worker's base URL (default: ${ENV_URL}, a local "
+              "worker, the configured address); it routes each id to its owner.")
 @click.pass_context
 def query(ctx: click.Context, user_ids: tuple[str, ...], url: str | None) -> None:
     """Print the current profile of USER_ID(s) from the query API; exit 1 if one is unknown."""
     import json
-    import urllib.error
-    import urllib.request
+
+    from deploy.cluster import first_workers
+    from deploy.workers import WorkerCallError, call
+    from streams.auth import client_token
     cfg = _load(ctx)
-    base = (url or f"http://{cfg.worker.web_host}:{cfg.worker.web_port}").rstrip("/")
     path = f"/profiles/{user_ids[0]}" if len(user_ids) == 1 else f"/profiles?ids={','.join(user_ids)}"
-    try:
-        with urllib.request.urlopen(base + path, timeout=10) as r:
-            body = json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        msg = json.loads(e.read() or b"{}").get("error", e.reason)
-        raise click.ClickException(f"{msg} (HTTP {e.code})") from None
-    except OSError as e:
-        raise click.ClickException(f"no worker answers at {base}: {e}") from None
+    for base in first_workers(cfg, [url] if url else []):
+        try:
+            body = call(base + path, token=client_token(cfg), timeout=10)
+            break
+        except WorkerCallError as e:
+            if not e.unreachable:
+                raise click.ClickException(str(e)) from None
+            err = e
+    else:
+        raise click.ClickException(str(err))
     click.echo(json.dumps(body, ensure_ascii=False, indent=2))
     if body.get("missing"):
         sys.exit(1)
@@ -400,8 +405,12 @@ def _last_error(log: Path) -> str:
     return errors[-1].strip()[-300:] if errors else "no error in its log"
 
 
+URL_HELP = (f"A worker to ask for the group (repeatable; default: ${ENV_URL}, the local "
+            "workers' pid files, the configured address). Every member is then reached.")
+
+
 @cli.command()
-@click.option("--url", "urls", multiple=True, help="Worker URLs (default: the local cluster).")
+@click.option("--url", "urls", multiple=True, help=URL_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def status(ctx: click.Context, urls: tuple[str, ...], as_json: bool) -> None:
@@ -411,7 +420,9 @@ def status(ctx: click.Context, urls: tuple[str, ...], as_json: bool) -> None:
     from deploy.cluster_status import gather, render
     st = gather(_load(ctx), list(urls) or None)
     if as_json:
-        click.echo(json.dumps({"workers": [w.__dict__ for w in st.workers],
+        click.echo(json.dumps({"asked": st.asked, "generation": st.generation,
+                               "partitions": st.partitions, "unowned": st.unowned(),
+                               "workers": [w.__dict__ for w in st.workers],
                                "quality": st.quality().to_dict(),
                                "alerts": st.alerts()}, default=str))
         return
@@ -420,7 +431,7 @@ def status(ctx: click.Context, urls: tuple[str, ...], as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("--url", "urls", multiple=True, help="Worker URLs (default: the local cluster).")
+@click.option("--url", "urls", multiple=True, help=URL_HELP)
 @click.pass_context
 def health(ctx: click.Context, urls: tuple[str, ...]) -> None:
     """Exit 0 healthy, 1 degraded, 2 down; prints the reasons."""
@@ -434,17 +445,35 @@ def health(ctx: click.Context, urls: tuple[str, ...]) -> None:
 
 @cli.command()
 @click.option("--instance-id", type=int, default=None, help="Only this worker.")
-@click.option("--timeout", type=float, default=300, show_default=True)
+@click.option("--url", "urls", multiple=True, help=URL_HELP)
+@click.option("--timeout", type=float, default=300, show_default=True,
+              help="Seconds each worker has to be back.")
 @click.pass_context
-def restart(ctx: click.Context, instance_id: int | None, timeout: float) -> None:
-    """Rolling restart of the cluster's workers, one at a time, each back healthy first."""
+def restart(ctx: click.Context, instance_id: int | None, urls: tuple[str, ...],
+            timeout: float) -> None:
+    """Rolling restart of the cluster's workers, one at a time, each back healthy first (by
+    the supervisor for a cluster of `profiles deploy`; else each worker restarts in place)."""
+    from deploy.supervisor import supervisor_pid
+    cfg = _load(ctx)
+    if supervisor_pid(cfg) and not urls:
+        restarted, failed = _supervisor_restart(cfg, instance_id, timeout)
+        for line in restarted:
+            click.echo(line)
+    else:
+        from deploy.rolling_restart import rolling_restart
+        failed = rolling_restart(_cluster(cfg, urls), instance_id, timeout, say=_say).failed
+    for line in failed:
+        click.echo(line, err=True)
+    if failed:
+        sys.exit(1)
+
+
+def _supervisor_restart(cfg: ProfileConfig, instance_id: int | None,
+                        timeout: float) -> tuple[list[str], list[str]]:
     import json
     import uuid
 
-    from deploy.supervisor import request_file, supervisor_pid
-    cfg = _load(ctx)
-    if not supervisor_pid(cfg):
-        raise click.ClickException("no cluster started by `profiles deploy` is running")
+    from deploy.supervisor import request_file
     rid = uuid.uuid4().hex
     result = cfg.run_dir / "supervisor-result.json"
     result.unlink(missing_ok=True)
@@ -461,12 +490,18 @@ def restart(ctx: click.Context, instance_id: int | None, timeout: float) -> None
         time.sleep(0.5)
     else:
         raise click.ClickException(f"restart not finished in {timeout:.0f} s")
-    for i in res["restarted"]:
-        click.echo(f"worker {i} restarted and healthy")
-    for f in res["failed"]:
-        click.echo(f"worker {f['instance']}: {f['error']}", err=True)
-    if res["failed"]:
-        sys.exit(1)
+    return ([f"worker {i} restarted and healthy" for i in res["restarted"]],
+            [f"worker {f['instance']}: {f['error']}" for f in res["failed"]])
+
+
+def _cluster(cfg: ProfileConfig, urls: tuple[str, ...]):
+    """The running cluster, found through the first worker that answers."""
+    from deploy.cluster import NoWorkerAnswers, discover
+    from streams.auth import client_token
+    try:
+        return discover(cfg, urls, client_token(cfg))
+    except NoWorkerAnswers as e:
+        raise click.ClickException(str(e)) from None
 
 
 @cli.command()
@@ -494,48 +529,18 @@ def stop(ctx: click.Context, timeout: float) -> None:
 @cli.command()
 @click.argument("name", type=click.Choice(["hourly", "daily", "weekly"]))
 @click.option("--full", is_flag=True, help="daily: re-evaluate every user, due or not.")
-@click.option("--url", "urls", multiple=True,
-              help="A worker's base URL (repeatable; default: the local workers).")
+@click.option("--url", "urls", multiple=True, help=URL_HELP)
 @click.option("--timeout", type=float, default=3600, show_default=True)
 @click.pass_context
 def job(ctx: click.Context, name: str, full: bool, urls: tuple[str, ...], timeout: float) -> None:
-    """Run a scheduled job now on every worker (each on its own partitions); print the reports.
-    Exit 1 when a worker failed, 2 when the weekly run found drift (it corrects it)."""
-    import json
-
-    from deploy.workers import WorkerCallError, call_all, local_workers
-    from streams.auth import api_token
-    cfg = _load(ctx)
-    targets = list(urls) or [w.url for w in local_workers(cfg)]
-    query = "?full=1" if full else ""
-    results = call_all([f"{u.rstrip('/')}/jobs/{name}{query}" for u in targets], "POST",
-                       api_token(cfg), timeout)
-    failed = drift = 0
-    totals: dict = {}
-    for url, res in zip(targets, results):
-        if isinstance(res, WorkerCallError):
-            click.echo(f"{url}: FAILED {res}", err=True)
-            failed += 1
-            continue
-        t = res["totals"]
-        click.echo(f"{url}: instance {res['instance']}, partitions "
-                   f"{[p['partition'] for p in res['partitions']]}, {res['seconds']}s, "
-                   + json.dumps(t, ensure_ascii=False))
-        if res.get("backup"):
-            click.echo(f"  backup {res['backup']}")
-        if res.get("error"):
-            click.echo(f"  error: {res['error']}", err=True)
-            failed += 1
-        for k, v in t.items():
-            if isinstance(v, int):
-                totals[k] = totals.get(k, 0) + v
-        drift += t.get("drift", {}).get("users", 0)
-    click.echo(f"{name}: " + ", ".join(f"{k} {v:,}" for k, v in totals.items())
-               + (f", drift {drift:,} users" if name == "weekly" else ""))
-    if failed:
-        sys.exit(1)
-    if drift:
-        sys.exit(2)
+    """Run a scheduled job now on every member of the group (each on its own partitions);
+    print the reports. Exit 1 when a worker failed or a partition was not run, 2 when the
+    weekly run found drift (it corrects it)."""
+    from deploy.cluster_jobs import run_job
+    outcome = run_job(_cluster(_load(ctx), urls), name, full, timeout)
+    for line, is_error in outcome.lines():
+        click.echo(line, err=is_error)
+    sys.exit(outcome.exit_code)
 
 
 @cli.group()
@@ -545,22 +550,36 @@ def backup() -> None:
 
 @backup.command("list")
 @click.option("--instance-id", type=int, default=None, help="Only this worker's backups.")
+@click.option("--url", "urls", multiple=True, help=URL_HELP)
 @click.pass_context
-def backup_list(ctx: click.Context, instance_id: int | None) -> None:
-    """List backups, oldest first."""
+def backup_list(ctx: click.Context, instance_id: int | None, urls: tuple[str, ...]) -> None:
+    """List every worker's backups, oldest first; with no worker running, those under this
+    machine's data dir. Exit 1 when a worker did not answer."""
+    from deploy.cluster import NoWorkerAnswers, discover
+    from deploy.cluster_jobs import backup_lines
     from streams import backups
+    from streams.auth import client_token
     cfg = _load(ctx)
-    roots = ([backups.root(cfg, instance_id)] if instance_id else
-             sorted((cfg.data_dir / "backups").glob("instance-*")))
-    n = 0
-    for r in roots:
-        for b in backups.list_backups(r):
-            n += 1
-            when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(b.created_at))
-            click.echo(f"instance {b.instance}  {b.name}  {when} UTC  partitions "
-                       f"{','.join(sorted(b.partitions, key=int))}  {b.size_bytes:,} bytes")
-    if not n:
-        click.echo("no backups")
+    try:
+        lines, failed = backup_lines(discover(cfg, urls, client_token(cfg)), instance_id)
+    except NoWorkerAnswers as e:
+        if urls:
+            raise click.ClickException(str(e)) from None
+        click.echo(f"no worker answers; backups under {cfg.data_dir / 'backups'}:", err=True)
+        roots = ([backups.root(cfg, instance_id)] if instance_id else
+                 sorted((cfg.data_dir / "backups").glob("instance-*")))
+        lines, failed = [], []
+        for r in roots:
+            for b in backups.list_backups(r):
+                when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(b.created_at))
+                lines.append(f"instance {b.instance}  {b.name}  {when} UTC  partitions "
+                             f"{','.join(sorted(b.partitions, key=int))}  {b.size_bytes:,} bytes")
+    for line in lines or ["no backups"]:
+        click.echo(line)
+    for r in failed:
+        click.echo(f"{r.member.url}: FAILED {r.error}", err=True)
+    if failed:
+        sys.exit(1)
 
 
 @backup.command("restore")

@@ -1,0 +1,104 @@
+"""`profiles job` and `profiles backup list` on every member of the group (deploy.cluster).
+
+A job is run by each member on the partitions it owns; the run succeeds only when the reports
+that came back cover every partition: a member that does not answer, refuses the token or fails,
+and a partition nobody ran, are named, and the exit code is 1."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+from deploy.cluster import Cluster, Reply
+
+
+@dataclass
+class JobOutcome:
+    name: str
+    partitions: int                                 # of user-events
+    replies: list[Reply] = field(default_factory=list)
+
+    def _ok(self) -> list[Reply]:
+        return [r for r in self.replies if r.body is not None and not r.body.get("error")]
+
+    def ran(self) -> set[int]:
+        """Partitions a member reports it ran to the end."""
+        return {p["partition"] for r in self._ok() for p in r.body["partitions"]
+                if not p.get("aborted")}
+
+    def not_run(self) -> list[int]:
+        ran = self.ran()
+        return [p for p in range(self.partitions) if p not in ran]
+
+    def failed(self) -> list[Reply]:
+        return [r for r in self.replies if r not in self._ok()]
+
+    def drift(self) -> int:
+        return sum(r.body["totals"].get("drift", {}).get("users", 0) for r in self._ok())
+
+    @property
+    def exit_code(self) -> int:
+        """0 done everywhere, 1 a member failed or a partition was not run, 2 weekly drift."""
+        if self.failed() or self.not_run():
+            return 1
+        return 2 if self.drift() else 0
+
+    def lines(self) -> list[tuple[str, bool]]:
+        """(line, is_error) to print."""
+        out: list[tuple[str, bool]] = []
+        totals: dict[str, int] = {}
+        for r in self.replies:
+            if r.body is None:
+                out.append((f"{r.member.url}: FAILED {r.error}", True))
+                continue
+            res, t = r.body, r.body["totals"]
+            out.append((f"{r.member.url}: instance {res['instance']}, partitions "
+                        f"{[p['partition'] for p in res['partitions']]}, {res['seconds']}s, "
+                        + json.dumps(t, ensure_ascii=False), False))
+            if res.get("backup"):
+                out.append((f"  backup {res['backup']}", False))
+            if res.get("error"):
+                out.append((f"  error: {res['error']}", True))
+            aborted = {p["partition"]: p["aborted"] for p in res["partitions"] if p.get("aborted")}
+            if aborted:
+                out.append((f"  stopped early: {aborted}", True))
+            if not res.get("error"):
+                for k, v in t.items():
+                    if isinstance(v, int):
+                        totals[k] = totals.get(k, 0) + v
+        out.append((f"{self.name}: " + ", ".join(f"{k} {v:,}" for k, v in totals.items())
+                    + (f", drift {self.drift():,} users" if self.name == "weekly" else ""),
+                    False))
+        missing = self.not_run()
+        if missing:
+            owners = {p: r.member.url for r in self.replies for p in r.member.partitions}
+            detail = ", ".join(f"{p} ({owners.get(p, 'no owner')})" for p in missing)
+            out.append((f"{self.name} NOT RUN on {len(missing)} of {self.partitions} "
+                        f"partitions: {detail}; run it again once every worker answers", True))
+        return out
+
+
+def run_job(cluster: Cluster, name: str, full: bool = False,
+            timeout: float = 3600) -> JobOutcome:
+    """POST /jobs/NAME on every member at once."""
+    path = f"/jobs/{name}" + ("?full=1" if full else "")
+    return JobOutcome(name, cluster.view.partitions, cluster.call_all(path, "POST", timeout))
+
+
+def backup_lines(cluster: Cluster, instance_id: int | None = None
+                 ) -> tuple[list[str], list[Reply]]:
+    """Every member's backups, oldest first per member; and the members that failed."""
+    lines: list[str] = []
+    failed = []
+    for r in cluster.call_all("/backups", timeout=30):
+        if r.body is None:
+            failed.append(r)
+            continue
+        if instance_id is not None and r.body["instance"] != instance_id:
+            continue
+        for b in r.body["backups"]:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(b["created_at"]))
+            lines.append(f"instance {b['instance']}  {r.member.url}  {b['name']}  {when} UTC  "
+                         f"partitions {','.join(map(str, b['partitions']))}  "
+                         f"{b['size_bytes']:,} bytes")
+    return lines, failed
