@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -50,9 +51,11 @@ def write_config(path: Path, broker: Broker, **sections) -> Path:
     return path
 
 
-def http_json(url: str, timeout: float = 2.0) -> tuple[int, dict]:
+def http_json(url: str, timeout: float = 2.0, token: str | None = None) -> tuple[int, dict]:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"}
+                                 if token else {})
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read() or b"{}")
@@ -143,6 +146,20 @@ def profile_worker(workers, cfg_path: Path, instance_id: int, web_port: int, nam
     return workers(argv, web_port, name)
 
 
+def two_free_ports() -> int:
+    """A free port whose next one is free too (workers 1 and 2 on web_port and web_port + 1)."""
+    for _ in range(50):
+        with socket.socket() as a, socket.socket() as b:
+            a.bind(("127.0.0.1", 0))
+            p = a.getsockname()[1]
+            try:
+                b.bind(("127.0.0.1", p + 1))
+            except OSError:
+                continue
+            return p
+    raise RuntimeError("no two consecutive free ports")
+
+
 def wait_for(predicate, timeout: float, interval: float = 1.0, what: str = "condition"):
     """Poll until predicate() returns a truthy value; returns it (or the last falsy one)."""
     deadline = time.monotonic() + timeout
@@ -153,3 +170,13 @@ def wait_for(predicate, timeout: float, interval: float = 1.0, what: str = "cond
             return result
         time.sleep(interval)
     return result
+
+
+def profiles_cli(cfg_path: Path, *args: str, timeout: float = 300,
+                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`profiles --config cfg_path ARGS...` as a user runs it; prints what it printed."""
+    r = subprocess.run([sys.executable, "-m", "deploy", "--config", str(cfg_path), *args],
+                       capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                       env={**os.environ, **(env or {})})
+    print(f"$ profiles {' '.join(args)}  (exit {r.returncode})\n{r.stdout}{r.stderr}")
+    return r
