@@ -5,7 +5,6 @@ import json
 import os
 import urllib.error
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from features.config import ProfileConfig
@@ -100,15 +99,3 @@ def ready(url: str, timeout: float = 2.0) -> dict | None:
     except WorkerCallError:
         return None
     return h if h.get("status") == "ok" and h.get("recovery_completed") else None
-
-
-def call_all(urls: list[str], method: str = "GET", token: str | None = None,
-             timeout: float = 30.0) -> list[dict | WorkerCallError]:
-    """The same call on every worker at once (each works on its own partitions)."""
-    def one(u):
-        try:
-            return call(u, method, token, timeout)
-        except WorkerCallError as e:
-            return e
-    with ThreadPoolExecutor(max(1, len(urls))) as pool:
-        return list(pool.map(one, urls))

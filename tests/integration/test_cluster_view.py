@@ -54,6 +54,10 @@ def settled(w, token: str, members: int) -> Membership | None:
     return None
 
 
+def partition(uid: int) -> int:
+    return DefaultPartitioner()(str(uid).encode(), list(range(P)), list(range(P)))
+
+
 def worker_lines(stdout: str) -> dict[str, str]:
     """`profiles status` lines per worker URL."""
     return {m.group(1): line for line in stdout.splitlines()
@@ -87,8 +91,6 @@ def test_workers_started_by_hand_are_found_and_every_read_needs_the_token(broker
     # 4. worker.auth: all -- reads need the token, also when routed to the other worker
     owned_by_1 = {int(tp.split(":")[1]) for tp in http_json(w[0].url("/health"))[1]
                   ["assigned_partitions"] if tp.startswith("user-events:")}
-    partition = lambda uid: DefaultPartitioner()(str(uid).encode(), list(range(P)),
-                                                  list(range(P)))
     users = [int(k) for k in latest_by_key(cfg, cfg.kafka.topics.profile_updates)]
     mine = next(u for u in users if partition(u) in owned_by_1)
     routed = next(u for u in users if partition(u) not in owned_by_1)
@@ -124,8 +126,9 @@ def test_workers_started_by_hand_are_found_and_every_read_needs_the_token(broker
     assert r.returncode == 0 and "2 of 2 workers answering" in r.stdout, r.stdout
     assert f"{P} of {P} partitions assigned" in r.stdout
     assert set(lines) == {f"http://localhost:{port}", f"http://localhost:{port + 1}"}
-    assert sorted(p for line in lines.values() for p in
-                  re.search(r"partitions (\S+)", line).group(1).split(",")) == list(map(str, range(P)))
+    listed = [int(p) for line in lines.values()
+              for p in re.search(r"partitions (\S+)", line).group(1).split(",")]
+    assert sorted(listed) == list(range(P))
     assert profiles_cli(cfg_path, "health").returncode == 0
     r = profiles_cli(cfg_path, "job", "hourly")
     assert r.returncode == 0, r.stderr
