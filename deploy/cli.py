@@ -556,8 +556,7 @@ def backup_list(ctx: click.Context, instance_id: int | None, urls: tuple[str, ..
     """List every worker's backups, oldest first; with no worker running, those under this
     machine's data dir. Exit 1 when a worker did not answer."""
     from deploy.cluster import NoWorkerAnswers, discover
-    from deploy.cluster_jobs import backup_lines
-    from streams import backups
+    from deploy.cluster_jobs import backup_lines, local_backup_lines
     from streams.auth import client_token
     cfg = _load(ctx)
     try:
@@ -566,14 +565,7 @@ def backup_list(ctx: click.Context, instance_id: int | None, urls: tuple[str, ..
         if urls:
             raise click.ClickException(str(e)) from None
         click.echo(f"no worker answers; backups under {cfg.data_dir / 'backups'}:", err=True)
-        roots = ([backups.root(cfg, instance_id)] if instance_id else
-                 sorted((cfg.data_dir / "backups").glob("instance-*")))
-        lines, failed = [], []
-        for r in roots:
-            for b in backups.list_backups(r):
-                when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(b.created_at))
-                lines.append(f"instance {b.instance}  {b.name}  {when} UTC  partitions "
-                             f"{','.join(sorted(b.partitions, key=int))}  {b.size_bytes:,} bytes")
+        lines, failed = local_backup_lines(cfg, instance_id), []
     for line in lines or ["no backups"]:
         click.echo(line)
     for r in failed:

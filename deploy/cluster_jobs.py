@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass, field
 
 from deploy.cluster import Cluster, Reply
+from features.config import ProfileConfig
+from streams import backups
 
 
 @dataclass
@@ -97,8 +99,21 @@ def backup_lines(cluster: Cluster, instance_id: int | None = None
         if instance_id is not None and r.body["instance"] != instance_id:
             continue
         for b in r.body["backups"]:
-            when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(b["created_at"]))
-            lines.append(f"instance {b['instance']}  {r.member.url}  {b['name']}  {when} UTC  "
+            lines.append(f"instance {b['instance']}  {r.member.url}  {b['name']}  "
+                         f"{_when(b['created_at'])}  "
                          f"partitions {','.join(map(str, b['partitions']))}  "
                          f"{b['size_bytes']:,} bytes")
     return lines, failed
+
+
+def local_backup_lines(cfg: ProfileConfig, instance_id: int | None = None) -> list[str]:
+    """The backups under this machine's data dir (for workers that are stopped)."""
+    roots = ([backups.root(cfg, instance_id)] if instance_id else
+             sorted((cfg.data_dir / "backups").glob("instance-*")))
+    return [f"instance {b.instance}  {b.name}  {_when(b.created_at)}  partitions "
+            f"{','.join(sorted(b.partitions, key=int))}  {b.size_bytes:,} bytes"
+            for r in roots for b in backups.list_backups(r)]
+
+
+def _when(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
