@@ -23,8 +23,10 @@ T = TypeVar("T")
 
 
 class NoWorkerAnswers(WorkerCallError):
+    """No worker gave the group: none answered, or those that did refused the token."""
+
     def __init__(self, errors: list[WorkerCallError]):
-        super().__init__("no worker answers: " + "; ".join(map(str, errors)),
+        super().__init__("cannot read the group: " + "; ".join(map(str, errors)),
                          next((e.status for e in errors if e.refused), None))
         self.errors = errors
 

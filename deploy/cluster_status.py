@@ -40,7 +40,8 @@ class ClusterStatus:
     asked: str | None = None            # the worker the group was read from
     generation: int | None = None
     rebalancing: bool = False
-    errors: list[str] = field(default_factory=list)     # when no worker answered
+    errors: list[str] = field(default_factory=list)     # when the group could not be read
+    refused: bool = False                                # ... because a worker refused the token
 
     @property
     def answering(self) -> list[WorkerStatus]:
@@ -104,7 +105,7 @@ def gather(cfg: ProfileConfig, urls: list[str] | None = None) -> ClusterStatus:
     try:
         cluster = discover(cfg, urls or (), client_token(cfg))
     except NoWorkerAnswers as e:
-        status.errors = [str(x) for x in e.errors]
+        status.errors, status.refused = [str(x) for x in e.errors], e.refused
         status.workers = [WorkerStatus(w["instance_id"], url, w["pid"], pid_alive(w["pid"]),
                                        error="does not answer", restarts=w.get("restarts", 0))
                           for url, w in supervised.items()]
@@ -132,7 +133,9 @@ def verdict(status: ClusterStatus) -> tuple[int, list[str]]:
     """0 healthy, 1 degraded, 2 down; with the reasons."""
     reasons = []
     if not status.answering:
-        return DOWN, ["no worker answers"] + status.errors + \
+        head = "a worker refuses this command's token" if status.refused else \
+            "no worker answers"
+        return DOWN, [head] + status.errors + \
             [f"{_name(w)}: {w.error}" for w in status.workers if w.error]
     for w in status.workers:
         if not w.in_group:
