@@ -396,7 +396,7 @@ class ScheduledJobs:
                        states: dict[int, UserState], only: set[int] | None = None) -> int | None:
         """Apply the log's events start..upto of partition p to `states`, as the stream did."""
         first = None
-        parse = self.rt.parser.parse
+        parse = self.rt.parser.parse_message
         now = time.time()
         async for records in read_partition(self.cfg.kafka.bootstrap_servers, self.topic, p,
                                             upto, start,

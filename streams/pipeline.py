@@ -249,7 +249,7 @@ class ProfilePipeline:
         now = time.time()
         by_user: dict[int, list] = defaultdict(list)
         last: dict[int, tuple[int, int, object]] = {}   # partition -> (max ts, offset, message)
-        parse = self.rt.parser.parse
+        parse = self.rt.parser.parse_message
         self.counts["events_in"] += len(messages)
         for msg in messages:
             ts, _, _ = last.get(msg.partition, (-1, 0, None))
