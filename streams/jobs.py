@@ -116,6 +116,9 @@ class ScheduledJobs:
         # partitions whose due index was checked against the state headers since assignment
         self.index_checked: set[int] = set()
         self.app.on_partitions_assigned.connect(self._forget_index_checks)
+        # checks made before recovery completed may have seen a partition recovery then
+        # changed or dropped (streams.table_recovery)
+        self.app.on_rebalance_complete.connect(self._forget_index_checks)
         self.app.task(self._check_indexes_forever)
         zone = ZoneInfo(self.cfg.scheduled_update.timezone)
         for spec in cron_specs(self.cfg):

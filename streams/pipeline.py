@@ -24,7 +24,7 @@ from features.runtime import FeatureRuntime
 from features.schedule import NEVER, next_change_day
 from features.state import UserState
 from features.update import apply_events, day_end, mark_published
-from streams import event_feed
+from streams import event_feed, table_recovery
 from streams.dead_letters import dead_letter
 from streams.items import ItemFeed
 from streams.pause_watch import PauseWatch
@@ -78,6 +78,10 @@ class ProfilePipeline:
         self.dlq_topic = app.topic(t.dlq, partitions=n, **raw)
         self.states = app.Table(STATE_TABLE, partitions=n, key_type=bytes, value_type=bytes,
                                 options=cfg.performance.rocksdb.table_options())
+        # a partition whose clock is past the end of its user-events partition is dropped and
+        # rebuilt: its states would skip the events at offsets it says it applied
+        table_recovery.check_source(app, self.states, t.user_events,
+                                    lambda db: PartitionClock.unpack(db.get(PARTITION_KEY)).offset)
         kafka_kwargs = client_kwargs(cfg)
         self.items = ItemFeed(self.rt.catalog, cfg.kafka.bootstrap_servers, t.item_features,
                               kafka_kwargs)
@@ -92,6 +96,9 @@ class ProfilePipeline:
         self.clocks: dict[int, PartitionClock] = {}    # cache of each PARTITION_KEY
         app.on_partitions_revoked.connect(self._forget_clocks)
         app.on_partitions_assigned.connect(self._forget_clocks)
+        # recovery rewrites them (and may drop a partition: streams.table_recovery); anything
+        # read meanwhile (the monitor's lag) is stale once it completes
+        app.on_rebalance_complete.connect(self._forget_clocks)
         self.batch_size = cfg.real_time_update.batch_size
         # raw batches from the consumer (Faust's per-event stream path skipped: event_feed)
         self.feed = event_feed.install(
