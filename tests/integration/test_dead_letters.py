@@ -61,7 +61,8 @@ async def _send(bootstrap: str, topic: str, records) -> None:
 
 
 def test_every_reason_code_is_dead_lettered(broker, workers, tmp_path):
-    cfg_path = write_config(tmp_path / "cfg.yaml", broker, kafka={"partitions": 2})
+    cfg_path = write_config(tmp_path / "cfg.yaml", broker, kafka={"partitions": 2},
+                            monitoring={"alert_interval_seconds": 1})
     cfg = load_config(cfg_path, env={})
     port = free_port()
     w = profile_worker(workers, cfg_path, 1, port, "w").start()
@@ -99,6 +100,13 @@ def test_every_reason_code_is_dead_lettered(broker, workers, tmp_path):
     updates = latest_by_key(cfg, cfg.kafka.topics.profile_updates, idle_timeout=1.5)
     assert set(updates) == {b"5", b"9"}          # nothing from the un-keyed event of user 11
     assert http_json(w.url("/profiles/11"))[0] == 404
+
+    def alerts() -> set[str]:
+        buf = io.StringIO()
+        tail(cfg, cfg.kafka.topics.alerts, from_beginning=True, idle_timeout=1.5, out=buf)
+        return {orjson.loads(line)["alert"] for line in buf.getvalue().splitlines()}
+    assert wait_for(lambda: "unkeyed_events" in alerts(), 20, 0.5), alerts()
+    assert counts["dlq_missing_key"] == 1
 
     # the missing_key dead letter keeps what it takes to produce the event again, keyed
     unkeyed = [d for d in dlq if d["reason"] == "missing_key"]

@@ -1,0 +1,107 @@
+"""Finding a user's profile for the query API, whatever partitioner the producer used.
+
+A user's state lives in the partition its events arrived on. The worker that owns the
+partition `kafka.partitioner` gives for the user's key is asked first; when it does not have
+the user (a producer partitioned with something else: the workers count such events,
+streams.pipeline), every other worker is asked before the answer is "missing". Workers ask
+each other with `?local=1`, which answers from the asked worker's own active partitions and
+never routes again (no loops while a rebalance changes who owns what).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from typing import Mapping
+
+import aiohttp
+
+from streams.state_table import user_key
+
+log = logging.getLogger(__name__)
+LOCAL_PARAM = "local"
+TIMEOUT_SECONDS = 10
+
+
+def forwarded_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The request headers a worker passes on when it asks another (the bearer token)."""
+    auth = headers.get("Authorization")
+    return {"Authorization": auth} if auth else {}
+
+
+class ProfileFinder:
+    def __init__(self, pipeline):
+        self.pl = pipeline
+        self.app = pipeline.app
+
+    def me(self) -> str:
+        return str(self.app.conf.canonical_url).rstrip("/")
+
+    def owners(self) -> dict[int, str]:
+        """partition -> URL of the worker with it active, from Faust's assignment."""
+        out = {}
+        for url, topics in self.app.router.table_metadata(self.pl.states.name).items():
+            for partitions in topics.values():
+                for p in partitions:
+                    out[p] = str(url).rstrip("/")
+        return out
+
+    def local(self, ids: list[str]) -> dict[str, dict | None]:
+        active = self.pl.active_partitions()
+        return {s: self.pl.profile(int(s), active) for s in ids}
+
+    async def find(self, ids: list[str], headers: Mapping[str, str]) -> dict[str, dict | None]:
+        """Each id's profile record (None: no worker has it): from the routed owner, then from
+        every other worker for the ids the owner does not have."""
+        me, owners, expected = self.me(), self.owners(), self.pl.partition_check.expected
+        by_owner: dict[str, list[str]] = defaultdict(list)
+        for s in ids:
+            by_owner[owners.get(expected(user_key(int(s))), me)].append(s)
+        fwd = forwarded_headers(headers)
+        async with aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=TIMEOUT_SECONDS)) as http:
+            out = await self._ask_all(http, by_owner, fwd)
+            missing = [s for s in ids if out.get(s) is None]
+            if missing:
+                asked = {s: w for w, group in by_owner.items() for s in group}
+                workers = set(owners.values()) | {me}
+                again: dict[str, list[str]] = defaultdict(list)
+                for s in missing:
+                    for w in workers - {asked[s]}:
+                        again[w].append(s)
+                for s, rec in (await self._ask_all(http, again, fwd)).items():
+                    if rec is not None:
+                        out[s] = rec
+                        self.pl.counts["queries_found_off_owner"] += 1
+        return {s: out.get(s) for s in ids}
+
+    async def _ask_all(self, http: aiohttp.ClientSession, by_worker: dict[str, list[str]],
+                       headers: dict[str, str]) -> dict[str, dict | None]:
+        """Ask each worker for its ids at once; an id's answer is any worker's non-null one."""
+        out: dict[str, dict | None] = {}
+        me = self.me()
+
+        async def one(worker: str, group: list[str]) -> dict[str, dict | None]:
+            return self.local(group) if worker == me else await self._ask(http, worker, group,
+                                                                           headers)
+        answers = await asyncio.gather(*(one(w, g) for w, g in by_worker.items()))
+        for got in answers:
+            for s, rec in got.items():
+                if out.get(s) is None:
+                    out[s] = rec
+        return out
+
+    async def _ask(self, http: aiohttp.ClientSession, worker: str, ids: list[str],
+                   headers: dict[str, str]) -> dict[str, dict | None]:
+        """Another worker's local answers (None for each id when it cannot be asked)."""
+        url = f"{worker}/profiles"
+        try:
+            async with http.get(url, params={"ids": ",".join(ids), LOCAL_PARAM: "1"},
+                                headers=headers) as r:
+                if r.status == 200:
+                    return (await r.json())["profiles"]
+                log.warning("asking %s for %d profiles: HTTP %s", worker, len(ids), r.status)
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError) as e:
+            log.warning("asking %s for %d profiles failed: %r", worker, len(ids), e)
+        self.pl.counts["query_errors"] += 1
+        return dict.fromkeys(ids)
