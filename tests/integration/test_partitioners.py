@@ -3,7 +3,8 @@ default partitioner (`consistent_random`, CRC32 of the key) to two groups of two
 reading the same topic. With `kafka.partitioner: crc32` every user is routed straight to its
 owner and nothing is counted; with the default (`murmur2`, what a user who did not set it has)
 every user still answers (the other workers are asked), the mismatch counter and its alert say
-so, and the log names the partitioner the keys fit."""
+so, and the log names the partitioner the keys fit. Events from a partitioner that ignores keys
+(`random`) are counted as unexplained and logged by both."""
 from __future__ import annotations
 
 import io
@@ -37,11 +38,12 @@ def start_group(workers, broker, tmp_path, name: str, kafka: dict):
     return load_config(cfg_path, env={}), ws
 
 
-def produce_with_confluent_kafka(bootstrap: str, topic: str) -> int:
-    p = ck.Producer({"bootstrap.servers": bootstrap})      # partitioner: consistent_random
+def produce_with_confluent_kafka(bootstrap: str, topic: str, users: range = USERS,
+                                 **conf) -> int:
+    p = ck.Producer({"bootstrap.servers": bootstrap, **conf})   # default: consistent_random
     base = int(time.time()) - 3600
     n = 0
-    for u in USERS:
+    for u in users:
         for i in range(EVENTS_PER_USER):
             p.produce(topic, key=str(u), value=orjson.dumps(
                 {"user_id": u, "item_id": 100 + i, "timestamp": base + i * 60,
@@ -115,3 +117,24 @@ def test_confluent_kafka_default_partitioner_two_workers(broker, workers, tmp_pa
     assert wait_for(lambda: "partitioner_mismatch" in alerts(groups["murmur2"][0]), 30, 1,
                     what="partitioner_mismatch alert")
     assert "partitioner_mismatch" not in alerts(groups["crc32"][0])
+
+    # a producer whose partitioner ignores keys spreads users over partitions: both say so
+    topic = groups["crc32"][0].kafka.topics.user_events
+    spread = produce_with_confluent_kafka(broker.bootstrap, topic, range(5000, 5100),
+                                          partitioner="random")
+    for name, (cfg, ws) in groups.items():
+        assert wait_for(lambda: sum(stats(w)["counts"].get("applied", 0) for w in ws) == n + spread,
+                        60, 0.5, what=f"{name}: every randomly partitioned event applied")
+        unexplained = sum(stats(w)["partitioning"]["unexplained_events"] for w in ws)
+        logs = " ".join(w.log_path.read_text(errors="replace") for w in ws)
+        print(f"  random partitioner, kafka.partitioner {name}: {unexplained} of {spread} events "
+              f"on a partition no known partitioner gives")
+        assert 0 < unexplained < spread and "the producer's partitioner ignores keys" in logs
+        assert sum(metric(w, "profiles_events_partition_unexplained_total")
+                   for w in ws) == unexplained
+
+    everyone = [w for _, ws in groups.values() for w in ws]
+    for w in everyone:          # stop the four at once (the fixture stops them one by one)
+        w.proc.terminate()
+    for w in everyone:
+        w.stop()
