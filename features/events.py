@@ -155,7 +155,7 @@ class EventParser:
                 return Rejection("unknown_action", f"action_type {action} and event_type "
                                  f"{etype!r} (= {mapped}) disagree")
             action = mapped
-        if key is not _LINE:
+        if not isinstance(key, _NoKeyToCheck):
             if key is None:
                 return Rejection("missing_key", f"the message has no key; user-events messages "
                                  f"are keyed by the decimal user_id ({uid})")

@@ -2,8 +2,9 @@
 dropped and rebuilt from its changelog, where Faust would raise ConsistencyError.
 
 This is the one reach into Faust's table recovery (faust-streaming 0.15: `Recovery` and its
-`_build_offsets`, `active_highwaters`, `tp_to_table`; `TableManager._recovery`; the RocksDB
-store's `_db_for_partition`); pyproject pins faust-streaming below 0.16.
+`_build_offsets`, `active_highwaters`, `tp_to_table`; `TableManager._recovery`; and the
+partition databases through streams.state_table.partition_db); pyproject pins faust-streaming
+below 0.16.
 
 Local state is ahead when the embedded broker (memory only) restarted under it, or a changelog
 topic was deleted and recreated. Faust compares the changelog offset persisted in the
@@ -22,12 +23,14 @@ with it; its owners rebuild it after recovery.
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from typing import Any, Callable
 
 import faust
 from faust.tables.manager import TableManager
 from faust.tables.recovery import Recovery
 from faust.types import TP
+
+from streams.state_table import partition_db
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +39,9 @@ log = logging.getLogger(__name__)
 _KEYS_END = b"\xff"
 
 
-def drop_partition(table, partition: int) -> None:
+def drop_partition(table: Any, partition: int) -> None:
     """Empty one partition's local RocksDB (Faust's persisted offset included)."""
-    db = table.data._db_for_partition(partition)
+    db = partition_db(table, partition)
     db.delete_range(b"", _KEYS_END)
     it = db.iter()
     it.seek(_KEYS_END)
@@ -105,7 +108,7 @@ class HealingRecovery(Recovery):
             return {}, {}
         sources = {tp: TP(topic, tp.partition) for tp, (topic, _) in checks.items()}
         ends = await consumer.highwaters(*set(sources.values()))
-        processed = {tp: read(self.tp_to_table[tp].data._db_for_partition(tp.partition))
+        processed = {tp: read(partition_db(self.tp_to_table[tp], tp.partition))
                      for tp, (_, read) in checks.items()}
         return processed, {tp: ends.get(src) for tp, src in sources.items()}
 
@@ -122,7 +125,7 @@ def check_source(app: faust.App, table, source_topic: str,
                  processed: Callable[[object], int]) -> None:
     """Also call a partition of `table` ahead when `processed(its RocksDB)`, the last offset of
     `source_topic` it applied, is at or past the end of that source partition."""
-    recovery = app.tables.recovery
+    recovery = getattr(app.tables, "recovery", None)
     if not isinstance(recovery, HealingRecovery):
         raise RuntimeError("the app was not created with HealingTableManager")
     recovery.source_checks[table.changelog_topic.get_topic_name()] = (source_topic, processed)
