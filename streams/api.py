@@ -3,7 +3,7 @@ worker that owns its partition under `kafka.partitioner`, else on any other (str
 from __future__ import annotations
 
 from streams.pipeline import ProfilePipeline
-from streams.routing import LOCAL_PARAM, ProfileFinder
+from streams.routing import LOCAL_PARAM, NoAssignment, ProfileFinder
 
 MAX_BATCH_IDS = 1000
 
@@ -30,7 +30,10 @@ def add_routes(pipeline: ProfilePipeline) -> None:
         if _local_only(request):
             rec = finder.local([str(uid)])[str(uid)]
         else:
-            rec = (await finder.find([str(uid)], request.headers))[str(uid)]
+            try:
+                rec = (await finder.find([str(uid)], request.headers))[str(uid)]
+            except NoAssignment as e:
+                return web.json({"error": str(e)}, status=503)
         if rec is None:
             return web.json({"error": f"no profile for user {uid}"}, status=404)
         return web.json(rec)
@@ -46,7 +49,10 @@ def add_routes(pipeline: ProfilePipeline) -> None:
         if _local_only(request):
             out = finder.local(ids)
         else:
-            out = await finder.find(ids, request.headers)
+            try:
+                out = await finder.find(ids, request.headers)
+            except NoAssignment as e:
+                return web.json({"error": str(e)}, status=503)
         return web.json({"profiles": {s: out.get(s) for s in ids},
                          "missing": [s for s in ids if out.get(s) is None]})
 

@@ -23,6 +23,10 @@ LOCAL_PARAM = "local"
 TIMEOUT_SECONDS = 10
 
 
+class NoAssignment(RuntimeError):
+    """The worker does not know the group's partition assignment yet (starting, rebalancing)."""
+
+
 def forwarded_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """The request headers a worker passes on when it asks another (the bearer token)."""
     auth = headers.get("Authorization")
@@ -54,6 +58,9 @@ class ProfileFinder:
         """Each id's profile record (None: no worker has it): from the routed owner, then from
         every other worker for the ids the owner does not have."""
         me, owners, expected = self.me(), self.owners(), self.pl.partition_check.expected
+        if not owners:
+            raise NoAssignment("no partition assignment yet (the worker is starting or the "
+                               "group is rebalancing); ask again shortly")
         by_owner: dict[str, list[str]] = defaultdict(list)
         for s in ids:
             by_owner[owners.get(expected(user_key(int(s))), me)].append(s)
