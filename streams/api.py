@@ -31,7 +31,7 @@ def add_routes(pipeline: ProfilePipeline) -> None:
             rec = finder.local([str(uid)])[str(uid)]
         else:
             try:
-                rec = (await finder.find([str(uid)], request.headers))[str(uid)]
+                rec = (await finder.find([str(uid)]))[str(uid)]
             except NoAssignment as e:
                 return web.json({"error": str(e)}, status=503)
         if rec is None:
@@ -50,7 +50,7 @@ def add_routes(pipeline: ProfilePipeline) -> None:
             out = finder.local(ids)
         else:
             try:
-                out = await finder.find(ids, request.headers)
+                out = await finder.find(ids)
             except NoAssignment as e:
                 return web.json({"error": str(e)}, status=503)
         return web.json({"profiles": {s: out.get(s) for s in ids},

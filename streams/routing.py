@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from typing import Mapping
 
 import aiohttp
 
@@ -25,12 +24,6 @@ TIMEOUT_SECONDS = 10
 
 class NoAssignment(RuntimeError):
     """The worker does not know the group's partition assignment yet (starting, rebalancing)."""
-
-
-def forwarded_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """The request headers a worker passes on when it asks another (the bearer token)."""
-    auth = headers.get("Authorization")
-    return {"Authorization": auth} if auth else {}
 
 
 class ProfileFinder:
@@ -50,11 +43,16 @@ class ProfileFinder:
                     out[p] = str(url).rstrip("/")
         return out
 
+    def _peer_session(self) -> aiohttp.ClientSession:
+        """The HTTP session for asking other workers (where workers must present the API token
+        to each other, this is the place that adds it)."""
+        return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT_SECONDS))
+
     def local(self, ids: list[str]) -> dict[str, dict | None]:
         active = self.pl.active_partitions()
         return {s: self.pl.profile(int(s), active) for s in ids}
 
-    async def find(self, ids: list[str], headers: Mapping[str, str]) -> dict[str, dict | None]:
+    async def find(self, ids: list[str]) -> dict[str, dict | None]:
         """Each id's profile record (None: no worker has it): from the routed owner, then from
         every other worker for the ids the owner does not have."""
         me, owners, expected = self.me(), self.owners(), self.pl.partition_check.expected
@@ -64,10 +62,8 @@ class ProfileFinder:
         by_owner: dict[str, list[str]] = defaultdict(list)
         for s in ids:
             by_owner[owners.get(expected(user_key(int(s))), me)].append(s)
-        fwd = forwarded_headers(headers)
-        async with aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=TIMEOUT_SECONDS)) as http:
-            out = await self._ask_all(http, by_owner, fwd)
+        async with self._peer_session() as http:
+            out = await self._ask_all(http, by_owner)
             missing = [s for s in ids if out.get(s) is None]
             if missing:
                 asked = {s: w for w, group in by_owner.items() for s in group}
@@ -76,21 +72,20 @@ class ProfileFinder:
                 for s in missing:
                     for w in workers - {asked[s]}:
                         again[w].append(s)
-                for s, rec in (await self._ask_all(http, again, fwd)).items():
+                for s, rec in (await self._ask_all(http, again)).items():
                     if rec is not None:
                         out[s] = rec
                         self.pl.counts["queries_found_off_owner"] += 1
         return {s: out.get(s) for s in ids}
 
-    async def _ask_all(self, http: aiohttp.ClientSession, by_worker: dict[str, list[str]],
-                       headers: dict[str, str]) -> dict[str, dict | None]:
+    async def _ask_all(self, http: aiohttp.ClientSession, by_worker: dict[str, list[str]]
+                       ) -> dict[str, dict | None]:
         """Ask each worker for its ids at once; an id's answer is any worker's non-null one."""
         out: dict[str, dict | None] = {}
         me = self.me()
 
         async def one(worker: str, group: list[str]) -> dict[str, dict | None]:
-            return self.local(group) if worker == me else await self._ask(http, worker, group,
-                                                                           headers)
+            return self.local(group) if worker == me else await self._ask(http, worker, group)
         answers = await asyncio.gather(*(one(w, g) for w, g in by_worker.items()))
         for got in answers:
             for s, rec in got.items():
@@ -98,13 +93,12 @@ class ProfileFinder:
                     out[s] = rec
         return out
 
-    async def _ask(self, http: aiohttp.ClientSession, worker: str, ids: list[str],
-                   headers: dict[str, str]) -> dict[str, dict | None]:
+    async def _ask(self, http: aiohttp.ClientSession, worker: str, ids: list[str]
+                   ) -> dict[str, dict | None]:
         """Another worker's local answers (None for each id when it cannot be asked)."""
         url = f"{worker}/profiles"
         try:
-            async with http.get(url, params={"ids": ",".join(ids), LOCAL_PARAM: "1"},
-                                headers=headers) as r:
+            async with http.get(url, params={"ids": ",".join(ids), LOCAL_PARAM: "1"}) as r:
                 if r.status == 200:
                     return (await r.json())["profiles"]
                 log.warning("asking %s for %d profiles: HTTP %s", worker, len(ids), r.status)
