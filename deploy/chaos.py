@@ -349,7 +349,7 @@ def _verify(cfg, w: Workers, sample: Path, payloads, report: ChaosReport, workdi
     with open(everything, "wb") as out:
         out.write((sample / "events.jsonl").read_bytes())
         for raw, key, _ in payloads:
-            if type(rt.parser.parse(raw, key, now)) is not Rejection:
+            if type(rt.parser.parse_message(raw, key, now)) is not Rejection:
                 out.write(raw + b"\n")
     expected = batch_profiles(cfg, sample / "item_feat_dict.json", everything,
                               workdir / "batch.jsonl")

@@ -20,6 +20,10 @@ SIGNALS = {
     "coverage_drop": "highest coverage seen in the last hour minus the current coverage",
     "last_event_age_seconds": "wall-clock seconds since the worker last read an event",
     "workers_down": "configured workers that do not answer (evaluated by the supervisor)",
+    "partition_mismatch_events": "events over the rate window that arrived on a partition "
+                                 "kafka.partitioner does not give for their key",
+    "missing_key_events": "user-events messages without a key (dead-lettered as missing_key) "
+                          "over the rate window",
 }
 
 

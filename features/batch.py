@@ -102,9 +102,9 @@ def build_states(rt: FeatureRuntime, lines: Iterator[bytes], report: BatchReport
     for lineno, raw in iter_events(lines):
         report.events += 1
         if isinstance(raw, dict):
-            ev = parser.check(raw, None, now)
+            ev = parser.check_line(raw, now)
         else:
-            ev = parser.parse(raw, None, now)
+            ev = parser.parse_line(raw, now)
         if type(ev) is Rejection:
             _reject(report, dlq, ev.reason, ev.message, lineno, raw)
             continue

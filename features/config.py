@@ -266,6 +266,21 @@ class KafkaConfig(Section):
     replication: int = Field(1, ge=1)
     topics: TopicNames = Field(default_factory=TopicNames)
     security: KafkaSecurityConfig = Field(default_factory=KafkaSecurityConfig)
+    # The producers' key partitioner (features.partitioners): the query API routes a user to
+    # the worker of the partition it gives, and the workers count events it does not explain.
+    partitioner: Literal["murmur2", "crc32", "fnv1a"] = "murmur2"
+
+    @field_validator("partitioner", mode="before")
+    @classmethod
+    def _partitioner(cls, v: Any) -> Any:
+        clients = {"murmur2_random": "murmur2", "consistent": "crc32",
+                   "consistent_random": "crc32", "fnv1a_random": "fnv1a"}
+        if v in clients:
+            raise ValueError(f"{v!r} is librdkafka's name; its hash is {clients[v]!r}")
+        if v == "random":
+            raise ValueError("'random' ignores keys: a user's events must all reach one "
+                             "partition (murmur2, crc32 or fnv1a)")
+        return v
 
     @field_validator("broker")
     @classmethod
@@ -394,6 +409,10 @@ def _default_alerts() -> list[AlertRule]:
                   **{"for": 300}, severity="critical"),
         AlertRule(name="worker_down", metric="workers_down", op=">", threshold=0,
                   **{"for": 10}, severity="critical"),
+        AlertRule(name="partitioner_mismatch", metric="partition_mismatch_events", op=">",
+                  threshold=0, severity="warning"),
+        AlertRule(name="unkeyed_events", metric="missing_key_events", op=">", threshold=0,
+                  severity="warning"),
     ]
 
 

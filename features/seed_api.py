@@ -57,7 +57,7 @@ class UserProfileSystem:
         state = self._state(user_id)
         for record in user_sequence:
             obj = {"user_id": user_id, **record}
-            ev = self.parser.check(obj)
+            ev = self.parser.check_line(obj)
             if isinstance(ev, Rejection):
                 self.rejections.append((user_id, record, ev))
                 continue

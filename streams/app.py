@@ -10,7 +10,7 @@ from pathlib import Path
 import faust
 
 from features.config import ProfileConfig
-from streams import compat, consumer
+from streams import compat, consumer, table_recovery
 from streams.auth import auth_middleware
 
 
@@ -57,6 +57,8 @@ def create_app(cfg: ProfileConfig, inst: Instance) -> faust.App:
         topic_partitions=cfg.kafka.partitions,
         topic_replication_factor=cfg.kafka.replication,
         consumer_auto_offset_reset="earliest",
+        # local state ahead of its changelog is dropped and rebuilt (streams.table_recovery)
+        TableManager=table_recovery.HealingTableManager,
         **compat.faust_settings(cfg.compat),
         **_credentials(cfg),
     )

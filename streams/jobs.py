@@ -116,6 +116,9 @@ class ScheduledJobs:
         # partitions whose due index was checked against the state headers since assignment
         self.index_checked: set[int] = set()
         self.app.on_partitions_assigned.connect(self._forget_index_checks)
+        # checks made before recovery completed may have seen a partition recovery then
+        # changed or dropped (streams.table_recovery)
+        self.app.on_rebalance_complete.connect(self._forget_index_checks)
         self.app.task(self._check_indexes_forever)
         zone = ZoneInfo(self.cfg.scheduled_update.timezone)
         for spec in cron_specs(self.cfg):
@@ -396,7 +399,7 @@ class ScheduledJobs:
                        states: dict[int, UserState], only: set[int] | None = None) -> int | None:
         """Apply the log's events start..upto of partition p to `states`, as the stream did."""
         first = None
-        parse = self.rt.parser.parse
+        parse = self.rt.parser.parse_message
         now = time.time()
         async for records in read_partition(self.cfg.kafka.bootstrap_servers, self.topic, p,
                                             upto, start,

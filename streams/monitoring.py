@@ -29,7 +29,9 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0
 # Every metric family /metrics exposes (the Grafana dashboard and the tests use these names).
 METRIC_NAMES = (
     "profiles_events_in", "profiles_events_applied", "profiles_events_duplicate",
-    "profiles_events_redelivered", "profiles_aggregates_published", "profiles_dead_letters",
+    "profiles_events_redelivered", "profiles_events_partition_mismatch",
+    "profiles_events_partition_unexplained", "profiles_aggregates_published",
+    "profiles_dead_letters",
     "profiles_published", "profiles_publish_latency_seconds", "profiles_consumer_lag",
     "profiles_events_per_second", "profiles_publish_rate", "profiles_dlq_rate",
     "profiles_state_bytes", "profiles_alerts_firing", "profiles_quality",
@@ -45,7 +47,16 @@ COUNTERS = {               # pipeline count -> (metric name, help)
     "duplicates": ("profiles_events_duplicate", "Events skipped as duplicates (event_id)"),
     "redelivered": ("profiles_events_redelivered", "Events skipped as redelivered (offset)"),
     "aggregates": ("profiles_aggregates_published", "Closed-day aggregates published"),
+    "partition_mismatch": ("profiles_events_partition_mismatch", "Events that arrived on a "
+                           "partition kafka.partitioner does not give for their key"),
+    "partition_unexplained": ("profiles_events_partition_unexplained", "Events that arrived on "
+                              "a partition no known partitioner gives for their key (the "
+                              "producer ignores keys: a user's events are spread over "
+                              "partitions)"),
 }
+# Counts whose increase over the rate window is an alert signal (features.alerts.SIGNALS).
+WINDOW_COUNTS = {"partition_mismatch_events": "partition_mismatch",
+                 "missing_key_events": "dlq_missing_key"}
 
 
 class WorkerMonitor:
@@ -66,7 +77,8 @@ class WorkerMonitor:
         self.recent_latency: dict[str, deque] = {"event": deque(maxlen=5000),
                                                  "ingest": deque(maxlen=5000)}
         self.series: deque = deque(maxlen=SERIES_POINTS)
-        self.samples: deque = deque()        # (t, events_in, dlq, published) over the window
+        # (t, events_in, dlq, published, {WINDOW_COUNTS}) over the window; all zero at start
+        self.samples: deque = deque([(time.time(), 0, 0, 0, dict.fromkeys(WINDOW_COUNTS, 0))])
         self.lag: dict[int, int | None] = {}
         self.state_bytes = 0
         self.quality = QualitySummary()
@@ -126,11 +138,17 @@ class WorkerMonitor:
         """Per-second rates and the DLQ share over monitoring.rate_window_seconds."""
         if len(self.samples) < 2:
             return {"events_per_second": 0.0, "publishes_per_second": 0.0, "dlq_rate": 0.0}
-        t0, e0, d0, p0 = self.samples[0]
-        t1, e1, d1, p1 = self.samples[-1]
+        t0, e0, d0, p0, _ = self.samples[0]
+        t1, e1, d1, p1, _ = self.samples[-1]
         dt = max(t1 - t0, 1e-9)
         return {"events_per_second": (e1 - e0) / dt, "publishes_per_second": (p1 - p0) / dt,
                 "dlq_rate": (d1 - d0) / (e1 - e0) if e1 > e0 else 0.0}
+
+    def window_counts(self) -> dict[str, int]:
+        """How much each WINDOW_COUNTS count grew over the rate window (up to now)."""
+        base = self.samples[0][4]
+        counts = self.pl.counts
+        return {name: counts.get(key, 0) - base[name] for name, key in WINDOW_COUNTS.items()}
 
     def percentiles(self, clock: str) -> dict[str, float | None]:
         xs = sorted(self.recent_latency[clock])
@@ -142,7 +160,7 @@ class WorkerMonitor:
         q = self.quality.quality()
         lag = [v for v in self.lag.values() if v is not None]
         cov = [c for _, c in self.coverage_history]
-        return {**self.rates(),
+        return {**self.rates(), **self.window_counts(),
                 "lag": float(sum(lag)) if lag else None,
                 "freshness_seconds": q["freshness_seconds"],
                 "coverage": q["coverage"],
@@ -172,7 +190,9 @@ class WorkerMonitor:
             events_in = self.pl.counts.get("events_in", 0)
             if events_in != self._last_events_in:
                 self.last_event_at, self._last_events_in = now, events_in
-            self.samples.append((now, events_in, self.dlq_total(), self.published_total()))
+            self.samples.append((now, events_in, self.dlq_total(), self.published_total(),
+                                 {name: self.pl.counts.get(key, 0)
+                                  for name, key in WINDOW_COUNTS.items()}))
             while len(self.samples) > 2 and now - self.samples[0][0] > window:
                 self.samples.popleft()
             self.lag = self.read_lag()

@@ -19,12 +19,13 @@ import orjson
 
 from features.encoding import decode, encode
 from features.events import Rejection, day_of
+from features.partitioners import PartitionCheck, describe
 from features.profile import Profile
 from features.runtime import FeatureRuntime
 from features.schedule import NEVER, next_change_day
 from features.state import UserState
 from features.update import apply_events, day_end, mark_published
-from streams import event_feed
+from streams import event_feed, table_recovery
 from streams.dead_letters import dead_letter
 from streams.items import ItemFeed
 from streams.pause_watch import PauseWatch
@@ -78,6 +79,10 @@ class ProfilePipeline:
         self.dlq_topic = app.topic(t.dlq, partitions=n, **raw)
         self.states = app.Table(STATE_TABLE, partitions=n, key_type=bytes, value_type=bytes,
                                 options=cfg.performance.rocksdb.table_options())
+        # a partition whose clock is past the end of its user-events partition is dropped and
+        # rebuilt: its states would skip the events at offsets it says it applied
+        table_recovery.check_source(app, self.states, t.user_events,
+                                    lambda db: PartitionClock.unpack(db.get(PARTITION_KEY)).offset)
         kafka_kwargs = client_kwargs(cfg)
         self.items = ItemFeed(self.rt.catalog, cfg.kafka.bootstrap_servers, t.item_features,
                               kafka_kwargs)
@@ -87,11 +92,16 @@ class ProfilePipeline:
         app.on_before_shutdown.connect(self._stop_publisher)
         self.strategy = load_strategy(cfg.real_time_update.strategy)
         self.counts: Counter = Counter()
+        # events off the partition kafka.partitioner gives for their key (features.partitioners)
+        self.partition_check = PartitionCheck(cfg.kafka.partitioner, n)
         # Scheduled jobs and the agent change the same states: one of them at a time.
         self.lock = asyncio.Lock()
         self.clocks: dict[int, PartitionClock] = {}    # cache of each PARTITION_KEY
         app.on_partitions_revoked.connect(self._forget_clocks)
         app.on_partitions_assigned.connect(self._forget_clocks)
+        # recovery rewrites them (and may drop a partition: streams.table_recovery); anything
+        # read meanwhile (the monitor's lag) is stale once it completes
+        app.on_rebalance_complete.connect(self._forget_clocks)
         self.batch_size = cfg.real_time_update.batch_size
         # raw batches from the consumer (Faust's per-event stream path skipped: event_feed)
         self.feed = event_feed.install(
@@ -249,7 +259,7 @@ class ProfilePipeline:
         now = time.time()
         by_user: dict[int, list] = defaultdict(list)
         last: dict[int, tuple[int, int, object]] = {}   # partition -> (max ts, offset, message)
-        parse = self.rt.parser.parse
+        parse = self.rt.parser.parse_message
         self.counts["events_in"] += len(messages)
         for msg in messages:
             ts, _, _ = last.get(msg.partition, (-1, 0, None))
@@ -266,6 +276,7 @@ class ProfilePipeline:
                 last[msg.partition] = (parsed.ts, msg.offset, msg)
         for user_id, items in by_user.items():
             msg = items[0][2]
+            self._check_partitions(msg.key, items)
             with writing_to(msg.partition, msg.topic):
                 await self._advance_user(user_id, items)
         for partition, (ts, offset, msg) in last.items():
@@ -273,6 +284,31 @@ class ProfilePipeline:
             self._outbox.append(("state", msg, PARTITION_KEY, clock.pack()))
             self._outbox.append(("local", lambda p=partition, c=clock:
                                  self.clocks.__setitem__(p, c)))
+
+    def _check_partitions(self, key: bytes, items: list) -> None:
+        """Count the user's events that arrived off the partition kafka.partitioner gives for
+        their key (one key: the validator refused any other), and those no known partitioner
+        puts there; log what the keys fit once it is clear. A dict lookup per user."""
+        check = self.partition_check
+        expected = check.expected(key)
+        off = [m.partition for _, _, m in items if m.partition != expected]
+        if not off:
+            return
+        self.counts["partition_mismatch"] += len(off)
+        for p in set(off):
+            if not check.off(key, p):
+                self.counts["partition_unexplained"] += off.count(p)
+        verdict = check.new_verdict()
+        if verdict is not None:
+            log.warning("%s", describe(verdict, check.configured))
+
+    def partitioning(self) -> dict:
+        """/stats: the configured partitioner and the events it does not explain."""
+        c = self.counts
+        return {"partitioner": self.partition_check.configured,
+                "mismatched_events": c.get("partition_mismatch", 0),
+                "unexplained_events": c.get("partition_unexplained", 0),
+                "keys_fit": self.partition_check.fits}
 
     def clock(self, partition: int) -> PartitionClock:
         """The partition's stream time and last offset processed, as stored with its states."""
@@ -400,12 +436,7 @@ class ProfilePipeline:
     def state_summary(self, user_id: int, partitions: list[int]) -> dict | None:
         """What the state holds, in numbers (events per day in the window, ids kept), read
         from the given (active) partitions only: standby copies may lag."""
-        blob = None
-        for p in partitions:
-            db = open_partition_db(self.states, p)
-            blob = db.get(user_key(user_id)) if db is not None else None
-            if blob is not None:
-                break
+        blob = self._read_state(user_id, partitions)
         if blob is None:
             return None
         st = decode(blob, self.tz)
@@ -414,9 +445,26 @@ class ProfilePipeline:
                 "days": {str(d): b.total for d, b in sorted(st.days.items())},
                 "event_ids": len(st.event_ids)}
 
-    def profile(self, user_id: int) -> dict | None:
-        """The user's current profile record from local state (None if not here)."""
-        blob = self.states.get(user_key(user_id))
+    def active_partitions(self) -> list[int]:
+        """The partitions of user-events (and of the state table) this worker has active."""
+        topic = self.cfg.kafka.topics.user_events
+        return sorted(tp.partition for tp in self.app.assignor.assigned_actives()
+                      if tp.topic == topic)
+
+    def _read_state(self, user_id: int, partitions: list[int]) -> bytes | None:
+        """The user's encoded state in the first of `partitions` that has it (open ones)."""
+        key = user_key(user_id)
+        for p in partitions:
+            db = open_partition_db(self.states, p)
+            blob = db.get(key) if db is not None else None
+            if blob is not None:
+                return blob
+        return None
+
+    def profile(self, user_id: int, partitions: list[int]) -> dict | None:
+        """The user's current profile record from the given (active) partitions' state (None
+        if not there: standby copies may lag)."""
+        blob = self._read_state(user_id, partitions)
         if blob is None:
             return None
         state = decode(blob, self.tz, event_ids=False)
