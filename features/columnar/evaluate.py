@@ -20,7 +20,7 @@ from typing import Any, Sequence, Union
 import numpy as np
 
 from features.columnar.aggregates import metric_dicts, window_arrays
-from features.columnar.apply import ColumnarUpdate
+from features.columnar.update import ColumnarUpdate
 from features.columnar.codec import decode, to_reference
 from features.columnar.layout import ColumnarState
 from features.columnar.stack import Stack
@@ -113,10 +113,11 @@ def evaluate_many(engine: FeatureEngine, user_ids: Sequence[int], states: Sequen
     al = cfg.activity_levels
     m = arrays[al.window_days]
     daily = m["actions"] / al.window_days
-    level_a = np.minimum(al.levels - 1, sum((daily > t).astype(np.int64)
-                                            for t in al.metrics.daily_actions))
-    level_s = np.minimum(al.levels - 1, sum((m["avg_session_duration"] > t).astype(np.int64)
-                                            for t in al.metrics.session_duration))
+    zero = np.zeros(U, dtype=np.int64)
+    level_a = np.minimum(al.levels - 1, sum(((daily > t).astype(np.int64)
+                                             for t in al.metrics.daily_actions), zero))
+    level_s = np.minimum(al.levels - 1, sum(((m["avg_session_duration"] > t).astype(np.int64)
+                                             for t in al.metrics.session_duration), zero))
     level = {"actions": level_a, "min": np.minimum(level_a, level_s),
              "max": np.maximum(level_a, level_s),
              "mean_floor": (level_a + level_s) // 2}[al.combine]
@@ -153,11 +154,10 @@ def evaluate_many(engine: FeatureEngine, user_ids: Sequence[int], states: Sequen
     return out  # type: ignore[return-value]
 
 
-def _interest_tags(engine: FeatureEngine, comp: Compiled, st: Stack,
-                   today: np.ndarray) -> list[list[int]]:
-    """Per user, the config positions of its top categories, best first."""
+def _category_totals(engine: FeatureEngine, comp: Compiled, st: Stack,
+                     today: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[U * P] decayed weighted scores and event counts of (user, configured category)."""
     it = engine.cfg.interest_tags
-    U = st.U
     P = len(comp.cat_ids)
     cat_user = st.row_user[st.cat_row]
     age = today[cat_user] - st.row_day[st.cat_row]
@@ -166,10 +166,19 @@ def _interest_tags(engine: FeatureEngine, comp: Compiled, st: Stack,
     ok = np.flatnonzero((age < it.window_days) & (pos >= 0))
     idx = cat_user[ok] * P + pos[ok]
     count = st.cat_count[ok]
+    # weight * count * factor, left to right as the reference multiplies
     value = comp.weight[st.cat_key[ok] & 255] * count.astype(np.float64) * comp.factor[age[ok]]
-    score = np.zeros(U * P)
+    score = np.zeros(st.U * P)
     np.add.at(score, idx, value)            # unbuffered: in entry order, as the reference adds
-    counts = np.bincount(idx, weights=count, minlength=U * P)
+    return score, np.bincount(idx, weights=count, minlength=st.U * P)
+
+
+def _interest_tags(engine: FeatureEngine, comp: Compiled, st: Stack,
+                   today: np.ndarray) -> list[list[int]]:
+    """Per user, the config positions of its top categories, best first."""
+    it = engine.cfg.interest_tags
+    P = len(comp.cat_ids)
+    score, counts = _category_totals(engine, comp, st, today)
     q = np.flatnonzero(counts >= it.min_frequency)
     rounded = np.array([round(x, 6) for x in score[q].tolist()])
     qu, qp = q // P, q % P
@@ -177,10 +186,28 @@ def _interest_tags(engine: FeatureEngine, comp: Compiled, st: Stack,
     qu, qp = qu[order], qp[order]
     first = np.searchsorted(qu, qu, side="left")
     keep = np.arange(len(qu)) - first < it.max_tags
-    top: list[list[int]] = [[] for _ in range(U)]
+    top: list[list[int]] = [[] for _ in range(st.U)]
     for u, p in zip(qu[keep].tolist(), qp[keep].tolist()):
         top[u].append(p)
     return top
+
+
+def category_totals_many(engine: FeatureEngine, states: Sequence[Record],
+                         as_of: Sequence[int] | np.ndarray) -> list[dict[int, tuple[float, int]]]:
+    """`features.metrics.category_totals` (the interest-tag window, the engine's decay and
+    weights) of each state, for its configured categories: k -> (score, count)."""
+    comp = compiled(engine)
+    st = Stack.from_states(_decoded(states, engine.tz), engine.tz, comp.codes)
+    T = _as_of(st, as_of, list(range(st.U)))
+    score, counts = _category_totals(engine, comp, st, (T + engine.tz) // 86400)
+    P = len(comp.cat_ids)
+    ks = [k for _, k, _ in engine.categories]
+    out: list[dict[int, tuple[float, int]]] = [{}] * st.U
+    for p, u in enumerate(st.order.tolist()):
+        row = slice(p * P, (p + 1) * P)
+        out[u] = {k: (x, int(n)) for k, x, n in zip(ks, score[row].tolist(),
+                                                    counts[row].tolist()) if n}
+    return out
 
 
 def metrics_many(engine: FeatureEngine, states: Sequence[Record],
