@@ -53,16 +53,22 @@ def decode(data: bytes, tz: int) -> ColumnarState:
 
 def _decode_v3(data: bytes) -> ColumnarState:
     try:
-        (_, T, offset, version, digest, _, body, due, as_of, A, D, C, R, I, E,
-         *w) = HEADER.unpack_from(data)
+        f = HEADER.unpack_from(data)
     except struct.error:
         raise StateDecodeError("corrupt state record: shorter than its header") from None
+    w = list(f[15:])
     if min(w) < 1 or max(w) > 8:
         raise StateDecodeError(f"corrupt state record: widths {w}")
-    s = ColumnarState(data, T, offset, version, digest, due, as_of, (A, D, C, R, I, E), w)
-    if s.off[-1] != len(data) or body != len(data) - HEADER_SIZE:
+    s = ColumnarState.__new__(ColumnarState)       # what __init__ does, without the call
+    s.buf = data
+    (_, s.T, s.source_offset, s.version, s.published_digest, _, body, s.due_day,
+     s.published_as_of, A, D, C, R, I, E) = f[:15]
+    s.A, s.D, s.C, s.R, s.I, s.E = A, D, C, R, I, E
+    s.w = w
+    s.off = off = section_offsets(A, D, C, R, I, E, w)
+    if off[-1] != len(data) or body != len(data) - HEADER_SIZE:
         raise StateDecodeError(f"corrupt state record: {len(data)} bytes, the header says "
-                               f"{s.off[-1]}")
+                               f"{off[-1]}")
     return s
 
 

@@ -10,7 +10,9 @@ days that left the window are cut off the front of every array).
 """
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
+from hashlib import blake2b
+from itertools import accumulate
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional
 
@@ -22,7 +24,7 @@ from features.columnar.layout import (AGE_BYTE, DAY_COLUMNS, HASH_BYTES, MAX_AGE
                                       W_NRUN, ColumnarState, get_uint, put_uint, uint_bytes, uint_list,
                                       width_for)
 from features.events import Event
-from features.state import APPLIED, DUPLICATE, TOO_LATE, StateRules, event_id_hash
+from features.state import APPLIED, DUPLICATE, TOO_LATE, StateRules
 
 if TYPE_CHECKING:
     from features.profile import Profile
@@ -49,31 +51,43 @@ def _counts_as_applied(s: ColumnarState, j: int, base: int) -> bool:
     return _age_of_entry(s, S_NID, W_NID, j) <= MAX_AGE
 
 
+def event_id_bytes(event_id: str) -> bytes:
+    """`features.state.event_id_hash` as the 6 little-endian bytes the record keeps."""
+    return blake2b(event_id.encode("utf-8", "surrogatepass"), digest_size=HASH_BYTES).digest()
+
+
 def apply(s: ColumnarState, ev: Event, categories: tuple[int, ...], rules: StateRules) -> str:
     """Apply one event in log order: APPLIED, TOO_LATE or DUPLICATE (the state is unchanged
     unless APPLIED). `categories` are the item's category ks at this moment (§1.2).
 
     The steps are the reference's in another order with the same result: T moves (and old
     days are pruned) before the event's day is filled in, which cannot prune the event's
-    own day. The common case (a one-byte count column, the latest day) is written out."""
+    own day. This runs for every event of the stream, so the common case (one-byte counts,
+    an existing counter, the day's last run) is written out here; the helpers below handle
+    the rest (a new day, a new category entry or run, widening, an item seen days before)."""
     tz = rules.tz
     ts = ev.ts
     d = (ts + tz) // 86400
     eid = ev.event_id
-    hb = None if eid is None else event_id_hash(eid).to_bytes(HASH_BYTES, "little")
+    hb = None if eid is None else \
+        blake2b(eid.encode("utf-8", "surrogatepass"), digest_size=HASH_BYTES).digest()
     T = s.T
+    off = s.off
+    buf = s.buf
     hash_found = False
     if T >= 0:
         base = (T + tz) // 86400
         if d < base - MAX_AGE:
             return TOO_LATE
         if hb is not None and s.E:
-            j = _find(s, S_HASH, hb, HASH_BYTES)
-            if j >= 0:
-                if _counts_as_applied(s, j, base):
+            o = off[S_HASH]
+            p = buf.find(hb, o)
+            while p >= 0 and (p - o) % HASH_BYTES:
+                p = buf.find(hb, p + 1)
+            if p >= 0:
+                if _counts_as_applied(s, (p - o) // HASH_BYTES, base):
                     return DUPLICATE
                 hash_found = True
-    buf = s.buf
     if type(buf) is not bytearray:
         buf = s.buf = bytearray(buf)
     if ts > T:
@@ -82,13 +96,14 @@ def apply(s: ColumnarState, ev: Event, categories: tuple[int, ...], rules: State
         s.T = ts
         base = d
     age = base - d
-    off, w = s.off, s.w
+    w = s.w
     D = s.D
     if D and buf[off[S_AGE] + D - 1] == age:
         i = D - 1
     else:
         i = _day_row(s, age)
         D = s.D
+    last = i == D - 1
     a = ev.action
     # events of (day, action)
     oc = off[S_CODES]
@@ -100,36 +115,103 @@ def apply(s: ColumnarState, ev: Event, categories: tuple[int, ...], rules: State
         buf[o] += 1
     else:
         _bump_act(s, o, wa)
-    if ev.dwell_ms is not None:
-        _bump_day(s, S_DWELL_MS, W_DWELL_MS, i, ev.dwell_ms)
-        _bump_day(s, S_DWELL_N, W_DWELL_N, i, 1)
+    dwell = ev.dwell_ms
+    if dwell is not None:
+        wd = w[W_DWELL_MS]
+        o = off[S_DWELL_MS] + i * wd
+        v = int.from_bytes(buf[o:o + wd], "little") + dwell
+        if v >> (wd << 3):
+            _bump_day(s, S_DWELL_MS, W_DWELL_MS, i, dwell)
+        else:
+            buf[o:o + wd] = v.to_bytes(wd, "little")
+        o = off[S_DWELL_N] + i
+        if w[W_DWELL_N] == 1 and buf[o] < 255:
+            buf[o] += 1
+        else:
+            _bump_day(s, S_DWELL_N, W_DWELL_N, i, 1)
     if categories:
+        wk, wc = w[W_CKEY], w[W_CCOUNT]
+        es = wk + wc
+        if w[W_NCAT] == 1:
+            o = off[S_NCAT]
+            n = buf[o + i]
+            o0 = off[S_CAT] + (s.C - (n if last else sum(buf[o + i:o + D]))) * es
+            o1 = o0 + n * es
+        else:
+            o0 = o1 = -1
         for k in categories:
-            _bump_cat(s, i, (k << 8) | a)
-    _add_time(s, i, ts - (d * 86400 - tz), rules.gap)
+            key = (k << 8) | a
+            if o0 >= 0 and wc == 1 and not key >> (wk << 3):
+                kb = key.to_bytes(wk, "little")
+                p = buf.find(kb, o0, o1)
+                while p >= 0 and (p - o0) % es:
+                    p = buf.find(kb, p + 1, o1)
+                if p >= 0:
+                    if buf[p + wk] < 255:
+                        buf[p + wk] += 1
+                        continue
+                elif buf[off[S_NCAT] + i] < 255:
+                    # a new (category, action) of the day, in key order
+                    at = o0
+                    while at < o1 and int.from_bytes(buf[at:at + wk], "little") < key:
+                        at += es
+                    buf[at:at] = kb + b"\x01"
+                    for x in range(S_RUN, S_END + 1):
+                        off[x] += es
+                    o1 += es
+                    s.C += 1
+                    buf[off[S_NCAT] + i] += 1
+                    continue
+            _bump_cat(s, i, key)
+            o0 = o1 = -1                    # the group may have moved: no more shortcuts
+    t = ts - (d * 86400 - tz)
+    o = off[S_NRUN] + i
+    if w[W_NRUN] == 1 and buf[o]:
+        # the common case, t after the start of the day's last run: only that run can change
+        n = buf[o]
+        start = s.R - (n if last else sum(buf[o:off[S_NRUN] + D]))
+        o = off[S_RUN] + (start + n - 1) * RUN_BYTES
+        if t > int.from_bytes(buf[o:o + RUN_HALF], "little"):
+            end = int.from_bytes(buf[o + RUN_HALF:o + RUN_BYTES], "little")
+            if end < t:
+                if t - end <= rules.gap:
+                    buf[o + RUN_HALF:o + RUN_BYTES] = t.to_bytes(RUN_HALF, "little")
+                else:
+                    _insert_run(s, i, o + RUN_BYTES, t)
+        else:
+            _add_time(s, i, t, rules.gap)
+    else:
+        _add_time(s, i, t, rules.gap)
     item = ev.item_id
     if item >> (w[W_ITEM] << 3):
         _widen_items(s, width_for(item))
     wi = w[W_ITEM]
     kb = item.to_bytes(wi, "little")
     # the item: nothing when seen on this day or a later one, else into this day's group
-    if i == D - 1 and w[W_NITEM] == 1:
-        start = s.I - buf[off[S_NITEM] + i]
-        p = _find(s, S_ITEM, kb, wi)
-        if p < 0 and buf[off[S_NITEM] + i] < 255:
-            at = off[S_HASH]                        # the end of the last day's group
-            buf[at:at] = kb
-            off[S_HASH] = at + wi
+    o = off[S_ITEM]
+    p = buf.find(kb, o, off[S_HASH])
+    while p >= 0 and (p - o) % wi:
+        p = buf.find(kb, p + 1, off[S_HASH])
+    on = off[S_NITEM] + i
+    if last and w[W_NITEM] == 1 and buf[on] < 255:
+        end = off[S_HASH]                           # the end of the last day's group
+        if p < 0:
+            buf[end:end] = kb
+            off[S_HASH] = end + wi
             off[S_END] += wi
             s.I += 1
-            buf[off[S_NITEM] + i] += 1
-        elif p < start:
-            _touch(s, S_ITEM, S_NITEM, W_NITEM, i, kb, wi, True)
+            buf[on] += 1
+        elif (p - o) // wi < s.I - buf[on]:
+            # last seen on an earlier day: moved to the end of this day's group
+            r = _row_of_entry(s, S_NITEM, W_NITEM, (p - o) // wi)
+            buf[p:end] = buf[p + wi:end] + kb
+            buf[off[S_NITEM] + r] -= 1
+            buf[on] += 1
     else:
-        _touch(s, S_ITEM, S_NITEM, W_NITEM, i, kb, wi, True)
+        _touch(s, S_ITEM, S_NITEM, W_NITEM, i, kb, wi, p >= 0)
     if hb is not None:
         o = off[S_NID] + i
-        if i == D - 1 and w[W_NID] == 1 and not hash_found and buf[o] < 255:
+        if last and w[W_NID] == 1 and not hash_found and buf[o] < 255:
             buf += hb                               # the end of the last day's group
             off[S_END] += HASH_BYTES
             s.E += 1
@@ -260,13 +342,11 @@ def _find(s: ColumnarState, sec: int, kb: bytes, es: int) -> int:
 
 
 def _row_of_entry(s: ColumnarState, nsec: int, nws: int, j: int) -> int:
-    counts = uint_list(s.buf, s.off[nsec], s.D, s.w[nws])
-    acc = 0
-    for r, n in enumerate(counts):
-        acc += n
-        if j < acc:
-            return r
-    raise AssertionError("entry beyond its groups")
+    """The row whose group holds entry j of a grouped array."""
+    r = bisect_right(list(accumulate(uint_list(s.buf, s.off[nsec], s.D, s.w[nws]))), j)
+    if r >= s.D:
+        raise AssertionError("entry beyond its groups")
+    return r
 
 
 def _age_of_entry(s: ColumnarState, nsec: int, nws: int, j: int) -> int:
