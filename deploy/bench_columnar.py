@@ -202,7 +202,8 @@ def scheduled(rt: FeatureRuntime, events: dict[int, list[Event]], n_users: int, 
     done = 0
     while it.valid():
         t0 = time.process_time()
-        keys, blobs = [], []
+        keys: list[bytes] = []
+        blobs: list[bytes] = []
         while it.valid() and len(keys) < chunk:
             keys.append(it.key())
             blobs.append(it.value())

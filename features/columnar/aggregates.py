@@ -112,7 +112,8 @@ def metric_dicts(arrays: dict[int, dict[str, np.ndarray]]) -> list[dict[int, dic
         per_window.append((W, keys, rows))
     if not per_window:
         return []
-    users = [{} for _ in range(len(next(iter(arrays.values()))["actions"]))]
+    users: list[dict[int, dict[str, Any]]] = [
+        {} for _ in range(len(next(iter(arrays.values()))["actions"]))]
     for W, keys, rows in per_window:
         for u, row in zip(users, rows):
             u[W] = dict(zip(keys, row))

@@ -77,11 +77,11 @@ class Stack:
         kinds: dict[tuple, list[int]] = {}
         for u, s in enumerate(states):
             key = (bytes(s.buf[HEADER_SIZE:HEADER_SIZE + s.A]), *s.w)
-            group = kinds.get(key)
-            if group is None:
+            members = kinds.get(key)
+            if members is None:
                 kinds[key] = [u]
             else:
-                group.append(u)
+                members.append(u)
         order: list[int] = []
         parts: dict[str, list[np.ndarray]] = {k: [] for k in (
             "ages", "total", "codes", "dwms", "dwn", "ncat", "nrun", "nitem", "ckey", "ccount",
@@ -90,7 +90,7 @@ class Stack:
             order += users
             group = [states[u] for u in users]
 
-            def section(k: int) -> bytes:
+            def section(k: int, group: list[ColumnarState] = group) -> bytes:
                 return b"".join([g.buf[g.off[k]:g.off[k + 1]] for g in group])
 
             A = len(code_bytes)
@@ -109,9 +109,9 @@ class Stack:
                                   ("nitem", S_NITEM, W_NITEM)):
                 parts[name].append(_uints(section(sec), w[ws]))
             wk, wc = w[W_CKEY], w[W_CCOUNT]
-            cat = np.frombuffer(section(S_CAT), dtype=np.uint8).reshape(-1, wk + wc)
-            parts["ckey"].append(_uint_matrix(cat[:, :wk], wk))
-            parts["ccount"].append(_uint_matrix(cat[:, wk:], wc))
+            entries = np.frombuffer(section(S_CAT), dtype=np.uint8).reshape(-1, wk + wc)
+            parts["ckey"].append(_uint_matrix(entries[:, :wk], wk))
+            parts["ccount"].append(_uint_matrix(entries[:, wk:], wc))
             run = np.frombuffer(section(S_RUN), dtype=np.uint8).reshape(-1, RUN_BYTES)
             parts["first"].append(_uint_matrix(run[:, :RUN_HALF], RUN_HALF))
             parts["last"].append(_uint_matrix(run[:, RUN_HALF:], RUN_HALF))
@@ -120,8 +120,8 @@ class Stack:
         T = np.fromiter((s.T for s in ordered), dtype=_I64, count=U)
         D = np.fromiter((s.D for s in ordered), dtype=_I64, count=U)
         R = np.fromiter((s.R for s in ordered), dtype=_I64, count=U)
-        cat = {k: np.concatenate(v) if v else np.zeros(0, dtype=_I64) for k, v in parts.items()
-               if k != "codes"}
+        flat = {k: np.concatenate(v) if v else np.zeros(0, dtype=_I64) for k, v in parts.items()
+                if k != "codes"}
         row_codes = np.concatenate(parts["codes"]) if parts["codes"] else \
             np.zeros((0, len(codes)), dtype=_I64)
         base = (T + tz) // 86400
@@ -129,11 +129,11 @@ class Stack:
         row_user = np.repeat(np.arange(U, dtype=_I64), D)
         return cls(
             U=U, T=T, base=base, D=D, row_start=exclusive_cumsum(D), row_user=row_user,
-            row_day=base[row_user] - cat["ages"], row_total=cat["total"].astype(_I64),
-            row_codes=row_codes, row_dwell_ms=cat["dwms"], row_dwell_n=cat["dwn"],
-            row_items=cat["nitem"],
-            cat_row=np.repeat(np.arange(N, dtype=_I64), cat["ncat"]), cat_key=cat["ckey"],
-            cat_count=cat["ccount"], run_start=exclusive_cumsum(R), run_n=R,
-            run_row=np.repeat(np.arange(N, dtype=_I64), cat["nrun"]),
-            run_first=cat["first"], run_last=cat["last"],
+            row_day=base[row_user] - flat["ages"], row_total=flat["total"].astype(_I64),
+            row_codes=row_codes, row_dwell_ms=flat["dwms"], row_dwell_n=flat["dwn"],
+            row_items=flat["nitem"],
+            cat_row=np.repeat(np.arange(N, dtype=_I64), flat["ncat"]), cat_key=flat["ckey"],
+            cat_count=flat["ccount"], run_start=exclusive_cumsum(R), run_n=R,
+            run_row=np.repeat(np.arange(N, dtype=_I64), flat["nrun"]),
+            run_first=flat["first"], run_last=flat["last"],
             order=np.asarray(order, dtype=_I64))

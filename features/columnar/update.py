@@ -21,8 +21,8 @@ from features.columnar.layout import (AGE_BYTE, DAY_COLUMNS, HASH_BYTES, MAX_AGE
                                       S_DWELL_N, S_END, S_HASH, S_ITEM, S_NCAT, S_NID,
                                       S_NITEM, S_NRUN, S_RUN, W_ACT, W_CCOUNT, W_CKEY,
                                       W_DWELL_MS, W_DWELL_N, W_ITEM, W_NCAT, W_NID, W_NITEM,
-                                      W_NRUN, ColumnarState, get_uint, put_uint, uint_bytes, uint_list,
-                                      width_for)
+                                      W_NRUN, ColumnarState, get_uint, put_uint, uint_bytes,
+                                      uint_list, width_for)
 from features.events import Event
 from features.state import APPLIED, DUPLICATE, TOO_LATE, StateRules
 
@@ -222,14 +222,14 @@ def apply(s: ColumnarState, ev: Event, categories: tuple[int, ...], rules: State
 
 
 def _bump_act(s: ColumnarState, o: int, wa: int) -> None:
-    buf = s.buf
+    buf = s.writable()
     v = get_uint(buf, o, wa) + 1
     if v >> (wa << 3):
         rel = (o - s.off[S_ACT]) // wa
         _widen_act(s, width_for(v))
         wa = s.w[W_ACT]
         o = s.off[S_ACT] + rel * wa
-    put_uint(buf, o, wa, v)  # type: ignore[arg-type]
+    put_uint(buf, o, wa, v)
 
 
 # ---------------------------------------------------------------- a user's micro-batch
@@ -317,7 +317,7 @@ def _day_count(s: ColumnarState, sec: int, ws: int, i: int) -> int:
 
 
 def _bump_day(s: ColumnarState, sec: int, ws: int, i: int, delta: int) -> None:
-    buf = s.buf
+    buf = s.writable()
     w = s.w[ws]
     o = s.off[sec] + i * w
     v = (buf[o] if w == 1 else int.from_bytes(buf[o:o + w], "little")) + delta
@@ -325,15 +325,15 @@ def _bump_day(s: ColumnarState, sec: int, ws: int, i: int, delta: int) -> None:
         values = uint_list(buf, s.off[sec], s.D, w)
         values[i] = v
         s.w[ws] = width_for(v)
-        buf[s.off[sec]:s.off[sec + 1]] = uint_bytes(values, s.w[ws])  # type: ignore[index]
+        buf[s.off[sec]:s.off[sec + 1]] = uint_bytes(values, s.w[ws])
         s.reset_offsets()
         return
-    put_uint(buf, o, w, v)  # type: ignore[arg-type]
+    put_uint(buf, o, w, v)
 
 
 def _find(s: ColumnarState, sec: int, kb: bytes, es: int) -> int:
     """Index of the entry whose bytes are kb in a section of es-byte entries, or -1."""
-    buf = s.buf
+    buf = s.writable()
     o, end = s.off[sec], s.off[sec + 1]
     p = buf.find(kb, o, end)
     while p >= 0 and (p - o) % es:
@@ -357,7 +357,7 @@ def _touch(s: ColumnarState, sec: int, nsec: int, nws: int, i: int, kb: bytes, e
            maybe_present: bool) -> None:
     """Put the key kb in row i's group unless it is already in that row or a later one (the
     max-day rule of items and event ids)."""
-    buf = s.buf
+    buf = s.writable()
     total = s.I if sec == S_ITEM else s.E
     start = total - _suffix(s, nsec, nws, i)
     if maybe_present:
@@ -367,13 +367,13 @@ def _touch(s: ColumnarState, sec: int, nsec: int, nws: int, i: int, kb: bytes, e
                 return                       # seen on this day or a later one
             r = _row_of_entry(s, nsec, nws, j)
             at = s.off[sec] + j * es
-            del buf[at:at + es]  # type: ignore[union-attr]
+            del buf[at:at + es]
             _shift(s, sec, -es)
             total -= 1
             start -= 1
             _bump_day(s, nsec, nws, r, -1)
     at = s.off[sec] + (start + _day_count(s, nsec, nws, i)) * es
-    buf[at:at] = kb  # type: ignore[index]
+    buf[at:at] = kb
     _shift(s, sec, es)
     if sec == S_ITEM:
         s.I = total + 1
@@ -385,7 +385,7 @@ def _touch(s: ColumnarState, sec: int, nsec: int, nws: int, i: int, kb: bytes, e
 def _bump_cat(s: ColumnarState, i: int, key: int) -> None:
     if key >> (s.w[W_CKEY] << 3):
         _widen_cats(s, width_for(key), s.w[W_CCOUNT])
-    buf = s.buf
+    buf = s.writable()
     wk, wc = s.w[W_CKEY], s.w[W_CCOUNT]
     es = wk + wc
     o0 = s.off[S_CAT] + (s.C - _suffix(s, S_NCAT, W_NCAT, i)) * es
@@ -401,12 +401,12 @@ def _bump_cat(s: ColumnarState, i: int, key: int) -> None:
             _widen_cats(s, wk, width_for(v))
             _bump_cat(s, i, key)
             return
-        put_uint(buf, o, wc, v)  # type: ignore[arg-type]
+        put_uint(buf, o, wc, v)
         return
     at = o0
     while at < o1 and int.from_bytes(buf[at:at + wk], "little") < key:
         at += es
-    buf[at:at] = kb + (1).to_bytes(wc, "little")  # type: ignore[index]
+    buf[at:at] = kb + (1).to_bytes(wc, "little")
     _shift(s, S_CAT, es)
     s.C += 1
     _bump_day(s, S_NCAT, W_NCAT, i, 1)
@@ -414,7 +414,7 @@ def _bump_cat(s: ColumnarState, i: int, key: int) -> None:
 
 def _add_time(s: ColumnarState, i: int, t: int, gap: int) -> None:
     """`features.state.add_timestamp` on row i's runs (seconds after the day's start)."""
-    buf = s.buf
+    buf = s.writable()
     n = _day_count(s, S_NRUN, W_NRUN, i)
     o0 = s.off[S_RUN] + (s.R - _suffix(s, S_NRUN, W_NRUN, i)) * RUN_BYTES
     if n:
@@ -426,7 +426,7 @@ def _add_time(s: ColumnarState, i: int, t: int, gap: int) -> None:
             if last >= t:
                 return
             if t - last <= gap:
-                buf[o + RUN_HALF:o + RUN_BYTES] = t.to_bytes(RUN_HALF, "little")  # type: ignore[index]
+                buf[o + RUN_HALF:o + RUN_BYTES] = t.to_bytes(RUN_HALF, "little")
                 return
             _insert_run(s, i, o + RUN_BYTES, t)
             return
@@ -441,25 +441,25 @@ def _add_time(s: ColumnarState, i: int, t: int, gap: int) -> None:
     tb = t.to_bytes(RUN_HALF, "little")
     if joins_prev and joins_next:
         o = o0 + (k - 1) * RUN_BYTES + RUN_HALF
-        buf[o:o + RUN_HALF] = buf[o + RUN_BYTES:o + RUN_BYTES + RUN_HALF]  # type: ignore[index]
+        buf[o:o + RUN_HALF] = buf[o + RUN_BYTES:o + RUN_BYTES + RUN_HALF]
         at = o0 + k * RUN_BYTES
-        del buf[at:at + RUN_BYTES]  # type: ignore[union-attr]
+        del buf[at:at + RUN_BYTES]
         _shift(s, S_RUN, -RUN_BYTES)
         s.R -= 1
         _bump_day(s, S_NRUN, W_NRUN, i, -1)
     elif joins_prev:
         o = o0 + (k - 1) * RUN_BYTES + RUN_HALF
-        buf[o:o + RUN_HALF] = tb  # type: ignore[index]
+        buf[o:o + RUN_HALF] = tb
     elif joins_next:
         o = o0 + k * RUN_BYTES
-        buf[o:o + RUN_HALF] = tb  # type: ignore[index]
+        buf[o:o + RUN_HALF] = tb
     else:
         _insert_run(s, i, o0 + k * RUN_BYTES, t)
 
 
 def _insert_run(s: ColumnarState, i: int, at: int, t: int) -> None:
     tb = t.to_bytes(RUN_HALF, "little")
-    s.buf[at:at] = tb + tb  # type: ignore[index]
+    s.writable()[at:at] = tb + tb
     _shift(s, S_RUN, RUN_BYTES)
     s.R += 1
     _bump_day(s, S_NRUN, W_NRUN, i, 1)
@@ -467,7 +467,7 @@ def _insert_run(s: ColumnarState, i: int, at: int, t: int) -> None:
 
 def _day_row(s: ColumnarState, age: int) -> int:
     """The row of the day `age` days before day(T), inserted (all zero) when missing."""
-    buf = s.buf
+    buf = s.writable()
     oa = s.off[S_AGE]
     D = s.D
     if D and buf[oa + D - 1] == age:
@@ -481,10 +481,10 @@ def _day_row(s: ColumnarState, age: int) -> int:
     off, w = s.off, s.w
     for sec, ws in reversed(DAY_COLUMNS):     # back to front: earlier offsets stay valid
         at = off[sec] + i * w[ws]
-        buf[at:at] = bytes(w[ws])  # type: ignore[index]
+        buf[at:at] = bytes(w[ws])
     at = off[S_ACT] + i * s.A * w[W_ACT]
-    buf[at:at] = bytes(s.A * w[W_ACT])  # type: ignore[index]
-    buf[oa + i:oa + i] = AGE_BYTE[age]  # type: ignore[index]
+    buf[at:at] = bytes(s.A * w[W_ACT])
+    buf[oa + i:oa + i] = AGE_BYTE[age]
     s.D += 1
     s.reset_offsets()
     return i
@@ -499,11 +499,11 @@ def _add_action(s: ColumnarState, a: int) -> int:
     A, D, w = s.A, s.D, s.w[W_ACT]
     flat = uint_list(s.buf, s.off[S_ACT], D * A, w)
     rows = [flat[r * A:r * A + j] + [0] + flat[r * A + j:(r + 1) * A] for r in range(D)]
-    buf = s.buf
-    buf[s.off[S_ACT]:s.off[S_ACT + 1]] = uint_bytes(  # type: ignore[index]
+    buf = s.writable()
+    buf[s.off[S_ACT]:s.off[S_ACT + 1]] = uint_bytes(
         [v for row in rows for v in row], w) if D else b""
     oc = s.off[S_CODES]
-    buf[oc + j:oc + j] = AGE_BYTE[a]  # type: ignore[index]
+    buf[oc + j:oc + j] = AGE_BYTE[a]
     s.A += 1
     s.reset_offsets()
     return j
@@ -511,21 +511,20 @@ def _add_action(s: ColumnarState, a: int) -> int:
 
 def _widen_act(s: ColumnarState, w: int) -> None:
     values = uint_list(s.buf, s.off[S_ACT], s.D * s.A, s.w[W_ACT])
-    s.buf[s.off[S_ACT]:s.off[S_ACT + 1]] = uint_bytes(values, w)  # type: ignore[index]
+    s.writable()[s.off[S_ACT]:s.off[S_ACT + 1]] = uint_bytes(values, w)
     s.w[W_ACT] = w
     s.reset_offsets()
 
 
 def _widen_items(s: ColumnarState, w: int) -> None:
     values = uint_list(s.buf, s.off[S_ITEM], s.I, s.w[W_ITEM])
-    s.buf[s.off[S_ITEM]:s.off[S_ITEM + 1]] = uint_bytes(  # type: ignore[index]
-        values, w) if values else b""
+    s.writable()[s.off[S_ITEM]:s.off[S_ITEM + 1]] = uint_bytes(values, w) if values else b""
     s.w[W_ITEM] = w
     s.reset_offsets()
 
 
 def _widen_cats(s: ColumnarState, wk: int, wc: int) -> None:
-    buf = s.buf
+    buf = s.writable()
     owk, owc = s.w[W_CKEY], s.w[W_CCOUNT]
     es = owk + owc
     o = s.off[S_CAT]
@@ -533,7 +532,7 @@ def _widen_cats(s: ColumnarState, wk: int, wc: int) -> None:
     out = b"".join(int.from_bytes(raw[p:p + owk], "little").to_bytes(wk, "little") +
                    int.from_bytes(raw[p + owk:p + es], "little").to_bytes(wc, "little")
                    for p in range(0, len(raw), es))
-    buf[o:s.off[S_CAT + 1]] = out  # type: ignore[index]
+    buf[o:s.off[S_CAT + 1]] = out
     s.w[W_CKEY], s.w[W_CCOUNT] = wk, wc
     s.reset_offsets()
 
@@ -541,7 +540,7 @@ def _widen_cats(s: ColumnarState, wk: int, wc: int) -> None:
 def _move_days(s: ColumnarState, k: int) -> None:
     """day(T) moves k > 0 days on: every age grows by k, and the days that leave the 30-day
     window (a prefix of the rows) are cut from every array (features.state.prune)."""
-    buf = s.buf
+    buf = s.writable()
     ages = s.ages()
     p = 0
     while p < s.D and ages[p] + k > MAX_AGE:
@@ -558,7 +557,7 @@ def _move_days(s: ColumnarState, k: int) -> None:
         spans += [(off[sec], p * w[ws]) for sec, ws in reversed(DAY_COLUMNS)]
         spans += [(off[S_ACT], p * s.A * w[W_ACT]), (off[S_AGE], p)]
         for at, n in spans:                  # back to front
-            del buf[at:at + n]  # type: ignore[union-attr]
+            del buf[at:at + n]
         s.D -= p
         s.C -= cut[S_NCAT]
         s.R -= cut[S_NRUN]
@@ -566,4 +565,4 @@ def _move_days(s: ColumnarState, k: int) -> None:
         s.E -= cut[S_NID]
         s.reset_offsets()
     oa = s.off[S_AGE]
-    buf[oa:oa + s.D] = bytes(a + k for a in ages[p:])  # type: ignore[index]
+    buf[oa:oa + s.D] = bytes(a + k for a in ages[p:])
