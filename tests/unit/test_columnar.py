@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 
 from features import drift, schedule
 from features.catalog import CategoryMatcher, ItemCatalog
-from features.columnar import (ColumnarState, apply_events, decode, encode, evaluate_many,
+from features.columnar import (ColumnarState, apply_events, changed_profiles, decode, encode,
+                               evaluate_many,
                                finish, from_reference, has_data, metrics_many, to_reference)
 from features.columnar.evaluate import category_totals_many
 from features.columnar import update as capply
@@ -360,6 +361,17 @@ def test_evaluate_many_equals_reference(data):
     for tot, r, T in zip(category_totals_many(engine, inputs, as_of), refs, as_of):
         want = category_totals(r, T, it.window_days, tz, it.decay_factor, engine.weights)
         assert tot == {k: v for k, v in want.items() if k in configured}
+    lean = evaluate_many(engine, uids, inputs, as_of, with_metrics=False)
+    for p, r in zip(lean, got):
+        assert p == r and p.digest() == r.digest()
+        assert p.metrics == ({} if not engine.extensions else r.metrics)
+    # scheduled runs: only changed users get a profile (one user's digest is the published one)
+    states = [decode(x, tz) if isinstance(x, bytes) else x for x in inputs]
+    states[0].published_digest = got[0].digest()
+    changed = changed_profiles(engine, uids, states, as_of)
+    assert changed[0] is None
+    for p, r in zip(changed[1:], got[1:]):
+        assert p == r
     nonempty = [(u, c, r) for u, c, r in zip(uids, inputs, refs) if not r.empty]
     if nonempty:     # at each state's own T
         got = evaluate_many(engine, [u for u, _, _ in nonempty], [c for _, c, _ in nonempty])
