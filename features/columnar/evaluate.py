@@ -247,14 +247,15 @@ def metrics_many(engine: FeatureEngine, states: Sequence[Record],
 
 
 def finish(engine: FeatureEngine, updates: Sequence[ColumnarUpdate],
-           time_windows: Sequence[int]) -> None:
+           time_windows: Sequence[int], with_metrics: bool = True) -> None:
     """Evaluate the profiles and closed days of a batch's updates together: each update that
     wants a profile gets `profile` and `changed`; each closing snapshot becomes an entry of
-    `closed_days` (its day's 1/7/30-day metrics as of the day's last second)."""
+    `closed_days` (its day's 1/7/30-day metrics as of the day's last second).
+    with_metrics=False: profiles without `metrics` (the stream publishes only the arrays)."""
     want = [up for up in updates if up.wants_profile]
     if want:
         profiles = evaluate_many(engine, [up.user_id for up in want],
-                                 [up.state for up in want])
+                                 [up.state for up in want], with_metrics=with_metrics)
         for up, p in zip(want, profiles):
             up.profile = p
             up.changed = p.digest() != up.state.published_digest
