@@ -11,9 +11,9 @@ days that left the window are cut off the front of every array).
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+from dataclasses import dataclass, field
 from hashlib import blake2b
 from itertools import accumulate
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional
 
 from features.columnar.layout import (AGE_BYTE, DAY_COLUMNS, HASH_BYTES, MAX_AGE, RUN_BYTES,
@@ -51,11 +51,6 @@ def _counts_as_applied(s: ColumnarState, j: int, base: int) -> bool:
     return _age_of_entry(s, S_NID, W_NID, j) <= MAX_AGE
 
 
-def event_id_bytes(event_id: str) -> bytes:
-    """`features.state.event_id_hash` as the 6 little-endian bytes the record keeps."""
-    return blake2b(event_id.encode("utf-8", "surrogatepass"), digest_size=HASH_BYTES).digest()
-
-
 def apply(s: ColumnarState, ev: Event, categories: tuple[int, ...], rules: StateRules) -> str:
     """Apply one event in log order: APPLIED, TOO_LATE or DUPLICATE (the state is unchanged
     unless APPLIED). `categories` are the item's category ks at this moment (§1.2).
@@ -69,6 +64,7 @@ def apply(s: ColumnarState, ev: Event, categories: tuple[int, ...], rules: State
     ts = ev.ts
     d = (ts + tz) // 86400
     eid = ev.event_id
+    # features.state.event_id_hash, as the 6 little-endian bytes the record keeps
     hb = None if eid is None else \
         blake2b(eid.encode("utf-8", "surrogatepass"), digest_size=HASH_BYTES).digest()
     T = s.T

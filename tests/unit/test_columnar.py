@@ -42,7 +42,7 @@ from features.mapping_index import MappingIndex
 from features.metrics import category_totals
 from features.profile import FeatureEngine, Profile
 from features.runtime import FeatureRuntime
-from features.state import DayBucket, StateRules, UserState, apply
+from features.state import DayBucket, StateRules, UserState, apply, check, event_id_hash
 from features.update import apply_events as apply_events_ref
 
 SCALE = int(os.environ.get("COLUMNAR_EXAMPLES", "1"))
@@ -214,6 +214,9 @@ def test_apply_equals_reference(data):
         cats = categories_of(world, ev)
         if data.draw(st.booleans()):
             col = decode(encode(col), tz)            # the stream's table between batches
+        h = None if ev.event_id is None else event_id_hash(ev.event_id)
+        assert capply.check(col, day_of(ev.ts, tz), h, world.engine.rules) == \
+            check(ref, day_of(ev.ts, tz), h, world.engine.rules)
         assert capply.apply(col, ev, cats, world.engine.rules) == \
             apply(ref, ev, cats, world.engine.rules)
         check_layout(col)
