@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> None:
         say("| per user | reference µs | columnar µs | ratio |")
         say("|---|---:|---:|---:|")
         for name, ref, new in rows:
-            say(f"| {name} | {ref:,.1f} | {new:,.2f} | {ref / new if new > 0 else 0:,.0f}× |")
+            say(f"| {name} | {ref:,.1f} | {new:,.2f} | {ref / new if new > 0 else 0:,.1f}× |")
         say("")
         if args.scheduled_users:
             scheduled(rt, events, args.scheduled_users, args.chunk, workdir, say)
