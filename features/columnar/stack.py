@@ -18,6 +18,7 @@ from features.columnar.layout import (HEADER_SIZE, RUN_BYTES, RUN_HALF, S_ACT, S
                                       S_DWELL_MS, S_DWELL_N, S_NCAT, S_NITEM, S_NRUN, S_RUN,
                                       W_ACT, W_CCOUNT, W_CKEY, W_DWELL_MS, W_DWELL_N, W_NCAT,
                                       W_NITEM, W_NRUN, ColumnarState)
+from features.encoding import StateDecodeError
 
 _I64 = np.int64
 
@@ -117,9 +118,8 @@ class Stack:
             parts["last"].append(_uint_matrix(run[:, RUN_HALF:], RUN_HALF))
         ordered = [states[u] for u in order]
         U = len(ordered)
-        T = np.fromiter((s.T for s in ordered), dtype=_I64, count=U)
-        D = np.fromiter((s.D for s in ordered), dtype=_I64, count=U)
-        R = np.fromiter((s.R for s in ordered), dtype=_I64, count=U)
+        counts = np.array([(s.T, s.D, s.C, s.R) for s in ordered], dtype=_I64).reshape(U, 4)
+        T, D, C, R = counts.T
         flat = {k: np.concatenate(v) if v else np.zeros(0, dtype=_I64) for k, v in parts.items()
                 if k != "codes"}
         row_codes = np.concatenate(parts["codes"]) if parts["codes"] else \
@@ -127,6 +127,11 @@ class Stack:
         base = (T + tz) // 86400
         N = int(D.sum())
         row_user = np.repeat(np.arange(U, dtype=_I64), D)
+        for name, total in (("ncat", C), ("nrun", R)):
+            bad = np.flatnonzero(np.bincount(row_user, weights=flat[name], minlength=U) != total)
+            if len(bad):
+                raise StateDecodeError(f"corrupt state record (stacked user {int(order[bad[0]])}):"
+                                       f" its days' {name} do not add up to its header's count")
         return cls(
             U=U, T=T, base=base, D=D, row_start=exclusive_cumsum(D), row_user=row_user,
             row_day=base[row_user] - flat["ages"], row_total=flat["total"].astype(_I64),

@@ -334,6 +334,15 @@ def test_corrupt_records_are_clear_errors():
         decode(b"\x09" + blob[1:], 0)
     with pytest.raises(StateDecodeError):
         decode(b"", 0)
+    # lengths that agree with the header, day groups that do not: refused when stacked
+    bad = bytearray(blob)
+    bad[s.off[S_NCAT]] += 1
+    cfg = parse_config({}, env={})
+    engine = FeatureEngine(cfg, MappingIndex({
+        "106": list(cfg.interest_tags.categories),
+        "107": [r.name for r in cfg.behavior_preferences.rules]}))
+    with pytest.raises(StateDecodeError, match="do not add up"):
+        evaluate_many(engine, [1], [bytes(bad)])
 
 
 # ---------------------------------------------------------------- evaluation
