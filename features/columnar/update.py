@@ -149,8 +149,12 @@ def apply(s: ColumnarState, ev: Event, categories: tuple[int, ...], rules: State
                 elif buf[off[S_NCAT] + i] < 255:
                     # a new (category, action) of the day, in key order
                     at = o0
-                    while at < o1 and int.from_bytes(buf[at:at + wk], "little") < key:
-                        at += es
+                    if wk == 2:                 # (k < 256: the usual case) no slices
+                        while at < o1 and buf[at] | buf[at + 1] << 8 < key:
+                            at += es
+                    else:
+                        while at < o1 and int.from_bytes(buf[at:at + wk], "little") < key:
+                            at += es
                     buf[at:at] = kb + b"\x01"
                     for x in range(S_RUN, S_END + 1):
                         off[x] += es
@@ -167,11 +171,14 @@ def apply(s: ColumnarState, ev: Event, categories: tuple[int, ...], rules: State
         n = buf[o]
         start = s.R - (n if last else sum(buf[o:off[S_NRUN] + D]))
         o = off[S_RUN] + (start + n - 1) * RUN_BYTES
-        if t > int.from_bytes(buf[o:o + RUN_HALF], "little"):
-            end = int.from_bytes(buf[o + RUN_HALF:o + RUN_BYTES], "little")
+        # the run's 3-byte first and last, byte by byte (no slices: this runs per event)
+        if t > buf[o] | buf[o + 1] << 8 | buf[o + 2] << 16:
+            end = buf[o + 3] | buf[o + 4] << 8 | buf[o + 5] << 16
             if end < t:
                 if t - end <= rules.gap:
-                    buf[o + RUN_HALF:o + RUN_BYTES] = t.to_bytes(RUN_HALF, "little")
+                    buf[o + 3] = t & 255
+                    buf[o + 4] = t >> 8 & 255
+                    buf[o + 5] = t >> 16
                 else:
                     _insert_run(s, i, o + RUN_BYTES, t)
         else:
@@ -199,7 +206,8 @@ def apply(s: ColumnarState, ev: Event, categories: tuple[int, ...], rules: State
             buf[on] += 1
         elif (p - o) // wi < s.I - buf[on]:
             # last seen on an earlier day: moved to the end of this day's group
-            r = _row_of_entry(s, S_NITEM, W_NITEM, (p - o) // wi)
+            on0 = off[S_NITEM]
+            r = bisect_right(list(accumulate(buf[on0:on0 + D])), (p - o) // wi)
             buf[p:end] = buf[p + wi:end] + kb
             buf[off[S_NITEM] + r] -= 1
             buf[on] += 1
