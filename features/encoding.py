@@ -24,6 +24,8 @@ FORMAT_VERSION = 2
 _HEAD_V1 = struct.Struct("<BqqqqBI")
 _HEAD = struct.Struct("<BqqqqBIiq")
 _HEADS = {1: _HEAD_V1, 2: _HEAD}
+_COLUMNAR = 3           # features.columnar: the same header fields at the same positions
+_PREFIXES = {**_HEADS, _COLUMNAR: _HEAD}
 _BOOKKEEPING = struct.Struct("<qq")         # version counter, digest: right after T, offset
 _BOOKKEEPING_AT = 17
 _TAIL = struct.Struct("<iq")                # due day, published as_of: after the v1 fields
@@ -87,10 +89,12 @@ def decode(data: bytes, tz: int, event_ids: bool = True) -> UserState:
     not to apply events or re-encode: scheduled jobs then patch the header instead)."""
     if not data:
         raise StateDecodeError("empty state record")
+    if data[0] == _COLUMNAR:
+        return _decode_columnar(data, tz, event_ids)
     head = _HEADS.get(data[0])
     if head is None:
         raise StateDecodeError(f"unknown state format version {data[0]} (this build reads "
-                               f"versions {sorted(_HEADS)})")
+                               f"versions {sorted(_PREFIXES)})")
     try:
         _, T, offset, version, digest, width, n, *v2 = head.unpack_from(data)
         body = zlib.decompress(data[head.size:head.size + n])
@@ -117,7 +121,7 @@ class Header:
 
 
 def read_header(data: bytes) -> Header:
-    head = _HEADS.get(data[0]) if data else None
+    head = _PREFIXES.get(data[0]) if data else None
     if head is None or len(data) < head.size:
         raise StateDecodeError("not a state record (unknown format or too short)")
     _, T, offset, version, digest, _, _, *v2 = head.unpack_from(data)
@@ -127,13 +131,22 @@ def read_header(data: bytes) -> Header:
 
 def patch_header(data: bytes, state: UserState) -> bytes:
     """`data` with the bookkeeping of `state` (version, digest, due day, published as_of); the
-    rest is unchanged. Only for the current format (older records are re-encoded)."""
-    if data[0] != FORMAT_VERSION:
+    rest is unchanged. Only for the current formats (older records are re-encoded)."""
+    if data[0] not in (FORMAT_VERSION, _COLUMNAR):
         raise StateDecodeError(f"cannot patch a version {data[0]} state record in place")
     out = bytearray(data)
     _BOOKKEEPING.pack_into(out, _BOOKKEEPING_AT, state.version, state.published_digest)
     _TAIL.pack_into(out, _TAIL_AT, state.due_day, state.published_as_of)
     return bytes(out)
+
+
+def _decode_columnar(data: bytes, tz: int, with_ids: bool) -> UserState:
+    """A v3 record (features.columnar) as the reference state."""
+    from features.columnar.codec import decode as decode_v3, to_reference
+    state = to_reference(decode_v3(data, tz), tz)
+    if not with_ids:
+        state.event_ids = {}
+    return state
 
 
 def _from_ints(s: UserState, v: list[int], tail: bytes, tz: int, with_ids: bool) -> UserState:

@@ -33,12 +33,11 @@ class Profile:
 
     def arrays(self) -> tuple:
         """What decides whether a profile changed (and is published)."""
-        return tuple(tuple(self.features[k]) for k in sorted(self.features))
+        return arrays_of(self.features)
 
     def digest(self) -> int:
         """A stable 62-bit fingerprint of the arrays (kept in state to detect a change)."""
-        raw = orjson.dumps(self.arrays())
-        return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "little") >> 2
+        return digest_of(self.features)
 
     def to_record(self, version: int, trigger: str, updated_at: float) -> dict[str, Any]:
         return {"user_id": self.user_id, "version": version, "as_of": self.as_of,
@@ -47,6 +46,16 @@ class Profile:
                 "behavior_preferences": self.behavior_preferences,
                 "activity_level": self.activity_level, "user_type": self.user_type,
                 "confidence": self.confidence, "updated_at": updated_at}
+
+
+def arrays_of(features: dict[str, list[int]]) -> tuple:
+    return tuple(tuple(features[k]) for k in sorted(features))
+
+
+def digest_of(features: dict[str, list[int]]) -> int:
+    """`Profile.digest` of a profile with these feature arrays."""
+    raw = orjson.dumps(arrays_of(features))
+    return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "little") >> 2
 
 
 class FeatureEngine:
