@@ -1,0 +1,329 @@
+"""The Spark engine (`--engine spark`): the batch path and training sets on a Spark cluster.
+
+The same steps as the local engine (offline.steps), as RDD stages: number the input rows (the
+line number of a JSONL line, the row number of a Parquet row, both counted from the files
+themselves, never from the order Spark delivers rows in), validate them, group the valid events
+by user, sort each user's events into log order (the order column, then line), and run the
+user through the core (offline.core). Outputs are Spark datasets: a folder of part files whose
+order, part by part, is user order (profiles), line order (dead letters) or label order
+(training rows).
+
+The compiled config and item catalog are built once on the driver (which reads ITEMS) and
+broadcast; driver and executors exchange them and the rows with PySpark's own serialization.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+import orjson
+
+from features.batch import BatchReport, iter_events
+from features.config import ProfileConfig
+from offline import OfflineError
+from offline.formats import DEAD_LETTER_FIELDS, detect, dlq_path, row_object
+from offline.local import TrainingReport, _report, feature_ids, runtime
+from offline.steps import (PROFILE_FIELDS, batch_user, check_events, check_order_by,
+                           label_key, log_order, originals, training_user)
+
+ORDER_COLUMN_MISSING = "the order column {!r} is not a column of {}"
+
+
+def session(master: str = "local[*]", app: str = "profiles-offline"):
+    """A SparkSession on `master` (an existing one is reused), or a one-sentence error when
+    PySpark or a Java runtime is missing."""
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        raise OfflineError("--engine spark needs PySpark, which is not installed: "
+                           "pip install 'user-profiles[spark]'") from None
+    java_home = os.environ.get("JAVA_HOME")
+    if not shutil.which("java") and not (java_home and
+                                         Path(java_home, "bin", "java").exists()):
+        raise OfflineError("--engine spark needs a Java runtime (JDK 17 or newer), and none is "
+                           "on PATH or in JAVA_HOME")
+    if master.startswith("local"):
+        # executors on this machine run this interpreter (and see this install)
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    return (SparkSession.builder.master(master).appName(app)
+            .config("spark.ui.enabled", "false")
+            .config("spark.sql.session.timeZone", "UTC")
+            .getOrCreate())
+
+
+# ---------------------------------------------------------------- numbered input rows
+
+def numbered_rows(spark, path: str, fmt: str, keep_nulls: bool = False):
+    """An RDD of (line, raw): a JSONL line's bytes, or a Parquet row as a dict (without its
+    null columns unless keep_nulls). `line` counts from 1 over the files in path order."""
+    from pyspark.sql import functions as F
+    meta = F.col("_metadata.file_path").alias("_f")
+    if fmt == "jsonl":
+        df = spark.read.option("lineSep", "\n").text(path).select(
+            F.col("value").cast("binary").alias("_raw"), meta,
+            F.col("_metadata.file_block_start").alias("_b"))
+        firsts = _first_lines(df.groupBy("_f", "_b").count().collect(), ("_f", "_b"))
+        first = spark.sparkContext.broadcast(firsts)
+
+        def number(rows: Iterator) -> Iterator[tuple[int, bytes]]:
+            seen: dict = {}              # a block's lines come in file order, in one partition
+            for raw, f, b in rows:
+                i = seen.get((f, b), 0)
+                seen[(f, b)] = i + 1
+                yield first.value[(f, b)] + i, bytes(raw)
+        return df.rdd.mapPartitions(number)
+    df = spark.read.parquet(path)
+    cols = df.columns
+    df = df.select(F.struct(*[F.col(f"`{c}`") for c in cols]).alias("_row"), meta,
+                   F.col("_metadata.row_index").alias("_i"))
+    firsts = _first_lines(df.groupBy("_f").count().collect(), ("_f",))
+    first = spark.sparkContext.broadcast(firsts)
+
+    def to_row(r) -> tuple[int, dict]:
+        row = r["_row"].asDict(recursive=True)
+        return first.value[(r["_f"],)] + r["_i"], row if keep_nulls else row_object(row)
+    return df.rdd.map(to_row)
+
+
+def _first_lines(counts, key: tuple[str, ...]) -> dict[tuple, int]:
+    """{block: the line number of its first line}, blocks in (file path, offset) order."""
+    out, line = {}, 1
+    for r in sorted(counts, key=lambda r: tuple(r[k] for k in key)):
+        out[tuple(r[k] for k in key)] = line
+        line += r["count"]
+    return out
+
+
+def event_rows(spark, path: str, fmt: str, order_by: str | None):
+    """(line, raw event) with TAAC lines expanded, as the local engine reads them."""
+    check_order_by(fmt, order_by)
+    rows = numbered_rows(spark, path, fmt)
+    if fmt == "jsonl":
+        return rows.flatMap(lambda lr: iter_events(iter([lr[1]]), lr[0]))
+    if order_by is not None and order_by not in spark.read.parquet(path).columns:
+        raise OfflineError(ORDER_COLUMN_MISSING.format(order_by, path))
+    return rows
+
+
+# ---------------------------------------------------------------- the two stages
+
+def _checked(spark, rt, rows, now: float, as_of: int | None, order_by: str | None):
+    """Stage 1: ("e", (user_id, event row)), ("d", dead letter), ("c", counts), persisted."""
+    from pyspark import StorageLevel
+
+    def stage(part: Iterator) -> Iterator:
+        counts: Counter = Counter()
+        for ok, item in check_events(rt.value.parser, part, now, as_of, order_by, counts):
+            yield ("e", (item[0], item)) if ok else ("d", item)
+        yield "c", dict(counts)
+    return rows.mapPartitions(stage).persist(StorageLevel.MEMORY_AND_DISK)
+
+
+def _counts(rdd) -> Counter:
+    total: Counter = Counter()
+    for c in rdd.filter(lambda x: x[0] == "c").map(lambda x: x[1]).collect():
+        total.update(c)
+    return total
+
+
+def _partitions(spark) -> int:
+    return max(2, spark.sparkContext.defaultParallelism * 2)
+
+
+def _dead_letters(spark, rows, dead_rdd, out: Path, fmt: str) -> None:
+    """Dead letters in line order, too_late ones with their original looked up again."""
+    missing = dead_rdd.filter(lambda d: d[4] is None).map(lambda d: (d[0], d[1])).collect()
+    dead = dead_rdd
+    if missing:
+        wanted = spark.sparkContext.broadcast(set(missing))
+        lines = spark.sparkContext.broadcast({w[0] for w in missing})
+        found = dict(rows.filter(lambda lr: lr[0] in lines.value)
+                     .mapPartitions(lambda part: originals(part, wanted.value).items())
+                     .collect())
+        dead = dead_rdd.map(lambda d: d if d[4] is not None else
+                            (*d[:4], found.get((d[0], d[1]), "")))
+    records = (dead.sortBy(lambda d: (d[0], d[1]))
+               .map(lambda d: {"reason": d[2], "message": d[3], "line": d[0],
+                               "original": d[4]}))
+    _write(spark, records, dlq_path(out, fmt), fmt, _dead_letter_schema())
+
+
+# ---------------------------------------------------------------- writing
+
+def _write(spark, records, path: Path | str, fmt: str, schema, lines=None) -> None:
+    """Records (dicts) in their RDD order to a folder of part files; `lines` (JSON line bytes)
+    are written as they are when given."""
+    if fmt == "jsonl":
+        text = lines if lines is not None else records.map(lambda r: orjson.dumps(r, default=str))
+        df = spark.createDataFrame(text.map(lambda b: (b.decode(),)), "value string")
+        df.write.mode("overwrite").text(str(path))
+        return
+    if records is None:
+        records = lines.map(orjson.loads)
+    spark.createDataFrame(records, schema).write.mode("overwrite").parquet(str(path))
+
+
+def _profile_schema(ids: list[str]):
+    from pyspark.sql import types as T
+    ints = T.ArrayType(T.LongType())
+    return T.StructType([
+        T.StructField("user_id", T.LongType()), T.StructField("version", T.LongType()),
+        T.StructField("as_of", T.LongType()), T.StructField("trigger", T.StringType()),
+        T.StructField("features", T.StructType([T.StructField(f, ints) for f in ids])),
+        T.StructField("interest_tags", T.ArrayType(T.StringType())),
+        T.StructField("behavior_preferences", T.ArrayType(T.StringType())),
+        T.StructField("activity_level", T.LongType()), T.StructField("user_type", T.LongType()),
+        T.StructField("confidence", T.DoubleType()), T.StructField("updated_at", T.DoubleType())])
+
+
+def _dead_letter_schema():
+    from pyspark.sql import types as T
+    kinds = {"reason": T.StringType(), "message": T.StringType(), "line": T.LongType(),
+             "original": T.StringType()}
+    return T.StructType([T.StructField(n, kinds[n]) for n in DEAD_LETTER_FIELDS])
+
+
+# ---------------------------------------------------------------- the commands
+
+def run_batch(cfg: ProfileConfig, items: str | Path | None, events: str, out: str | Path,
+              as_of: int | None = None, master: str = "local[*]",
+              events_format: str | None = None, out_format: str | None = None,
+              order_by: str | None = None, progress_stream: IO | None = sys.stderr,
+              trigger: str | None = None) -> BatchReport:
+    t0 = time.perf_counter()
+    spark = session(master)
+    out = Path(out)
+    fmt_in, fmt_out = detect(events, events_format), detect(out, out_format)
+    rt_local = runtime(cfg, items)
+    rt = spark.sparkContext.broadcast(rt_local)
+    rows = event_rows(spark, str(events), fmt_in, order_by)
+    checked = _checked(spark, rt, rows, time.time(), as_of, order_by)
+    counts = _counts(checked)
+    _say(progress_stream, f"batch: {counts['events']:,} events read and checked on {master}")
+    trigger = trigger or ("event" if as_of is None else "weekly")
+    updated_at = time.time()
+
+    def users(part: Iterator) -> Iterator:
+        c: Counter = Counter()
+        for uid, rows_ in part:
+            dead: list = []
+            line = batch_user(rt.value, uid, log_order(list(rows_), True), as_of, trigger,
+                              updated_at, c, dead)
+            if line is not None:
+                yield "p", (uid, line)
+            for d in dead:
+                yield "d", d
+        yield "c", dict(c)
+
+    from pyspark import StorageLevel
+    ran = (checked.filter(lambda x: x[0] == "e").map(lambda x: x[1])
+           .groupByKey(_partitions(spark)).mapPartitions(users)
+           .persist(StorageLevel.MEMORY_AND_DISK))
+    counts.update(_counts(ran))
+    profiles = ran.filter(lambda x: x[0] == "p").map(lambda x: x[1]).sortByKey()
+    _write(spark, None, out, fmt_out, _profile_schema(feature_ids(rt_local)),
+           lines=profiles.map(lambda kv: kv[1]))
+    dead = checked.union(ran).filter(lambda x: x[0] == "d").map(lambda x: x[1])
+    _dead_letters(spark, rows, dead, out, fmt_out)
+    checked.unpersist()
+    ran.unpersist()
+    report = _report(counts, time.perf_counter() - t0)
+    _say(progress_stream, f"batch: {report.users:,} profiles written")
+    return report
+
+
+def run_training_set(cfg: ProfileConfig, items: str | Path | None, events: str,
+                     labels: str, out: str | Path, master: str = "local[*]",
+                     events_format: str | None = None, labels_format: str | None = None,
+                     out_format: str | None = None, order_by: str | None = None,
+                     progress_stream: IO | None = sys.stderr) -> TrainingReport:
+    t0 = time.perf_counter()
+    spark = session(master)
+    out = Path(out)
+    fmt_in, fmt_labels = detect(events, events_format), detect(labels, labels_format)
+    fmt_out = detect(out, out_format)
+    if fmt_out == "parquet" and fmt_labels != "parquet":
+        raise OfflineError("with --engine spark a Parquet training set needs Parquet labels "
+                           "(their schema is the output's); write JSONL or convert the labels")
+    rt_local = runtime(cfg, items)
+    rt = spark.sparkContext.broadcast(rt_local)
+    from pyspark import StorageLevel
+
+    label_rows = numbered_rows(spark, str(labels), fmt_labels, keep_nulls=True)
+    if fmt_labels == "jsonl":
+        label_rows = label_rows.filter(lambda lr: lr[1].strip()).map(
+            lambda lr: (lr[0], _label_object(lr[1], labels, lr[0])))
+    where = "{}:{}" if fmt_labels == "jsonl" else "{}: row {}"
+    keyed = label_rows.map(lambda lr: (lr[0], lr[1], _key_or_error(
+        lr[1], where.format(labels, lr[0])))).persist(StorageLevel.MEMORY_AND_DISK)
+    errors = keyed.filter(lambda x: isinstance(x[2], str)).map(lambda x: (x[0], x[2])).take(1)
+    if errors:
+        raise OfflineError(errors[0][1])
+    n_labels = keyed.count()
+
+    rows = event_rows(spark, str(events), fmt_in, order_by)
+    checked = _checked(spark, rt, rows, time.time(), None, order_by)
+    counts = _counts(checked)
+    _say(progress_stream, f"training-set: {counts['events']:,} events read and checked on "
+         f"{master}; {n_labels:,} labels")
+    times = keyed.map(lambda x: x[2]).distinct()
+    events_by_user = checked.filter(lambda x: x[0] == "e").map(lambda x: x[1])
+
+    def users(part: Iterator) -> Iterator:
+        for uid, (evs, ts) in part:
+            ts = list(ts)
+            if not ts:
+                continue                 # no label for this user
+            for T, fields in training_user(rt.value, uid, log_order(list(evs), True),
+                                           ts).items():
+                yield (uid, T), fields
+
+    fields = events_by_user.cogroup(times, _partitions(spark)).mapPartitions(users)
+    joined = (keyed.map(lambda x: (x[2], (x[0], x[1]))).join(fields)
+              .map(lambda kv: (kv[1][0][0], {**kv[1][0][1], **kv[1][1]}))
+              .sortByKey().map(lambda kv: kv[1]))
+    schema = None
+    if fmt_out == "parquet":
+        from pyspark.sql import types as T
+        label_schema = spark.read.parquet(str(labels)).schema
+        prof = _profile_schema(feature_ids(rt_local))
+        schema = T.StructType(list(label_schema.fields) + [prof[n] for n in PROFILE_FIELDS])
+    _write(spark, joined, out, fmt_out, schema)
+    dead = checked.filter(lambda x: x[0] == "d").map(lambda x: x[1])
+    _dead_letters(spark, rows, dead, out, fmt_out)
+    users_n = keyed.map(lambda x: x[2][0]).distinct().count()
+    checked.unpersist()
+    keyed.unpersist()
+    rejected = {k.split(":", 1)[1]: v for k, v in counts.items() if k.startswith("rejected:")}
+    return TrainingReport(n_labels, users_n, counts["events"], rejected,
+                          time.perf_counter() - t0)
+
+
+def _label_object(raw: bytes, path: str, line: int) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        return _LabelError(f"{path}:{line}: not valid JSON: {e}")
+
+
+class _LabelError(str):
+    """A bad label row, carried to the driver to be raised there."""
+
+
+def _key_or_error(row: Any, where: str) -> tuple[int, int] | str:
+    if isinstance(row, _LabelError):
+        return str(row)
+    try:
+        return label_key(row, where)
+    except OfflineError as e:
+        return str(e)
+
+
+def _say(stream: IO | None, line: str) -> None:
+    if stream is not None:
+        print(line, file=stream, flush=True)
