@@ -35,13 +35,16 @@ def require_pyarrow():
 
 
 def detect(path: str | Path, flag: str | None = None) -> str:
-    """The format of a file: the flag when given, else .parquet/.pq or a folder -> parquet."""
+    """The format of a file: the flag when given, else the extension (.jsonl/.json: jsonl;
+    .parquet/.pq: parquet); without one, a folder is Parquet part files and a file JSONL."""
     if flag:
         return flag
     p = str(path).rstrip("/")
-    if p.endswith(PARQUET_SUFFIXES) or (os.path.isdir(p) and "://" not in p):
+    if p.endswith(PARQUET_SUFFIXES):
         return "parquet"
-    return "jsonl"
+    if p.endswith((".jsonl", ".json")):
+        return "jsonl"
+    return "parquet" if os.path.isdir(p) else "jsonl"
 
 
 def dlq_path(out: str | Path, fmt: str) -> Path:

@@ -13,11 +13,13 @@ broadcast; driver and executors exchange them and the rows with PySpark's own se
 """
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import sys
 import time
 from collections import Counter
+from itertools import groupby
 from pathlib import Path
 from typing import IO, Any, Iterator
 
@@ -29,7 +31,7 @@ from offline import OfflineError
 from offline.formats import DEAD_LETTER_FIELDS, detect, dlq_path, row_object
 from offline.local import TrainingReport, _report, feature_ids, runtime
 from offline.steps import (PROFILE_FIELDS, batch_user, check_events, check_order_by,
-                           label_key, log_order, originals, training_user)
+                           label_key, originals, training_user)
 
 ORDER_COLUMN_MISSING = "the order column {!r} is not a column of {}"
 
@@ -50,10 +52,31 @@ def session(master: str = "local[*]", app: str = "profiles-offline"):
     if master.startswith("local"):
         # executors on this machine run this interpreter (and see this install)
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    return (SparkSession.builder.master(master).appName(app)
-            .config("spark.ui.enabled", "false")
-            .config("spark.sql.session.timeZone", "UTC")
-            .getOrCreate())
+    spark = (SparkSession.builder.master(master).appName(app)
+             .config("spark.ui.enabled", "false")
+             .config("spark.ui.showConsoleProgress", "false")
+             .config("spark.sql.session.timeZone", "UTC")
+             .getOrCreate())
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
+
+
+def said_plainly(fn):
+    """An OfflineError raised on an executor reaches the caller as itself, not inside a Java
+    stack trace."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except OfflineError:
+            raise
+        except Exception as e:
+            marker = "offline.OfflineError: "
+            text = str(e)
+            if marker in text:
+                raise OfflineError(text.split(marker, 1)[1].splitlines()[0]) from None
+            raise
+    return wrapper
 
 
 # ---------------------------------------------------------------- numbered input rows
@@ -110,25 +133,60 @@ def event_rows(spark, path: str, fmt: str, order_by: str | None):
     return rows
 
 
-# ---------------------------------------------------------------- the two stages
+# ---------------------------------------------------------------- the stages
 
-def _checked(spark, rt, rows, now: float, as_of: int | None, order_by: str | None):
-    """Stage 1: ("e", (user_id, event row)), ("d", dead letter), ("c", counts), persisted."""
+def _checked(rt, rows, now: float, as_of: int | None, order_by: str | None):
+    """Stage 1, persisted: ("e", ((user_id, 1, order, line, sub), event row)) per valid
+    event, ("d", dead letter), and per partition ("c", counts) and ("u", (min, max) user id)."""
     from pyspark import StorageLevel
 
     def stage(part: Iterator) -> Iterator:
         counts: Counter = Counter()
+        lo = hi = None
         for ok, item in check_events(rt.value.parser, part, now, as_of, order_by, counts):
-            yield ("e", (item[0], item)) if ok else ("d", item)
+            if ok:
+                uid = item[0]
+                lo = uid if lo is None or uid < lo else lo
+                hi = uid if hi is None or uid > hi else hi
+                yield "e", ((uid, 1, item[1], item[2], item[3]), item)
+            else:
+                yield "d", item
         yield "c", dict(counts)
+        if lo is not None:
+            yield "u", (lo, hi)
     return rows.mapPartitions(stage).persist(StorageLevel.MEMORY_AND_DISK)
+
+
+def _tagged(rdd, tag: str):
+    return rdd.filter(lambda x: x[0] == tag).map(lambda x: x[1])
 
 
 def _counts(rdd) -> Counter:
     total: Counter = Counter()
-    for c in rdd.filter(lambda x: x[0] == "c").map(lambda x: x[1]).collect():
+    for c in _tagged(rdd, "c").collect():
         total.update(c)
     return total
+
+
+def _span(rdd) -> tuple[int, int]:
+    spans = _tagged(rdd, "u").collect()
+    return (min(s[0] for s in spans), max(s[1] for s in spans)) if spans else (0, 0)
+
+
+class RangeOfFirst:
+    """Partition by the key's first element over [lo, hi] in equal ranges: partitions in order
+    hold keys in order, so a sort within partitions is a total sort (no sampling pass)."""
+
+    def __init__(self, lo: int, hi: int, n: int):
+        self.lo, self.width, self.n = lo, hi - lo + 1, n
+
+    def __call__(self, key) -> int:
+        return min(self.n - 1, max(0, (key[0] - self.lo) * self.n // self.width))
+
+
+def _sorted_by_first(rdd, span: tuple[int, int], n: int):
+    """(key, value) pairs in key order, partitioned by ranges of key[0]."""
+    return rdd.repartitionAndSortWithinPartitions(n, RangeOfFirst(*span, n))
 
 
 def _partitions(spark) -> int:
@@ -136,7 +194,8 @@ def _partitions(spark) -> int:
 
 
 def _dead_letters(spark, rows, dead_rdd, out: Path, fmt: str) -> None:
-    """Dead letters in line order, too_late ones with their original looked up again."""
+    """Dead letters in line order (one part: they are few), too_late ones with their original
+    looked up again."""
     missing = dead_rdd.filter(lambda d: d[4] is None).map(lambda d: (d[0], d[1])).collect()
     dead = dead_rdd
     if missing:
@@ -147,7 +206,7 @@ def _dead_letters(spark, rows, dead_rdd, out: Path, fmt: str) -> None:
                      .collect())
         dead = dead_rdd.map(lambda d: d if d[4] is not None else
                             (*d[:4], found.get((d[0], d[1]), "")))
-    records = (dead.sortBy(lambda d: (d[0], d[1]))
+    records = (dead.sortBy(lambda d: (d[0], d[1]), numPartitions=1)
                .map(lambda d: {"reason": d[2], "message": d[3], "line": d[0],
                                "original": d[4]}))
     _write(spark, records, dlq_path(out, fmt), fmt, _dead_letter_schema())
@@ -190,6 +249,7 @@ def _dead_letter_schema():
 
 # ---------------------------------------------------------------- the commands
 
+@said_plainly
 def run_batch(cfg: ProfileConfig, items: str | Path | None, events: str, out: str | Path,
               as_of: int | None = None, master: str = "local[*]",
               events_format: str | None = None, out_format: str | None = None,
@@ -202,7 +262,7 @@ def run_batch(cfg: ProfileConfig, items: str | Path | None, events: str, out: st
     rt_local = runtime(cfg, items)
     rt = spark.sparkContext.broadcast(rt_local)
     rows = event_rows(spark, str(events), fmt_in, order_by)
-    checked = _checked(spark, rt, rows, time.time(), as_of, order_by)
+    checked = _checked(rt, rows, time.time(), as_of, order_by)
     counts = _counts(checked)
     _say(progress_stream, f"batch: {counts['events']:,} events read and checked on {master}")
     trigger = trigger or ("event" if as_of is None else "weekly")
@@ -210,26 +270,23 @@ def run_batch(cfg: ProfileConfig, items: str | Path | None, events: str, out: st
 
     def users(part: Iterator) -> Iterator:
         c: Counter = Counter()
-        for uid, rows_ in part:
+        for uid, group in groupby(part, key=lambda kv: kv[0][0]):
             dead: list = []
-            line = batch_user(rt.value, uid, log_order(list(rows_), True), as_of, trigger,
+            line = batch_user(rt.value, uid, [kv[1] for kv in group], as_of, trigger,
                               updated_at, c, dead)
             if line is not None:
-                yield "p", (uid, line)
+                yield "p", line
             for d in dead:
                 yield "d", d
         yield "c", dict(c)
 
     from pyspark import StorageLevel
-    ran = (checked.filter(lambda x: x[0] == "e").map(lambda x: x[1])
-           .groupByKey(_partitions(spark)).mapPartitions(users)
-           .persist(StorageLevel.MEMORY_AND_DISK))
+    ran = (_sorted_by_first(_tagged(checked, "e"), _span(checked), _partitions(spark))
+           .mapPartitions(users).persist(StorageLevel.MEMORY_AND_DISK))
     counts.update(_counts(ran))
-    profiles = ran.filter(lambda x: x[0] == "p").map(lambda x: x[1]).sortByKey()
     _write(spark, None, out, fmt_out, _profile_schema(feature_ids(rt_local)),
-           lines=profiles.map(lambda kv: kv[1]))
-    dead = checked.union(ran).filter(lambda x: x[0] == "d").map(lambda x: x[1])
-    _dead_letters(spark, rows, dead, out, fmt_out)
+           lines=_tagged(ran, "p"))
+    _dead_letters(spark, rows, _tagged(checked.union(ran), "d"), out, fmt_out)
     checked.unpersist()
     ran.unpersist()
     report = _report(counts, time.perf_counter() - t0)
@@ -237,6 +294,7 @@ def run_batch(cfg: ProfileConfig, items: str | Path | None, events: str, out: st
     return report
 
 
+@said_plainly
 def run_training_set(cfg: ProfileConfig, items: str | Path | None, events: str,
                      labels: str, out: str | Path, master: str = "local[*]",
                      events_format: str | None = None, labels_format: str | None = None,
@@ -259,34 +317,57 @@ def run_training_set(cfg: ProfileConfig, items: str | Path | None, events: str,
         label_rows = label_rows.filter(lambda lr: lr[1].strip()).map(
             lambda lr: (lr[0], _label_object(lr[1], labels, lr[0])))
     where = "{}:{}" if fmt_labels == "jsonl" else "{}: row {}"
-    keyed = label_rows.map(lambda lr: (lr[0], lr[1], _key_or_error(
-        lr[1], where.format(labels, lr[0])))).persist(StorageLevel.MEMORY_AND_DISK)
-    errors = keyed.filter(lambda x: isinstance(x[2], str)).map(lambda x: (x[0], x[2])).take(1)
+
+    def keyed(part: Iterator) -> Iterator:
+        """("l", ((user_id, 0, as_of, line), row)) per label; per partition ("s", (labels,
+        min and max user id, last line, first error))."""
+        n, lo, hi, last, error = 0, None, None, 0, None
+        for line, row in part:
+            key = _key_or_error(row, where.format(labels, line))
+            if isinstance(key, str):
+                error = error or key
+                continue
+            uid = key[0]
+            n, last = n + 1, max(last, line)
+            lo = uid if lo is None or uid < lo else lo
+            hi = uid if hi is None or uid > hi else hi
+            yield "l", ((uid, 0, key[1], line), row)
+        yield "s", (n, lo, hi, last, error)
+    labelled = label_rows.mapPartitions(keyed).persist(StorageLevel.MEMORY_AND_DISK)
+    stats = _tagged(labelled, "s").collect()
+    errors = [s[4] for s in stats if s[4]]
     if errors:
-        raise OfflineError(errors[0][1])
-    n_labels = keyed.count()
+        raise OfflineError(errors[0])
+    n_labels = sum(s[0] for s in stats)
+    spans = [s[1:3] for s in stats if s[1] is not None]
 
     rows = event_rows(spark, str(events), fmt_in, order_by)
-    checked = _checked(spark, rt, rows, time.time(), None, order_by)
+    checked = _checked(rt, rows, time.time(), None, order_by)
     counts = _counts(checked)
     _say(progress_stream, f"training-set: {counts['events']:,} events read and checked on "
          f"{master}; {n_labels:,} labels")
-    times = keyed.map(lambda x: x[2]).distinct()
-    events_by_user = checked.filter(lambda x: x[0] == "e").map(lambda x: x[1])
+    spans.append(_span(checked))
+    span = (min(s[0] for s in spans), max(s[1] for s in spans))
+
+    users_seen = spark.sparkContext.accumulator(0)     # a figure for the report only
 
     def users(part: Iterator) -> Iterator:
-        for uid, (evs, ts) in part:
-            ts = list(ts)
-            if not ts:
-                continue                 # no label for this user
-            for T, fields in training_user(rt.value, uid, log_order(list(evs), True),
-                                           ts).items():
-                yield (uid, T), fields
+        for uid, group in groupby(part, key=lambda kv: kv[0][0]):
+            wanted, events_ = [], []
+            for key, value in group:     # this user's labels first, then its events in order
+                (wanted if key[1] == 0 else events_).append((key, value))
+            if not wanted:
+                continue
+            users_seen.add(1)
+            fields = training_user(rt.value, uid, [v for _, v in events_],
+                                   {k[2] for k, _ in wanted})
+            for key, row in wanted:
+                yield (key[3],), {**row, **fields[key[2]]}
 
-    fields = events_by_user.cogroup(times, _partitions(spark)).mapPartitions(users)
-    joined = (keyed.map(lambda x: (x[2], (x[0], x[1]))).join(fields)
-              .map(lambda kv: (kv[1][0][0], {**kv[1][0][1], **kv[1][1]}))
-              .sortByKey().map(lambda kv: kv[1]))
+    both = _tagged(labelled, "l").union(_tagged(checked, "e"))
+    joined = _sorted_by_first(
+        _sorted_by_first(both, span, _partitions(spark)).mapPartitions(users),
+        (1, max([1] + [s[3] for s in stats])), _partitions(spark)).map(lambda kv: kv[1])
     schema = None
     if fmt_out == "parquet":
         from pyspark.sql import types as T
@@ -294,13 +375,11 @@ def run_training_set(cfg: ProfileConfig, items: str | Path | None, events: str,
         prof = _profile_schema(feature_ids(rt_local))
         schema = T.StructType(list(label_schema.fields) + [prof[n] for n in PROFILE_FIELDS])
     _write(spark, joined, out, fmt_out, schema)
-    dead = checked.filter(lambda x: x[0] == "d").map(lambda x: x[1])
-    _dead_letters(spark, rows, dead, out, fmt_out)
-    users_n = keyed.map(lambda x: x[2][0]).distinct().count()
+    _dead_letters(spark, rows, _tagged(checked, "d"), out, fmt_out)
     checked.unpersist()
-    keyed.unpersist()
+    labelled.unpersist()
     rejected = {k.split(":", 1)[1]: v for k, v in counts.items() if k.startswith("rejected:")}
-    return TrainingReport(n_labels, users_n, counts["events"], rejected,
+    return TrainingReport(n_labels, users_seen.value, counts["events"], rejected,
                           time.perf_counter() - t0)
 
 
