@@ -154,6 +154,7 @@ class _Run:
         self.chunks = plan_chunks(self.events, self.events_format,
                                   1 if one else self.workers * PARTITIONS_PER_WORKER)
         self.partitions = 1 if one else self.workers * PARTITIONS_PER_WORKER
+        self.tmp_parent.mkdir(parents=True, exist_ok=True)
         self.tmp = None if one else tempfile.mkdtemp(prefix=".profiles-offline-",
                                                      dir=self.tmp_parent)
         self.job = Job(self.cfg, None if self.items is None else str(self.items), time.time(),
@@ -264,12 +265,16 @@ class TrainingReport:
     rejected: dict[str, int]
     seconds: float
 
+    @property
+    def events_per_second(self) -> float:
+        return self.events / self.seconds if self.seconds else 0.0
+
     def summary(self) -> dict[str, Any]:
         return {"labels": self.labels, "users": self.users, "events": self.events,
                 "rejected": dict(sorted(self.rejected.items())),
                 "seconds": round(self.seconds, 3),
                 "labels_per_second": round(self.labels / self.seconds) if self.seconds else 0,
-                "events_per_second": round(self.events / self.seconds) if self.seconds else 0}
+                "events_per_second": round(self.events_per_second)}
 
 
 def run_training_set(cfg: ProfileConfig, items: str | Path | None, events: str | Path,
