@@ -689,12 +689,24 @@ FINDINGS_HEADING = "## Where the time goes"
               help="Events/s offered in the soak run (RSS over time).")
 @click.option("--soak-seconds", type=click.FloatRange(0), default=600, show_default=True,
               help="Length of the soak run (0: skip it).")
+@click.option("--only", type=click.Choice(["offline"]), default=None,
+              help="Run one section alone (offline: batch and training-set on every engine) "
+                   "and replace that section of OUT.")
 def bench(users: int, days: int, workdir: str, out: str, tuned_batch: int, latency_rate: float,
-          latency_seconds: float, soak_rate: float, soak_seconds: float) -> None:
+          latency_seconds: float, soak_rate: float, soak_seconds: float,
+          only: str | None) -> None:
     """Side-by-side on one embedded broker: our pipeline (1 and 2 workers, and 1 with a larger
     batch), naive Faust, the read ceiling, the batch path; then latency at a steady rate and RSS
-    over a soak run. Prints the table and writes OUT."""
+    over a soak run; then the offline engines. Prints the table and writes OUT."""
     import shutil
+    if only == "offline":
+        from deploy.bench import run_offline_only
+        shutil.rmtree(workdir, ignore_errors=True)
+        section = run_offline_only(Path(workdir), users, days, say=_say)
+        _replace_section(Path(out), section, before=FINDINGS_HEADING)
+        click.echo("\n" + section)
+        click.echo(f"written to {out}")
+        return
 
     from deploy.bench import run_bench
     shutil.rmtree(workdir, ignore_errors=True)
@@ -759,14 +771,18 @@ def bench_jobs(users: int, due: int, full_daily: bool, workdir: str, out: str) -
     click.echo(f"written to {out}")
 
 
-def _replace_section(path: Path, section: str) -> None:
-    """Put a `## ...` section into a markdown file, replacing the one with the same heading."""
+def _replace_section(path: Path, section: str, before: str | None = None) -> None:
+    """Put a `## ...` section into a markdown file, replacing the one with the same heading
+    (a new one goes before the heading `before` when there is one, else at the end)."""
     heading = section.splitlines()[0]
     text = path.read_text() if path.exists() else ""
     if heading in text:
         start = text.index(heading)
         nxt = text.find("\n## ", start + len(heading))
         text = text[:start] + section + (text[nxt + 1:] if nxt >= 0 else "")
+    elif before and before in text:
+        at = text.index(before)
+        text = text[:at] + section + "\n" + text[at:]
     else:
         text = text.rstrip("\n") + "\n\n" + section
     path.write_text(text)
