@@ -536,7 +536,7 @@ def run_offline_bench(workdir: Path, cfg: ProfileConfig, items: Path, events: Pa
         OFFLINE_HEADING,
         "",
         f"`profiles bench --only offline` (also part of `make bench`) on "
-        f"{time.strftime('%Y-%m-%d')}, {_machine()}. The same events file "
+        f"{time.strftime('%Y-%m-%d')}, {_machine().split('; broker')[0]}. The same events file "
         f"({len(users):,} users), {n_labels:,} labels ({LABELS_PER_USER} per user at random "
         f"times). Each row is one run from files to files; Spark rows run in a warm session "
         f"(starting it took {start:.1f} s, the first batch run {cold:.1f} s).",

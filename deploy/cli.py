@@ -274,7 +274,7 @@ def batch(ctx: click.Context, items, events, events_format, order_by, out_format
     except (CatalogError, OfflineError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(json.dumps(report.summary()))
-    dlq = dlq_path(Path(out), detect(out, out_format))
+    dlq = dlq_path(out, detect(out, out_format))
     click.echo(f"{report.users} profiles -> {out}; {sum(report.rejected.values())} dead letters "
                f"-> {dlq}; {report.events_per_second:,.0f} events/s", err=True)
 

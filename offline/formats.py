@@ -47,14 +47,15 @@ def detect(path: str | Path, flag: str | None = None) -> str:
     return "parquet" if os.path.isdir(p) else "jsonl"
 
 
-def dlq_path(out: str | Path, fmt: str) -> Path:
-    """profiles.jsonl -> profiles.dlq.jsonl, profiles.parquet -> profiles.dlq.parquet."""
-    out = Path(out)
+def dlq_path(out: str | Path, fmt: str) -> str | Path:
+    """profiles.jsonl -> profiles.dlq.jsonl, profiles.parquet -> profiles.dlq.parquet (a Path
+    for a Path; a string, URIs such as hdfs://... intact, for a string)."""
     suffix = ".parquet" if fmt == "parquet" else ".jsonl"
-    name = out.name
+    head, _, name = str(out).rstrip("/").rpartition("/")
     for s in (".jsonl", ".json", *PARQUET_SUFFIXES):
         name = name.removesuffix(s)
-    return out.with_name(f"{name}.dlq{suffix}")
+    path = f"{head}/{name}.dlq{suffix}" if head else f"{name}.dlq{suffix}"
+    return Path(path) if isinstance(out, Path) else path
 
 
 def row_object(row: dict[str, Any]) -> dict[str, Any]:

@@ -75,6 +75,8 @@ def said_plainly(fn):
             text = str(e)
             if marker in text:
                 raise OfflineError(text.split(marker, 1)[1].splitlines()[0]) from None
+            if type(e).__name__ == "AnalysisException":      # e.g. [PATH_NOT_FOUND] ...
+                raise OfflineError(text.splitlines()[0]) from None
             raise
     return wrapper
 
@@ -193,7 +195,7 @@ def _partitions(spark) -> int:
     return max(2, spark.sparkContext.defaultParallelism * 2)
 
 
-def _dead_letters(spark, rows, dead_rdd, out: Path, fmt: str) -> None:
+def _dead_letters(spark, rows, dead_rdd, out: str, fmt: str) -> None:
     """Dead letters in line order (one part: they are few), too_late ones with their original
     looked up again."""
     missing = dead_rdd.filter(lambda d: d[4] is None).map(lambda d: (d[0], d[1])).collect()
@@ -214,7 +216,7 @@ def _dead_letters(spark, rows, dead_rdd, out: Path, fmt: str) -> None:
 
 # ---------------------------------------------------------------- writing
 
-def _write(spark, records, path: Path | str, fmt: str, schema, lines=None) -> None:
+def _write(spark, records, path: str, fmt: str, schema, lines=None) -> None:
     """Records (dicts) in their RDD order to a folder of part files; `lines` (JSON line bytes)
     are written as they are when given."""
     if fmt == "jsonl":
@@ -257,7 +259,7 @@ def run_batch(cfg: ProfileConfig, items: str | Path | None, events: str, out: st
               trigger: str | None = None) -> BatchReport:
     t0 = time.perf_counter()
     spark = session(master)
-    out = Path(out)
+    out = str(out)
     fmt_in, fmt_out = detect(events, events_format), detect(out, out_format)
     rt_local = runtime(cfg, items)
     rt = spark.sparkContext.broadcast(rt_local)
@@ -302,7 +304,7 @@ def run_training_set(cfg: ProfileConfig, items: str | Path | None, events: str,
                      progress_stream: IO | None = sys.stderr) -> TrainingReport:
     t0 = time.perf_counter()
     spark = session(master)
-    out = Path(out)
+    out = str(out)
     fmt_in, fmt_labels = detect(events, events_format), detect(labels, labels_format)
     fmt_out = detect(out, out_format)
     if fmt_out == "parquet" and fmt_labels != "parquet":

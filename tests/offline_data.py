@@ -46,17 +46,21 @@ def dead_letter_keys(path: Path) -> list[tuple]:
     return [(d["reason"], d["line"], d["original"]) for d in read_records(path)]
 
 
-def event_objects(events: Path) -> list[tuple[int, dict]]:
-    """(line, object) of every line that decodes to an event-like object."""
+def decoded_lines(events: Path) -> list[tuple[int, bytes, object]]:
+    """(line number, line, decoded JSON) of every line that is valid JSON."""
     out = []
     for lineno, line in enumerate(events.read_bytes().split(b"\n"), 1):
         try:
-            obj = orjson.loads(line)
+            out.append((lineno, line, orjson.loads(line)))
         except orjson.JSONDecodeError:
-            continue
-        if isinstance(obj, dict) and type(obj.get("user_id")) is int:
-            out.append((lineno, obj))
+            pass
     return out
+
+
+def event_objects(events: Path) -> list[tuple[int, dict]]:
+    """(line, object) of every line that decodes to an event-like object."""
+    return [(lineno, obj) for lineno, _, obj in decoded_lines(events)
+            if isinstance(obj, dict) and type(obj.get("user_id")) is int]
 
 
 def random_labels(events: Path, n: int, seed: int) -> list[dict]:
@@ -98,11 +102,7 @@ def brute_force(cfg: ProfileConfig, items: Path, events: Path, labels: list[dict
     """The training rows by definition: for each label, the batch path run on just that
     user's events with --as-of ts (it drops those after ts); a user with none, the default."""
     lines: dict[int, list[bytes]] = {}
-    for line in events.read_bytes().split(b"\n"):
-        try:
-            obj = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            continue
+    for _, line, obj in decoded_lines(events):
         if isinstance(obj, dict) and type(obj.get("user_id")) is int:
             lines.setdefault(obj["user_id"], []).append(line)
         elif isinstance(obj, list):                    # a TAAC line: its rows' users
@@ -135,11 +135,7 @@ def events_to_parquet(events: Path, out: Path, shuffle_seed: int | None = None,
     pq = require_pyarrow()
     import pyarrow as pa
     rows = []
-    for lineno, line in enumerate(events.read_bytes().split(b"\n"), 1):
-        try:
-            obj = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            continue
+    for lineno, _, obj in decoded_lines(events):
         if isinstance(obj, dict) and all(type(obj.get(k, 0)) is int for k in
                                          ("user_id", "item_id", "timestamp", "action_type")):
             rows.append({**obj, "offset": lineno})
