@@ -169,10 +169,13 @@ class _Run:
             self.rt = runtime(self.cfg, None)      # for the feature ids; workers load items
 
     def scan(self) -> None:
+        """Phase 1 over every chunk, with progress as chunks finish."""
         if self.pool is None:
-            counts, buckets, dead = _scan(0, self.chunks[0])
-            results = [(counts, buckets, dead)]
-            self.memory = [buckets]
+            results = []
+            for c, chunk in enumerate(self.chunks):
+                results.append(_scan(c, chunk))
+                self.progress.tick(sum(r[0]["events"] for r in results))
+            self.memory = [r[1] for r in results]
         else:
             futures = [self.pool.submit(_scan, c, chunk) for c, chunk in enumerate(self.chunks)]
             results = []
@@ -186,7 +189,7 @@ class _Run:
 
     def per_partition(self, fn: Callable, args: list[tuple]) -> list:
         if self.pool is None:
-            return [fn(0, 1, *args[0], memory=self.memory)]
+            return [fn(0, len(self.chunks), *args[0], memory=self.memory)]
         futures = [self.pool.submit(fn, p, len(self.chunks), *a) for p, a in enumerate(args)]
         return [f.result() for f in futures]
 

@@ -164,15 +164,19 @@ def _tagged(rdd, tag: str):
 
 
 def _counts(rdd) -> Counter:
+    return _counts_and_span(rdd)[0]
+
+
+def _counts_and_span(rdd) -> tuple[Counter, tuple[int, int]]:
+    """The stage's summed counts and the (min, max) user id of its events, in one job."""
     total: Counter = Counter()
-    for c in _tagged(rdd, "c").collect():
-        total.update(c)
-    return total
-
-
-def _span(rdd) -> tuple[int, int]:
-    spans = _tagged(rdd, "u").collect()
-    return (min(s[0] for s in spans), max(s[1] for s in spans)) if spans else (0, 0)
+    spans = []
+    for tag, value in rdd.filter(lambda x: x[0] in ("c", "u")).collect():
+        if tag == "c":
+            total.update(value)
+        else:
+            spans.append(value)
+    return total, ((min(s[0] for s in spans), max(s[1] for s in spans)) if spans else (0, 0))
 
 
 class RangeOfFirst:
@@ -192,7 +196,7 @@ def _sorted_by_first(rdd, span: tuple[int, int], n: int):
 
 
 def _partitions(spark) -> int:
-    return max(2, spark.sparkContext.defaultParallelism * 2)
+    return max(2, spark.sparkContext.defaultParallelism)
 
 
 def _dead_letters(spark, rows, dead_rdd, out: str, fmt: str) -> None:
@@ -265,7 +269,7 @@ def run_batch(cfg: ProfileConfig, items: str | Path | None, events: str, out: st
     rt = spark.sparkContext.broadcast(rt_local)
     rows = event_rows(spark, str(events), fmt_in, order_by)
     checked = _checked(rt, rows, time.time(), as_of, order_by)
-    counts = _counts(checked)
+    counts, span = _counts_and_span(checked)
     _say(progress_stream, f"batch: {counts['events']:,} events read and checked on {master}")
     trigger = trigger or ("event" if as_of is None else "weekly")
     updated_at = time.time()
@@ -283,7 +287,7 @@ def run_batch(cfg: ProfileConfig, items: str | Path | None, events: str, out: st
         yield "c", dict(c)
 
     from pyspark import StorageLevel
-    ran = (_sorted_by_first(_tagged(checked, "e"), _span(checked), _partitions(spark))
+    ran = (_sorted_by_first(_tagged(checked, "e"), span, _partitions(spark))
            .mapPartitions(users).persist(StorageLevel.MEMORY_AND_DISK))
     counts.update(_counts(ran))
     _write(spark, None, out, fmt_out, _profile_schema(feature_ids(rt_local)),
@@ -345,10 +349,10 @@ def run_training_set(cfg: ProfileConfig, items: str | Path | None, events: str,
 
     rows = event_rows(spark, str(events), fmt_in, order_by)
     checked = _checked(rt, rows, time.time(), None, order_by)
-    counts = _counts(checked)
+    counts, event_span = _counts_and_span(checked)
     _say(progress_stream, f"training-set: {counts['events']:,} events read and checked on "
          f"{master}; {n_labels:,} labels")
-    spans.append(_span(checked))
+    spans.append(event_span)
     span = (min(s[0] for s in spans), max(s[1] for s in spans))
 
     users_seen = spark.sparkContext.accumulator(0)     # a figure for the report only

@@ -158,6 +158,24 @@ def test_parquet_events_with_an_order_column_equal_jsonl(data, reference):
     assert all("null" not in d_["original"] and '"offset":' in d_["original"] for d_ in missing)
 
 
+def test_a_folder_of_parquet_parts_reads_as_one_log(data):
+    """Part files in path order, rows numbered across them (dead letters name those rows)."""
+    pq = require_pyarrow()
+    cfg, items, events, d = data
+    whole = events_to_parquet(events, d / "whole.parquet")
+    table = pq.read_table(whole)
+    (d / "parts").mkdir()
+    half = table.num_rows // 2
+    pq.write_table(table.slice(0, half), d / "parts" / "part-0.parquet")
+    pq.write_table(table.slice(half), d / "parts" / "part-1.parquet")
+    for src, name in ((whole, "whole"), (d / "parts", "parts")):
+        local.run_batch(cfg, items, src, d / f"{name}.jsonl", workers=2, progress_stream=None)
+    assert without_updated_at(read_records(d / "parts.jsonl")) == \
+        without_updated_at(read_records(d / "whole.jsonl"))
+    assert dead_letter_keys(d / "parts.dlq.jsonl") == dead_letter_keys(d / "whole.dlq.jsonl")
+    assert max(x["line"] for x in read_records(d / "parts.dlq.jsonl")) > half
+
+
 def _parquet_rows_as_jsonl(pq_events: Path, out: Path) -> Path:
     """The Parquet rows in log (offset) order as JSON lines of their non-null columns: what
     the reference path must make of them."""
@@ -187,6 +205,26 @@ def test_parquet_labels_pass_through_and_parquet_out(data):
     for r, w in zip(rows, want):
         assert r["as_of"] == w["ts"] and r["ts"] == w["ts"] + 0.5
         assert {k: r[k] for k in DEFAULT_PROFILE} == {k: w[k] for k in DEFAULT_PROFILE}
+
+
+def test_parquet_items_in_both_layouts_equal_the_json_catalog(data):
+    pq = require_pyarrow()
+    import pyarrow as pa
+    cfg, items, _, d = data
+    catalog = orjson.loads(items.read_bytes())
+    ids = sorted(int(i) for i in catalog)
+    fids = sorted({f for feats in catalog.values() for f in feats}, key=int)
+    pq.write_table(pa.table({"item_id": ids, "features": pa.array(
+        [list(catalog[str(i)].items()) for i in ids], pa.map_(pa.string(), pa.int64()))}),
+        d / "items-map.parquet")
+    pq.write_table(pa.table({"item_id": ids, **{f: [catalog[str(i)].get(f) for i in ids]
+                                                for f in fids}}), d / "items-wide.parquet")
+    want = local.runtime(cfg, items).catalog
+    for name in ("items-map.parquet", "items-wide.parquet"):
+        got = local.runtime(cfg, d / name).catalog
+        assert got.features == want.features, name
+        assert [got.categories(i) for i in ids] == [want.categories(i) for i in ids]
+    assert any(want.categories(i) for i in ids)
 
 
 def test_bad_labels_stop_the_run_with_one_sentence(data):

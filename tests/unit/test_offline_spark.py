@@ -17,6 +17,10 @@ MASTER = "local[2]"
 @pytest.fixture(scope="module")
 def spark():
     session = spark_engine.session(MASTER)
+    # small file splits: the inputs are read as several blocks over several partitions, so
+    # line numbers must come from the files, not from the order rows arrive in
+    session.conf.set("spark.sql.files.maxPartitionBytes", "200000")
+    session.conf.set("spark.sql.files.openCostInBytes", "0")
     yield session
     session.stop()
 
@@ -60,7 +64,7 @@ def test_spark_parquet_with_order_column_equals_local(spark, data):
     """Shuffled Parquet rows, log order from the `offset` column; Parquet out."""
     cfg, items, events, d = data
     pq_events = events_to_parquet(events, d / "events.parquet", shuffle_seed=3,
-                                  row_group_size=1000)
+                                  row_group_size=500)
     local.run_batch(cfg, items, pq_events, d / "pq-local.parquet", workers=1,
                     order_by="offset", progress_stream=None)
     spark_engine.run_batch(cfg, items, str(pq_events), d / "pq-spark.parquet", master=MASTER,
