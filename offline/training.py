@@ -37,8 +37,10 @@ class Labels:
         import pyarrow as pa
         if self.table is not None:
             return self.table.schema
-        if not hasattr(self, "_schema"):
-            self._schema = pa.Table.from_pylist(self.rows).schema   # one schema for all batches
+        if not hasattr(self, "_schema"):      # one schema for all batches, every key of any row
+            keys = list(dict.fromkeys(k for row in self.rows for k in row))
+            self._schema = pa.Table.from_pylist([{k: r.get(k) for k in keys}
+                                                 for r in self.rows]).schema
         return self._schema
 
 

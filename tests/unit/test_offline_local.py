@@ -84,6 +84,11 @@ def test_training_set_equals_brute_force(data, workers):
     assert any(r["features"] == DEFAULT_PROFILE["features"] for r in got)
     assert any(r["features"] != DEFAULT_PROFILE["features"] for r in got)
     assert list(got[0])[:4] == ["user_id", "ts", "clicked", "row"]
+    if workers == 1:                        # the same rows as Parquet (JSONL labels' schema)
+        require_pyarrow()
+        local.run_training_set(cfg, items, events, path, d / "train.pq", workers=1,
+                               out_format="parquet", progress_stream=None)
+        assert read_records(d / "train.pq", "parquet") == got
 
 
 def _count_applies(monkeypatch) -> list[int]:
