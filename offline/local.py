@@ -32,8 +32,8 @@ from features.runtime import FeatureRuntime
 from offline.formats import (RecordWriter, dead_letter_arrow_schema, detect, dlq_path,
                              load_items, plan_chunks, profile_arrow_schema, read_chunk)
 from offline.steps import (batch_user, check_events, check_order_by, fill_originals,
-                           group_by_user, log_order, partition_of, row_from_json, row_to_json,
-                           training_user)
+                           group_by_user, log_order, partition_of, row_from_flat,
+                           row_to_flat, training_user)
 from offline.training import read_labels, write_training_set
 
 PARTITIONS_PER_WORKER = 4
@@ -106,7 +106,7 @@ def _scan(c: int, chunk) -> tuple[Counter, list | None, list]:
     if job.tmp is None:
         return counts, buckets, dead
     for p, rows in enumerate(buckets):
-        _bucket_file(job.tmp, c, p).write_bytes(orjson.dumps([row_to_json(r) for r in rows]))
+        _bucket_file(job.tmp, c, p).write_bytes(orjson.dumps([row_to_flat(r) for r in rows]))
     return counts, None, dead
 
 
@@ -118,7 +118,7 @@ def _partition_rows(p: int, n_chunks: int, memory: list | None) -> dict[int, lis
         rows = []
         for c in range(n_chunks):
             f = _bucket_file(_job.tmp, c, p)
-            rows += [row_from_json(a) for a in orjson.loads(f.read_bytes())]
+            rows += [row_from_flat(a) for a in orjson.loads(f.read_bytes())]
             f.unlink()
     by_column = _job.order_by is not None
     return {uid: log_order(g, by_column) for uid, g in group_by_user(rows).items()}
@@ -260,7 +260,7 @@ def run_batch(cfg: ProfileConfig, items: str | Path | None, events: str | Path,
         for _, line in heapq.merge(*(r[1] for r in results), key=lambda x: x[0]):
             w.write_line(line)
     write_dead_letters(out, out_format, dead)
-    return _report(run.counts, time.perf_counter() - t0)
+    return batch_report(run.counts, time.perf_counter() - t0)
 
 
 def write_dead_letters(out: Path, fmt: str, dead: list) -> None:
@@ -269,7 +269,8 @@ def write_dead_letters(out: Path, fmt: str, dead: list) -> None:
             w.write({"reason": reason, "message": message, "line": line, "original": original})
 
 
-def _report(counts: Counter, seconds: float) -> BatchReport:
+def batch_report(counts: Counter, seconds: float) -> BatchReport:
+    """The batch summary from the engines' summed counts."""
     r = BatchReport(events=counts["events"], applied=counts["applied"],
                     duplicates=counts["duplicates"], after_as_of=counts["after_as_of"],
                     users=counts["users"], seconds=seconds)

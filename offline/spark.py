@@ -29,9 +29,9 @@ from features.batch import BatchReport, iter_events
 from features.config import ProfileConfig
 from offline import OfflineError
 from offline.formats import DEAD_LETTER_FIELDS, detect, dlq_path, row_object
-from offline.local import TrainingReport, _report, feature_ids, runtime
+from offline.local import TrainingReport, batch_report, feature_ids, runtime
 from offline.steps import (PROFILE_FIELDS, batch_user, check_events, check_order_by,
-                           label_key, originals, training_user)
+                           label_key, originals, row_from_flat, row_to_flat, training_user)
 
 ORDER_COLUMN_MISSING = "the order column {!r} is not a column of {}"
 
@@ -150,7 +150,7 @@ def _checked(rt, rows, now: float, as_of: int | None, order_by: str | None):
                 uid = item[0]
                 lo = uid if lo is None or uid < lo else lo
                 hi = uid if hi is None or uid > hi else hi
-                yield "e", ((uid, 1, item[1], item[2], item[3]), item)
+                yield "e", ((uid, 1, item[1], item[2], item[3]), row_to_flat(item))
             else:
                 yield "d", item
         yield "c", dict(counts)
@@ -278,8 +278,8 @@ def run_batch(cfg: ProfileConfig, items: str | Path | None, events: str, out: st
         c: Counter = Counter()
         for uid, group in groupby(part, key=lambda kv: kv[0][0]):
             dead: list = []
-            line = batch_user(rt.value, uid, [kv[1] for kv in group], as_of, trigger,
-                              updated_at, c, dead)
+            line = batch_user(rt.value, uid, [row_from_flat(kv[1]) for kv in group], as_of,
+                              trigger, updated_at, c, dead)
             if line is not None:
                 yield "p", line
             for d in dead:
@@ -295,7 +295,7 @@ def run_batch(cfg: ProfileConfig, items: str | Path | None, events: str, out: st
     _dead_letters(spark, rows, _tagged(checked.union(ran), "d"), out, fmt_out)
     checked.unpersist()
     ran.unpersist()
-    report = _report(counts, time.perf_counter() - t0)
+    report = batch_report(counts, time.perf_counter() - t0)
     _say(progress_stream, f"batch: {report.users:,} profiles written")
     return report
 
@@ -365,7 +365,7 @@ def run_training_set(cfg: ProfileConfig, items: str | Path | None, events: str,
             if not wanted:
                 continue
             users_seen.add(1)
-            fields = training_user(rt.value, uid, [v for _, v in events_],
+            fields = training_user(rt.value, uid, [row_from_flat(v) for _, v in events_],
                                    {k[2] for k, _ in wanted})
             for key, row in wanted:
                 yield (key[3],), {**row, **fields[key[2]]}
