@@ -201,7 +201,9 @@ def _partitions(spark) -> int:
 
 def _dead_letters(spark, rows, dead_rdd, out: str, fmt: str) -> None:
     """Dead letters in line order (one part: they are few), too_late ones with their original
-    looked up again."""
+    looked up again. They are kept while written (finding them is a pass over every row)."""
+    from pyspark import StorageLevel
+    dead_rdd = dead_rdd.persist(StorageLevel.MEMORY_AND_DISK)
     missing = dead_rdd.filter(lambda d: d[4] is None).map(lambda d: (d[0], d[1])).collect()
     dead = dead_rdd
     if missing:
@@ -216,6 +218,7 @@ def _dead_letters(spark, rows, dead_rdd, out: str, fmt: str) -> None:
                .map(lambda d: {"reason": d[2], "message": d[3], "line": d[0],
                                "original": d[4]}))
     _write(spark, records, dlq_path(out, fmt), fmt, _dead_letter_schema())
+    dead_rdd.unpersist()
 
 
 # ---------------------------------------------------------------- writing
