@@ -100,6 +100,9 @@ def plan_chunks(path: str | Path, fmt: str, n: int) -> list[Chunk]:
         raise OfflineError(f"events input {path} does not exist")
     if fmt == "parquet":
         return _parquet_chunks(path, n)
+    if Path(path).is_dir():
+        raise OfflineError(f"{path} is a folder: JSONL events are one file here (a folder of "
+                           "JSONL parts runs with --engine spark --events-format jsonl)")
     size = os.path.getsize(path)
     n = max(1, n, -(-size // (64 << 20)))
     bounds = [0]
@@ -231,6 +234,9 @@ class RecordWriter:
 
     def __init__(self, path: str | Path, fmt: str, schema=None):
         self.path, self.fmt, self.schema = Path(path), fmt, schema
+        if self.path.is_dir():
+            raise OfflineError(f"{self.path} is a folder (a Spark engine's output?): remove it "
+                               "or write elsewhere")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.rows: list[dict] = []
         self.n = 0

@@ -95,6 +95,9 @@ def write_training_set(out: str | Path, fmt: str, labels: Labels,
     pq = require_pyarrow()
     import pyarrow as pa
     schema = training_arrow_schema(feature_ids)
+    if Path(out).is_dir():
+        raise OfflineError(f"{out} is a folder (a Spark engine's output?): remove it or write "
+                           "elsewhere")
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     writer = None
     for start in range(0, max(1, len(labels.keys)), ROWS_PER_BATCH):
