@@ -229,14 +229,19 @@ def dead_letter_arrow_schema():
                       ("original", pa.string())])
 
 
+def check_out(path: str | Path) -> None:
+    """A file output cannot replace a folder (say, an earlier Spark engine run's output)."""
+    if Path(path).is_dir():
+        raise OfflineError(f"{path} is a folder (a Spark engine's output?): remove it or write "
+                           "elsewhere")
+
+
 class RecordWriter:
     """Writes dict records to JSONL (orjson, one per line) or Parquet (row groups of 64 Ki)."""
 
     def __init__(self, path: str | Path, fmt: str, schema=None):
         self.path, self.fmt, self.schema = Path(path), fmt, schema
-        if self.path.is_dir():
-            raise OfflineError(f"{self.path} is a folder (a Spark engine's output?): remove it "
-                               "or write elsewhere")
+        check_out(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.rows: list[dict] = []
         self.n = 0

@@ -29,8 +29,9 @@ import orjson
 from features.batch import BatchReport, Progress
 from features.config import ProfileConfig
 from features.runtime import FeatureRuntime
-from offline.formats import (RecordWriter, dead_letter_arrow_schema, detect, dlq_path,
-                             load_items, plan_chunks, profile_arrow_schema, read_chunk)
+from offline.formats import (RecordWriter, check_out, dead_letter_arrow_schema, detect,
+                             dlq_path, load_items, plan_chunks, profile_arrow_schema,
+                             read_chunk)
 from offline.steps import (batch_user, check_events, check_order_by, fill_originals,
                            group_by_user, log_order, partition_of, row_from_flat,
                            row_to_flat, training_user)
@@ -241,6 +242,7 @@ def run_batch(cfg: ProfileConfig, items: str | Path | None, events: str | Path,
     """The batch path (features.batch.run_batch's result) on `workers` processes."""
     t0 = time.perf_counter()
     out = Path(out)
+    check_out(out)
     out_format = detect(out, out_format)
     run = _Run(cfg, items, str(events), detect(events, events_format), _workers(workers),
                as_of, order_by, Progress(progress_stream), out.parent)
@@ -308,6 +310,7 @@ def run_training_set(cfg: ProfileConfig, items: str | Path | None, events: str |
     """Point-in-time training rows: each label row with its user's profile as of its ts."""
     t0 = time.perf_counter()
     out = Path(out)
+    check_out(out)
     out_format = detect(out, out_format)
     lab = read_labels(labels, detect(labels, labels_format))
     run = _Run(cfg, items, str(events), detect(events, events_format), _workers(workers),

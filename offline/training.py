@@ -11,8 +11,8 @@ from typing import Any
 import orjson
 
 from offline import OfflineError
-from offline.formats import (ROWS_PER_BATCH, RecordWriter, parquet_files, profile_arrow_schema,
-                             require_pyarrow)
+from offline.formats import (ROWS_PER_BATCH, RecordWriter, check_out, parquet_files,
+                             profile_arrow_schema, require_pyarrow)
 from offline.steps import PROFILE_FIELDS, label_key
 
 
@@ -95,9 +95,7 @@ def write_training_set(out: str | Path, fmt: str, labels: Labels,
     pq = require_pyarrow()
     import pyarrow as pa
     schema = training_arrow_schema(feature_ids)
-    if Path(out).is_dir():
-        raise OfflineError(f"{out} is a folder (a Spark engine's output?): remove it or write "
-                           "elsewhere")
+    check_out(out)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     writer = None
     for start in range(0, max(1, len(labels.keys)), ROWS_PER_BATCH):
