@@ -227,7 +227,8 @@ def _offline_options(fn):
                      show_default=True, help="local: worker processes on this machine; "
                                              "spark: PySpark (needs the 'spark' extra and a JDK)."),
         click.option("--workers", type=click.IntRange(1), default=None,
-                     help="Local engine: worker processes (default: one per core)."),
+                     help="Local engine: worker processes (default: one per core, at most one "
+                          "per 8 MiB of events)."),
         click.option("--master", default="local[*]", show_default=True,
                      help="Spark engine: the Spark master URL."),
         click.option("--quiet", is_flag=True, help="No progress on stderr."),

@@ -230,8 +230,20 @@ class _Run:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def _workers(workers: int | None) -> int:
-    return max(1, workers or os.cpu_count() or 1)
+BYTES_PER_DEFAULT_WORKER = 8 << 20
+
+
+def default_workers(events: str | Path) -> int:
+    """One worker per core, but no more than one per 8 MiB of input: starting a worker process
+    (interpreter, imports, catalog) costs about half a second, more than a small file's work."""
+    p = Path(events)
+    size = sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else \
+        p.stat().st_size if p.exists() else 0
+    return max(1, min(os.cpu_count() or 1, size // BYTES_PER_DEFAULT_WORKER))
+
+
+def _workers(workers: int | None, events: str | Path) -> int:
+    return workers if workers else default_workers(events)
 
 
 def run_batch(cfg: ProfileConfig, items: str | Path | None, events: str | Path,
@@ -244,8 +256,8 @@ def run_batch(cfg: ProfileConfig, items: str | Path | None, events: str | Path,
     out = Path(out)
     check_out(out)
     out_format = detect(out, out_format)
-    run = _Run(cfg, items, str(events), detect(events, events_format), _workers(workers),
-               as_of, order_by, Progress(progress_stream), out.parent)
+    run = _Run(cfg, items, str(events), detect(events, events_format),
+               _workers(workers, events), as_of, order_by, Progress(progress_stream), out.parent)
     try:
         run.scan()
         trigger = trigger or ("event" if as_of is None else "weekly")
@@ -313,8 +325,9 @@ def run_training_set(cfg: ProfileConfig, items: str | Path | None, events: str |
     check_out(out)
     out_format = detect(out, out_format)
     lab = read_labels(labels, detect(labels, labels_format))
-    run = _Run(cfg, items, str(events), detect(events, events_format), _workers(workers),
-               None, order_by, Progress(progress_stream, label="training-set"), out.parent)
+    run = _Run(cfg, items, str(events), detect(events, events_format),
+               _workers(workers, events), None, order_by,
+               Progress(progress_stream, label="training-set"), out.parent)
     try:
         run.scan()
         wanted: list[dict[int, set[int]]] = [{} for _ in range(run.partitions)]
