@@ -390,8 +390,9 @@ def run_bench(workdir: Path, users: int, days: int, say: Callable[[str], None] =
     n_ev = np.array([sum(b.total for b in s.days.values()) for s in states.values()
                      if not s.empty])
     typical = sizes[(n_ev >= 80) & (n_ev <= 120)]
+    offline = run_offline_bench(workdir / "offline", cfg, items, events, say)
     return _report(results, report.events_per_second, sizes, typical, total, users, days,
-                   batch, steady)
+                   batch, steady) + "\n" + offline
 
 
 def _machine() -> str:
@@ -469,3 +470,113 @@ def _steady_lines(run: Steady) -> list[str]:
         f"{run.cache.get('capacity', 0):,} entries, {run.cache.get('hits', 0):,} hits, "
         f"{run.cache.get('misses', 0):,} misses.",
     ]
+
+
+# ---------------------------------------------------------------- offline engines
+
+OFFLINE_HEADING = "## Offline engines"
+LABELS_PER_USER = 10
+
+
+def run_offline_bench(workdir: Path, cfg: ProfileConfig, items: Path, events: Path,
+                      say: Callable[[str], None] = print, spark_master: str = "local[2]") -> str:
+    """`profiles batch` on the reference path, the local engine (1 worker, all cores) and Spark,
+    and `profiles training-set` on each engine, over the same events: a markdown section."""
+    import random
+
+    from features.batch import run_batch as reference_batch
+    from offline import local
+    from offline import spark as spark_engine
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    cores = os.cpu_count() or 1
+    users, (lo, hi) = _users_and_span(events)
+    rng = random.Random(7)
+    labels = workdir / "labels.jsonl"
+    labels.write_bytes(b"".join(orjson.dumps({"user_id": u, "ts": rng.randint(lo, hi)}) + b"\n"
+                                for u in users for _ in range(LABELS_PER_USER)))
+    n_labels = len(users) * LABELS_PER_USER
+    rows: list[tuple[str, float, float | None, float]] = []   # (what, events/s, labels/s, s)
+
+    def timed(name: str, fn, n_label: int | None = None, repeat: int = 3) -> None:
+        """The best of `repeat` runs: the machine is shared, the best run is the least
+        disturbed one."""
+        secs = float("inf")
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            report = fn()
+            secs = min(secs, time.perf_counter() - t0)
+        rows.append((name, report.events / secs, n_label / secs if n_label else None, secs))
+        say(f"  {name}: {report.events / secs:,.0f} events/s ({secs:.1f} s)")
+
+    out = workdir / "out"
+    say(f"offline engines: {cores} cores; {n_labels:,} labels")
+    timed("batch, reference (features.batch, one process)", lambda: reference_batch(
+        cfg, items, events, out / "reference.jsonl", progress_stream=None))
+    for w in sorted({1, cores}):
+        timed(f"batch `--engine local --workers {w}`", lambda w=w: local.run_batch(
+            cfg, items, events, out / f"local{w}.jsonl", workers=w, progress_stream=None))
+    t0 = time.perf_counter()
+    session = spark_engine.session(spark_master)
+    start = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    spark_engine.run_batch(cfg, items, str(events), out / "spark-cold.jsonl",
+                           master=spark_master, progress_stream=None)
+    cold = time.perf_counter() - t0
+    timed(f"batch `--engine spark --master {spark_master}`", lambda: spark_engine.run_batch(
+        cfg, items, str(events), out / "spark.jsonl", master=spark_master,
+        progress_stream=None), repeat=2)
+    for w in sorted({1, cores}):
+        timed(f"training-set `--engine local --workers {w}`", lambda w=w: local.run_training_set(
+            cfg, items, events, labels, out / f"train-local{w}.jsonl", workers=w,
+            progress_stream=None), n_labels)
+    timed(f"training-set `--engine spark --master {spark_master}`",
+          lambda: spark_engine.run_training_set(
+              cfg, items, str(events), str(labels), out / "train-spark.jsonl",
+              master=spark_master, progress_stream=None), n_labels, repeat=2)
+    session.stop()
+    ref = rows[0][1]
+    lines = [
+        OFFLINE_HEADING,
+        "",
+        f"`profiles bench --only offline` (also part of `make bench`) on "
+        f"{time.strftime('%Y-%m-%d')}, {_machine().split('; broker')[0]}. The same events file "
+        f"({len(users):,} users), {n_labels:,} labels ({LABELS_PER_USER} per user at random "
+        f"times). Each row is the best of 3 runs (Spark: 2) from files to files, the Spark "
+        f"ones in a warm session (starting it took {start:.1f} s, the first batch run "
+        f"{cold:.1f} s).",
+        "",
+        "| what | events/s | vs reference | labels/s | seconds |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, eps, lps, secs in rows:
+        lab = f"{lps:,.0f}" if lps else "-"
+        lines.append(f"| {name} | {eps:,.0f} | {eps / ref:.2f} | {lab} | {secs:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _users_and_span(events: Path) -> tuple[list[int], tuple[int, int]]:
+    """The valid user ids of an events file and its span of valid timestamps."""
+    users, ts = set(), []
+    for line in events.read_bytes().splitlines():
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(obj, dict) and type(obj.get("user_id")) is int and obj["user_id"] >= 0 \
+                and type(obj.get("timestamp")) is int and obj["timestamp"] < 2 ** 33:
+            users.add(obj["user_id"])
+            ts.append(obj["timestamp"])
+    return sorted(users), (min(ts), max(ts))
+
+
+def run_offline_only(workdir: Path, users: int, days: int,
+                     say: Callable[[str], None] = print) -> str:
+    """Only the offline rows (`profiles bench --only offline`), on the bench's sample."""
+    from features.config import parse_config
+    workdir.mkdir(parents=True, exist_ok=True)
+    say(f"sample data: {users:,} users, {days} days")
+    write_sample(SampleSpec(users=users, days=days), workdir / "sample")
+    cfg = parse_config({"mapping_index": str(workdir / "mapping_index.json")}, env={})
+    return run_offline_bench(workdir / "offline", cfg, workdir / "sample" / "item_feat_dict.json",
+                             workdir / "sample" / "events.jsonl", say)

@@ -47,11 +47,12 @@ def dlq_path(out: Path) -> Path:
     return out.with_name(f"{name}.dlq.jsonl")
 
 
-def iter_events(lines: Iterator[bytes]) -> Iterator[tuple[int, bytes | dict]]:
-    """(line number, raw bytes or decoded event dict). A TAAC-style seq.jsonl line — a JSON
-    array of [user_id, item_id, user_feat, item_feat, action_type, timestamp] rows — expands into
-    one event per row that names an item (rows without an item carry user features only)."""
-    for lineno, line in enumerate(lines, 1):
+def iter_events(lines: Iterator[bytes], start: int = 1) -> Iterator[tuple[int, bytes | dict]]:
+    """(line number, raw bytes or decoded event dict); `start` numbers the first line. A
+    TAAC-style seq.jsonl line — a JSON array of [user_id, item_id, user_feat, item_feat,
+    action_type, timestamp] rows — expands into one event per row that names an item (rows
+    without an item carry user features only)."""
+    for lineno, line in enumerate(lines, start):
         s = line.strip()
         if not s:
             continue
@@ -73,8 +74,8 @@ def iter_events(lines: Iterator[bytes]) -> Iterator[tuple[int, bytes | dict]]:
 
 
 class Progress:
-    def __init__(self, stream: IO | None, every: float = 1.0):
-        self.stream, self.every = stream, every
+    def __init__(self, stream: IO | None, every: float = 1.0, label: str = "batch"):
+        self.stream, self.every, self.label = stream, every, label
         self.start = self.last = time.monotonic()
 
     def tick(self, n: int, force: bool = False) -> None:
@@ -87,7 +88,7 @@ class Progress:
             tty = getattr(self.stream, "isatty", lambda: False)()
             # on a terminal one line updates in place; in a log file each tick is its own line
             prefix = "\r" if tty else ""
-            print(f"{prefix}batch: {n:,} events read ({rate:,.0f}/s)",
+            print(f"{prefix}{self.label}: {n:,} events read ({rate:,.0f}/s)",
                   end="\n" if force or not tty else "", file=self.stream, flush=True)
 
 

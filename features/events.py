@@ -102,7 +102,7 @@ class EventParser:
         for name in ("user_id", "item_id", "timestamp"):
             if name not in obj:
                 return Rejection("missing_field", f"required field {name!r} is missing")
-        if "action_type" not in obj and "event_type" not in obj:
+        if obj.get("action_type") is None and obj.get("event_type") is None:   # null = absent
             return Rejection("missing_field", "one of 'action_type' or 'event_type' is required")
         uid, iid, ts = obj["user_id"], obj["item_id"], obj["timestamp"]
         action, etype = obj.get("action_type"), obj.get("event_type")

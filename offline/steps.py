@@ -1,0 +1,184 @@
+"""The steps every engine runs, on plain Python values: validate input rows into event rows and
+dead letters, then run each user's events through the core (offline.core) into profile records
+or point-in-time profiles. The local engine and the Spark engine call these same functions.
+
+An event row is a tuple (user_id, order, line, sub, event):
+`order` is the order column's value (None without one), `line` the input line (row) number and
+`sub` the event's place among the events of one TAAC line; a user's log order is (order, line,
+sub). A dead letter is a tuple (line, sub, reason, message, original).
+"""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Iterable, Iterator
+
+import orjson
+
+from features.events import Event, EventParser, Rejection
+from features.profile import Profile
+from features.runtime import FeatureRuntime
+from offline import OfflineError, core
+from offline.formats import original_text
+
+EventRow = tuple
+DeadLetter = tuple
+MIX = 0x9E3779B97F4A7C15
+
+
+def partition_of(user_id: int, partitions: int) -> int:
+    """A user's partition (a multiplicative hash: consecutive ids spread evenly)."""
+    return (((user_id * MIX) & 0xFFFFFFFFFFFFFFFF) >> 33) % partitions
+
+
+def numbered(rows: Iterable[tuple[int, bytes | dict]]) -> Iterator[tuple[int, int, bytes | dict]]:
+    """(line, sub, raw): sub numbers the events of one line (a TAAC line holds several)."""
+    prev_line, sub = None, 0
+    for line, raw in rows:
+        sub = sub + 1 if line == prev_line else 0
+        prev_line = line
+        yield line, sub, raw
+
+
+def check_order_by(fmt: str, order_by: str | None) -> None:
+    if order_by is not None and fmt != "parquet":
+        raise OfflineError("--order-by names a column of Parquet events; a JSONL file's "
+                           "order is its line order")
+
+
+def check_events(parser: EventParser, rows: Iterable[tuple[int, bytes | dict]], now: float,
+                 as_of: int | None, order_by: str | None, counts: Counter
+                 ) -> Iterator[tuple[bool, tuple]]:
+    """(True, event row) for each valid event at or before as_of, (False, dead letter) for each
+    row the stateless §6 checks reject; counts events, rejections by reason and after_as_of."""
+    for line, sub, raw in numbered(rows):
+        counts["events"] += 1
+        ev = parser.check(raw, None, now) if isinstance(raw, dict) else parser.parse(raw, None, now)
+        if type(ev) is Rejection:
+            counts["rejected:" + ev.reason] += 1
+            yield False, (line, sub, ev.reason, ev.message, original_text(raw))
+            continue
+        if as_of is not None and ev.ts > as_of:
+            counts["after_as_of"] += 1
+            continue
+        order = None
+        if order_by is not None:
+            order = raw.get(order_by) if isinstance(raw, dict) else None
+            if type(order) is not int:
+                raise OfflineError(f"event at row {line} has {order_by}={order!r}: the order "
+                                   "column must be an integer on every event")
+        yield True, (ev.user_id, order, line, sub, ev)
+
+
+def log_order(rows: list[EventRow], ordered_by_column: bool) -> list[EventRow]:
+    """One user's rows in log order: rows arrive in line order; an order column re-sorts them
+    by (order, line, sub)."""
+    return sorted(rows, key=lambda r: (r[1], r[2], r[3])) if ordered_by_column else rows
+
+
+def group_by_user(rows: Iterable[EventRow]) -> dict[int, list[EventRow]]:
+    groups: dict[int, list[EventRow]] = {}
+    for r in rows:
+        g = groups.get(r[0])
+        if g is None:
+            groups[r[0]] = [r]
+        else:
+            g.append(r)
+    return groups
+
+
+def to_events(rows: list[EventRow]) -> list[Event]:
+    return [r[4] for r in rows]
+
+
+def row_to_flat(r: EventRow) -> tuple:
+    """An event row as plain values, how rows travel between processes (JSON files between
+    the local engine's phases; Spark's shuffle, where pickling an Event costs ~3x a tuple)."""
+    ev = r[4]
+    return (r[0], r[1], r[2], r[3], ev.item_id, ev.ts, ev.action, ev.dwell_ms, ev.event_id)
+
+
+def row_from_flat(a) -> EventRow:
+    return (a[0], a[1], a[2], a[3], Event(a[0], a[4], a[5], a[6], a[7], a[8]))
+
+
+def batch_user(rt: FeatureRuntime, user_id: int, rows: list[EventRow], as_of: int | None,
+               trigger: str, updated_at: float, counts: Counter, dead: list[DeadLetter]
+               ) -> bytes | None:
+    """One user of the batch path: its §7 record as a JSON line (None when nothing applied).
+    Its too_late events go to `dead` without their original (None): the engine looks the few
+    lines up again (`fill_originals`) rather than carry every line through the shuffle."""
+    events = to_events(rows)
+    run = core.replay(rt, events)
+    counts["applied"] += run.applied
+    counts["duplicates"] += run.duplicates
+    for i, t_before in run.too_late:
+        r, ev = rows[i], events[i]
+        counts["rejected:too_late"] += 1
+        dead.append((r[2], r[3], "too_late", f"day of timestamp {ev.ts} is before the user's "
+                     f"30-day window (user T {t_before})", None))
+    st = run.state
+    if st.empty:
+        return None
+    counts["users"] += 1
+    T = st.T if as_of is None else max(as_of, st.T)
+    return orjson.dumps(core.evaluate(rt, user_id, st, T).to_record(0, trigger, updated_at))
+
+
+def originals(rows: Iterable[tuple[int, bytes | dict]], wanted: set[tuple[int, int]]
+              ) -> dict[tuple[int, int], str]:
+    """{(line, sub): original} of the wanted events among the input rows (line, raw)."""
+    lines = {w[0] for w in wanted}
+    return {(line, sub): original_text(raw) for line, sub, raw in numbered(rows)
+            if line in lines and (line, sub) in wanted}
+
+
+def fill_originals(rows: Iterable[tuple[int, bytes | dict]], dead: list[DeadLetter]
+                   ) -> list[DeadLetter]:
+    """Dead letters with their original filled in from the input rows (line, raw)."""
+    wanted = {(d[0], d[1]) for d in dead if d[4] is None}
+    if not wanted:
+        return dead
+    found = originals(rows, wanted)
+    return [d if d[4] is not None else (*d[:4], found.get((d[0], d[1]), "")) for d in dead]
+
+
+# ---------------------------------------------------------------- training sets
+
+PROFILE_FIELDS = ("as_of", "features", "interest_tags", "behavior_preferences",
+                  "activity_level", "user_type", "confidence")
+MAX_USER_ID = 2 ** 63
+MAX_TS = 2 ** 40
+
+
+def profile_fields(p: Profile) -> dict[str, Any]:
+    """The §7 fields a training row carries (not version, trigger, updated_at: they describe a
+    publish, not the profile)."""
+    return {"as_of": p.as_of, "features": p.features, "interest_tags": p.interest_tags,
+            "behavior_preferences": p.behavior_preferences,
+            "activity_level": p.activity_level, "user_type": p.user_type,
+            "confidence": p.confidence}
+
+
+def label_key(label: Any, where: str) -> tuple[int, int]:
+    """(user_id, as_of) of a label row: user_id an integer id, ts Unix seconds (a fraction is
+    floored, as for events). Anything else stops the run: a training set missing rows would
+    mislead more than it helps."""
+    if not isinstance(label, dict):
+        raise OfflineError(f"{where}: a label must be an object with user_id and ts")
+    for name in PROFILE_FIELDS:
+        if name in label:
+            raise OfflineError(f"{where}: label column {name!r} would be overwritten by the "
+                               "profile field of that name; rename it")
+    uid, ts = label.get("user_id"), label.get("ts")
+    if type(uid) is not int or not 0 <= uid < MAX_USER_ID:
+        raise OfflineError(f"{where}: user_id {uid!r} is not an integer id")
+    if type(ts) not in (int, float) or not 0 <= ts < MAX_TS:
+        raise OfflineError(f"{where}: ts {ts!r} is not a time in Unix seconds")
+    return uid, int(ts // 1)
+
+
+def training_user(rt: FeatureRuntime, user_id: int, rows: list[EventRow],
+                  times: Iterable[int]) -> dict[int, dict[str, Any]]:
+    """{as_of: profile fields} of one user at each label time."""
+    profiles = core.profiles_at(rt, user_id, to_events(rows), list(times))
+    return {T: profile_fields(p) for T, p in profiles.items()}
