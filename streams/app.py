@@ -10,7 +10,8 @@ from pathlib import Path
 import faust
 
 from features.config import ProfileConfig
-from streams import compat, consumer, table_recovery
+from streams import compat
+from streams.faust_compat import consumer, table_recovery
 from streams.auth import auth_middleware
 
 
@@ -57,7 +58,7 @@ def create_app(cfg: ProfileConfig, inst: Instance) -> faust.App:
         topic_partitions=cfg.kafka.partitions,
         topic_replication_factor=cfg.kafka.replication,
         consumer_auto_offset_reset="earliest",
-        # local state ahead of its changelog is dropped and rebuilt (streams.table_recovery)
+        # local state ahead of its changelog is dropped and rebuilt (streams.faust_compat.table_recovery)
         TableManager=table_recovery.HealingTableManager,
         **compat.faust_settings(cfg.compat),
         **_credentials(cfg),

@@ -3,7 +3,7 @@
 Faust hands every fetched message to its conductor one at a time, through `wait_first` (two
 tasks per message), a channel queue, and a stream iterator that acks it. BROKER.md measured that
 path at 12,000-15,000 events/s doing nothing at all on this machine class; a pipeline that
-already works in micro-batches pays it for nothing. `streams.consumer.ProfilesConsumer` keeps
+already works in micro-batches pays it for nothing. `streams.faust_compat.consumer.ProfilesConsumer` keeps
 Faust's consumer (group membership, rebalances, offsets, commits, table recovery and standbys
 are untouched) and only changes the drain loop: messages of the feed's topic are appended to
 an `EventFeed` instead, and the pipeline takes them in batches.
@@ -33,7 +33,7 @@ class EventFeed:
     def __init__(self, topic: str, capacity: int):
         self.topic = topic
         self.capacity = capacity
-        self.stale_dropped = 0          # records a seek made stale (streams.consumer)
+        self.stale_dropped = 0          # records a seek made stale (streams.faust_compat.consumer)
         self._buf: deque = deque()
         self._want = 1                  # wake the taker once this many messages are here
         self._ready: asyncio.Event | None = None
@@ -89,7 +89,7 @@ class EventFeed:
 
 def install(app: faust.App, topic: str, capacity: int) -> EventFeed:
     """Feed `topic`'s messages into the returned EventFeed instead of Faust's streams (the
-    app's consumer is `streams.consumer.ProfilesConsumer`, which create_app installs)."""
+    app's consumer is `streams.faust_compat.consumer.ProfilesConsumer`, which create_app installs)."""
     feed = EventFeed(topic, capacity)
     app.event_feed = feed
     app.flow_control.manage_queue(feed)      # emptied with Faust's queues on rebalance

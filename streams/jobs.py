@@ -117,7 +117,7 @@ class ScheduledJobs:
         self.index_checked: set[int] = set()
         self.app.on_partitions_assigned.connect(self._forget_index_checks)
         # checks made before recovery completed may have seen a partition recovery then
-        # changed or dropped (streams.table_recovery)
+        # changed or dropped (streams.faust_compat.table_recovery)
         self.app.on_rebalance_complete.connect(self._forget_index_checks)
         self.app.task(self._check_indexes_forever)
         zone = ZoneInfo(self.cfg.scheduled_update.timezone)

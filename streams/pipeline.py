@@ -25,7 +25,8 @@ from features.runtime import FeatureRuntime
 from features.schedule import NEVER, next_change_day
 from features.state import UserState
 from features.update import apply_events, day_end, mark_published
-from streams import event_feed, table_recovery
+from streams import event_feed
+from streams.faust_compat import table_recovery
 from streams.dead_letters import dead_letter
 from streams.items import ItemFeed
 from streams.pause_watch import PauseWatch
@@ -99,7 +100,7 @@ class ProfilePipeline:
         self.clocks: dict[int, PartitionClock] = {}    # cache of each PARTITION_KEY
         app.on_partitions_revoked.connect(self._forget_clocks)
         app.on_partitions_assigned.connect(self._forget_clocks)
-        # recovery rewrites them (and may drop a partition: streams.table_recovery); anything
+        # recovery rewrites them (and may drop a partition: streams.faust_compat.table_recovery); anything
         # read meanwhile (the monitor's lag) is stale once it completes
         app.on_rebalance_complete.connect(self._forget_clocks)
         self.batch_size = cfg.real_time_update.batch_size

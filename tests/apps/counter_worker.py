@@ -3,7 +3,7 @@
 Used to show the embedded broker's end-offset defect and its cure (tests/integration/
 test_changelog_recovery.py). The producer batches with a linger, so the last batch of every
 changelog partition holds several records; `COUNTER_END_OFFSETS=listoffsets` switches the cure
-(end offsets from fetch responses, streams.consumer) off.
+(end offsets from fetch responses, streams.faust_compat.consumer) off.
 Run: python -m tests.apps.counter_worker CONFIG INSTANCE_ID WEB_PORT
 """
 import os
