@@ -11,8 +11,10 @@ import faust
 
 from features.config import ProfileConfig
 from streams import compat
-from streams.faust_compat import consumer, table_recovery
+from streams.faust_compat import table_recovery
+from streams.faust_compat.consumer import ConsumerHooks, install
 from streams.auth import auth_middleware
+from streams.kafka_security import client_kwargs
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,10 @@ def use_event_loop() -> None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def create_app(cfg: ProfileConfig, inst: Instance) -> faust.App:
+def create_app(cfg: ProfileConfig, inst: Instance, *,
+               end_offsets_from_fetch: bool | None = None) -> faust.App:
+    """The Faust app of a worker (our consumer installed). `end_offsets_from_fetch`: None for what
+    `compat` needs (False shows the embedded broker's defect: tests/apps/counter_worker.py)."""
     use_event_loop()
     inst.data_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -65,8 +70,11 @@ def create_app(cfg: ProfileConfig, inst: Instance) -> faust.App:
     )
     app.profile_config = cfg
     app.profile_instance = inst
-    consumer.install(app, end_offsets_from_fetch=compat.end_offsets_from_fetch(cfg.compat),
-                     fetch_max_wait_ms=compat.consumer_fetch_max_wait_ms(cfg.compat))
+    if end_offsets_from_fetch is None:
+        end_offsets_from_fetch = compat.end_offsets_from_fetch(cfg.compat)
+    install(app, ConsumerHooks(end_offsets_from_fetch,
+                               compat.consumer_fetch_max_wait_ms(cfg.compat),
+                               cfg.kafka.bootstrap_servers, lambda: client_kwargs(cfg)))
     _add_health(app)
     return app
 

@@ -47,6 +47,7 @@ def root(cfg: ProfileConfig, instance_id: int) -> Path:
 
 def create(table, partitions: list[int], dest_root: Path, clocks: dict[int, str]) -> BackupInfo:
     """Checkpoint each partition's RocksDB of a running Faust table into a new backup folder."""
+    from streams.faust_compat.tables import partition_db     # (the CLI imports this module)
     store = table.data
     instance_dir = Path(table.app.conf.datadir)
     name = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -59,7 +60,7 @@ def create(table, partitions: list[int], dest_root: Path, clocks: dict[int, str]
     tmp.mkdir(parents=True)
     files = {}
     for p in partitions:
-        db = store._db_for_partition(p)
+        db = partition_db(table, p)
         target = tmp / store.partition_path(p).name
         rocksdict.Checkpoint(db).create_checkpoint(str(target))
         files[str(p)] = target.name

@@ -65,19 +65,13 @@ class Membership:
                    [Member.from_dict(m) for m in d["members"]])
 
 
-def _faust_partition_owners(app: "faust.App", topic: str) -> dict[str, list[int]]:
-    """Member URL -> partitions of `topic`, from the assignment Faust distributes.
-    Faust internals: `external_topics_metadata()` exists on the concrete
-    faust.assignor.PartitionAssignor only (not on PartitionAssignorT)."""
-    dist = app.assignor.external_topics_metadata()
-    return {str(url).rstrip("/"): sorted(tps.get(topic, [])) for url, tps in dist.items()}
-
-
 def membership(app: "faust.App") -> Membership:
+    from streams.faust_compat.group import FaustGroup    # (the CLI imports this module)
     cfg = app.profile_config
     me = str(app.conf.canonical_url).rstrip("/")
     generation = app.consumer_generation_id
-    owners = _faust_partition_owners(app, cfg.kafka.topics.user_events)
+    topic = cfg.kafka.topics.user_events
+    owners = FaustGroup(app, topic).member_partitions(topic)
     if me not in owners:                    # not assigned yet: at least this worker
         owners[me] = []
     iid = app.profile_instance.instance_id

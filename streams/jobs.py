@@ -29,9 +29,9 @@ from features.update import apply_events, mark_published
 from streams import backups
 from streams.event_log import read_partition
 from streams.kafka_security import client_kwargs
-from streams.state_table import (FEATURES_KEY, due_key, iter_due, iter_users,
-                                 open_partition_db, pack_int, partition_db, unpack_int, user_key,
-                                 writing_to)
+from streams.faust_compat.tables import open_partition_db, partition_db, writing_to
+from streams.state_table import (FEATURES_KEY, due_key, iter_due, iter_users, pack_int,
+                                 unpack_int, user_key)
 
 log = logging.getLogger(__name__)
 CHUNK = 500               # users per hold of the pipeline lock

@@ -21,7 +21,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from features.alerts import AlertEvaluator
 from features.encoding import StateDecodeError, decode
 from features.quality import QualitySummary
-from streams.state_table import iter_users, open_partition_db, user_key
+from streams.faust_compat.tables import open_partition_db
+from streams.state_table import iter_users, user_key
 
 log = logging.getLogger(__name__)
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5,

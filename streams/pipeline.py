@@ -33,8 +33,10 @@ from streams.pause_watch import PauseWatch
 from streams.kafka_security import client_kwargs
 from streams.publisher import Publisher
 from streams.state_cache import StateCache
-from streams.state_table import (PARTITION_KEY, PartitionClock, due_key, open_partition_db,
-                                 partition_db, user_key, writing_to)
+from streams.faust_compat import feed as faust_feed
+from streams.faust_compat.producer import drain_changelog
+from streams.faust_compat.tables import open_partition_db, partition_db, writing_to
+from streams.state_table import PARTITION_KEY, PartitionClock, due_key, user_key
 from streams.strategy import load_strategy
 
 log = logging.getLogger(__name__)
@@ -135,12 +137,12 @@ class ProfilePipeline:
         while True:
             # what is there, at once: under load the next batch fills while this one runs
             batch = await self.feed.take(self.batch_size, within=0)
-            event_feed.track(self.app, batch)
+            faust_feed.track(self.app, batch)
             taken_in = self.app.rebalancing_count
             try:
                 task = await self.process(batch, after=delivering, taken_in=taken_in)
             except BaseException:
-                event_feed.untrack(self.app, batch)     # see _deliver
+                faust_feed.untrack(self.app, batch)     # see _deliver
                 raise
             if delivering is not None:
                 await delivering    # one batch delivering while the next computes; raises if
@@ -164,7 +166,7 @@ class ProfilePipeline:
             published = None
             self.counts["rebalance_dropped_batches"] += 1
             self.cache.clear()
-            event_feed.untrack(self.app, messages)
+            faust_feed.untrack(self.app, messages)
         task = asyncio.create_task(self._deliver(messages, published, after, ack))
         task.add_done_callback(_log_failure)
         return task
@@ -179,7 +181,7 @@ class ProfilePipeline:
         except BaseException:
             # Not acked, so never committed: the events come again after a restart. Untracked,
             # so a rebalance does not wait for them.
-            event_feed.untrack(self.app, messages)
+            faust_feed.untrack(self.app, messages)
             raise
         if published is not None:
             if self.on_publish is not None:
@@ -187,7 +189,7 @@ class ProfilePipeline:
                     self.on_publish(*args)
             self._last_ok, self._ok_generation = time.monotonic(), self.app.consumer_generation_id
         if ack:
-            event_feed.ack(self.app, messages)
+            faust_feed.ack(self.app, messages)
 
     def _rebalanced(self, taken_in: int | None) -> bool:
         return taken_in is not None and (self.app.rebalancing
@@ -335,15 +337,7 @@ class ProfilePipeline:
         after 0.1 s without progress, so under load a commit could cover state writes still
         waiting there; a crash then loses them with no redelivery. Draining it here closes that.
         """
-        await asyncio.gather(self._flush_changelog(), self.publisher.flush())
-
-    async def _flush_changelog(self) -> None:
-        producer = self.app.producer
-        while producer.buffer.size:
-            if producer.state != "running":
-                raise RuntimeError("producer stopped with state writes pending")
-            await producer.buffer.flush()
-        await producer.flush()
+        await asyncio.gather(drain_changelog(self.app), self.publisher.flush())
 
     async def _flush_publishes(self) -> None:
         """Deliver the published records only (scheduled jobs: records before states)."""

@@ -16,6 +16,7 @@ from collections import defaultdict
 import aiohttp
 
 from streams.auth import peer_session
+from streams.faust_compat.group import FaustGroup
 from streams.state_table import user_key
 
 log = logging.getLogger(__name__)
@@ -37,12 +38,8 @@ class ProfileFinder:
 
     def owners(self) -> dict[int, str]:
         """partition -> URL of the worker with it active, from Faust's assignment."""
-        out = {}
-        for url, topics in self.app.router.table_metadata(self.pl.states.name).items():
-            for partitions in topics.values():
-                for p in partitions:
-                    out[p] = str(url).rstrip("/")
-        return out
+        return FaustGroup(self.app, self.pl.cfg.kafka.topics.user_events).table_owners(
+            self.pl.states.name)
 
     def _peer_session(self) -> aiohttp.ClientSession:
         """The HTTP session for asking other workers (where workers must present the API token

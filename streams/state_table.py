@@ -1,4 +1,4 @@
-"""The `user-state` table's key layout, and access to one partition of it outside the stream.
+"""The `user-state` table's key layout, and reading one partition's RocksDB in key order.
 
 One changelog-backed RocksDB table holds, per partition:
   b"<decimal user_id>"            the user's encoded state (features.encoding)
@@ -12,13 +12,9 @@ same day, so it is rebuilt from the headers when a partition is (re)assigned.
 """
 from __future__ import annotations
 
-import contextlib
 import struct
-import weakref
 from dataclasses import dataclass
 from typing import Iterator
-
-from faust.streams import _current_event  # the context Faust's tables take the partition from
 
 DUE_PREFIX = b"\x00due"
 PARTITION_KEY = b"\x00partition"
@@ -64,46 +60,6 @@ def pack_int(v: int) -> bytes:
 
 def unpack_int(b: bytes | None, default: int) -> int:
     return default if b is None else _I64.unpack(b)[0]
-
-
-@dataclass
-class _Message:
-    topic: str
-    partition: int
-
-
-class _PartitionEvent:
-    """Just enough of a Faust event for table writes: its message's topic and partition."""
-
-    def __init__(self, topic: str, partition: int):
-        self.message = _Message(topic, partition)
-
-
-@contextlib.contextmanager
-def writing_to(event_or_partition, topic: str | None = None):
-    """Make table reads/writes inside the block go to one partition (RocksDB and changelog).
-
-    Pass the stream event to write as that event's partition, or a partition number (and the
-    source topic) for writes outside the stream, as scheduled jobs do."""
-    event = event_or_partition
-    if isinstance(event_or_partition, int):
-        event = _PartitionEvent(topic, event_or_partition)
-    token = _current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
-
-
-def partition_db(table, partition: int):
-    """The RocksDB (rocksdict) of one partition of a Faust table, opened if needed."""
-    return table.data._db_for_partition(partition)
-
-
-def open_partition_db(table, partition: int):
-    """The partition's RocksDB if Faust has it open (an active or standby partition), else
-    None. Background readers use this: they must never open a database Faust is not managing."""
-    return table.data._dbs.get(partition)
 
 
 def iter_due(db, upto_day: int) -> Iterator[tuple[bytes, int, int]]:

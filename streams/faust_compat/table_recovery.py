@@ -3,7 +3,7 @@ dropped and rebuilt from its changelog, where Faust would raise ConsistencyError
 
 This is the one reach into Faust's table recovery (faust-streaming 0.15: `Recovery` and its
 `_build_offsets`, `active_highwaters`, `tp_to_table`; `TableManager._recovery`; and the
-partition databases through streams.state_table.partition_db); pyproject pins faust-streaming
+partition databases through streams.faust_compat.tables.partition_db); pyproject pins faust-streaming
 below 0.16.
 
 Local state is ahead when the embedded broker (memory only) restarted under it, or a changelog
@@ -30,7 +30,7 @@ from faust.tables.manager import TableManager
 from faust.tables.recovery import Recovery
 from faust.types import TP
 
-from streams.state_table import partition_db
+from streams.faust_compat.tables import partition_db
 
 log = logging.getLogger(__name__)
 

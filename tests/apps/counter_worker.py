@@ -16,10 +16,10 @@ from streams.worker import run_worker
 INPUT_TOPIC = "recovery-input"
 
 cfg = load_config(sys.argv[1])
-app = create_app(cfg, instance_for(cfg, int(sys.argv[2]), int(sys.argv[3])))
+listoffsets = os.environ.get("COUNTER_END_OFFSETS") == "listoffsets"
+app = create_app(cfg, instance_for(cfg, int(sys.argv[2]), int(sys.argv[3])),
+                 end_offsets_from_fetch=False if listoffsets else None)
 app.conf.producer_linger = 0.1
-if os.environ.get("COUNTER_END_OFFSETS") == "listoffsets":
-    app.end_offsets_from_fetch = False
 
 source = app.topic(INPUT_TOPIC, key_type=bytes, value_type=bytes,
                    partitions=cfg.kafka.partitions)
