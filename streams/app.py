@@ -68,14 +68,12 @@ def create_app(cfg: ProfileConfig, inst: Instance, *,
         **compat.faust_settings(cfg.compat),
         **_credentials(cfg),
     )
-    app.profile_config = cfg
-    app.profile_instance = inst
     if end_offsets_from_fetch is None:
         end_offsets_from_fetch = compat.end_offsets_from_fetch(cfg.compat)
     install(app, ConsumerHooks(end_offsets_from_fetch,
                                compat.consumer_fetch_max_wait_ms(cfg.compat),
                                cfg.kafka.bootstrap_servers, lambda: client_kwargs(cfg)))
-    _add_health(app)
+    _add_health(app, cfg, inst)
     return app
 
 
@@ -85,7 +83,7 @@ def _credentials(cfg: ProfileConfig) -> dict:
     return {"broker_credentials": creds} if creds is not None else {}
 
 
-def _add_health(app: faust.App) -> None:
+def _add_health(app: faust.App, cfg: ProfileConfig, inst: Instance) -> None:
     started_at = time.time()        # tells a restarted process from the one before
 
     @app.page("/health")
@@ -97,8 +95,8 @@ def _add_health(app: faust.App) -> None:
         body = {
             "status": "recovering" if recovering else "ok",
             "app": app.conf.id,
-            "instance": app.profile_instance.instance_id,
-            "compat": app.profile_config.compat,
+            "instance": inst.instance_id,
+            "compat": cfg.compat,
             "recovery_completed": recovery.completed.is_set(),
             "assigned_partitions": assigned,
             "started_at": started_at,

@@ -45,7 +45,8 @@ def root(cfg: ProfileConfig, instance_id: int) -> Path:
     return cfg.data_dir / "backups" / f"instance-{instance_id}"
 
 
-def create(table, partitions: list[int], dest_root: Path, clocks: dict[int, str]) -> BackupInfo:
+def create(table, partitions: list[int], dest_root: Path, clocks: dict[int, str],
+           instance_id: int) -> BackupInfo:
     """Checkpoint each partition's RocksDB of a running Faust table into a new backup folder."""
     from streams.faust_compat.tables import partition_db     # (the CLI imports this module)
     store = table.data
@@ -66,7 +67,7 @@ def create(table, partitions: list[int], dest_root: Path, clocks: dict[int, str]
         files[str(p)] = target.name
     tables_dir = os.path.relpath(store.partition_path(partitions[0]).parent, instance_dir)
     manifest = {"name": path.name, "created_at": time.time(),
-                "instance": table.app.profile_instance.instance_id, "table": table.name,
+                "instance": instance_id, "table": table.name,
                 "partitions": files, "tables_dir": tables_dir, "clocks": clocks}
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
     tmp.rename(path)                    # a backup folder is complete or absent

@@ -101,8 +101,9 @@ def _sum_drift(drifts: list[dict]) -> dict:
 
 
 class ScheduledJobs:
-    def __init__(self, pipeline):
+    def __init__(self, pipeline, instance_id: int):
         self.pl = pipeline
+        self.instance_id = instance_id
         self.app = pipeline.app
         self.cfg = pipeline.cfg
         self.rt = pipeline.rt
@@ -210,7 +211,7 @@ class ScheduledJobs:
             if self.running in JOBS:
                 raise JobBusy(f"the {self.running} job is running")
             self.running = job
-            report = JobReport(job, self.app.profile_instance.instance_id, full)
+            report = JobReport(job, self.instance_id, full)
             t0 = time.perf_counter()
             log.info("%s run started on partitions %s", job, self.owned())
             try:
@@ -350,9 +351,10 @@ class ScheduledJobs:
         if not parts:
             return None
         async with self.pl.lock:        # a checkpoint of a quiet store: no batch half-written
-            info = backups.create(self.pl.states, parts, backups.root(self.cfg,
-                                  self.app.profile_instance.instance_id),
-                                  {p: self.pl.clock(p).pack().hex() for p in parts})
+            info = backups.create(self.pl.states, parts,
+                                  backups.root(self.cfg, self.instance_id),
+                                  {p: self.pl.clock(p).pack().hex() for p in parts},
+                                  self.instance_id)
         backups.prune(info.path.parent, self.cfg.scheduled_update.backup_retention)
         return info.name
 

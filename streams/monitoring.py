@@ -12,6 +12,7 @@ import random
 import time
 from collections import deque
 from pathlib import Path
+from typing import Callable
 
 import aiohttp
 import orjson
@@ -21,6 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from features.alerts import AlertEvaluator
 from features.encoding import StateDecodeError, decode
 from features.quality import QualitySummary
+from streams.counters import EVENT_TRIGGER, WorkerCounts
 from streams.faust_compat.tables import open_partition_db
 from streams.state_table import iter_users, user_key
 
@@ -42,7 +44,7 @@ METRIC_NAMES = (
 )
 SAMPLE_INTERVAL = 2.0       # seconds between samples of counters and lag (rates, dashboard)
 SERIES_POINTS = 300         # samples kept for the dashboard (10 minutes)
-COUNTERS = {               # pipeline count -> (metric name, help)
+COUNTERS = {               # WorkerCounts field -> (metric name, help)
     "events_in": ("profiles_events_in", "Events read from user-events"),
     "applied": ("profiles_events_applied", "Events applied to a user's state"),
     "duplicates": ("profiles_events_duplicate", "Events skipped as duplicates (event_id)"),
@@ -55,18 +57,28 @@ COUNTERS = {               # pipeline count -> (metric name, help)
                               "producer ignores keys: a user's events are spread over "
                               "partitions)"),
 }
+
+
+def _missing_key(c: WorkerCounts) -> int:
+    return c.dead_letters["missing_key"]
+
+
+def _partition_mismatch(c: WorkerCounts) -> int:
+    return c.partition_mismatch
+
+
 # Counts whose increase over the rate window is an alert signal (features.alerts.SIGNALS).
-WINDOW_COUNTS = {"partition_mismatch_events": "partition_mismatch",
-                 "missing_key_events": "dlq_missing_key"}
+WINDOW_COUNTS: dict[str, Callable[[WorkerCounts], int]] = {
+    "partition_mismatch_events": _partition_mismatch, "missing_key_events": _missing_key}
 
 
 class WorkerMonitor:
-    def __init__(self, pipeline, jobs=None):
+    def __init__(self, pipeline, jobs, instance_id: int):
         self.pl = pipeline
         self.jobs = jobs
         self.app = pipeline.app
         self.cfg = pipeline.cfg.monitoring
-        self.instance = self.app.profile_instance.instance_id
+        self.instance = instance_id
         self.registry = CollectorRegistry(auto_describe=True)
         ProcessCollector(registry=self.registry)      # process_resident_memory_bytes, CPU
         self.registry.register(_Collector(self))
@@ -108,10 +120,10 @@ class WorkerMonitor:
                 self.recent_latency[clock].append(lat)
 
     def dlq_total(self) -> int:
-        return sum(v for k, v in self.pl.counts.items() if k.startswith("dlq_"))
+        return self.pl.counts.dead_lettered()
 
     def published_total(self) -> int:
-        return self.pl.counts.get("published", 0)
+        return self.pl.counts.published_total()
 
     def owned(self) -> list[int]:
         topic = self.pl.cfg.kafka.topics.user_events
@@ -149,7 +161,7 @@ class WorkerMonitor:
         """How much each WINDOW_COUNTS count grew over the rate window (up to now)."""
         base = self.samples[0][4]
         counts = self.pl.counts
-        return {name: counts.get(key, 0) - base[name] for name, key in WINDOW_COUNTS.items()}
+        return {name: read(counts) - base[name] for name, read in WINDOW_COUNTS.items()}
 
     def percentiles(self, clock: str) -> dict[str, float | None]:
         xs = sorted(self.recent_latency[clock])
@@ -173,7 +185,7 @@ class WorkerMonitor:
         """Everything `profiles status` and the dashboard show, for this worker."""
         return {"instance": self.instance, "at": time.time(), "partitions": self.owned(),
                 "lag": {str(p): v for p, v in sorted(self.lag.items())},
-                "rates": self.rates(), "counts": dict(self.pl.counts),
+                "rates": self.rates(), "counts": self.pl.counts.to_dict(),
                 "latency": {c: self.percentiles(c) for c in self.recent_latency},
                 "state_bytes": self.state_bytes,
                 "quality_scan": {"at": self.quality_at, **self.quality.to_dict()},
@@ -188,12 +200,12 @@ class WorkerMonitor:
         while not self.app.should_stop:
             await asyncio.sleep(SAMPLE_INTERVAL)
             now = time.time()
-            events_in = self.pl.counts.get("events_in", 0)
+            events_in = self.pl.counts.events_in
             if events_in != self._last_events_in:
                 self.last_event_at, self._last_events_in = now, events_in
             self.samples.append((now, events_in, self.dlq_total(), self.published_total(),
-                                 {name: self.pl.counts.get(key, 0)
-                                  for name, key in WINDOW_COUNTS.items()}))
+                                 {name: read(self.pl.counts)
+                                  for name, read in WINDOW_COUNTS.items()}))
             while len(self.samples) > 2 and now - self.samples[0][0] > window:
                 self.samples.popleft()
             self.lag = self.read_lag()
@@ -316,21 +328,20 @@ class _Collector:
         mon, counts = self.mon, self.mon.pl.counts
         for key, (name, doc) in COUNTERS.items():
             c = CounterMetricFamily(name, doc)
-            c.add_metric([], counts.get(key, 0))
+            c.add_metric([], getattr(counts, key))
             yield c
         dlq = CounterMetricFamily("profiles_dead_letters", "Events sent to the DLQ, by reason",
                                   labels=["reason"])
-        for k, v in sorted(counts.items()):
-            if k.startswith("dlq_"):
-                dlq.add_metric([k[4:]], v)
+        for reason, n in sorted(counts.dead_letters.items()):
+            if n:
+                dlq.add_metric([reason], n)
         yield dlq
         pub = CounterMetricFamily("profiles_published", "Profile records published, by trigger",
                                   labels=["trigger"])
-        scheduled = sum(v for k, v in counts.items() if k.startswith("published_"))
-        pub.add_metric(["event"], counts.get("published", 0) - scheduled)
-        for k, v in sorted(counts.items()):
-            if k.startswith("published_"):
-                pub.add_metric([k[len("published_"):]], v)
+        pub.add_metric([EVENT_TRIGGER], counts.published[EVENT_TRIGGER])
+        for trigger, n in sorted(counts.published.items()):
+            if trigger != EVENT_TRIGGER and n:
+                pub.add_metric([trigger], n)
         yield pub
         lag = GaugeMetricFamily("profiles_consumer_lag", "Records of user-events not yet "
                                 "processed (fetch high watermark - next offset)",

@@ -12,11 +12,12 @@ import asyncio
 import logging
 import os
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 
 import faust
 import orjson
 
+from features.config import ProfileConfig
 from features.encoding import decode, encode
 from features.events import Rejection, day_of
 from features.partitioners import PartitionCheck, describe
@@ -27,6 +28,7 @@ from features.state import UserState
 from features.update import apply_events, day_end, mark_published
 from streams import event_feed
 from streams.faust_compat import table_recovery
+from streams.counters import WorkerCounts
 from streams.dead_letters import dead_letter
 from streams.items import ItemFeed
 from streams.pause_watch import PauseWatch
@@ -66,8 +68,7 @@ def _log_failure(task: asyncio.Task) -> None:
 
 
 class ProfilePipeline:
-    def __init__(self, app: faust.App):
-        cfg = app.profile_config
+    def __init__(self, app: faust.App, cfg: ProfileConfig):
         self.app = app
         self.cfg = cfg
         self.rt = FeatureRuntime.from_config(cfg)
@@ -94,7 +95,7 @@ class ProfilePipeline:
         self._published: list = []  # this batch's on_publish calls, made once delivered
         app.on_before_shutdown.connect(self._stop_publisher)
         self.strategy = load_strategy(cfg.real_time_update.strategy)
-        self.counts: Counter = Counter()
+        self.counts = WorkerCounts()
         # events off the partition kafka.partitioner gives for their key (features.partitioners)
         self.partition_check = PartitionCheck(cfg.kafka.partitioner, n)
         # Scheduled jobs and the agent change the same states: one of them at a time.
@@ -164,7 +165,7 @@ class ProfilePipeline:
         ack = published is not _REBALANCED
         if not ack:
             published = None
-            self.counts["rebalance_dropped_batches"] += 1
+            self.counts.rebalance_dropped_batches += 1
             self.cache.clear()
             faust_feed.untrack(self.app, messages)
         task = asyncio.create_task(self._deliver(messages, published, after, ack))
@@ -240,8 +241,8 @@ class ProfilePipeline:
         generation = self.app.consumer_generation_id
         if self._fenced_generation is not None:
             if generation == self._fenced_generation:
-                self.counts["fenced_batches"] += 1
-                self.counts["fenced_events"] += n_events
+                self.counts.fenced_batches += 1
+                self.counts.fenced_events += n_events
                 return True
             self._fenced_generation = None
             log.warning("rejoined the group (generation %s): processing again", generation)
@@ -251,8 +252,8 @@ class ProfilePipeline:
         if pause <= self.fence_seconds:
             return False
         self._fenced_generation = generation
-        self.counts["fenced_batches"] += 1
-        self.counts["fenced_events"] += n_events
+        self.counts.fenced_batches += 1
+        self.counts.fenced_events += n_events
         log.warning("the process was paused %.1f s (session timeout %.0f s): this worker lost "
                     "its partitions; outputs dropped until it rejoins", pause,
                     self.fence_seconds - 2)
@@ -263,7 +264,7 @@ class ProfilePipeline:
         by_user: dict[int, list] = defaultdict(list)
         last: dict[int, tuple[int, int, object]] = {}   # partition -> (max ts, offset, message)
         parse = self.rt.parser.parse_message
-        self.counts["events_in"] += len(messages)
+        self.counts.events_in += len(messages)
         for msg in messages:
             ts, _, _ = last.get(msg.partition, (-1, 0, None))
             last[msg.partition] = (ts, msg.offset, msg)
@@ -297,10 +298,10 @@ class ProfilePipeline:
         off = [m.partition for _, _, m in items if m.partition != expected]
         if not off:
             return
-        self.counts["partition_mismatch"] += len(off)
+        self.counts.partition_mismatch += len(off)
         for p in set(off):
             if not check.off(key, p):
-                self.counts["partition_unexplained"] += off.count(p)
+                self.counts.partition_unexplained += off.count(p)
         verdict = check.new_verdict()
         if verdict is not None:
             log.warning("%s", describe(verdict, check.configured))
@@ -309,8 +310,8 @@ class ProfilePipeline:
         """/stats: the configured partitioner and the events it does not explain."""
         c = self.counts
         return {"partitioner": self.partition_check.configured,
-                "mismatched_events": c.get("partition_mismatch", 0),
-                "unexplained_events": c.get("partition_unexplained", 0),
+                "mismatched_events": c.partition_mismatch,
+                "unexplained_events": c.partition_unexplained,
                 "keys_fit": self.partition_check.fits}
 
     def clock(self, partition: int) -> PartitionClock:
@@ -353,9 +354,9 @@ class ProfilePipeline:
         by_offset = {off: msg for off, _, msg in items}
         up = apply_events(self.rt, user_id, state, [(off, e) for off, e, _ in items])
         c = self.counts
-        c["applied"] += up.applied
-        c["duplicates"] += up.duplicates
-        c["redelivered"] += up.redelivered
+        c.applied += up.applied
+        c.duplicates += up.duplicates
+        c.redelivered += up.redelivered
         for off, ev in up.too_late:
             await self._dead_letter("too_late", f"day of timestamp {ev.ts} is before the user's "
                                     f"30-day window (user T {state.T})", by_offset[off])
@@ -405,9 +406,7 @@ class ProfilePipeline:
                        ingest_ts: float | None = None) -> None:
         rec = profile.to_record(version, trigger, time.time())
         await self._send(self.updates_topic, user_key(profile.user_id), orjson.dumps(rec))
-        self.counts["published"] += 1
-        if trigger != "event":
-            self.counts[f"published_{trigger}"] += 1
+        self.counts.published[trigger] += 1
         if self.on_publish is not None:
             if self._outbox is not None:    # latency counts to delivery: called after the flush
                 self._published.append((profile, trigger, ingest_ts))
@@ -418,13 +417,13 @@ class ProfilePipeline:
         rec = {"user_id": user_id, "day": day, "as_of": day_end(day, self.tz),
                "windows": {str(W): m for W, m in metrics.items()}}
         await self._send(self.aggregates_topic, str(user_id).encode(), orjson.dumps(rec))
-        self.counts["aggregates"] += 1
+        self.counts.aggregates += 1
 
     async def _dead_letter(self, reason: str, message: str, msg) -> None:
         value = dead_letter(reason, message, msg.value, msg.key, msg.topic, msg.partition,
                             msg.offset)
         await self._send(self.dlq_topic, msg.key, value)
-        self.counts[f"dlq_{reason}"] += 1
+        self.counts.dead_letters[reason] += 1
 
     # ------------------------------------------------------------------ reads
 

@@ -73,7 +73,7 @@ class ProfileFinder:
                 for s, rec in (await self._ask_all(http, again)).items():
                     if rec is not None:
                         out[s] = rec
-                        self.pl.counts["queries_found_off_owner"] += 1
+                        self.pl.counts.queries_found_off_owner += 1
         return {s: out.get(s) for s in ids}
 
     async def _ask_all(self, http: aiohttp.ClientSession, by_worker: dict[str, list[str]]
@@ -102,5 +102,5 @@ class ProfileFinder:
                 log.warning("asking %s for %d profiles: HTTP %s", worker, len(ids), r.status)
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError) as e:
             log.warning("asking %s for %d profiles failed: %r", worker, len(ids), e)
-        self.pl.counts["query_errors"] += 1
+        self.pl.counts.query_errors += 1
         return dict.fromkeys(ids)

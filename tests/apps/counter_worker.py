@@ -40,4 +40,4 @@ async def show_counts(web, request):
 
 if __name__ == "__main__":
     sys.argv = sys.argv[:1]
-    run_worker(app)
+    run_worker(app, cfg)
