@@ -47,10 +47,9 @@ def root(cfg: ProfileConfig, instance_id: int) -> Path:
 
 def create(table, partitions: list[int], dest_root: Path, clocks: dict[int, str],
            instance_id: int) -> BackupInfo:
-    """Checkpoint each partition's RocksDB of a running Faust table into a new backup folder."""
-    from streams.faust_compat.tables import partition_db     # (the CLI imports this module)
-    store = table.data
-    instance_dir = Path(table.app.conf.datadir)
+    """Checkpoint each partition's RocksDB of a running table (a
+    streams.faust_compat.tables.PartitionedTable) into a new backup folder."""
+    instance_dir = table.data_dir
     name = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     path = dest_root / name
     n = 1
@@ -61,11 +60,11 @@ def create(table, partitions: list[int], dest_root: Path, clocks: dict[int, str]
     tmp.mkdir(parents=True)
     files = {}
     for p in partitions:
-        db = partition_db(table, p)
-        target = tmp / store.partition_path(p).name
+        db = table.db(p)
+        target = tmp / table.partition_path(p).name
         rocksdict.Checkpoint(db).create_checkpoint(str(target))
         files[str(p)] = target.name
-    tables_dir = os.path.relpath(store.partition_path(partitions[0]).parent, instance_dir)
+    tables_dir = os.path.relpath(table.partition_path(partitions[0]).parent, instance_dir)
     manifest = {"name": path.name, "created_at": time.time(),
                 "instance": instance_id, "table": table.name,
                 "partitions": files, "tables_dir": tables_dir, "clocks": clocks}

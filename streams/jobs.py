@@ -29,9 +29,8 @@ from features.update import apply_events, mark_published
 from streams import backups
 from streams.event_log import read_partition
 from streams.kafka_security import client_kwargs
-from streams.faust_compat.tables import open_partition_db, partition_db, writing_to
-from streams.state_table import (FEATURES_KEY, due_key, iter_due, iter_users, pack_int,
-                                 unpack_int, user_key)
+from streams.state_table import (FEATURES_KEY, due_key, iter_due, iter_users, move_due,
+                                 pack_int, unpack_int, user_key)
 
 log = logging.getLogger(__name__)
 CHUNK = 500               # users per hold of the pipeline lock
@@ -179,7 +178,7 @@ class ScheduledJobs:
                 if p not in self.owned() or self.app.tables.recovery.in_recovery:
                     run.aborted = "partition revoked or recovering"
                     return False
-                db = open_partition_db(self.pl.states, p)
+                db = self.pl.states.open_db(p)
                 if db is None:
                     run.aborted = "partition database not open"
                     return False
@@ -240,7 +239,7 @@ class ScheduledJobs:
         if run.stream_time < 0:
             return
         today = day_of(run.stream_time, self.tz)
-        db = partition_db(self.pl.states, p)
+        db = self.pl.states.db(p)
         while True:
             async with self.pl.lock:
                 if p not in self.owned() or self.app.tables.recovery.in_recovery:
@@ -260,54 +259,52 @@ class ScheduledJobs:
         """Re-evaluate users at the partition's stream time; `entries` are (due key, due day,
         user id); the key is deleted when it no longer matches the user's due day."""
         states, engine, tz = self.pl.states, self.engine, self.tz
-        db = partition_db(states, p)
+        db = states.db(p)
         todo = []
-        with writing_to(p, self.topic):
-            for key, day, uid in entries:
-                run.visited += 1
-                blob = states.get(user_key(uid))
-                due = read_header(blob).due_day if blob is not None else None
-                if key is not None and due != day:
-                    db.delete(key)              # left behind by an interrupted move
-                    run.stale_index += 1
-                    continue                    # (the user's own entry, if due, comes too)
-                if blob is None:
-                    continue
-                state = decode(blob, tz, event_ids=False)
-                T = max(run.stream_time, state.T)
-                profile = engine.evaluate(uid, state, T)
-                run.evaluated += 1
-                changed = profile.digest() != state.published_digest
-                if changed:
-                    await self.pl._publish(profile, state.version + 1, trigger)
-                    run.published += 1
-                todo.append((uid, blob, state, T, profile if changed else None))
+        for key, day, uid in entries:
+            run.visited += 1
+            blob = states.get(p, user_key(uid))
+            due = read_header(blob).due_day if blob is not None else None
+            if key is not None and due != day:
+                db.delete(key)              # left behind by an interrupted move
+                run.stale_index += 1
+                continue                    # (the user's own entry, if due, comes too)
+            if blob is None:
+                continue
+            state = decode(blob, tz, event_ids=False)
+            T = max(run.stream_time, state.T)
+            profile = engine.evaluate(uid, state, T)
+            run.evaluated += 1
+            changed = profile.digest() != state.published_digest
+            if changed:
+                await self.pl.publish(profile, state.version + 1, trigger)
+                run.published += 1
+            todo.append((uid, blob, state, T, profile if changed else None))
         # The records are delivered before the states that say they were published: a crash in
         # between re-sends the same version on the next run.
-        await self.pl._flush_publishes()
-        with writing_to(p, self.topic):
-            for uid, blob, state, T, profile in todo:
-                if profile is not None:
-                    mark_published(state, profile)
-                if is_idle(state, T, tz):
-                    self.pl.set_due(db, uid, state, NEVER)
-                    states[user_key(uid)] = encode(retire(state), tz)
-                    run.retired += 1
-                    continue
-                self.pl.set_due(db, uid, state, next_change_day(state, day_of(T, tz),
-                                                                engine.windows))
-                if blob[0] != FORMAT_VERSION:   # an older format: rewrite it whole
-                    whole = decode(blob, tz)
-                    whole.version, whole.published_digest = state.version, state.published_digest
-                    whole.due_day, whole.published_as_of = state.due_day, state.published_as_of
-                    states[user_key(uid)] = encode(whole, tz)
-                elif profile is not None:
-                    states[user_key(uid)] = patch_header(blob, state)
-                else:
-                    # only the due day moved: a local write is enough (if it is lost, the user
-                    # is merely looked at again; nothing is published twice)
-                    db.put(user_key(uid), patch_header(blob, state))
-        await self.pl._flush_writes()
+        await self.pl.flush_publishes()
+        for uid, blob, state, T, profile in todo:
+            if profile is not None:
+                mark_published(state, profile)
+            if is_idle(state, T, tz):
+                move_due(db, uid, state, NEVER)
+                states.set(p, user_key(uid), encode(retire(state), tz))
+                run.retired += 1
+                continue
+            move_due(db, uid, state, next_change_day(state, day_of(T, tz),
+                                                            engine.windows))
+            if blob[0] != FORMAT_VERSION:   # an older format: rewrite it whole
+                whole = decode(blob, tz)
+                whole.version, whole.published_digest = state.version, state.published_digest
+                whole.due_day, whole.published_as_of = state.due_day, state.published_as_of
+                states.set(p, user_key(uid), encode(whole, tz))
+            elif profile is not None:
+                states.set(p, user_key(uid), patch_header(blob, state))
+            else:
+                # only the due day moved: a local write is enough (if it is lost, the user
+                # is merely looked at again; nothing is published twice)
+                db.put(user_key(uid), patch_header(blob, state))
+        await self.pl.flush_writes()
 
     # ------------------------------------------------------------------ daily
 
@@ -315,7 +312,7 @@ class ScheduledJobs:
         if run.stream_time < 0:
             return
         today = day_of(run.stream_time, self.tz)
-        db = partition_db(self.pl.states, p)
+        db = self.pl.states.db(p)
         full = full or unpack_int(db.get(FEATURES_KEY), -1) != self.fingerprint
         run.full = full
 
@@ -341,9 +338,8 @@ class ScheduledJobs:
             return
         self.index_checked.add(p)
         async with self.pl.lock:
-            with writing_to(p, self.topic):
-                self.pl.states[FEATURES_KEY] = pack_int(self.fingerprint)
-            await self.pl._flush_writes()
+            self.pl.states.set(p, FEATURES_KEY, pack_int(self.fingerprint))
+            await self.pl.flush_writes()
         await asyncio.to_thread(db.compact_range, None, None)
 
     async def _backup(self, report: JobReport) -> str | None:
@@ -428,49 +424,47 @@ class ScheduledJobs:
         """Compare live with rebuilt for `uids` (pipeline lock held); correct what differs.
         Returns the users whose live state is past `upto` (compare them later)."""
         states, tz, drift = self.pl.states, self.tz, run.drift
-        db = partition_db(states, p)
+        db = states.db(p)
         moved, fixes = set(), []
-        with writing_to(p, self.topic):
-            for uid in uids:
-                blob = states.get(user_key(uid))
-                live = decode(blob, tz) if blob is not None else UserState()
-                if live.source_offset > upto:
-                    moved.add(uid)
-                    continue
-                target = rebuilt.get(uid, UserState())
-                if uid not in rebuilt and not trust_missing:
-                    continue                    # the log was truncated: nothing to say
-                run.visited += 1
-                drift["compared"] += 1
-                d = compare(self.engine, uid, live, target, run.stream_time)
-                if d is None:
-                    continue
-                drift["users"] += 1
-                drift["state"] += d.state_differs
-                for f in d.features:
-                    drift["features"][f] = drift["features"].get(f, 0) + 1
-                if len(drift["examples"]) < 20:
-                    drift["examples"].append({"user_id": uid, "features": list(d.features)})
-                fixed = UserState(T=target.T, days=target.days, items=target.items,
-                                  event_ids=target.event_ids,
-                                  source_offset=max(target.source_offset, live.source_offset),
-                                  version=live.version, published_digest=live.published_digest,
-                                  due_day=live.due_day, published_as_of=live.published_as_of)
-                profile = d.rebuilt_profile
-                changed = profile.digest() != fixed.published_digest
-                if changed:
-                    await self.pl._publish(profile, fixed.version + 1, "weekly")
-                    run.published += 1
-                fixes.append((uid, fixed, profile if changed else None))
-        await self.pl._flush_publishes()
-        with writing_to(p, self.topic):
-            for uid, fixed, profile in fixes:
-                if profile is not None:
-                    mark_published(fixed, profile)
-                T = max(run.stream_time, fixed.T)
-                self.pl.set_due(db, uid, fixed, next_change_day(fixed, day_of(T, tz),
-                                                                self.engine.windows))
-                states[user_key(uid)] = encode(fixed, tz)
-                drift["corrected"] += 1
-        await self.pl._flush_writes()
+        for uid in uids:
+            blob = states.get(p, user_key(uid))
+            live = decode(blob, tz) if blob is not None else UserState()
+            if live.source_offset > upto:
+                moved.add(uid)
+                continue
+            target = rebuilt.get(uid, UserState())
+            if uid not in rebuilt and not trust_missing:
+                continue                    # the log was truncated: nothing to say
+            run.visited += 1
+            drift["compared"] += 1
+            d = compare(self.engine, uid, live, target, run.stream_time)
+            if d is None:
+                continue
+            drift["users"] += 1
+            drift["state"] += d.state_differs
+            for f in d.features:
+                drift["features"][f] = drift["features"].get(f, 0) + 1
+            if len(drift["examples"]) < 20:
+                drift["examples"].append({"user_id": uid, "features": list(d.features)})
+            fixed = UserState(T=target.T, days=target.days, items=target.items,
+                              event_ids=target.event_ids,
+                              source_offset=max(target.source_offset, live.source_offset),
+                              version=live.version, published_digest=live.published_digest,
+                              due_day=live.due_day, published_as_of=live.published_as_of)
+            profile = d.rebuilt_profile
+            changed = profile.digest() != fixed.published_digest
+            if changed:
+                await self.pl.publish(profile, fixed.version + 1, "weekly")
+                run.published += 1
+            fixes.append((uid, fixed, profile if changed else None))
+        await self.pl.flush_publishes()
+        for uid, fixed, profile in fixes:
+            if profile is not None:
+                mark_published(fixed, profile)
+            T = max(run.stream_time, fixed.T)
+            move_due(db, uid, fixed, next_change_day(fixed, day_of(T, tz),
+                                                            self.engine.windows))
+            states.set(p, user_key(uid), encode(fixed, tz))
+            drift["corrected"] += 1
+        await self.pl.flush_writes()
         return moved

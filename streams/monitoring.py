@@ -11,7 +11,6 @@ import logging
 import random
 import time
 from collections import deque
-from pathlib import Path
 from typing import Callable
 
 import aiohttp
@@ -23,7 +22,6 @@ from features.alerts import AlertEvaluator
 from features.encoding import StateDecodeError, decode
 from features.quality import QualitySummary
 from streams.counters import EVENT_TRIGGER, WorkerCounts
-from streams.faust_compat.tables import open_partition_db
 from streams.state_table import iter_users, user_key
 
 log = logging.getLogger(__name__)
@@ -139,7 +137,7 @@ class WorkerMonitor:
                 hw = self.app.consumer.highwater(TP(topic, p))
             except Exception:               # not fetched from yet
                 hw = None
-            if hw is None or open_partition_db(self.pl.states, p) is None:
+            if hw is None or self.pl.states.open_db(p) is None:
                 out[p] = None
             else:
                 out[p] = max(0, hw - (self.pl.clock(p).offset + 1))
@@ -244,7 +242,7 @@ class WorkerMonitor:
             todo, after, wrapped = per, start, False
             while todo > 0:
                 async with self.pl.lock:
-                    db = open_partition_db(self.pl.states, p)
+                    db = self.pl.states.open_db(p)
                     if db is None or p not in self.owned() or recovery.in_recovery:
                         break
                     stream_time = self.pl.clock(p).stream_time
@@ -309,7 +307,7 @@ class WorkerMonitor:
 
 def _dir_bytes(table) -> int:
     try:
-        root = Path(table.data.partition_path(0)).parent
+        root = table.partition_path(0).parent
         return sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
     except OSError:
         return 0

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator, Protocol
+
+from features.schedule import NEVER
+from features.state import UserState
 
 DUE_PREFIX = b"\x00due"
 PARTITION_KEY = b"\x00partition"
@@ -60,6 +63,35 @@ def pack_int(v: int) -> bytes:
 
 def unpack_int(b: bytes | None, default: int) -> int:
     return default if b is None else _I64.unpack(b)[0]
+
+
+class KeyWrites(Protocol):
+    """A partition's local RocksDB, or a stand-in queueing its writes (an outbox)."""
+    def put(self, key: bytes, value: bytes) -> Any: ...
+
+    def delete(self, key: bytes) -> Any: ...
+
+
+def move_due(db: KeyWrites, user_id: int, state: UserState, day: int) -> None:
+    """Move the user's entry in the partition's due index to `day` (and the state's header
+    with it). The index is local to the RocksDB (no changelog): the state header carries the
+    same day, and the index is rebuilt from the headers after a partition is (re)assigned."""
+    if day == state.due_day:
+        return
+    if state.due_day >= 0:
+        db.delete(due_key(state.due_day, user_id))
+    if day != NEVER:
+        db.put(due_key(day, user_id), b"")
+    state.due_day = day
+
+
+def repair_due(db: Any, user_id: int, due_day: int) -> bool:
+    """Put back the user's due-index entry for the day its state header names, if missing;
+    whether it was missing."""
+    if due_day >= 0 and db.get(due_key(due_day, user_id)) is None:
+        db.put(due_key(due_day, user_id), b"")
+        return True
+    return False
 
 
 def iter_due(db, upto_day: int) -> Iterator[tuple[bytes, int, int]]:

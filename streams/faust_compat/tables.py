@@ -90,6 +90,11 @@ class PartitionedTable:
         """The partition's RocksDB if Faust has it open, else None."""
         return open_partition_db(self.table, partition)
 
+    @property
+    def data_dir(self) -> Path:
+        """The app's data dir (the partition databases live under it)."""
+        return Path(self.table.app.conf.datadir)
+
     def partition_path(self, partition: int) -> Path:
         """Where the partition's RocksDB lives."""
         return Path(self.table.data.partition_path(partition))
