@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections import deque
-from typing import Callable
+from typing import Any, Callable
 
 import aiohttp
 import orjson
@@ -22,7 +21,7 @@ from features.alerts import AlertEvaluator
 from features.encoding import StateDecodeError, decode
 from features.quality import QualitySummary
 from streams.counters import EVENT_TRIGGER, WorkerCounts
-from streams.state_table import iter_users, user_key
+from streams.owned_chunks import OwnedChunks, SampleOfUsers
 
 log = logging.getLogger(__name__)
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5,
@@ -42,6 +41,7 @@ METRIC_NAMES = (
 )
 SAMPLE_INTERVAL = 2.0       # seconds between samples of counters and lag (rates, dashboard)
 SERIES_POINTS = 300         # samples kept for the dashboard (10 minutes)
+QUALITY_CHUNK = 200         # users evaluated per hold of the pipeline lock
 COUNTERS = {               # WorkerCounts field -> (metric name, help)
     "events_in": ("profiles_events_in", "Events read from user-events"),
     "applied": ("profiles_events_applied", "Events applied to a user's state"),
@@ -77,6 +77,7 @@ class WorkerMonitor:
         self.app = pipeline.app
         self.cfg = pipeline.cfg.monitoring
         self.instance = instance_id
+        self.chunks = OwnedChunks(pipeline.group, pipeline.states, pipeline.lock)
         self.registry = CollectorRegistry(auto_describe=True)
         ProcessCollector(registry=self.registry)      # process_resident_memory_bytes, CPU
         self.registry.register(_Collector(self))
@@ -124,19 +125,12 @@ class WorkerMonitor:
         return self.pl.counts.published_total()
 
     def owned(self) -> list[int]:
-        topic = self.pl.cfg.kafka.topics.user_events
-        return sorted(tp.partition for tp in self.app.assignor.assigned_actives()
-                      if tp.topic == topic)
+        return self.pl.group.owned()
 
     def read_lag(self) -> dict[int, int | None]:
-        from faust.types import TP
-        topic = self.pl.cfg.kafka.topics.user_events
-        out = {}
+        out: dict[int, int | None] = {}
         for p in self.owned():
-            try:
-                hw = self.app.consumer.highwater(TP(topic, p))
-            except Exception:               # not fetched from yet
-                hw = None
+            hw = self.pl.group.highwater(p)
             if hw is None or self.pl.states.open_db(p) is None:
                 out[p] = None
             else:
@@ -227,48 +221,26 @@ class WorkerMonitor:
             await asyncio.sleep(self.cfg.quality_interval_seconds)
 
     async def scan_quality(self) -> QualitySummary:
-        """Evaluate a sample of this worker's users (from a random key of each partition on).
-        Reads a chunk at a time under the pipeline lock, only while no table recovery runs,
-        and never keeps a database iterator across an await (a rebalance may close it)."""
+        """Evaluate a sample of this worker's users (from a random key of each partition on),
+        a chunk at a time under the pipeline lock (streams.owned_chunks)."""
         summary = QualitySummary()
-        recovery = self.app.tables.recovery
         owned = self.owned()
-        if not owned or not recovery.completed.is_set():
+        if not owned or not self.pl.group.ready():
             return self.quality
         per = max(1, self.cfg.quality_sample_users // len(owned))
         engine, tz = self.pl.rt.engine, self.pl.tz
         for p in owned:
-            start = user_key(random.randrange(1, 10 ** 9))
-            todo, after, wrapped = per, start, False
-            while todo > 0:
-                async with self.pl.lock:
-                    db = self.pl.states.open_db(p)
-                    if db is None or p not in self.owned() or recovery.in_recovery:
-                        break
-                    stream_time = self.pl.clock(p).stream_time
-                    chunk = []
-                    for key, blob in iter_users(db, after):
-                        if wrapped and key >= start:
-                            break
-                        chunk.append((key, blob))
-                        if len(chunk) >= min(todo, 200):
-                            break
-                    for key, blob in chunk:
-                        try:
-                            st = decode(blob, tz, event_ids=False)
-                        except StateDecodeError:
-                            continue
-                        if not st.empty:
-                            prof = engine.evaluate(int(key), st, max(st.T, st.published_as_of))
-                            summary.add(prof, max(stream_time, st.T), st.published_as_of)
-                todo -= len(chunk)
-                if chunk:
-                    after = chunk[-1][0] + b"\x00"
-                elif wrapped:
-                    break
-                else:
-                    after, wrapped = b"0", True
-                await asyncio.sleep(0)
+            async def add(db: Any, chunk: list[tuple[bytes, bytes]], p: int = p) -> None:
+                stream_time = self.pl.clock(p).stream_time
+                for key, blob in chunk:
+                    try:
+                        st = decode(blob, tz, event_ids=False)
+                    except StateDecodeError:
+                        continue
+                    if not st.empty:
+                        prof = engine.evaluate(int(key), st, max(st.T, st.published_as_of))
+                        summary.add(prof, max(stream_time, st.T), st.published_as_of)
+            await self.chunks.each(p, SampleOfUsers(per, QUALITY_CHUNK), add)
         self.quality, self.quality_at = summary, time.time()
         cov = summary.quality()["coverage"]
         if cov is not None:
