@@ -17,7 +17,7 @@ import orjson
 from features.config import ProfileConfig
 from features.events import Rejection
 from features.runtime import FeatureRuntime
-from features.state import APPLIED, UserState, apply
+from features.state import APPLIED, DUPLICATE, UserState, apply
 
 
 @dataclass
@@ -117,7 +117,7 @@ def build_states(rt: FeatureRuntime, lines: Iterator[bytes], report: BatchReport
         outcome = apply(st, ev, catalog.categories(ev.item_id), rules)
         if outcome == APPLIED:
             report.applied += 1
-        elif outcome == "duplicate":
+        elif outcome == DUPLICATE:
             report.duplicates += 1
         else:
             _reject(report, dlq, outcome, f"day of timestamp {ev.ts} is before the user's "

@@ -5,10 +5,11 @@ complete config. Unknown keys, wrong types and impossible values are refused wit
 """
 from __future__ import annotations
 
+import operator
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Callable, Literal, Union
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
@@ -17,7 +18,10 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_valid
 MAX_WINDOW_DAYS = 30
 METRIC_NAMES = ("actions", "active_days", "actions_per_active_day", "unique_items",
                 "unique_item_ratio", "avg_dwell_time", "sessions", "avg_session_duration")
-RULE_OPS = (">", ">=", "<", "<=")
+# The comparison a preference rule or an alert rule names (`op`), and what it computes.
+Comparison = Literal[">", ">=", "<", "<="]
+COMPARE: dict[str, Callable[[float, float], bool]] = {
+    ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
 
 # Environment variables that override deployment settings (never feature definitions).
 ENV_OVERRIDES = {
@@ -124,7 +128,7 @@ class PreferenceRule(Section):
     name: str = Field(min_length=1)
     metric: str
     window_days: int = Field(ge=1, le=MAX_WINDOW_DAYS)
-    op: Literal[">", ">=", "<", "<="]
+    op: Comparison
     threshold: float
     min_actions: int = Field(0, ge=0)
 
@@ -383,13 +387,10 @@ class PerformanceConfig(Section):
     rocksdb: RocksDBConfig = Field(default_factory=RocksDBConfig)
 
 
-ALERT_OPS = (">", ">=", "<", "<=")
-
-
 class AlertRule(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     metric: str                      # a signal of features.alerts.SIGNALS
-    op: Literal[">", ">=", "<", "<="]
+    op: Comparison
     threshold: float
     for_seconds: float = Field(0, ge=0, alias="for")   # true this long before it fires
     severity: Literal["info", "warning", "critical"] = "warning"

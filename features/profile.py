@@ -3,19 +3,18 @@ from __future__ import annotations
 
 import hashlib
 import math
-import operator
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from features.config import ProfileConfig
+from features.config import COMPARE, ProfileConfig
 from features.mapping_index import MappingIndex
 from features.metrics import category_totals, window_metrics, window_metrics_all
 from features.state import StateRules, UserState
 
-OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
 BASE = 10 ** 7
+EVENT_TRIGGER = "event"     # a record's `trigger` when events changed it (else the scheduled run's)
 ARRAY_KEYS = ("106", "107", "108", "110")
 
 
@@ -106,7 +105,7 @@ class FeatureEngine:
         held = []
         for rule, k in self.rule_ids:
             wm = m[rule.window_days]
-            if wm["actions"] >= rule.min_actions and OPS[rule.op](wm[rule.metric], rule.threshold):
+            if wm["actions"] >= rule.min_actions and COMPARE[rule.op](wm[rule.metric], rule.threshold):
                 held.append((k, rule.name))
         held = held[:cfg.behavior_preferences.max_preferences]
         f107 = [107 * BASE + k for k, _ in held] or [107 * BASE]

@@ -22,7 +22,7 @@ from features.encoding import decode, encode
 from features.events import Rejection
 from features.profile import ARRAY_KEYS
 from features.runtime import FeatureRuntime
-from features.state import APPLIED, UserState, apply
+from features.state import APPLIED, DUPLICATE, UserState, apply
 
 
 class UserProfileSystem:
@@ -62,7 +62,7 @@ class UserProfileSystem:
                 self.rejections.append((user_id, record, ev))
                 continue
             outcome = apply(state, ev, self.catalog.categories(ev.item_id), self.engine.rules)
-            if outcome != APPLIED and outcome != "duplicate":
+            if outcome != APPLIED and outcome != DUPLICATE:
                 self.rejections.append((user_id, record, outcome))
         profile = self.engine.evaluate(user_id, state) if not state.empty else None
         if profile is not None and profile.digest() != state.published_digest:

@@ -46,7 +46,7 @@ class UserState:
     published_digest: int = 0
     # The day the published profile can next change with no new event (features.schedule),
     # mirrored by the due index the hourly job reads; UNKNOWN_DUE until first computed.
-    due_day: int = -2
+    due_day: int = UNKNOWN_DUE
     published_as_of: int = -1        # as_of of the last published record
 
     @property

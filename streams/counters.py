@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field, fields
 
-EVENT_TRIGGER = "event"                 # a publish caused by events (not a scheduled run)
+from features.profile import EVENT_TRIGGER
 
 
 @dataclass

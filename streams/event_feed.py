@@ -1,12 +1,10 @@
 """Raw batches of one topic's messages straight from Faust's consumer, skipping its per-event path.
 
-Faust hands every fetched message to its conductor one at a time, through `wait_first` (two
-tasks per message), a channel queue, and a stream iterator that acks it. BROKER.md measured that
-path at 12,000-15,000 events/s doing nothing at all on this machine class; a pipeline that
-already works in micro-batches pays it for nothing. Our consumer (streams.faust_compat) keeps
-Faust's consumer (group membership, rebalances, offsets, commits, table recovery and standbys
-are untouched) and only changes the drain loop: messages of the feed's topic are appended to
-an `EventFeed` instead, and the pipeline takes them in batches.
+Faust's per-event path costs more than a micro-batch pipeline can afford
+(docs/FAUST_INTERNALS.md#drain-loop). Our consumer (streams.faust_compat) keeps Faust's consumer
+(group membership, rebalances, offsets, commits, table recovery and standbys are untouched) and
+only changes the drain loop: messages of the feed's topic are appended to an `EventFeed`
+instead, and the pipeline takes them in batches.
 
 Faust's guarantees are kept the way its streams keep them:
 - a batch's messages are tracked as in flight when taken, and acked after its outputs are

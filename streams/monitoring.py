@@ -109,7 +109,7 @@ class WorkerMonitor:
     # ------------------------------------------------------------------ inputs
 
     def observe_publish(self, profile, trigger: str, ingest_ts: float | None) -> None:
-        if trigger != "event":
+        if trigger != EVENT_TRIGGER:
             return                      # scheduled runs are not event latency
         now = time.time()
         for clock, t in (("event", profile.as_of), ("ingest", ingest_ts)):
