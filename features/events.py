@@ -102,7 +102,8 @@ class EventParser:
         for name in ("user_id", "item_id", "timestamp"):
             if name not in obj:
                 return Rejection("missing_field", f"required field {name!r} is missing")
-        if "action_type" not in obj and "event_type" not in obj:
+        if obj.get("action_type") is None and obj.get("event_type") is None:
+            # (null counts as missing, as for the optional fields)
             return Rejection("missing_field", "one of 'action_type' or 'event_type' is required")
         uid, iid, ts = obj["user_id"], obj["item_id"], obj["timestamp"]
         action, etype = obj.get("action_type"), obj.get("event_type")
@@ -155,6 +156,8 @@ class EventParser:
                 return Rejection("unknown_action", f"action_type {action} and event_type "
                                  f"{etype!r} (= {mapped}) disagree")
             action = mapped
+        if action is None:          # (_check refuses an event with neither)
+            return Rejection("missing_field", "one of 'action_type' or 'event_type' is required")
         if not isinstance(key, _NoKeyToCheck):
             if key is None:
                 return Rejection("missing_key", f"the message has no key; user-events messages "
