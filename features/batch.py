@@ -10,7 +10,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Any, Iterator
 
 import orjson
 
@@ -127,7 +127,8 @@ def build_states(rt: FeatureRuntime, lines: Iterator[bytes], report: BatchReport
     return states
 
 
-def _reject(report: BatchReport, dlq, reason: str, message: str, lineno: int, raw) -> None:
+def _reject(report: BatchReport, dlq: IO[bytes] | None, reason: str, message: str, lineno: int,
+            raw: bytes | dict[str, Any]) -> None:
     report.rejected[reason] += 1
     if dlq is not None:
         if isinstance(raw, dict):

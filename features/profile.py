@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 import orjson
 
@@ -12,6 +12,9 @@ from features.config import COMPARE, ProfileConfig
 from features.mapping_index import MappingIndex
 from features.metrics import category_totals, window_metrics, window_metrics_all
 from features.state import StateRules, UserState
+
+if TYPE_CHECKING:
+    from features.extensions import ExtraFeature
 
 BASE = 10 ** 7
 EVENT_TRIGGER = "event"     # a record's `trigger` when events changed it (else the scheduled run's)
@@ -51,7 +54,8 @@ class Profile:
 class FeatureEngine:
     """Config + mapping index compiled once; `evaluate(user_id, state, T)` is pure."""
 
-    def __init__(self, cfg: ProfileConfig, index: MappingIndex, extensions=None):
+    def __init__(self, cfg: ProfileConfig, index: MappingIndex,
+                 extensions: dict[str, ExtraFeature] | None = None):
         self.cfg = cfg
         self.index = index
         ev = cfg.events
@@ -77,7 +81,8 @@ class FeatureEngine:
     def metrics(self, state: UserState, T: int, W: int) -> dict[str, Any]:
         return window_metrics(state, T, W, self.tz, self.gap, self.action_names)
 
-    def metrics_all(self, state: UserState, T: int, windows) -> dict[int, dict[str, Any]]:
+    def metrics_all(self, state: UserState, T: int, windows: Iterable[int]
+                    ) -> dict[int, dict[str, Any]]:
         """{W: metrics(state, T, W)} for each W, in one pass."""
         return window_metrics_all(state, T, windows, self.tz, self.gap, self.action_names)
 
@@ -105,7 +110,8 @@ class FeatureEngine:
         held = []
         for rule, k in self.rule_ids:
             wm = m[rule.window_days]
-            if wm["actions"] >= rule.min_actions and COMPARE[rule.op](wm[rule.metric], rule.threshold):
+            if wm["actions"] >= rule.min_actions and \
+                    COMPARE[rule.op](wm[rule.metric], rule.threshold):
                 held.append((k, rule.name))
         held = held[:cfg.behavior_preferences.max_preferences]
         f107 = [107 * BASE + k for k, _ in held] or [107 * BASE]

@@ -26,7 +26,8 @@ from features.state import APPLIED, DUPLICATE, UserState, apply
 
 
 class UserProfileSystem:
-    def __init__(self, data_dir: str | Path = "data/", config: str | Path | ProfileConfig | None = None):
+    def __init__(self, data_dir: str | Path = "data/",
+                 config: str | Path | ProfileConfig | None = None):
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if isinstance(config, ProfileConfig):
@@ -89,8 +90,8 @@ class UserProfileSystem:
     def close(self) -> None:
         self._db.close()
 
-    def __enter__(self):
+    def __enter__(self) -> UserProfileSystem:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()

@@ -24,7 +24,8 @@ class DayBucket:
     actions: dict[int, int] = field(default_factory=dict)            # action -> events
     dwell_ms: int = 0                                                # sum over events with dwell
     dwell_n: int = 0
-    cats: dict[tuple[int, int], int] = field(default_factory=dict)   # (category k, action) -> events
+    # (category k, action) -> events
+    cats: dict[tuple[int, int], int] = field(default_factory=dict)
     # Sorted [first_t, last_t] runs whose consecutive gaps are <= the session gap: the day's
     # timestamps reduced to what sessions need (sessions across days merge runs at read time).
     runs: list[list[int]] = field(default_factory=list)

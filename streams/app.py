@@ -11,9 +11,9 @@ import faust
 
 from features.config import ProfileConfig
 from streams import compat
+from streams.auth import auth_middleware
 from streams.faust_compat import table_recovery
 from streams.faust_compat.consumer import ConsumerHooks, install
-from streams.auth import auth_middleware
 from streams.kafka_security import client_kwargs
 
 
@@ -63,7 +63,7 @@ def create_app(cfg: ProfileConfig, inst: Instance, *,
         topic_partitions=cfg.kafka.partitions,
         topic_replication_factor=cfg.kafka.replication,
         consumer_auto_offset_reset="earliest",
-        # local state ahead of its changelog is dropped and rebuilt (streams.faust_compat.table_recovery)
+        # local state ahead of its changelog is dropped and rebuilt (faust_compat.table_recovery)
         TableManager=table_recovery.HealingTableManager,
         **compat.faust_settings(cfg.compat),
         **_credentials(cfg),

@@ -67,7 +67,7 @@ class Membership:
 
 
 def membership(app: "faust.App", cfg: ProfileConfig, instance_id: int) -> Membership:
-    from streams.faust_compat.group import FaustGroup    # (the CLI imports this module)
+    from streams.faust_compat.group import FaustGroup  # (the CLI imports this module)
     me = str(app.conf.canonical_url).rstrip("/")
     generation = app.consumer_generation_id
     topic = cfg.kafka.topics.user_events

@@ -158,7 +158,8 @@ def check_upstream(stored: str | None = None, installed: str | None = None) -> N
     import faust
     diff = "".join(difflib.unified_diff(
         stored.splitlines(keepends=True), installed.splitlines(keepends=True),
-        f"stored original ({UPSTREAM_COPY.name})", f"installed faust-streaming {faust.__version__}"))
+        f"stored original ({UPSTREAM_COPY.name})",
+        f"installed faust-streaming {faust.__version__}"))
     raise UpstreamChanged(
         "faust-streaming's Consumer._drain_messages is not the one streams/faust_compat/drain.py "
         "was copied from: carry the change over into drain_into_feed (or confirm it does not "

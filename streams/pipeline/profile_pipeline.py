@@ -41,7 +41,7 @@ from streams.pipeline.clocks import PartitionClocks
 from streams.pipeline.fencing import Fence
 from streams.pipeline.lifecycle import BatchLifecycle
 from streams.pipeline.outputs import ProducerOutputs
-from streams.pipeline.publishing import PublishObserver, Publishing
+from streams.pipeline.publishing import Publishing, PublishObserver
 from streams.pipeline.reads import ProfileReads
 from streams.pipeline.topology import declare
 from streams.publisher import Publisher
