@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from streams.app import Instance
     from streams.jobs import ScheduledJobs
     from streams.monitoring import WorkerMonitor
-    from streams.pipeline import ProfilePipeline
+    from streams.pipeline.profile_pipeline import ProfilePipeline
 
 
 @dataclass(frozen=True)

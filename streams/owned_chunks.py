@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from itertools import islice
 from typing import Any, Awaitable, Callable, Protocol
 
 from streams.state_table import iter_due, iter_users, user_key
@@ -75,11 +76,7 @@ class AllUsers:
         self.after = b"0"
 
     def next_chunk(self, db: Any) -> Chunk:
-        chunk = []
-        for item in iter_users(db, self.after):
-            chunk.append(item)
-            if len(chunk) >= self.size:
-                break
+        chunk = list(islice(iter_users(db, self.after), self.size))
         if chunk:
             self.after = chunk[-1][0] + b"\x00"
         return chunk
@@ -94,12 +91,7 @@ class DueUsers:
         self.size = size
 
     def next_chunk(self, db: Any) -> Chunk:
-        chunk = []
-        for entry in iter_due(db, self.day):
-            chunk.append(entry)
-            if len(chunk) >= self.size:
-                break
-        return chunk
+        return list(islice(iter_due(db, self.day), self.size))
 
 
 class SampleOfUsers:
