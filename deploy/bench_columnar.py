@@ -74,9 +74,7 @@ def _runtime(workdir: Path, users: int, days: int) -> tuple[FeatureRuntime, Path
 def _events_by_user(rt: FeatureRuntime, path: Path) -> dict[int, list[Event]]:
     out: dict[int, list[Event]] = {}
     for line in path.read_bytes().splitlines():
-        # EventParser.parse_line on main, parse(raw, key, now) before it
-        parse = getattr(rt.parser, "parse_line", None)
-        ev = parse(line, END_TS + 86400) if parse else rt.parser.parse(line, None, END_TS + 86400)
+        ev = rt.parser.parse_line(line, END_TS + 86400)
         if isinstance(ev, Event):
             out.setdefault(ev.user_id, []).append(ev)
     return out

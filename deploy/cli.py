@@ -109,14 +109,14 @@ def worker(ctx: click.Context, instance_id: int, web_port: int | None,
            log_file: str | None) -> None:
     """Run one worker replica in the foreground."""
     from streams.app import instance_for
-    from streams.worker import build_app, run_worker
+    from streams.worker import build_worker, run_worker
     cfg = _load(ctx)
     try:
         inst = instance_for(cfg, instance_id, web_port)
     except ValueError as e:
         raise click.ClickException(str(e)) from None
     sys.argv = [sys.argv[0]]  # Faust's Worker parses argv; ours was consumed by click
-    run_worker(build_app(cfg, inst), log_file)
+    run_worker(build_worker(cfg, inst).app, cfg, log_file)
 
 
 def _say(line: str) -> None:

@@ -123,8 +123,8 @@ class LocalCluster:
 def drop_stale_worker_state(cfg: ProfileConfig, say: Callable[[str], None]) -> None:
     """A new embedded broker starts empty (memory only), so local table state from an earlier
     run points at changelog offsets that no longer exist. The workers would drop it themselves
-    (streams.table_recovery); clearing it first is quicker and says so. The mapping index and
-    the backups beside it are kept: ids never change meaning."""
+    (streams.faust_compat.table_recovery); clearing it first is quicker and says so. The mapping
+    index and the backups beside it are kept: ids never change meaning."""
     stale = sorted(cfg.data_dir.glob("instance-*"))
     for d in stale:
         shutil.rmtree(d)

@@ -2,12 +2,9 @@
 for `for` seconds, resolved when it stops. Pure: the caller supplies signals and the time."""
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass
 
-from features.config import AlertRule
-
-OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
+from features.config import COMPARE, AlertRule
 
 # The signals a rule can name (monitoring.alerts[].metric).
 SIGNALS = {
@@ -50,7 +47,7 @@ class AlertEvaluator:
             if value is None:
                 continue                    # no reading: nothing changes
             st.value = value
-            holds = OPS[rule.op](value, rule.threshold)
+            holds = COMPARE[rule.op](value, rule.threshold)
             if holds:
                 if st.pending_since is None:
                     st.pending_since = now

@@ -10,14 +10,14 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Any, Iterator
 
 import orjson
 
 from features.config import ProfileConfig
 from features.events import Rejection
 from features.runtime import FeatureRuntime
-from features.state import APPLIED, UserState, apply
+from features.state import APPLIED, DUPLICATE, UserState, apply
 
 
 @dataclass
@@ -118,7 +118,7 @@ def build_states(rt: FeatureRuntime, lines: Iterator[bytes], report: BatchReport
         outcome = apply(st, ev, catalog.categories(ev.item_id), rules)
         if outcome == APPLIED:
             report.applied += 1
-        elif outcome == "duplicate":
+        elif outcome == DUPLICATE:
             report.duplicates += 1
         else:
             _reject(report, dlq, outcome, f"day of timestamp {ev.ts} is before the user's "
@@ -128,7 +128,8 @@ def build_states(rt: FeatureRuntime, lines: Iterator[bytes], report: BatchReport
     return states
 
 
-def _reject(report: BatchReport, dlq, reason: str, message: str, lineno: int, raw) -> None:
+def _reject(report: BatchReport, dlq: IO[bytes] | None, reason: str, message: str, lineno: int,
+            raw: bytes | dict[str, Any]) -> None:
     report.rejected[reason] += 1
     if dlq is not None:
         if isinstance(raw, dict):

@@ -5,19 +5,22 @@ complete config. Unknown keys, wrong types and impossible values are refused wit
 """
 from __future__ import annotations
 
+import operator
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Callable, Literal, Mapping, Union
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
-                      model_validator)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 MAX_WINDOW_DAYS = 30
 METRIC_NAMES = ("actions", "active_days", "actions_per_active_day", "unique_items",
                 "unique_item_ratio", "avg_dwell_time", "sessions", "avg_session_duration")
-RULE_OPS = (">", ">=", "<", "<=")
+# The comparison a preference rule or an alert rule names (`op`), and what it computes.
+Comparison = Literal[">", ">=", "<", "<="]
+COMPARE: dict[str, Callable[[float, float], bool]] = {
+    ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
 
 # Environment variables that override deployment settings (never feature definitions).
 ENV_OVERRIDES = {
@@ -60,7 +63,8 @@ class EventsConfig(Section):
             raise ValueError("at least one action type is needed")
         for name, code in v.items():
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-                raise ValueError(f"action name {name!r} must be an identifier (it names rate_{name})")
+                raise ValueError(f"action name {name!r} must be an identifier "
+                                 f"(it names rate_{name})")
             if not 0 <= code <= 255:
                 raise ValueError(f"action code {code} for {name!r} must be within 0..255")
         if len(set(v.values())) != len(v):
@@ -84,14 +88,17 @@ class EventsConfig(Section):
 CategoryRule = Union[list[Union[int, str]], dict[Union[int, str], list[Any]]]
 
 
+def _default_categories() -> dict[str, CategoryRule]:
+    return {"entertainment": [100, 101, 102], "technology": [111, 112, 113]}
+
+
 class InterestTagsConfig(Section):
     max_tags: int = Field(10, ge=1)
     min_frequency: int = Field(3, ge=1)
     decay_factor: float = Field(0.95, gt=0, le=1)
     window_days: int = Field(30, ge=1, le=MAX_WINDOW_DAYS)
     action_weights: dict[int, float] = Field(default_factory=dict)
-    categories: dict[str, CategoryRule] = Field(default_factory=lambda: {
-        "entertainment": [100, 101, 102], "technology": [111, 112, 113]})
+    categories: dict[str, CategoryRule] = Field(default_factory=_default_categories)
 
     @field_validator("action_weights")
     @classmethod
@@ -124,7 +131,7 @@ class PreferenceRule(Section):
     name: str = Field(min_length=1)
     metric: str
     window_days: int = Field(ge=1, le=MAX_WINDOW_DAYS)
-    op: Literal[">", ">=", "<", "<="]
+    op: Comparison
     threshold: float
     min_actions: int = Field(0, ge=0)
 
@@ -174,9 +181,14 @@ def _ascending(v: list[float]) -> list[float]:
     return v
 
 
+def _floats(*xs: float) -> list[float]:
+    return list(xs)
+
+
 class ActivityMetricsConfig(Section):
-    daily_actions: list[float] = Field(default_factory=lambda: [0, 5, 15, 30])
-    session_duration: list[float] = Field(default_factory=lambda: [0, 300, 900, 1800])
+    # (ints: the defaults are not validated, and the feature fingerprint reads them as they are)
+    daily_actions: list[float] = Field(default_factory=lambda: _floats(0, 5, 15, 30))
+    session_duration: list[float] = Field(default_factory=lambda: _floats(0, 300, 900, 1800))
 
     @field_validator("daily_actions", "session_duration")
     @classmethod
@@ -383,13 +395,10 @@ class PerformanceConfig(Section):
     rocksdb: RocksDBConfig = Field(default_factory=RocksDBConfig)
 
 
-ALERT_OPS = (">", ">=", "<", "<=")
-
-
 class AlertRule(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     metric: str                      # a signal of features.alerts.SIGNALS
-    op: Literal[">", ">=", "<", "<="]
+    op: Comparison
     threshold: float
     for_seconds: float = Field(0, ge=0, alias="for")   # true this long before it fires
     severity: Literal["info", "warning", "critical"] = "warning"
@@ -544,7 +553,7 @@ def _format_error(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def _apply_env(raw: dict, env: dict[str, str]) -> dict:
+def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
     for var, (section, key) in ENV_OVERRIDES.items():
         if env.get(var):
             raw.setdefault(section, {})
@@ -555,7 +564,7 @@ def _apply_env(raw: dict, env: dict[str, str]) -> dict:
 
 
 def parse_config(raw: Any, source: str = "<config>", base_dir: str | Path = ".",
-                 env: dict[str, str] | None = None) -> ProfileConfig:
+                 env: Mapping[str, str] | None = None) -> ProfileConfig:
     """Validate an already-parsed mapping; `env` (default: os.environ) overrides deployment keys."""
     if raw is None:
         raw = {}
@@ -571,7 +580,8 @@ def parse_config(raw: Any, source: str = "<config>", base_dir: str | Path = ".",
         raise ConfigError(_format_error(err, source)) from None
 
 
-def load_config(path: str | Path | None = None, env: dict[str, str] | None = None) -> ProfileConfig:
+def load_config(path: str | Path | None = None,
+                env: Mapping[str, str] | None = None) -> ProfileConfig:
     """Load a YAML config (safe_load only). None: $PROFILES_CONFIG, else ./profile_config.yaml
     when present, else the built-in defaults."""
     env_map = os.environ if env is None else env

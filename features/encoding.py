@@ -6,15 +6,15 @@ Layout v2:  header (format, T, source offset, version counter, digest, width, le
 patch it without decoding the rest.
 The array holds every other number of the state, days and times relative to day(T) so that most
 are small; it is stored in the narrowest little-endian integer width that fits (1, 2, 4 or 8
-bytes) and byte-shuffled. The 48-bit event-id hashes are random, so they follow uncompressed, 6 bytes each, in the
-order of the array's event-id entries.
+bytes) and byte-shuffled. The 48-bit event-id hashes are random, so they follow uncompressed,
+6 bytes each, in the order of the array's event-id entries.
 """
 from __future__ import annotations
 
 import struct
 import zlib
-from itertools import accumulate
 from dataclasses import dataclass
+from itertools import accumulate
 
 import numpy as np
 

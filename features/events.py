@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, Callable, Union, final
 
 import orjson
 
@@ -28,6 +28,7 @@ REASONS = ("malformed_json", "not_an_object", "too_large", "missing_field", "bad
            "too_late")
 
 
+@final                  # (so `type(x) is Rejection` tells the two apart for mypy)
 @dataclass(frozen=True, slots=True)
 class Event:
     user_id: int
@@ -38,6 +39,7 @@ class Event:
     event_id: str | None
 
 
+@final
 @dataclass(frozen=True, slots=True)
 class Rejection:
     reason: str
@@ -65,7 +67,7 @@ class EventParser:
     """Compiled from the `events` config section: `parse_message(raw, key)` per `user-events`
     message, `parse_line(raw)` / `check_line(obj)` per events-file line."""
 
-    def __init__(self, cfg: EventsConfig, clock=time.time):
+    def __init__(self, cfg: EventsConfig, clock: Callable[[], float] = time.time):
         self.unit = cfg.timestamp_unit
         self.max_skew = cfg.max_future_skew_seconds
         self.action_codes = frozenset(cfg.action_types.values())
@@ -102,7 +104,8 @@ class EventParser:
         for name in ("user_id", "item_id", "timestamp"):
             if name not in obj:
                 return Rejection("missing_field", f"required field {name!r} is missing")
-        if obj.get("action_type") is None and obj.get("event_type") is None:   # null = absent
+        if obj.get("action_type") is None and obj.get("event_type") is None:
+            # (null counts as missing, as for the optional fields)
             return Rejection("missing_field", "one of 'action_type' or 'event_type' is required")
         uid, iid, ts = obj["user_id"], obj["item_id"], obj["timestamp"]
         action, etype = obj.get("action_type"), obj.get("event_type")
@@ -155,6 +158,8 @@ class EventParser:
                 return Rejection("unknown_action", f"action_type {action} and event_type "
                                  f"{etype!r} (= {mapped}) disagree")
             action = mapped
+        if action is None:          # (_check refuses an event with neither)
+            return Rejection("missing_field", "one of 'action_type' or 'event_type' is required")
         if not isinstance(key, _NoKeyToCheck):
             if key is None:
                 return Rejection("missing_key", f"the message has no key; user-events messages "

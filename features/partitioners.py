@@ -169,5 +169,5 @@ def describe(verdict: Verdict, configured: str) -> str:
     fit = " or ".join(f"{n} ({CLIENT_NAMES[n]})" for n in names)
     return (f"events arrive on partitions that kafka.partitioner {configured} does not give "
             f"for their keys; the keys fit {fit}, judged on {verdict.evidence_keys} keys off "
-            f"their partition: set kafka.partitioner: {names[0]}. Queries still find every user (the routed owner "
-            "first, then every other worker)")
+            f"their partition: set kafka.partitioner: {names[0]}. Queries still find every user "
+            "(the routed owner first, then every other worker)")

@@ -24,7 +24,8 @@ class DayBucket:
     actions: dict[int, int] = field(default_factory=dict)            # action -> events
     dwell_ms: int = 0                                                # sum over events with dwell
     dwell_n: int = 0
-    cats: dict[tuple[int, int], int] = field(default_factory=dict)   # (category k, action) -> events
+    # (category k, action) -> events
+    cats: dict[tuple[int, int], int] = field(default_factory=dict)
     # Sorted [first_t, last_t] runs whose consecutive gaps are <= the session gap: the day's
     # timestamps reduced to what sessions need (sessions across days merge runs at read time).
     runs: list[list[int]] = field(default_factory=list)
@@ -46,7 +47,7 @@ class UserState:
     published_digest: int = 0
     # The day the published profile can next change with no new event (features.schedule),
     # mirrored by the due index the hourly job reads; UNKNOWN_DUE until first computed.
-    due_day: int = -2
+    due_day: int = UNKNOWN_DUE
     published_as_of: int = -1        # as_of of the last published record
 
     @property

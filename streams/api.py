@@ -2,7 +2,7 @@
 worker that owns its partition under `kafka.partitioner`, else on any other (streams.routing)."""
 from __future__ import annotations
 
-from streams.pipeline import ProfilePipeline
+from streams.context import WorkerContext
 from streams.routing import LOCAL_PARAM, NoAssignment, ProfileFinder
 
 MAX_BATCH_IDS = 1000
@@ -17,8 +17,8 @@ def _local_only(request) -> bool:
     return request.query.get(LOCAL_PARAM) == "1"
 
 
-def add_routes(pipeline: ProfilePipeline) -> None:
-    app = pipeline.app
+def add_routes(worker: WorkerContext) -> None:
+    app, pipeline = worker.app, worker.pipeline
     finder = ProfileFinder(pipeline)
 
     @app.page("/profiles/{user_id}")
@@ -70,8 +70,8 @@ def add_routes(pipeline: ProfilePipeline) -> None:
 
     @app.page("/stats")
     async def stats(web, request):
-        return web.json({"instance": app.profile_instance.instance_id,
-                         "counts": dict(pipeline.counts),
+        return web.json({"instance": worker.instance.instance_id,
+                         "counts": pipeline.counts.to_dict(),
                          "partitioning": pipeline.partitioning(),
                          "items": len(pipeline.rt.catalog),
                          "items_ready": pipeline.items.ready.is_set(),

@@ -10,8 +10,11 @@ from pathlib import Path
 import faust
 
 from features.config import ProfileConfig
-from streams import compat, consumer, table_recovery
+from streams import compat
 from streams.auth import auth_middleware
+from streams.faust_compat import table_recovery
+from streams.faust_compat.consumer import ConsumerHooks, install
+from streams.kafka_security import client_kwargs
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,10 @@ def use_event_loop() -> None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def create_app(cfg: ProfileConfig, inst: Instance) -> faust.App:
+def create_app(cfg: ProfileConfig, inst: Instance, *,
+               end_offsets_from_fetch: bool | None = None) -> faust.App:
+    """The Faust app of a worker (our consumer installed). `end_offsets_from_fetch`: None for what
+    `compat` needs (False shows the embedded broker's defect: tests/apps/counter_worker.py)."""
     use_event_loop()
     inst.data_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -57,16 +63,17 @@ def create_app(cfg: ProfileConfig, inst: Instance) -> faust.App:
         topic_partitions=cfg.kafka.partitions,
         topic_replication_factor=cfg.kafka.replication,
         consumer_auto_offset_reset="earliest",
-        # local state ahead of its changelog is dropped and rebuilt (streams.table_recovery)
+        # local state ahead of its changelog is dropped and rebuilt (faust_compat.table_recovery)
         TableManager=table_recovery.HealingTableManager,
         **compat.faust_settings(cfg.compat),
         **_credentials(cfg),
     )
-    app.profile_config = cfg
-    app.profile_instance = inst
-    consumer.install(app, end_offsets_from_fetch=compat.end_offsets_from_fetch(cfg.compat),
-                     fetch_max_wait_ms=compat.consumer_fetch_max_wait_ms(cfg.compat))
-    _add_health(app)
+    if end_offsets_from_fetch is None:
+        end_offsets_from_fetch = compat.end_offsets_from_fetch(cfg.compat)
+    install(app, ConsumerHooks(end_offsets_from_fetch,
+                               compat.consumer_fetch_max_wait_ms(cfg.compat),
+                               cfg.kafka.bootstrap_servers, lambda: client_kwargs(cfg)))
+    _add_health(app, cfg, inst)
     return app
 
 
@@ -76,7 +83,7 @@ def _credentials(cfg: ProfileConfig) -> dict:
     return {"broker_credentials": creds} if creds is not None else {}
 
 
-def _add_health(app: faust.App) -> None:
+def _add_health(app: faust.App, cfg: ProfileConfig, inst: Instance) -> None:
     started_at = time.time()        # tells a restarted process from the one before
 
     @app.page("/health")
@@ -88,8 +95,8 @@ def _add_health(app: faust.App) -> None:
         body = {
             "status": "recovering" if recovering else "ok",
             "app": app.conf.id,
-            "instance": app.profile_instance.instance_id,
-            "compat": app.profile_config.compat,
+            "instance": inst.instance_id,
+            "compat": cfg.compat,
             "recovery_completed": recovery.completed.is_set(),
             "assigned_partitions": assigned,
             "started_at": started_at,

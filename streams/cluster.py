@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from features.config import ProfileConfig
 from streams.auth import peer_session
 
 if TYPE_CHECKING:
@@ -65,33 +66,21 @@ class Membership:
                    [Member.from_dict(m) for m in d["members"]])
 
 
-def _faust_partition_owners(app: "faust.App", topic: str) -> dict[str, list[int]]:
-    """Member URL -> partitions of `topic`, from the assignment Faust distributes.
-    Faust internals: `external_topics_metadata()` exists on the concrete
-    faust.assignor.PartitionAssignor only (not on PartitionAssignorT)."""
-    dist = app.assignor.external_topics_metadata()
-    return {str(url).rstrip("/"): sorted(tps.get(topic, [])) for url, tps in dist.items()}
-
-
-def membership(app: "faust.App") -> Membership:
-    cfg = app.profile_config
+def membership(app: "faust.App", cfg: ProfileConfig, instance_id: int) -> Membership:
+    from streams.faust_compat.group import FaustGroup  # (the CLI imports this module)
     me = str(app.conf.canonical_url).rstrip("/")
     generation = app.consumer_generation_id
-    owners = _faust_partition_owners(app, cfg.kafka.topics.user_events)
+    topic = cfg.kafka.topics.user_events
+    owners = FaustGroup(app, topic).member_partitions(topic)
     if me not in owners:                    # not assigned yet: at least this worker
         owners[me] = []
-    iid = app.profile_instance.instance_id
-    members = [Member(url, tuple(parts), generation, iid if url == me else None)
+    members = [Member(url, tuple(parts), generation, instance_id if url == me else None)
                for url, parts in sorted(owners.items())]
-    return Membership(me, iid, generation, bool(app.rebalancing), cfg.kafka.partitions,
+    return Membership(me, instance_id, generation, bool(app.rebalancing), cfg.kafka.partitions,
                       members)
 
 
-def members(app: "faust.App") -> list[Member]:
-    return membership(app).members
-
-
-def add_cluster_routes(app: "faust.App") -> None:
+def add_cluster_routes(app: "faust.App", cfg: ProfileConfig, instance_id: int) -> None:
     import asyncio
 
     import aiohttp
@@ -99,7 +88,7 @@ def add_cluster_routes(app: "faust.App") -> None:
 
     @app.page("/cluster")
     async def cluster(web, request):
-        return web.json(membership(app).to_dict())
+        return web.json(membership(app, cfg, instance_id).to_dict())
 
     @app.page("/cluster/relay")
     class Relay(View):
@@ -116,7 +105,7 @@ def add_cluster_routes(app: "faust.App") -> None:
         async def relay(self, request, method: str):
             to = request.query.get("to", "").rstrip("/")
             path = request.query.get("path", "")
-            if membership(app).member(to) is None:
+            if membership(app, cfg, instance_id).member(to) is None:
                 return self.json({"error": f"{to!r} is not a member of the group"}, status=404)
             target = urlsplit(to + path)
             if not path.startswith("/") or target.netloc != urlsplit(to).netloc or \
@@ -124,7 +113,7 @@ def add_cluster_routes(app: "faust.App") -> None:
                 return self.json({"error": "path= takes an absolute path of the member's API"},
                                  status=400)
             try:
-                async with peer_session(app.profile_config, RELAY_TIMEOUT) as http:
+                async with peer_session(cfg, RELAY_TIMEOUT) as http:
                     async with http.request(method, to + path) as r:
                         return self.bytes(await r.read(), status=r.status,
                                           content_type=r.content_type)

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections import deque
-from pathlib import Path
+from typing import Any, Callable
 
 import aiohttp
 import orjson
@@ -21,7 +20,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from features.alerts import AlertEvaluator
 from features.encoding import StateDecodeError, decode
 from features.quality import QualitySummary
-from streams.state_table import iter_users, open_partition_db, user_key
+from streams.counters import EVENT_TRIGGER, WorkerCounts
+from streams.owned_chunks import OwnedChunks, SampleOfUsers
 
 log = logging.getLogger(__name__)
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5,
@@ -41,7 +41,8 @@ METRIC_NAMES = (
 )
 SAMPLE_INTERVAL = 2.0       # seconds between samples of counters and lag (rates, dashboard)
 SERIES_POINTS = 300         # samples kept for the dashboard (10 minutes)
-COUNTERS = {               # pipeline count -> (metric name, help)
+QUALITY_CHUNK = 200         # users evaluated per hold of the pipeline lock
+COUNTERS = {               # WorkerCounts field -> (metric name, help)
     "events_in": ("profiles_events_in", "Events read from user-events"),
     "applied": ("profiles_events_applied", "Events applied to a user's state"),
     "duplicates": ("profiles_events_duplicate", "Events skipped as duplicates (event_id)"),
@@ -54,18 +55,29 @@ COUNTERS = {               # pipeline count -> (metric name, help)
                               "producer ignores keys: a user's events are spread over "
                               "partitions)"),
 }
+
+
+def _missing_key(c: WorkerCounts) -> int:
+    return c.dead_letters["missing_key"]
+
+
+def _partition_mismatch(c: WorkerCounts) -> int:
+    return c.partition_mismatch
+
+
 # Counts whose increase over the rate window is an alert signal (features.alerts.SIGNALS).
-WINDOW_COUNTS = {"partition_mismatch_events": "partition_mismatch",
-                 "missing_key_events": "dlq_missing_key"}
+WINDOW_COUNTS: dict[str, Callable[[WorkerCounts], int]] = {
+    "partition_mismatch_events": _partition_mismatch, "missing_key_events": _missing_key}
 
 
 class WorkerMonitor:
-    def __init__(self, pipeline, jobs=None):
+    def __init__(self, pipeline, jobs, instance_id: int):
         self.pl = pipeline
         self.jobs = jobs
         self.app = pipeline.app
         self.cfg = pipeline.cfg.monitoring
-        self.instance = self.app.profile_instance.instance_id
+        self.instance = instance_id
+        self.chunks = OwnedChunks(pipeline.group, pipeline.states, pipeline.lock)
         self.registry = CollectorRegistry(auto_describe=True)
         ProcessCollector(registry=self.registry)      # process_resident_memory_bytes, CPU
         self.registry.register(_Collector(self))
@@ -97,7 +109,7 @@ class WorkerMonitor:
     # ------------------------------------------------------------------ inputs
 
     def observe_publish(self, profile, trigger: str, ingest_ts: float | None) -> None:
-        if trigger != "event":
+        if trigger != EVENT_TRIGGER:
             return                      # scheduled runs are not event latency
         now = time.time()
         for clock, t in (("event", profile.as_of), ("ingest", ingest_ts)):
@@ -107,26 +119,19 @@ class WorkerMonitor:
                 self.recent_latency[clock].append(lat)
 
     def dlq_total(self) -> int:
-        return sum(v for k, v in self.pl.counts.items() if k.startswith("dlq_"))
+        return self.pl.counts.dead_lettered()
 
     def published_total(self) -> int:
-        return self.pl.counts.get("published", 0)
+        return self.pl.counts.published_total()
 
     def owned(self) -> list[int]:
-        topic = self.pl.cfg.kafka.topics.user_events
-        return sorted(tp.partition for tp in self.app.assignor.assigned_actives()
-                      if tp.topic == topic)
+        return self.pl.group.owned()
 
     def read_lag(self) -> dict[int, int | None]:
-        from faust.types import TP
-        topic = self.pl.cfg.kafka.topics.user_events
-        out = {}
+        out: dict[int, int | None] = {}
         for p in self.owned():
-            try:
-                hw = self.app.consumer.highwater(TP(topic, p))
-            except Exception:               # not fetched from yet
-                hw = None
-            if hw is None or open_partition_db(self.pl.states, p) is None:
+            hw = self.pl.group.highwater(p)
+            if hw is None or self.pl.states.open_db(p) is None:
                 out[p] = None
             else:
                 out[p] = max(0, hw - (self.pl.clock(p).offset + 1))
@@ -148,7 +153,7 @@ class WorkerMonitor:
         """How much each WINDOW_COUNTS count grew over the rate window (up to now)."""
         base = self.samples[0][4]
         counts = self.pl.counts
-        return {name: counts.get(key, 0) - base[name] for name, key in WINDOW_COUNTS.items()}
+        return {name: read(counts) - base[name] for name, read in WINDOW_COUNTS.items()}
 
     def percentiles(self, clock: str) -> dict[str, float | None]:
         xs = sorted(self.recent_latency[clock])
@@ -172,7 +177,7 @@ class WorkerMonitor:
         """Everything `profiles status` and the dashboard show, for this worker."""
         return {"instance": self.instance, "at": time.time(), "partitions": self.owned(),
                 "lag": {str(p): v for p, v in sorted(self.lag.items())},
-                "rates": self.rates(), "counts": dict(self.pl.counts),
+                "rates": self.rates(), "counts": self.pl.counts.to_dict(),
                 "latency": {c: self.percentiles(c) for c in self.recent_latency},
                 "state_bytes": self.state_bytes,
                 "quality_scan": {"at": self.quality_at, **self.quality.to_dict()},
@@ -187,12 +192,12 @@ class WorkerMonitor:
         while not self.app.should_stop:
             await asyncio.sleep(SAMPLE_INTERVAL)
             now = time.time()
-            events_in = self.pl.counts.get("events_in", 0)
+            events_in = self.pl.counts.events_in
             if events_in != self._last_events_in:
                 self.last_event_at, self._last_events_in = now, events_in
             self.samples.append((now, events_in, self.dlq_total(), self.published_total(),
-                                 {name: self.pl.counts.get(key, 0)
-                                  for name, key in WINDOW_COUNTS.items()}))
+                                 {name: read(self.pl.counts)
+                                  for name, read in WINDOW_COUNTS.items()}))
             while len(self.samples) > 2 and now - self.samples[0][0] > window:
                 self.samples.popleft()
             self.lag = self.read_lag()
@@ -216,48 +221,26 @@ class WorkerMonitor:
             await asyncio.sleep(self.cfg.quality_interval_seconds)
 
     async def scan_quality(self) -> QualitySummary:
-        """Evaluate a sample of this worker's users (from a random key of each partition on).
-        Reads a chunk at a time under the pipeline lock, only while no table recovery runs,
-        and never keeps a database iterator across an await (a rebalance may close it)."""
+        """Evaluate a sample of this worker's users (from a random key of each partition on),
+        a chunk at a time under the pipeline lock (streams.owned_chunks)."""
         summary = QualitySummary()
-        recovery = self.app.tables.recovery
         owned = self.owned()
-        if not owned or not recovery.completed.is_set():
+        if not owned or not self.pl.group.ready():
             return self.quality
         per = max(1, self.cfg.quality_sample_users // len(owned))
         engine, tz = self.pl.rt.engine, self.pl.tz
         for p in owned:
-            start = user_key(random.randrange(1, 10 ** 9))
-            todo, after, wrapped = per, start, False
-            while todo > 0:
-                async with self.pl.lock:
-                    db = open_partition_db(self.pl.states, p)
-                    if db is None or p not in self.owned() or recovery.in_recovery:
-                        break
-                    stream_time = self.pl.clock(p).stream_time
-                    chunk = []
-                    for key, blob in iter_users(db, after):
-                        if wrapped and key >= start:
-                            break
-                        chunk.append((key, blob))
-                        if len(chunk) >= min(todo, 200):
-                            break
-                    for key, blob in chunk:
-                        try:
-                            st = decode(blob, tz, event_ids=False)
-                        except StateDecodeError:
-                            continue
-                        if not st.empty:
-                            prof = engine.evaluate(int(key), st, max(st.T, st.published_as_of))
-                            summary.add(prof, max(stream_time, st.T), st.published_as_of)
-                todo -= len(chunk)
-                if chunk:
-                    after = chunk[-1][0] + b"\x00"
-                elif wrapped:
-                    break
-                else:
-                    after, wrapped = b"0", True
-                await asyncio.sleep(0)
+            async def add(db: Any, chunk: list[tuple[bytes, bytes]], p: int = p) -> None:
+                stream_time = self.pl.clock(p).stream_time
+                for key, blob in chunk:
+                    try:
+                        st = decode(blob, tz, event_ids=False)
+                    except StateDecodeError:
+                        continue
+                    if not st.empty:
+                        prof = engine.evaluate(int(key), st, max(st.T, st.published_as_of))
+                        summary.add(prof, max(stream_time, st.T), st.published_as_of)
+            await self.chunks.each(p, SampleOfUsers(per, QUALITY_CHUNK), add)
         self.quality, self.quality_at = summary, time.time()
         cov = summary.quality()["coverage"]
         if cov is not None:
@@ -296,7 +279,7 @@ class WorkerMonitor:
 
 def _dir_bytes(table) -> int:
     try:
-        root = Path(table.data.partition_path(0)).parent
+        root = table.partition_path(0).parent
         return sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
     except OSError:
         return 0
@@ -315,21 +298,20 @@ class _Collector:
         mon, counts = self.mon, self.mon.pl.counts
         for key, (name, doc) in COUNTERS.items():
             c = CounterMetricFamily(name, doc)
-            c.add_metric([], counts.get(key, 0))
+            c.add_metric([], getattr(counts, key))
             yield c
         dlq = CounterMetricFamily("profiles_dead_letters", "Events sent to the DLQ, by reason",
                                   labels=["reason"])
-        for k, v in sorted(counts.items()):
-            if k.startswith("dlq_"):
-                dlq.add_metric([k[4:]], v)
+        for reason, n in sorted(counts.dead_letters.items()):
+            if n:
+                dlq.add_metric([reason], n)
         yield dlq
         pub = CounterMetricFamily("profiles_published", "Profile records published, by trigger",
                                   labels=["trigger"])
-        scheduled = sum(v for k, v in counts.items() if k.startswith("published_"))
-        pub.add_metric(["event"], counts.get("published", 0) - scheduled)
-        for k, v in sorted(counts.items()):
-            if k.startswith("published_"):
-                pub.add_metric([k[len("published_"):]], v)
+        pub.add_metric([EVENT_TRIGGER], counts.published[EVENT_TRIGGER])
+        for trigger, n in sorted(counts.published.items()):
+            if trigger != EVENT_TRIGGER and n:
+                pub.add_metric([trigger], n)
         yield pub
         lag = GaugeMetricFamily("profiles_consumer_lag", "Records of user-events not yet "
                                 "processed (fetch high watermark - next offset)",

@@ -9,15 +9,19 @@ import logging
 import os
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 import faust
 from faust.web import Request, Response, View
+
+if TYPE_CHECKING:
+    from streams.jobs import ScheduledJobs
 
 log = logging.getLogger(__name__)
 _requested: list[bool] = []
 
 
-def add_restart_route(app: faust.App, jobs) -> None:
+def add_restart_route(app: faust.App, jobs: ScheduledJobs, instance_id: int) -> None:
     @app.page("/restart")
     class Restart(View):
         async def get(self, request: Request) -> Response:
@@ -29,7 +33,7 @@ def add_restart_route(app: faust.App, jobs) -> None:
             _requested.append(True)
             log.warning("restart requested over HTTP: stopping, then starting again")
             asyncio.get_running_loop().call_later(0.2, os.kill, os.getpid(), signal.SIGTERM)
-            return self.json({"restarting": app.profile_instance.instance_id}, status=202)
+            return self.json({"restarting": instance_id}, status=202)
 
 
 def exec_again_if_requested() -> None:

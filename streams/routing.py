@@ -16,6 +16,7 @@ from collections import defaultdict
 import aiohttp
 
 from streams.auth import peer_session
+from streams.faust_compat.group import FaustGroup
 from streams.state_table import user_key
 
 log = logging.getLogger(__name__)
@@ -37,12 +38,8 @@ class ProfileFinder:
 
     def owners(self) -> dict[int, str]:
         """partition -> URL of the worker with it active, from Faust's assignment."""
-        out = {}
-        for url, topics in self.app.router.table_metadata(self.pl.states.name).items():
-            for partitions in topics.values():
-                for p in partitions:
-                    out[p] = str(url).rstrip("/")
-        return out
+        return FaustGroup(self.app, self.pl.cfg.kafka.topics.user_events).table_owners(
+            self.pl.states.name)
 
     def _peer_session(self) -> aiohttp.ClientSession:
         """The HTTP session for asking other workers (where workers must present the API token
@@ -76,7 +73,7 @@ class ProfileFinder:
                 for s, rec in (await self._ask_all(http, again)).items():
                     if rec is not None:
                         out[s] = rec
-                        self.pl.counts["queries_found_off_owner"] += 1
+                        self.pl.counts.queries_found_off_owner += 1
         return {s: out.get(s) for s in ids}
 
     async def _ask_all(self, http: aiohttp.ClientSession, by_worker: dict[str, list[str]]
@@ -105,5 +102,5 @@ class ProfileFinder:
                 log.warning("asking %s for %d profiles: HTTP %s", worker, len(ids), r.status)
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError) as e:
             log.warning("asking %s for %d profiles failed: %r", worker, len(ids), e)
-        self.pl.counts["query_errors"] += 1
+        self.pl.counts.query_errors += 1
         return dict.fromkeys(ids)

@@ -159,10 +159,8 @@ def build(world: World, events: list[Event]) -> UserState:
 
 
 def parse_line(parser: EventParser, line: bytes, now: float):
-    """An events-file line through the validator (`parse_line` on main, `parse` before)."""
-    if hasattr(parser, "parse_line"):
-        return parser.parse_line(line, now)
-    return parser.parse(line, None, now)
+    """An events-file line through the validator."""
+    return parser.parse_line(line, now)
 
 
 # ---------------------------------------------------------------- comparisons

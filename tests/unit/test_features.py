@@ -281,6 +281,8 @@ def body(**kw):
     (body(pad="x" * 70000), b"7", "too_large"),
     (body(item_id=...), b"7", "missing_field"),
     (body(action_type=...), b"7", "missing_field"),
+    (body(action_type=None), b"7", "missing_field"),        # null is missing (was accepted)
+    (body(action_type=None, event_type=None), b"7", "missing_field"),
     (body(user_id="7"), b"7", "bad_type"),
     (body(user_id=True), b"7", "bad_type"),
     (body(timestamp="1"), b"7", "bad_type"),
@@ -317,6 +319,7 @@ def test_accepted_forms(parser):
                                   event_type="click", dwell_time=1.2345, event_id="a"), b"7")
     assert e == Event(7, 9, 1_690_000_000, 1, 1234, "a")     # ms floored, dwell in ms
     assert parser.parse_line(body(timestamp=1_690_000_000.9)).ts == 1_690_000_000
+    assert parser.parse_line(body(action_type=None, event_type="click")).action == 1
     assert parser.parse_line(body(timestamp=1_700_000_300)).ts == 1_700_000_300  # skew edge
     assert parser.parse_line(body(extra={"x": 1})).user_id == 7                  # extras ignored
 

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 from rocksdict import Options, Rdict
 
-from streams.table_recovery import ahead_of_log, drop_partition
+from streams.faust_compat.table_recovery import ahead_of_log, drop_partition
 
 
 def test_ahead_of_log():

@@ -1,24 +1,11 @@
 """Table recovery that heals: a partition whose local RocksDB state is ahead of its log is
-dropped and rebuilt from its changelog, where Faust would raise ConsistencyError.
+dropped and rebuilt from its changelog, where Faust would raise ConsistencyError (or, with a
+one-record changelog, keep the stale state). When a partition counts as ahead and why:
+`ahead_of_log`; the story: docs/FAUST_INTERNALS.md#table-recovery and docs/STREAMING.md
+("Restarts that heal").
 
-This is the one reach into Faust's table recovery (faust-streaming 0.15: `Recovery` and its
-`_build_offsets`, `active_highwaters`, `tp_to_table`; `TableManager._recovery`; and the
-partition databases through streams.state_table.partition_db); pyproject pins faust-streaming
-below 0.16.
-
-Local state is ahead when the embedded broker (memory only) restarted under it, or a changelog
-topic was deleted and recreated. Faust compares the changelog offset persisted in the
-partition's RocksDB with the changelog's end and stops the worker (ConsistencyError), and when
-the changelog holds exactly one record its check does not fire at all (its highwater, 0, is
-falsy) and the stale state is kept. Here a partition is ahead when
-- its persisted changelog offset is past the changelog's last offset, or
-- (tables registered with `check_source`) the last source offset it says it processed is at or
-  past the end of its source partition: those events are gone, and since a state skips events
-  at offsets up to the last one it applied (redeliveries), a kept state would silently skip
-  the new events written at offsets from 0 again.
-Such a partition gets one warning, is emptied, and its changelog is read from the start, as for
-a worker with no local state. Whatever lives only in the local RocksDB (the due index) goes
-with it; its owners rebuild it after recovery.
+Faust-streaming 0.15 internals: `Recovery._build_offsets`, `active_highwaters`, `tp_to_table`,
+`TableManager._recovery`; pyproject pins faust-streaming below 0.16.
 """
 from __future__ import annotations
 
@@ -30,7 +17,7 @@ from faust.tables.manager import TableManager
 from faust.tables.recovery import Recovery
 from faust.types import TP
 
-from streams.state_table import partition_db
+from streams.faust_compat.tables import partition_db
 
 log = logging.getLogger(__name__)
 
