@@ -229,7 +229,8 @@ class WorkerMonitor:
         """Evaluate a sample of this worker's users (from a random key of each partition on),
         a chunk at a time under the pipeline lock (streams.owned_chunks)."""
         summary = QualitySummary()
-        if not self.pl.group.ready():
+        group = self.pl.group
+        if not group.ready() or group.rebalancing:
             return self.quality
         owned = self.owned()        # none: an empty sample (the users are another worker's)
         per = max(1, self.cfg.quality_sample_users // max(1, len(owned)))
