@@ -176,7 +176,7 @@ def test_cluster_dashboard_shows_every_worker(broker, workers, tmp_path):
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "dashboard-cluster.png"
     shot.unlink(missing_ok=True)
-    r = headless(browser, "--virtual-time-budget=6000", "--window-size=1280,1900",
+    r = headless(browser, "--virtual-time-budget=6000", "--window-size=1280,1400",
                  f"--screenshot={shot}", url)
     assert shot.exists() and shot.stat().st_size > 20_000, r.stderr[-2000:]
     print(f"dashboard screenshot: {shot} ({shot.stat().st_size:,} bytes)")
