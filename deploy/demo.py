@@ -44,7 +44,7 @@ def wait_catalog(cluster: LocalCluster, n_items: int, timeout: float) -> None:
 def profile_table(records: list[dict]) -> str:
     rows = [("user", "interest tags (106)", "preferences (107)", "level", "type", "conf.")]
     for r in records:
-        rows.append((str(r["user_id"]), ", ".join(r["interest_tags"][:3]) or "-",
+        rows.append((str(r["user_id"]), ", ".join(r["interest_tags"]) or "-",
                      ", ".join(r["behavior_preferences"]) or "-", str(r["activity_level"]),
                      str(r["user_type"]), f"{r['confidence']:.2f}"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]

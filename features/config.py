@@ -429,6 +429,8 @@ class MonitoringConfig(Section):
     enabled: bool = True
     quality_interval_seconds: float = Field(60, gt=0)   # quality/business scan of local state
     quality_sample_users: int = Field(5000, ge=1)       # users per worker per scan
+    trend_hours: float = Field(24, gt=0)                # scans kept per worker (dashboard trends)
+    trend_points: int = Field(1440, ge=2, le=100_000)   # at most: wider steps beyond
     rate_window_seconds: float = Field(300, gt=0)       # window of dlq_rate and the rates
     alert_interval_seconds: float = Field(10, gt=0)     # how often rules are evaluated
     alerts: list[AlertRule] = Field(default_factory=_default_alerts)

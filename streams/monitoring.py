@@ -19,7 +19,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from features.alerts import AlertEvaluator
 from features.encoding import StateDecodeError, decode
-from features.quality import QualitySummary
+from features.quality import QUALITY_METRICS, BusinessKeys, QualitySummary
+from features.trends import TrendHistory
 from streams.counters import EVENT_TRIGGER, WorkerCounts
 from streams.owned_chunks import OwnedChunks, SampleOfUsers
 
@@ -35,7 +36,8 @@ METRIC_NAMES = (
     "profiles_published", "profiles_publish_latency_seconds", "profiles_consumer_lag",
     "profiles_events_per_second", "profiles_publish_rate", "profiles_dlq_rate",
     "profiles_state_bytes", "profiles_alerts_firing", "profiles_quality",
-    "profiles_quality_sample_users", "profiles_activity_level_users",
+    "profiles_quality_numerator", "profiles_quality_sample_users",
+    "profiles_activity_level_users",
     "profiles_user_type_users", "profiles_interest_tag_users", "profiles_preference_users",
     "process_resident_memory_bytes",
 )
@@ -96,6 +98,9 @@ class WorkerMonitor:
         self.quality = QualitySummary()
         self.quality_at: float | None = None
         self.coverage_history: deque = deque()   # (t, coverage) over the last hour
+        self.trend = TrendHistory(self.cfg.trend_hours * 3600, self.cfg.trend_points,
+                                  self.cfg.quality_interval_seconds)
+        self.business_keys = BusinessKeys.of(pipeline.cfg)
         self.last_event_at: float | None = None
         self._last_events_in = 0
         self.alerts = AlertEvaluator(self.cfg.alerts, f"worker-{self.instance}")
@@ -224,10 +229,11 @@ class WorkerMonitor:
         """Evaluate a sample of this worker's users (from a random key of each partition on),
         a chunk at a time under the pipeline lock (streams.owned_chunks)."""
         summary = QualitySummary()
-        owned = self.owned()
-        if not owned or not self.pl.group.ready():
+        group = self.pl.group
+        if not group.ready() or group.rebalancing:
             return self.quality
-        per = max(1, self.cfg.quality_sample_users // len(owned))
+        owned = self.owned()        # none: an empty sample (the users are another worker's)
+        per = max(1, self.cfg.quality_sample_users // max(1, len(owned)))
         engine, tz = self.pl.rt.engine, self.pl.tz
         for p in owned:
             async def add(db: Any, chunk: list[tuple[bytes, bytes]], p: int = p) -> None:
@@ -241,14 +247,19 @@ class WorkerMonitor:
                         prof = engine.evaluate(int(key), st, max(st.T, st.published_as_of))
                         summary.add(prof, max(stream_time, st.T), st.published_as_of)
             await self.chunks.each(p, SampleOfUsers(per, QUALITY_CHUNK), add)
-        self.quality, self.quality_at = summary, time.time()
+        self.record_scan(summary, time.time())
+        return summary
+
+    def record_scan(self, summary: QualitySummary, now: float) -> None:
+        """The scan becomes the current figures, a point of the trend history and of the
+        hour of coverage the coverage_drop signal reads."""
+        self.quality, self.quality_at = summary, now
+        self.trend.add(now, summary)
         cov = summary.quality()["coverage"]
         if cov is not None:
-            now = time.time()
             self.coverage_history.append((now, cov))
             while now - self.coverage_history[0][0] > 3600:
                 self.coverage_history.popleft()
-        return summary
 
     async def _alerts_forever(self) -> None:
         while not self.app.should_stop:
@@ -332,27 +343,51 @@ class _Collector:
             g = GaugeMetricFamily(name, doc)
             g.add_metric([], v)
             yield g
-        q = mon.quality.quality()
-        qg = GaugeMetricFamily("profiles_quality", "Quality of a sample of this worker's "
-                               "profiles (coverage, average_confidence, data_richness, "
-                               "freshness_seconds, completeness)", labels=["metric"])
-        for k, v in q.items():
-            if v is not None:
-                qg.add_metric([k], v)
-        yield qg
-        qs = GaugeMetricFamily("profiles_quality_sample_users", "Users in the quality sample")
-        qs.add_metric([], mon.quality.users)
-        yield qs
-        for name, doc, label, counter in (
-                ("profiles_activity_level_users", "Sampled users by activity level", "level",
-                 mon.quality.levels),
-                ("profiles_user_type_users", "Sampled users by user type", "type",
-                 mon.quality.types),
-                ("profiles_interest_tag_users", "Sampled users by interest tag (top 20)", "tag",
-                 dict(mon.quality.tags.most_common(20))),
-                ("profiles_preference_users", "Sampled users by behavior preference",
-                 "preference", mon.quality.preferences)):
-            g = GaugeMetricFamily(name, doc, labels=[label])
-            for k, v in sorted(counter.items(), key=lambda kv: str(kv[0])):
-                g.add_metric([str(k)], v)
-            yield g
+        yield from quality_families(mon.quality)
+        yield from business_families(mon.quality, mon.business_keys)
+
+
+def quality_families(q: QualitySummary):
+    """The seed's five figures of the last scan, and their numerators: Σ numerator / Σ
+    sample users over workers is the exact cluster figure (an average of the workers'
+    figures is not, when their samples differ in size)."""
+    figures = q.quality()
+    qg = GaugeMetricFamily("profiles_quality", "Quality of a sample of this worker's "
+                           "profiles (coverage, average_confidence, data_richness, "
+                           "freshness_seconds, completeness)", labels=["metric"])
+    for k in QUALITY_METRICS:
+        if figures[k] is not None:
+            qg.add_metric([k], figures[k])
+    yield qg
+    num = GaugeMetricFamily("profiles_quality_numerator", "profiles_quality times "
+                            "profiles_quality_sample_users (the figure summed over the sampled "
+                            "users): sum over workers, divide by the summed sample users",
+                            labels=["metric"])
+    for k, v in q.numerators().items():
+        num.add_metric([k], v)
+    yield num
+    qs = GaugeMetricFamily("profiles_quality_sample_users", "Users in the quality sample")
+    qs.add_metric([], q.users)
+    yield qs
+
+
+BUSINESS_FAMILIES = (       # distribution -> (metric, label, help)
+    ("activity_levels", "profiles_activity_level_users", "level",
+     "Sampled users by activity level (every configured level)"),
+    ("user_types", "profiles_user_type_users", "type",
+     "Sampled users by user type (every configured type)"),
+    ("interest_tags", "profiles_interest_tag_users", "tag",
+     "Sampled users by interest tag (every configured category)"),
+    ("behavior_preferences", "profiles_preference_users", "preference",
+     "Sampled users by behavior preference (every configured rule)"))
+
+
+def business_families(q: QualitySummary, keys: BusinessKeys):
+    """One gauge per configured level, type, tag and preference, 0 included: the label sets
+    stay the same from scan to scan, so each is a steady time series in Prometheus."""
+    dists = q.distributions(keys)
+    for dist, name, label, doc in BUSINESS_FAMILIES:
+        g = GaugeMetricFamily(name, doc, labels=[label])
+        for k, v in dists[dist].items():
+            g.add_metric([k], v)
+        yield g
