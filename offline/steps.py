@@ -52,7 +52,7 @@ def check_events(parser: EventParser, rows: Iterable[tuple[int, bytes | dict]], 
     row the stateless §6 checks reject; counts events, rejections by reason and after_as_of."""
     for line, sub, raw in numbered(rows):
         counts["events"] += 1
-        ev = parser.check(raw, None, now) if isinstance(raw, dict) else parser.parse(raw, None, now)
+        ev = parser.check_line(raw, now) if isinstance(raw, dict) else parser.parse_line(raw, now)
         if type(ev) is Rejection:
             counts["rejected:" + ev.reason] += 1
             yield False, (line, sub, ev.reason, ev.message, original_text(raw))

@@ -191,8 +191,8 @@ def test_null_action_columns_are_absent_fields(data):
     base = {"user_id": 1, "item_id": 2, "timestamp": 1_700_000_000}
     for obj in ({**base, "action_type": None}, {**base, "action_type": None,
                                                 "event_type": None}):
-        assert rt.parser.parse(orjson.dumps(obj)).reason == "missing_field"
-    assert rt.parser.check({**base, "action_type": None, "event_type": "click"}).action == 1
+        assert rt.parser.parse_line(orjson.dumps(obj)).reason == "missing_field"
+    assert rt.parser.check_line({**base, "action_type": None, "event_type": "click"}).action == 1
 
 
 def _parquet_rows_as_jsonl(pq_events: Path, out: Path) -> Path:
