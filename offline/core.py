@@ -121,8 +121,7 @@ class Log:
 
     def events(self, idx: np.ndarray) -> list[Event]:
         """The events at these positions, as `Event`s (for the sequential path)."""
-        ids = self.event_id.take(idx).to_pylist() if hasattr(self.event_id, "take") else \
-            [self.event_id[i] for i in idx.tolist()]
+        ids = [self.event_id[i] for i in idx.tolist()]
         return [Event(u, i, t, a, None if d < 0 else d, e) for u, i, t, a, d, e in zip(
             self.user[idx].tolist(), self.item[idx].tolist(), self.ts[idx].tolist(),
             self.action[idx].tolist(), self.dwell_ms[idx].tolist(), ids)]

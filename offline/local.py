@@ -15,6 +15,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -24,6 +25,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import IO, Any, Callable
 
+import numpy as np
 import orjson
 
 from features.batch import BatchReport, Progress
@@ -32,9 +34,9 @@ from features.runtime import FeatureRuntime
 from offline.formats import (RecordWriter, check_out, dead_letter_arrow_schema, detect,
                              dlq_path, load_items, plan_chunks, profile_arrow_schema,
                              read_chunk)
-from offline.steps import (batch_user, check_events, check_order_by, fill_originals,
-                           group_by_user, log_order, partition_of, row_from_flat,
-                           row_to_flat, training_user)
+from offline.scan import COLUMNS, Rows, scan_jsonl, scan_rows
+from offline.steps import (batch_users, check_order_by, fill_originals, in_log_order,
+                           partition_of, partitions_of, training_users)
 from offline.training import read_labels, write_training_set
 
 PARTITIONS_PER_WORKER = 4
@@ -88,55 +90,72 @@ def _paused_gc():
 
 
 def _bucket_file(tmp: str, chunk: int, part: int) -> Path:
-    return Path(tmp) / f"c{chunk:05d}-p{part:04d}.json"
+    return Path(tmp) / f"c{chunk:05d}-p{part:04d}.npz"
+
+
+def _write_rows(path: Path, rows: Rows) -> None:
+    """Columns as raw arrays and event ids as one JSON list (no pickle)."""
+    np.savez(path, ids=np.frombuffer(orjson.dumps(rows.event_id.tolist()), dtype=np.uint8),
+             **rows.cols)
+
+
+def _read_rows(path: Path) -> Rows:
+    with np.load(path, allow_pickle=False) as z:
+        return Rows({c: z[c] for c in COLUMNS}, orjson.loads(z["ids"].tobytes()))
+
+
+def _read_events(chunk, counts: Counter) -> tuple[Rows, list]:
+    """Phase 1's validation of one chunk: JSONL on columns (offline.scan), Parquet row by row."""
+    job, rt = _job, _rt
+    if chunk.fmt == "jsonl":
+        with open(chunk.path, "rb") as f:
+            f.seek(chunk.start)
+            data = f.read(chunk.end - chunk.start)
+        return scan_jsonl(rt.parser, data, chunk.first_line, job.now, job.as_of, counts)
+    return scan_rows(rt.parser, read_chunk(chunk), job.now, job.as_of, job.order_by, counts)
 
 
 @_paused_gc()
 def _scan(c: int, chunk) -> tuple[Counter, list | None, list]:
-    """Phase 1 for one chunk: (counts, the partitions' event rows when in memory, dead letters)."""
-    job, rt = _job, _rt
+    """Phase 1 for one chunk: (counts, the partitions' rows when in memory, dead letters)."""
+    job = _job
     counts: Counter = Counter()
-    buckets: list[list] = [[] for _ in range(job.partitions)]
-    dead = []
-    for ok, item in check_events(rt.parser, read_chunk(chunk), job.now, job.as_of,
-                                 job.order_by, counts):
-        if ok:
-            buckets[partition_of(item[0], job.partitions)].append(item)
-        else:
-            dead.append(item)
+    rows, dead = _read_events(chunk, counts)
+    if job.partitions == 1:
+        buckets = [rows]
+    else:
+        part = partitions_of(rows.cols["user"], job.partitions)
+        order = np.argsort(part, kind="stable")
+        bounds = np.searchsorted(part[order], np.arange(job.partitions + 1))
+        buckets = [rows.take(order[a:b]) for a, b in zip(bounds, bounds[1:])]
     if job.tmp is None:
         return counts, buckets, dead
-    for p, rows in enumerate(buckets):
-        _bucket_file(job.tmp, c, p).write_bytes(orjson.dumps([row_to_flat(r) for r in rows]))
+    for p, bucket in enumerate(buckets):
+        _write_rows(_bucket_file(job.tmp, c, p), bucket)
     return counts, None, dead
 
 
-def _partition_rows(p: int, n_chunks: int, memory: list | None) -> dict[int, list]:
-    """A partition's event rows grouped by user, each user's in log order."""
+def _partition_rows(p: int, n_chunks: int, memory: list | None) -> Rows:
+    """A partition's events grouped by user (users ascending), each user's in log order."""
     if memory is not None:
-        rows = [r for buckets in memory for r in buckets[p]]
+        parts = [buckets[p] for buckets in memory]
     else:
-        rows = []
+        parts = []
         for c in range(n_chunks):
             f = _bucket_file(_job.tmp, c, p)
-            rows += [row_from_flat(a) for a in orjson.loads(f.read_bytes())]
+            parts.append(_read_rows(f))
             f.unlink()
-    by_column = _job.order_by is not None
-    return {uid: log_order(g, by_column) for uid, g in group_by_user(rows).items()}
+    return in_log_order(Rows.concat(parts), _job.order_by is not None)
 
 
 @_paused_gc()
 def _batch_partition(p: int, n_chunks: int, trigger: str, updated_at: float,
                      memory: list | None = None) -> tuple[Counter, list, list]:
     """Phase 2 of the batch path: (counts, [(user_id, record line)] in user order, dead)."""
-    groups = _partition_rows(p, n_chunks, memory)
+    rows = _partition_rows(p, n_chunks, memory)
     counts: Counter = Counter()
     dead: list = []
-    out = []
-    for uid in sorted(groups):
-        line = batch_user(_rt, uid, groups[uid], _job.as_of, trigger, updated_at, counts, dead)
-        if line is not None:
-            out.append((uid, line))
+    out = batch_users(_rt, rows, _job.as_of, trigger, updated_at, counts, dead)
     return counts, out, dead
 
 
@@ -144,12 +163,16 @@ def _batch_partition(p: int, n_chunks: int, trigger: str, updated_at: float,
 def _training_partition(p: int, n_chunks: int, wanted: dict[int, set[int]],
                         memory: list | None = None) -> dict[tuple[int, int], dict]:
     """Phase 2 of a training set: {(user_id, as_of): profile fields} for the labels here."""
-    groups = _partition_rows(p, n_chunks, memory)
-    out = {}
-    for uid, times in wanted.items():
-        for T, fields in training_user(_rt, uid, groups.get(uid, []), times).items():
-            out[(uid, T)] = fields
-    return out
+    return training_users(_rt, _partition_rows(p, n_chunks, memory), wanted)
+
+
+def _context():
+    """fork where it is safe (Linux, no other thread in this process): the workers start in
+    milliseconds with this process's modules and item catalog; else spawn (about half a
+    second a worker: a new interpreter, imports, the catalog loaded again)."""
+    if sys.platform == "linux" and threading.active_count() == 1:
+        return get_context("fork")
+    return get_context("spawn")
 
 
 @dataclass
@@ -184,9 +207,15 @@ class _Run:
             _init(self.job)
             self.rt = _rt
         else:
-            self.pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"),
-                                            initializer=_init, initargs=(self.job,))
-            self.rt = runtime(self.cfg, None)      # for the feature ids; workers load items
+            ctx = _context()
+            if ctx.get_start_method() == "fork":
+                self.rt = runtime(self.cfg, self.items)     # the workers inherit it
+                args: tuple = (self.job, self.rt)
+            else:
+                self.rt = runtime(self.cfg, None)  # for the feature ids; workers load items
+                args = (self.job,)
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init,
+                                            initargs=args)
 
     def scan(self) -> None:
         """Phase 1 over every chunk, with progress as chunks finish."""

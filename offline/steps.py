@@ -1,6 +1,8 @@
-"""The steps every engine runs, on plain Python values: validate input rows into event rows and
-dead letters, then run each user's events through the core (offline.core) into profile records
-or point-in-time profiles. The local engine and the Spark engine call these same functions.
+"""The steps every engine runs: validate input rows into event rows and dead letters, then run
+users' events through the core (offline.core) into profile records or point-in-time profiles.
+The local engine and the Spark engine call these same functions: `batch_users` and
+`training_users` take many users' events as columns (`offline.scan.Rows`), the per-row
+helpers serve Spark's stage 1 and the rows it shuffles.
 
 An event row is a tuple (user_id, order, line, sub, event):
 `order` is the order column's value (None without one), `line` the input line (row) number and
@@ -12,6 +14,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Iterable, Iterator
 
+import numpy as np
 import orjson
 
 from features.events import Event, EventParser, Rejection
@@ -19,6 +22,7 @@ from features.profile import Profile
 from features.runtime import FeatureRuntime
 from offline import OfflineError, core
 from offline.formats import original_text
+from offline.scan import Rows
 
 EventRow = tuple
 DeadLetter = tuple
@@ -28,6 +32,12 @@ MIX = 0x9E3779B97F4A7C15
 def partition_of(user_id: int, partitions: int) -> int:
     """A user's partition (a multiplicative hash: consecutive ids spread evenly)."""
     return (((user_id * MIX) & 0xFFFFFFFFFFFFFFFF) >> 33) % partitions
+
+
+def partitions_of(user_ids: np.ndarray, partitions: int) -> np.ndarray:
+    """`partition_of` for an array of user ids (uint64 products wrap as the mask does)."""
+    h = (user_ids.astype(np.uint64) * np.uint64(MIX)) >> np.uint64(33)
+    return (h % np.uint64(partitions)).astype(np.int64)
 
 
 def numbered(rows: Iterable[tuple[int, bytes | dict]]) -> Iterator[tuple[int, int, bytes | dict]]:
@@ -182,3 +192,92 @@ def training_user(rt: FeatureRuntime, user_id: int, rows: list[EventRow],
     """{as_of: profile fields} of one user at each label time."""
     profiles = core.profiles_at(rt, user_id, to_events(rows), list(times))
     return {T: profile_fields(p) for T, p in profiles.items()}
+
+
+# ---------------------------------------------------------------- many users as columns
+
+USERS_PER_CALL = 4096         # users evaluated together (the evaluation's arrays stay small)
+
+
+def in_log_order(rows: Rows, ordered_by_column: bool) -> Rows:
+    """Rows (in line order) grouped by user, users ascending, each user's in log order: line
+    order, or (order column, line, sub) with one."""
+    c = rows.cols
+    idx = np.lexsort((c["order"], c["user"])) if ordered_by_column else \
+        np.argsort(c["user"], kind="stable")
+    return rows.take(idx)
+
+
+def user_slices(user: np.ndarray, per: int = USERS_PER_CALL) -> Iterator[slice]:
+    """Row ranges of at most `per` users each (rows grouped by user)."""
+    starts = np.flatnonzero(np.concatenate(([True], user[1:] != user[:-1]))) if len(user) \
+        else np.zeros(0, dtype=np.int64)
+    bounds = np.append(starts[::per], len(user)).tolist()
+    for a, b in zip(bounds, bounds[1:]):
+        yield slice(a, b)
+
+
+def to_log(rows: Rows, sl: slice = slice(None)) -> core.Log:
+    c = rows.cols
+    return core.Log(c["user"][sl], c["ts"][sl], c["item"][sl], c["action"][sl],
+                    c["dwell_ms"][sl], c["eid_hash"][sl], rows.event_id[sl])
+
+
+def batch_users(rt: FeatureRuntime, rows: Rows, as_of: int | None, trigger: str,
+                updated_at: float, counts: Counter, dead: list[DeadLetter]
+                ) -> list[tuple[int, bytes]]:
+    """The batch path for every user of `rows` (grouped by user, users ascending, log order):
+    [(user_id, its §7 record as a JSON line)] in user order. too_late events go to `dead`
+    without their original (None), as `batch_user`'s do."""
+    out: list[tuple[int, bytes]] = []
+    line, sub = rows.cols["line"], rows.cols["sub"]
+    for sl in user_slices(rows.cols["user"]):
+        log = to_log(rows, sl)
+        run = core.run_users(rt, log, as_of)
+        counts["applied"] += run.applied
+        counts["duplicates"] += run.duplicates
+        counts["users"] += len(run.user_ids)
+        counts["rejected:too_late"] += len(run.too_late)
+        for i, t_before in run.too_late:
+            dead.append((int(line[sl][i]), int(sub[sl][i]), "too_late",
+                         f"day of timestamp {int(log.ts[i])} is before the user's 30-day "
+                         f"window (user T {t_before})", None))
+        dumps = orjson.dumps
+        out += [(uid, dumps(p.to_record(0, trigger, updated_at)))
+                for uid, p in zip(run.user_ids, run.profiles)]
+    return out
+
+
+def training_users(rt: FeatureRuntime, rows: Rows, wanted: dict[int, Iterable[int]]
+                   ) -> dict[tuple[int, int], dict[str, Any]]:
+    """{(user_id, as_of): profile fields} for each wanted user and time; rows grouped by user
+    (users ascending), each user's in log order."""
+    users = np.array(sorted(wanted), dtype=np.int64)
+    out: dict[tuple[int, int], dict[str, Any]] = {}
+    user = rows.cols["user"]
+    for a in range(0, len(users), USERS_PER_CALL):
+        chunk = users[a:a + USERS_PER_CALL]
+        lo = int(np.searchsorted(user, chunk[0], side="left"))
+        hi = int(np.searchsorted(user, chunk[-1], side="right"))
+        lu = [u for u in chunk.tolist() for _ in wanted[u]]
+        lt = [t for u in chunk.tolist() for t in sorted(wanted[u])]
+        for u, t, p in zip(lu, lt, core.profiles_many_at(rt, to_log(rows, slice(lo, hi)),
+                                                        lu, lt)):
+            out[(u, t)] = profile_fields(p)
+    return out
+
+
+def rows_from_flat(flat: list[tuple]) -> Rows:
+    """Rows from `row_to_flat` tuples (how Spark shuffles them)."""
+    if not flat:
+        return Rows.empty()
+    u, o, line, sub, item, ts, action, dwell, eid = zip(*flat)
+    from offline.scan import hashes
+    ids = list(eid)
+    return Rows({"user": np.array(u, dtype=np.int64),
+                 "order": np.array([0 if x is None else x for x in o], dtype=np.int64),
+                 "line": np.array(line, dtype=np.int64), "sub": np.array(sub, dtype=np.int64),
+                 "ts": np.array(ts, dtype=np.int64), "item": np.array(item, dtype=np.int64),
+                 "action": np.array(action, dtype=np.int64),
+                 "dwell_ms": np.array([-1 if d is None else d for d in dwell], dtype=np.int64),
+                 "eid_hash": hashes(ids)}, ids)
