@@ -159,7 +159,7 @@ def run_users(rt: FeatureRuntime, log: Log, as_of: int | None = None,
         keep = np.flatnonzero(logs.in_state(j, log.ts, tz) & ~seq_ev)
         remap = np.cumsum(~seq_user) - 1
         owner = remap[j.seg[keep]]
-        o = np.lexsort((log.ts[keep], owner))
+        o = np.argsort((owner << 41) | log.ts[keep], kind="stable")
         order, owner = keep[o], owner[o]
         T = j.T[vec]
         st = _stack(rt, owner, len(vec), log, order, T)

@@ -90,18 +90,25 @@ def _paused_gc():
 
 
 def _bucket_file(tmp: str, chunk: int, part: int) -> Path:
-    return Path(tmp) / f"c{chunk:05d}-p{part:04d}.npz"
+    return Path(tmp) / f"c{chunk:05d}-p{part:04d}.bin"
 
 
 def _write_rows(path: Path, rows: Rows) -> None:
-    """Columns as raw arrays and event ids as one JSON list (no pickle)."""
-    np.savez(path, ids=np.frombuffer(orjson.dumps(rows.event_id.tolist()), dtype=np.uint8),
-             **rows.cols)
+    """The columns as one int64 matrix after a two-number header (rows, bytes of ids), then
+    the event ids as a JSON list (no pickle)."""
+    ids = orjson.dumps(rows.event_id.tolist())
+    with open(path, "wb") as f:
+        np.array([len(rows), len(ids)], dtype=np.int64).tofile(f)
+        np.stack([rows.cols[c] for c in COLUMNS]).astype(np.int64, copy=False).tofile(f)
+        f.write(ids)
 
 
 def _read_rows(path: Path) -> Rows:
-    with np.load(path, allow_pickle=False) as z:
-        return Rows({c: z[c] for c in COLUMNS}, orjson.loads(z["ids"].tobytes()))
+    raw = path.read_bytes()
+    n, n_ids = np.frombuffer(raw, dtype=np.int64, count=2).tolist()
+    matrix = np.frombuffer(raw, dtype=np.int64, count=n * len(COLUMNS), offset=16)
+    matrix = matrix.reshape(len(COLUMNS), n)
+    return Rows(dict(zip(COLUMNS, matrix)), orjson.loads(raw[16 + 8 * n * len(COLUMNS):]))
 
 
 def _read_events(chunk, counts: Counter) -> tuple[Rows, list]:

@@ -251,19 +251,25 @@ def batch_users(rt: FeatureRuntime, rows: Rows, as_of: int | None, trigger: str,
 def training_users(rt: FeatureRuntime, rows: Rows, wanted: dict[int, Iterable[int]]
                    ) -> dict[tuple[int, int], dict[str, Any]]:
     """{(user_id, as_of): profile fields} for each wanted user and time; rows grouped by user
-    (users ascending), each user's in log order."""
-    users = np.array(sorted(wanted), dtype=np.int64)
+    (users ascending), each user's in log order. Users without events get the default
+    profile."""
     out: dict[tuple[int, int], dict[str, Any]] = {}
     user = rows.cols["user"]
-    for a in range(0, len(users), USERS_PER_CALL):
-        chunk = users[a:a + USERS_PER_CALL]
-        lo = int(np.searchsorted(user, chunk[0], side="left"))
-        hi = int(np.searchsorted(user, chunk[-1], side="right"))
-        lu = [u for u in chunk.tolist() for _ in wanted[u]]
-        lt = [t for u in chunk.tolist() for t in sorted(wanted[u])]
-        for u, t, p in zip(lu, lt, core.profiles_many_at(rt, to_log(rows, slice(lo, hi)),
-                                                        lu, lt)):
+
+    def run(log: core.Log, users: Iterable[int]) -> None:
+        lu = [u for u in users for _ in wanted[u]]
+        lt = [t for u in users for t in sorted(wanted[u])]
+        for u, t, p in zip(lu, lt, core.profiles_many_at(rt, log, lu, lt)):
             out[(u, t)] = profile_fields(p)
+
+    for sl in user_slices(user):
+        here = np.unique(user[sl]).tolist()
+        users = [u for u in here if u in wanted]
+        if users:
+            run(to_log(rows, sl), users)
+    absent = sorted(set(wanted) - set(np.unique(user).tolist()))
+    for a in range(0, len(absent), USERS_PER_CALL):
+        run(to_log(Rows.empty()), absent[a:a + USERS_PER_CALL])
     return out
 
 

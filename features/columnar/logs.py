@@ -72,8 +72,8 @@ def judge(user: np.ndarray, ts: np.ndarray, eid_hash: np.ndarray, tz: int) -> Ju
     U = len(starts)
     # T before each event: the running maximum of the user's earlier timestamps
     shifted = ts + (seg << _TS_BITS)
-    if U >= 1 << (62 - _TS_BITS):
-        raise ValueError("too many users in one call")
+    if U >= 1 << 14:
+        raise ValueError("at most 16,384 users in one call")
     running = np.maximum.accumulate(shifted) - (seg << _TS_BITS) if n else shifted
     t_before = np.empty(n, dtype=_I64)
     if n:
@@ -86,7 +86,8 @@ def judge(user: np.ndarray, ts: np.ndarray, eid_hash: np.ndarray, tz: int) -> Ju
     sequential = np.zeros(U, dtype=bool)
     with_id = np.flatnonzero(eid_hash >= 0)
     if len(with_id):
-        o = with_id[np.lexsort((with_id, eid_hash[with_id], seg[with_id]))]
+        # by (user, hash), log order kept among equals (hashes are 48-bit)
+        o = with_id[np.argsort((seg[with_id] << 48) | eid_hash[with_id], kind="stable")]
         first = np.ones(len(o), dtype=bool)
         first[1:] = (seg[o[1:]] != seg[o[:-1]]) | (eid_hash[o[1:]] != eid_hash[o[:-1]])
         lead = o[np.maximum.accumulate(np.where(first, np.arange(len(o)), 0))]
@@ -148,7 +149,9 @@ def stack(owner: np.ndarray, U: int, ts: np.ndarray, item: np.ndarray, action: n
           codes: Sequence[int]) -> Stack:
     """The Stack of U states ("owners": users, or a user as of a time) holding the given
     applied events, which must be sorted by (owner, timestamp). T [U] is each state's T.
-    dwell_ms is -1 for an event without one."""
+    dwell_ms is -1 for an event without one. `cats` must hold every item."""
+    if U >= 1 << 30 or len(cats.items) >= 1 << 32:
+        raise ValueError("too many owners or items in one call")
     n = len(ts)
     day = (ts + tz) // DAY
     new_row = np.ones(n, dtype=bool)
@@ -172,17 +175,18 @@ def stack(owner: np.ndarray, U: int, ts: np.ndarray, item: np.ndarray, action: n
     has_dwell = dwell_ms >= 0
     row_dwell_ms = _sums(np.where(has_dwell, dwell_ms, 0), row_first)
     row_dwell_n = _sums(has_dwell.astype(_I64), row_first)
-    # items counted on the last day each was seen (by its owner)
+    # items counted on the last day each was seen (by its owner): events sorted by (owner,
+    # item), timestamp order kept, the last of each group
+    ip = np.searchsorted(cats.items, item)
     if n:
-        by_item = np.lexsort((ts, item, owner))
+        pair = (owner << 32) | ip
+        by_item = np.argsort(pair, kind="stable")
         last = np.ones(n, dtype=bool)
-        last[:-1] = (owner[by_item[1:]] != owner[by_item[:-1]]) | \
-            (item[by_item[1:]] != item[by_item[:-1]])
+        last[:-1] = pair[by_item[1:]] != pair[by_item[:-1]]
         row_items = np.bincount(row_of[by_item[last]], minlength=N).astype(_I64)
     else:
         row_items = np.zeros(0, dtype=_I64)
     # category entries: (row, k << 8 | action) counted, keys ascending within a row
-    ip = np.searchsorted(cats.items, item)
     nk = cats.count[ip]
     ev = np.repeat(np.arange(n, dtype=_I64), nk)
     k = cats.ks[np.repeat(cats.start[ip] - exclusive_cumsum(nk), nk) + np.arange(len(ev))]
