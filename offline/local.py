@@ -9,6 +9,7 @@ this process, in memory; the result is the same with any number of workers.
 """
 from __future__ import annotations
 
+import ctypes
 import gc
 import heapq
 import os
@@ -70,9 +71,23 @@ _job: Job | None = None
 _rt: FeatureRuntime | None = None
 
 
-def _init(job: Job, rt: FeatureRuntime | None = None) -> None:
+def _init(job: Job, rt: FeatureRuntime | None = None, worker: bool = True) -> None:
     global _job, _rt
     _job, _rt = job, rt or runtime(job.cfg, job.items)
+    if worker:
+        keep_freed_memory()
+
+
+def keep_freed_memory() -> None:
+    """Let glibc keep freed memory for reuse instead of returning every large numpy temporary
+    to the kernel and faulting it in again (measured: page faults were about a tenth of the
+    batch path's CPU time). For processes that run one offline job; a no-op off glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 1 << 30)        # M_MMAP_THRESHOLD: large blocks from the heap
+        libc.mallopt(-1, 1 << 31)        # M_TRIM_THRESHOLD: keep up to 2 GiB of free heap
+    except (OSError, AttributeError):
+        pass
 
 
 @contextmanager
@@ -211,7 +226,7 @@ class _Run:
                        self.as_of, self.order_by, self.partitions, self.tmp)
         self.pool = None
         if one:
-            _init(self.job)
+            _init(self.job, worker=False)
             self.rt = _rt
         else:
             ctx = _context()
