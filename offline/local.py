@@ -35,7 +35,7 @@ from features.runtime import FeatureRuntime
 from offline.formats import (RecordWriter, check_out, dead_letter_arrow_schema, detect,
                              dlq_path, load_items, plan_chunks, profile_arrow_schema,
                              read_chunk)
-from offline.scan import COLUMNS, Rows, scan_jsonl, scan_rows
+from offline.scan import COLUMNS, Rows, exact_rows, scan_jsonl
 from offline.steps import (batch_users, check_order_by, fill_originals, in_log_order,
                            partition_of, partitions_of, training_users)
 from offline.training import read_labels, write_training_set
@@ -134,7 +134,7 @@ def _read_events(chunk, counts: Counter) -> tuple[Rows, list]:
             f.seek(chunk.start)
             data = f.read(chunk.end - chunk.start)
         return scan_jsonl(rt.parser, data, chunk.first_line, job.now, job.as_of, counts)
-    return scan_rows(rt.parser, read_chunk(chunk), job.now, job.as_of, job.order_by, counts)
+    return exact_rows(rt.parser, read_chunk(chunk), job.now, job.as_of, job.order_by, counts)
 
 
 @_paused_gc()

@@ -84,15 +84,16 @@ class Rows:
                    np.concatenate([p.event_id for p in parts]))
 
     @classmethod
-    def of_events(cls, events: list[tuple[int, int, int, Event]]) -> "Rows":
-        """(order, line, sub, event) tuples."""
+    def of_events(cls, events: list[tuple[int, int | None, int, int, Event]]) -> "Rows":
+        """Event rows (user_id, order, line, sub, event) of `check_events`."""
         if not events:
             return cls.empty()
-        order, line, sub, evs = zip(*events)
+        _, order, line, sub, evs = zip(*events)
         ids = [e.event_id for e in evs]
         return cls({
             "user": np.array([e.user_id for e in evs], dtype=_I64),
-            "order": np.array(order, dtype=_I64), "line": np.array(line, dtype=_I64),
+            "order": np.array([0 if o is None else o for o in order], dtype=_I64),
+            "line": np.array(line, dtype=_I64),
             "sub": np.array(sub, dtype=_I64), "ts": np.array([e.ts for e in evs], dtype=_I64),
             "item": np.array([e.item_id for e in evs], dtype=_I64),
             "action": np.array([e.action for e in evs], dtype=_I64),
@@ -122,33 +123,6 @@ def hashes(ids) -> np.ndarray:
 
 # ---------------------------------------------------------------- the exact path
 
-def exact_rows(parser: EventParser, rows: Iterable[tuple[int, int, bytes | dict]], now: float,
-               as_of: int | None, order_by: str | None, counts: Counter, dead: list
-               ) -> list[tuple[int, int, int, Event]]:
-    """(order, line, sub, event) of each valid row (line, sub, raw) at or before as_of, by
-    EventParser; dead letters appended to `dead`, counts as `offline.steps.check_events`."""
-    out = []
-    for line, sub, raw in rows:
-        counts["events"] += 1
-        ev = parser.check_line(raw, now) if isinstance(raw, dict) else \
-            parser.parse_line(raw, now)
-        if type(ev) is Rejection:
-            counts["rejected:" + ev.reason] += 1
-            dead.append((line, sub, ev.reason, ev.message, original_text(raw)))
-            continue
-        if as_of is not None and ev.ts > as_of:
-            counts["after_as_of"] += 1
-            continue
-        order = 0
-        if order_by is not None:
-            order = raw.get(order_by) if isinstance(raw, dict) else None
-            if type(order) is not int:
-                raise OfflineError(f"event at row {line} has {order_by}={order!r}: the order "
-                                   "column must be an integer on every event")
-        out.append((order, line, sub, ev))
-    return out
-
-
 def numbered(rows: Iterable[tuple[int, bytes | dict]]) -> Iterator[tuple[int, int, bytes | dict]]:
     """(line, sub, raw): sub numbers the events of one line (a TAAC line holds several)."""
     prev_line, sub = None, 0
@@ -158,12 +132,40 @@ def numbered(rows: Iterable[tuple[int, bytes | dict]]) -> Iterator[tuple[int, in
         yield line, sub, raw
 
 
-def scan_rows(parser: EventParser, rows: Iterable[tuple[int, bytes | dict]], now: float,
-              as_of: int | None, order_by: str | None, counts: Counter
-              ) -> tuple[Rows, list]:
-    """Rows (line, raw) all by the exact path (Parquet rows)."""
-    dead: list = []
-    valid = exact_rows(parser, numbered(rows), now, as_of, order_by, counts, dead)
+def check_events(parser: EventParser, rows: Iterable[tuple[int, bytes | dict]], now: float,
+                 as_of: int | None, order_by: str | None, counts: Counter
+                 ) -> Iterator[tuple[bool, tuple]]:
+    """The exact path, row by row: (True, (user_id, order, line, sub, event)) for each valid
+    event at or before as_of (order: the order column's value, None without one), (False,
+    dead letter) for each row the stateless §6 checks reject; counts events, rejections by
+    reason and after_as_of."""
+    for line, sub, raw in numbered(rows):
+        counts["events"] += 1
+        ev = parser.check_line(raw, now) if isinstance(raw, dict) else \
+            parser.parse_line(raw, now)
+        if type(ev) is Rejection:
+            counts["rejected:" + ev.reason] += 1
+            yield False, (line, sub, ev.reason, ev.message, original_text(raw))
+            continue
+        if as_of is not None and ev.ts > as_of:
+            counts["after_as_of"] += 1
+            continue
+        order = None
+        if order_by is not None:
+            order = raw.get(order_by) if isinstance(raw, dict) else None
+            if type(order) is not int:
+                raise OfflineError(f"event at row {line} has {order_by}={order!r}: the order "
+                                   "column must be an integer on every event")
+        yield True, (ev.user_id, order, line, sub, ev)
+
+
+def exact_rows(parser: EventParser, rows: Iterable[tuple[int, bytes | dict]], now: float,
+               as_of: int | None, order_by: str | None, counts: Counter
+               ) -> tuple[Rows, list]:
+    """`check_events` over rows (line, raw), the valid events as Rows."""
+    valid, dead = [], []
+    for ok, item in check_events(parser, rows, now, as_of, order_by, counts):
+        (valid if ok else dead).append(item)
     return Rows.of_events(valid), dead
 
 
@@ -384,8 +386,8 @@ def scan_jsonl(parser: EventParser, data: bytes, first_line: int, now: float,
         view = memoryview(data)
         raw = ((first_line + i, bytes(view[a:b])) for i, a, b in zip(
             slow_lines.tolist(), starts[slow_lines].tolist(), ends[slow_lines].tolist()))
-        valid = exact_rows(parser, numbered(iter_lines(raw)), now, as_of, None, counts, dead)
-        parts.append(Rows.of_events(valid))
+        valid, dead = exact_rows(parser, iter_lines(raw), now, as_of, None, counts)
+        parts.append(valid)
     rows = Rows.concat(parts)
     if len(parts) > 1:
         rows = rows.take(np.lexsort((rows.cols["sub"], rows.cols["line"])))

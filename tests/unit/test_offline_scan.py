@@ -17,7 +17,7 @@ from features.batch import iter_events
 from features.config import parse_config
 from features.events import EventParser
 from features.hostile import hostile_payloads
-from offline.scan import Rows, exact_rows, numbered, scan_jsonl
+from offline.scan import Rows, exact_rows, scan_jsonl
 
 NOW = 1_764_600_000.0
 BASE = {"user_id": 7, "item_id": 12, "timestamp": 1_764_000_000, "action_type": 1,
@@ -123,10 +123,7 @@ def exact(parser: EventParser, data: bytes, first: int, as_of, counts: Counter):
     lines = data.split(b"\n")
     if lines and not lines[-1]:
         lines.pop()
-    dead: list = []
-    valid = exact_rows(parser, numbered(iter_events(iter(lines), first)), NOW, as_of, None,
-                       counts, dead)
-    return Rows.of_events(valid), dead
+    return exact_rows(parser, iter_events(iter(lines), first), NOW, as_of, None, counts)
 
 
 def same_rows(a: Rows, b: Rows) -> None:
