@@ -16,7 +16,8 @@ so reasons and messages are the parser's own:
   cannot convert, e.g. a float user_id) down to a few lines;
 - any row that fails any check, or holds a null where a field is required.
 
-Parquet rows and TAAC lines take the exact path.
+Parquet rows and TAAC lines take the exact path, and so does every line when pyarrow (the
+`spark` extra) is not installed.
 """
 from __future__ import annotations
 
@@ -174,6 +175,15 @@ def exact_rows(parser: EventParser, rows: Iterable[tuple[int, bytes | dict]], no
 _ROW = re.compile(r"^JSON parse error: .* in row (\d+)$")
 _EXPONENT = re.compile(rb"[eE][+-]?[0-9]{3}")
 _LONG_DIGITS = re.compile(rb"[0-9]{200}")
+
+
+def has_pyarrow() -> bool:
+    """pyarrow comes with the `spark` extra; without it every line takes the exact path."""
+    try:
+        import pyarrow.json  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _schema():
@@ -359,7 +369,7 @@ def scan_jsonl(parser: EventParser, data: bytes, first_line: int, now: float,
     starts, ends = _lines(arr)
     n = len(starts)
     fast = np.flatnonzero(_one_object(data, arr, starts, ends, n - (arr[-1:] != 10).sum()))\
-        if n else np.zeros(0, dtype=_I64)
+        if n and has_pyarrow() else np.zeros(0, dtype=_I64)
     slow = np.ones(n, dtype=bool)
     parts: list[Rows] = []
     if len(fast):

@@ -162,3 +162,17 @@ def test_every_tricky_line_alone_and_among_good_ones(tmp_path):
             want_rows, want_dead = exact(parser, data, 1, None, c2)
             same_rows(rows, want_rows)
             assert dead == want_dead and c1 == c2, line[:80]
+
+
+def test_without_pyarrow_every_line_takes_the_exact_path(tmp_path, monkeypatch):
+    import offline.scan as scan
+    parser = EventParser(parse_config({"mapping_index": str(tmp_path / "i.json")},
+                                      env={}).events)
+    data = b"\n".join(lines_for(random.Random(9), 500)) + b"\n"
+    monkeypatch.setattr(scan, "has_pyarrow", lambda: False)
+    monkeypatch.setattr(scan, "_arrow_blocks", None)       # never reached
+    c1, c2 = Counter(), Counter()
+    rows, dead = scan_jsonl(parser, data, 1, NOW, None, c1)
+    want_rows, want_dead = exact(parser, data, 1, None, c2)
+    same_rows(rows, want_rows)
+    assert dead == want_dead and c1 == c2 and len(rows) > 200
