@@ -148,7 +148,8 @@ def batch_users(rt: FeatureRuntime, rows: Rows, as_of: int | None, trigger: str,
         counts["applied"] += run.applied
         counts["duplicates"] += run.duplicates
         counts["users"] += len(run.user_ids)
-        counts["rejected:too_late"] += len(run.too_late)
+        if run.too_late:
+            counts["rejected:too_late"] += len(run.too_late)
         for i, t_before in run.too_late:
             dead.append((int(line[sl][i]), int(sub[sl][i]), "too_late",
                          f"day of timestamp {int(log.ts[i])} is before the user's 30-day "
