@@ -262,6 +262,13 @@ def _arrow_blocks(data: bytes, starts: np.ndarray, ends: np.ndarray, lines: np.n
     refused: list[int] = []
     n = len(lines)
     todo = [(a, min(a + BLOCK_LINES, n)) for a in range(0, n, BLOCK_LINES)]
+
+    def again_in_halves(lo: int, hi: int) -> None:
+        if hi - lo <= LEAF_LINES:
+            refused.extend(range(lo, hi))
+        else:
+            todo.extend([(lo, (lo + hi) // 2), ((lo + hi) // 2, hi)])
+
     while todo:
         lo, hi = todo.pop()
         if lo >= hi:
@@ -276,18 +283,11 @@ def _arrow_blocks(data: bytes, starts: np.ndarray, ends: np.ndarray, lines: np.n
                 r = lo + int(m.group(1))
                 refused.append(r)
                 todo += [(lo, r), (r + 1, hi)]
-            elif hi - lo <= LEAF_LINES:
-                refused += range(lo, hi)
-            else:
-                mid = (lo + hi) // 2
-                todo += [(lo, mid), (mid, hi)]
+            else:                                 # a value it could not convert
+                again_in_halves(lo, hi)
             continue
         if table.num_rows != hi - lo:             # two objects on a line
-            if hi - lo <= LEAF_LINES:
-                refused += range(lo, hi)
-            else:
-                mid = (lo + hi) // 2
-                todo += [(lo, mid), (mid, hi)]
+            again_in_halves(lo, hi)
             continue
         done.append((lo, hi, table))
     return done, refused
