@@ -58,7 +58,7 @@ class Rows:
     eid_hash -1 where absent; `order` is the order column's value (0 without one);
     event_id an object array of str | None."""
     cols: dict[str, np.ndarray]
-    event_id: np.ndarray
+    event_id: Any               # an object array (a list is converted)
 
     def __post_init__(self) -> None:
         if not isinstance(self.event_id, np.ndarray):
@@ -144,7 +144,7 @@ def check_events(parser: EventParser, rows: Iterable[tuple[int, bytes | dict]], 
         counts["events"] += 1
         ev = parser.check_line(raw, now) if isinstance(raw, dict) else \
             parser.parse_line(raw, now)
-        if type(ev) is Rejection:
+        if isinstance(ev, Rejection):
             counts["rejected:" + ev.reason] += 1
             yield False, (line, sub, ev.reason, ev.message, original_text(raw))
             continue
@@ -164,7 +164,8 @@ def exact_rows(parser: EventParser, rows: Iterable[tuple[int, bytes | dict]], no
                as_of: int | None, order_by: str | None, counts: Counter
                ) -> tuple[Rows, list]:
     """`check_events` over rows (line, raw), the valid events as Rows."""
-    valid, dead = [], []
+    valid: list[tuple] = []
+    dead: list[tuple] = []
     for ok, item in check_events(parser, rows, now, as_of, order_by, counts):
         (valid if ok else dead).append(item)
     return Rows.of_events(valid), dead
@@ -305,7 +306,8 @@ def _joined(view: memoryview, starts: np.ndarray, ends: np.ndarray, lines: np.nd
     return b"\n".join([view[a:b] for a, b in zip(starts[first].tolist(), ends[last].tolist())])
 
 
-def _checked(parser: EventParser, table, now: float) -> tuple[np.ndarray, dict[str, np.ndarray], list]:
+def _checked(parser: EventParser, table, now: float
+             ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
     """The §6 stateless checks on an Arrow table of events: (rows that pass, their columns,
     their event ids). A row passes only if EventParser would accept it as it stands."""
     import pyarrow.compute as pc
