@@ -78,16 +78,30 @@ def _init(job: Job, rt: FeatureRuntime | None = None, worker: bool = True) -> No
         keep_freed_memory()
 
 
+def _libc():
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+
+
+def release_freed_memory() -> None:
+    """Give free heap back to the kernel before forking: a forked worker would otherwise copy
+    every page of it that it reuses (copy-on-write), which made workers forked from a process
+    that had run a big job in memory slower than one that had not."""
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
+
+
 def keep_freed_memory() -> None:
     """Let glibc keep freed memory for reuse instead of returning every large numpy temporary
     to the kernel and faulting it in again (measured: page faults were about a tenth of the
     batch path's CPU time). For processes that run one offline job; a no-op off glibc."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
+    libc = _libc()
+    if libc is not None and hasattr(libc, "mallopt"):
         libc.mallopt(-3, 1 << 30)        # M_MMAP_THRESHOLD: large blocks from the heap
         libc.mallopt(-1, 1 << 31)        # M_TRIM_THRESHOLD: keep up to 2 GiB of free heap
-    except (OSError, AttributeError):
-        pass
 
 
 @contextmanager
@@ -233,6 +247,7 @@ class _Run:
             if ctx.get_start_method() == "fork":
                 self.rt = runtime(self.cfg, self.items)     # the workers inherit it
                 args: tuple = (self.job, self.rt)
+                release_freed_memory()
             else:
                 self.rt = runtime(self.cfg, None)  # for the feature ids; workers load items
                 args = (self.job,)
