@@ -234,9 +234,8 @@ def _one_object(data: bytes, arr: np.ndarray, starts: np.ndarray, ends: np.ndarr
             at = data.find(word, at + 1)
     # a number orjson reads as infinity (Arrow keeps an ignored field's digits as text): an
     # exponent of 3 or more digits after a digit, outside strings
-    e = np.flatnonzero((arr == ord("e")) | (arr == ord("E")))
-    e = e[(e > 0) & (e + 3 < len(arr))]
-    e = e[(arr[e - 1] >= ord("0")) & (arr[e - 1] <= ord("9"))]
+    digit = (arr - np.uint8(ord("0"))) <= 9                    # uint8 wraps below "0"
+    e = np.flatnonzero(digit[:-1] & ((arr[1:] | np.uint8(0x20)) == ord("e"))) + 1
     for at in e.tolist():
         m = _EXPONENT.match(data, at)
         if m:
