@@ -329,8 +329,9 @@ def run_batch(cfg: ProfileConfig, items: str | Path | None, events: str | Path,
     try:
         run.scan()
         trigger = trigger or ("event" if as_of is None else "weekly")
-        results = run.per_partition(_batch_partition,
-                                    [(trigger, time.time())] * run.partitions)
+        with _paused_gc():          # the workers' records arrive as many small objects
+            results = run.per_partition(_batch_partition,
+                                        [(trigger, time.time())] * run.partitions)
         dead = run.dead
         for counts, _, part_dead in results:
             run.counts.update(counts)
@@ -402,11 +403,14 @@ def run_training_set(cfg: ProfileConfig, items: str | Path | None, events: str |
         for uid, T in lab.keys:
             wanted[partition_of(uid, run.partitions)].setdefault(uid, set()).add(T)
         found: dict[tuple[int, int], dict] = {}
-        for part in run.per_partition(_training_partition, [(w,) for w in wanted]):
-            found.update(part)
+        with _paused_gc():          # the workers' rows arrive as many small objects
+            for part in run.per_partition(_training_partition, [(w,) for w in wanted]):
+                found.update(part)
+            fields = [found[k] for k in lab.keys]
     finally:
         run.close()
-    write_training_set(out, out_format, lab, [found[k] for k in lab.keys], feature_ids(run.rt))
+    with _paused_gc():
+        write_training_set(out, out_format, lab, fields, feature_ids(run.rt))
     write_dead_letters(out, out_format, run.dead)
     rejected = {k.split(":", 1)[1]: v for k, v in run.counts.items() if k.startswith("rejected:")}
     return TrainingReport(len(lab.keys), len({u for u, _ in lab.keys}), run.counts["events"],
