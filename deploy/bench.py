@@ -489,6 +489,7 @@ def run_offline_bench(workdir: Path, cfg: ProfileConfig, items: Path, events: Pa
     from offline import spark as spark_engine
 
     workdir.mkdir(parents=True, exist_ok=True)
+    local.keep_freed_memory()           # as `profiles batch` does (the bench ends with this)
     cores = os.cpu_count() or 1
     users, (lo, hi) = _users_and_span(events)
     rng = random.Random(7)
@@ -496,26 +497,39 @@ def run_offline_bench(workdir: Path, cfg: ProfileConfig, items: Path, events: Pa
     labels.write_bytes(b"".join(orjson.dumps({"user_id": u, "ts": rng.randint(lo, hi)}) + b"\n"
                                 for u in users for _ in range(LABELS_PER_USER)))
     n_labels = len(users) * LABELS_PER_USER
-    rows: list[tuple[str, float, float | None, float]] = []   # (what, events/s, labels/s, s)
+    rows: list[tuple[str, float, float | None, float, float | None]] = []
+    # (what, events/s, labels/s, seconds, CPU µs per event)
 
-    def timed(name: str, fn, n_label: int | None = None, repeat: int = 3) -> None:
+    def timed(name: str, fn, n_label: int | None = None, repeat: int = 3,
+              cpu: bool = True) -> None:
         """The best of `repeat` runs: the machine is shared, the best run is the least
-        disturbed one."""
-        secs = float("inf")
+        disturbed one. CPU: this process and its finished children (the local engine's
+        workers), the least of the runs; not for Spark (its JVM lives on)."""
+        secs = cpu_s = float("inf")
         for _ in range(repeat):
+            c0 = _cpu_of_self_and_children()
             t0 = time.perf_counter()
             report = fn()
             secs = min(secs, time.perf_counter() - t0)
-        rows.append((name, report.events / secs, n_label / secs if n_label else None, secs))
-        say(f"  {name}: {report.events / secs:,.0f} events/s ({secs:.1f} s)")
+            cpu_s = min(cpu_s, _cpu_of_self_and_children() - c0)
+        us = cpu_s / report.events * 1e6 if cpu else None
+        rows.append((name, report.events / secs, n_label / secs if n_label else None, secs, us))
+        say(f"  {name}: {report.events / secs:,.0f} events/s ({secs:.2f} s"
+            + (f", {us:.2f} CPU µs/event)" if us is not None else ")"))
 
     out = workdir / "out"
-    say(f"offline engines: {cores} cores; {n_labels:,} labels")
+    load = os.getloadavg()[0]
+    say(f"offline engines: {cores} cores; {n_labels:,} labels; load average {load:.1f}")
     timed("batch, reference (features.batch, one process)", lambda: reference_batch(
         cfg, items, events, out / "reference.jsonl", progress_stream=None))
     for w in sorted({1, cores}):
         timed(f"batch `--engine local --workers {w}`", lambda w=w: local.run_batch(
             cfg, items, events, out / f"local{w}.jsonl", workers=w, progress_stream=None))
+    for w in sorted({1, cores}):
+        timed(f"training-set `--engine local --workers {w}`", lambda w=w: local.run_training_set(
+            cfg, items, events, labels, out / f"train-local{w}.jsonl", workers=w,
+            progress_stream=None), n_labels)
+    # Spark last: its session's threads would make the local engine spawn its workers
     t0 = time.perf_counter()
     session = spark_engine.session(spark_master)
     start = time.perf_counter() - t0
@@ -525,34 +539,47 @@ def run_offline_bench(workdir: Path, cfg: ProfileConfig, items: Path, events: Pa
     cold = time.perf_counter() - t0
     timed(f"batch `--engine spark --master {spark_master}`", lambda: spark_engine.run_batch(
         cfg, items, str(events), out / "spark.jsonl", master=spark_master,
-        progress_stream=None), repeat=2)
-    for w in sorted({1, cores}):
-        timed(f"training-set `--engine local --workers {w}`", lambda w=w: local.run_training_set(
-            cfg, items, events, labels, out / f"train-local{w}.jsonl", workers=w,
-            progress_stream=None), n_labels)
+        progress_stream=None), repeat=2, cpu=False)
     timed(f"training-set `--engine spark --master {spark_master}`",
           lambda: spark_engine.run_training_set(
               cfg, items, str(events), str(labels), out / "train-spark.jsonl",
-              master=spark_master, progress_stream=None), n_labels, repeat=2)
+              master=spark_master, progress_stream=None), n_labels, repeat=2, cpu=False)
     session.stop()
+    load = max(load, os.getloadavg()[0])
     ref = rows[0][1]
     lines = [
         OFFLINE_HEADING,
         "",
         f"`profiles bench --only offline` (also part of `make bench`) on "
-        f"{time.strftime('%Y-%m-%d')}, {_machine().split('; broker')[0]}. The same events file "
-        f"({len(users):,} users), {n_labels:,} labels ({LABELS_PER_USER} per user at random "
-        f"times). Each row is the best of 3 runs (Spark: 2) from files to files, the Spark "
-        f"ones in a warm session (starting it took {start:.1f} s, the first batch run "
-        f"{cold:.1f} s).",
+        f"{time.strftime('%Y-%m-%d')}, {_machine().split('; broker')[0]}; load average up to "
+        f"{load:.1f} (the machine is shared). The same events file ({len(users):,} users, "
+        f"{_count_lines(events):,} lines), {n_labels:,} labels ({LABELS_PER_USER} per user at "
+        f"random times). Each row is the best of 3 runs (Spark: 2) from files to files, the "
+        f"Spark ones in a warm session (starting it took {start:.1f} s, the first batch run "
+        f"{cold:.1f} s). CPU: of this process and the engine's worker processes, per event "
+        f"(steadier than the rate on a shared machine).",
         "",
-        "| what | events/s | vs reference | labels/s | seconds |",
-        "|---|---:|---:|---:|---:|",
+        "| what | events/s | vs reference | labels/s | seconds | CPU µs/event |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
-    for name, eps, lps, secs in rows:
+    for name, eps, lps, secs, us in rows:
         lab = f"{lps:,.0f}" if lps else "-"
-        lines.append(f"| {name} | {eps:,.0f} | {eps / ref:.2f} | {lab} | {secs:.1f} |")
+        cpu_cell = f"{us:.2f}" if us is not None else "-"
+        lines.append(f"| {name} | {eps:,.0f} | {eps / ref:.2f} | {lab} | {secs:.2f} | "
+                     f"{cpu_cell} |")
     return "\n".join(lines) + "\n"
+
+
+def _cpu_of_self_and_children() -> float:
+    import resource
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _count_lines(path: Path) -> int:
+    with open(path, "rb") as f:
+        return sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 24), b""))
 
 
 def _users_and_span(events: Path) -> tuple[list[int], tuple[int, int]]:

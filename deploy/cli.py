@@ -247,6 +247,7 @@ def _engine(engine: str):
         from offline import spark as module
     else:
         from offline import local as module
+        module.keep_freed_memory()      # this process runs only this command
     return module
 
 

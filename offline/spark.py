@@ -30,8 +30,9 @@ from features.config import ProfileConfig
 from offline import OfflineError
 from offline.formats import DEAD_LETTER_FIELDS, detect, dlq_path, row_object
 from offline.local import TrainingReport, batch_report, feature_ids, runtime
-from offline.steps import (PROFILE_FIELDS, batch_user, check_events, check_order_by,
-                           label_key, originals, row_from_flat, row_to_flat, training_user)
+from offline.scan import check_events
+from offline.steps import (PROFILE_FIELDS, USERS_PER_CALL, batch_users, check_order_by,
+                           label_key, originals, row_to_flat, rows_from_flat, training_users)
 
 ORDER_COLUMN_MISSING = "the order column {!r} is not a column of {}"
 
@@ -159,6 +160,22 @@ def _checked(rt, rows, now: float, as_of: int | None, order_by: str | None):
     return rows.mapPartitions(stage).persist(StorageLevel.MEMORY_AND_DISK)
 
 
+def _batches(flat_rows: Iterator, users: int = USERS_PER_CALL) -> Iterator[list]:
+    """Flat event rows (grouped by user) in lists of whole users, `users` users each."""
+    batch: list = []
+    n, prev = 0, None
+    for r in flat_rows:
+        if r[0] != prev:
+            if n == users:
+                yield batch
+                batch, n = [], 0
+            prev = r[0]
+            n += 1
+        batch.append(r)
+    if batch:
+        yield batch
+
+
 def _tagged(rdd, tag: str):
     return rdd.filter(lambda x: x[0] == tag).map(lambda x: x[1])
 
@@ -278,12 +295,13 @@ def run_batch(cfg: ProfileConfig, items: str | Path | None, events: str, out: st
     updated_at = time.time()
 
     def users(part: Iterator) -> Iterator:
+        """The partition's users (in user order, each in log order) through the core, many
+        at a time."""
         c: Counter = Counter()
-        for uid, group in groupby(part, key=lambda kv: kv[0][0]):
+        for flat in _batches(kv[1] for kv in part):
             dead: list = []
-            line = batch_user(rt.value, uid, [row_from_flat(kv[1]) for kv in group], as_of,
-                              trigger, updated_at, c, dead)
-            if line is not None:
+            for _, line in batch_users(rt.value, rows_from_flat(flat), as_of, trigger,
+                                       updated_at, c, dead):
                 yield "p", line
             for d in dead:
                 yield "d", d
@@ -361,17 +379,33 @@ def run_training_set(cfg: ProfileConfig, items: str | Path | None, events: str,
     users_seen = spark.sparkContext.accumulator(0)     # a figure for the report only
 
     def users(part: Iterator) -> Iterator:
+        """Each labelled user's labels and events (labels first, then events in log order),
+        many users at a time through the core."""
+        def run(labels: list, flat: list) -> Iterator:
+            wanted: dict[int, set[int]] = {}
+            for key, _ in labels:
+                wanted.setdefault(key[0], set()).add(key[2])
+            fields = training_users(rt.value, rows_from_flat(flat), wanted)
+            for key, row in labels:
+                yield (key[3],), {**row, **fields[(key[0], key[2])]}
+
+        labels: list = []
+        flat: list = []
+        users_here = 0
         for uid, group in groupby(part, key=lambda kv: kv[0][0]):
-            wanted, events_ = [], []
-            for key, value in group:     # this user's labels first, then its events in order
-                (wanted if key[1] == 0 else events_).append((key, value))
-            if not wanted:
+            mine = [(k, v) for k, v in group]
+            wanted_here = [(k, v) for k, v in mine if k[1] == 0]
+            if not wanted_here:
                 continue
             users_seen.add(1)
-            fields = training_user(rt.value, uid, [row_from_flat(v) for _, v in events_],
-                                   {k[2] for k, _ in wanted})
-            for key, row in wanted:
-                yield (key[3],), {**row, **fields[key[2]]}
+            labels += wanted_here
+            flat += [v for k, v in mine if k[1] != 0]
+            users_here += 1
+            if users_here >= USERS_PER_CALL:
+                yield from run(labels, flat)
+                labels, flat, users_here = [], [], 0
+        if labels:
+            yield from run(labels, flat)
 
     both = _tagged(labelled, "l").union(_tagged(checked, "e"))
     joined = _sorted_by_first(

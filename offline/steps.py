@@ -1,6 +1,8 @@
-"""The steps every engine runs, on plain Python values: validate input rows into event rows and
-dead letters, then run each user's events through the core (offline.core) into profile records
-or point-in-time profiles. The local engine and the Spark engine call these same functions.
+"""The steps every engine runs after validation (offline.scan): users' events through the core
+(offline.core) into profile records or point-in-time profiles. The local engine and the Spark
+engine call these same functions: `batch_users` and `training_users` take many users' events
+as columns (`offline.scan.Rows`); Spark shuffles event rows as flat tuples (`row_to_flat`,
+`rows_from_flat`).
 
 An event row is a tuple (user_id, order, line, sub, event):
 `order` is the order column's value (None without one), `line` the input line (row) number and
@@ -12,13 +14,14 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Iterable, Iterator
 
+import numpy as np
 import orjson
 
-from features.events import Event, EventParser, Rejection
 from features.profile import Profile
 from features.runtime import FeatureRuntime
 from offline import OfflineError, core
 from offline.formats import original_text
+from offline.scan import Rows, hashes, numbered
 
 EventRow = tuple
 DeadLetter = tuple
@@ -30,13 +33,10 @@ def partition_of(user_id: int, partitions: int) -> int:
     return (((user_id * MIX) & 0xFFFFFFFFFFFFFFFF) >> 33) % partitions
 
 
-def numbered(rows: Iterable[tuple[int, bytes | dict]]) -> Iterator[tuple[int, int, bytes | dict]]:
-    """(line, sub, raw): sub numbers the events of one line (a TAAC line holds several)."""
-    prev_line, sub = None, 0
-    for line, raw in rows:
-        sub = sub + 1 if line == prev_line else 0
-        prev_line = line
-        yield line, sub, raw
+def partitions_of(user_ids: np.ndarray, partitions: int) -> np.ndarray:
+    """`partition_of` for an array of user ids (uint64 products wrap as the mask does)."""
+    h = (user_ids.astype(np.uint64) * np.uint64(MIX)) >> np.uint64(33)
+    return (h % np.uint64(partitions)).astype(np.int64)
 
 
 def check_order_by(fmt: str, order_by: str | None) -> None:
@@ -45,83 +45,11 @@ def check_order_by(fmt: str, order_by: str | None) -> None:
                            "order is its line order")
 
 
-def check_events(parser: EventParser, rows: Iterable[tuple[int, bytes | dict]], now: float,
-                 as_of: int | None, order_by: str | None, counts: Counter
-                 ) -> Iterator[tuple[bool, tuple]]:
-    """(True, event row) for each valid event at or before as_of, (False, dead letter) for each
-    row the stateless §6 checks reject; counts events, rejections by reason and after_as_of."""
-    for line, sub, raw in numbered(rows):
-        counts["events"] += 1
-        ev = parser.check_line(raw, now) if isinstance(raw, dict) else parser.parse_line(raw, now)
-        if type(ev) is Rejection:
-            counts["rejected:" + ev.reason] += 1
-            yield False, (line, sub, ev.reason, ev.message, original_text(raw))
-            continue
-        if as_of is not None and ev.ts > as_of:
-            counts["after_as_of"] += 1
-            continue
-        order = None
-        if order_by is not None:
-            order = raw.get(order_by) if isinstance(raw, dict) else None
-            if type(order) is not int:
-                raise OfflineError(f"event at row {line} has {order_by}={order!r}: the order "
-                                   "column must be an integer on every event")
-        yield True, (ev.user_id, order, line, sub, ev)
-
-
-def log_order(rows: list[EventRow], ordered_by_column: bool) -> list[EventRow]:
-    """One user's rows in log order: rows arrive in line order; an order column re-sorts them
-    by (order, line, sub)."""
-    return sorted(rows, key=lambda r: (r[1], r[2], r[3])) if ordered_by_column else rows
-
-
-def group_by_user(rows: Iterable[EventRow]) -> dict[int, list[EventRow]]:
-    groups: dict[int, list[EventRow]] = {}
-    for r in rows:
-        g = groups.get(r[0])
-        if g is None:
-            groups[r[0]] = [r]
-        else:
-            g.append(r)
-    return groups
-
-
-def to_events(rows: list[EventRow]) -> list[Event]:
-    return [r[4] for r in rows]
-
-
 def row_to_flat(r: EventRow) -> tuple:
     """An event row as plain values, how rows travel between processes (JSON files between
     the local engine's phases; Spark's shuffle, where pickling an Event costs ~3x a tuple)."""
     ev = r[4]
     return (r[0], r[1], r[2], r[3], ev.item_id, ev.ts, ev.action, ev.dwell_ms, ev.event_id)
-
-
-def row_from_flat(a) -> EventRow:
-    return (a[0], a[1], a[2], a[3], Event(a[0], a[4], a[5], a[6], a[7], a[8]))
-
-
-def batch_user(rt: FeatureRuntime, user_id: int, rows: list[EventRow], as_of: int | None,
-               trigger: str, updated_at: float, counts: Counter, dead: list[DeadLetter]
-               ) -> bytes | None:
-    """One user of the batch path: its §7 record as a JSON line (None when nothing applied).
-    Its too_late events go to `dead` without their original (None): the engine looks the few
-    lines up again (`fill_originals`) rather than carry every line through the shuffle."""
-    events = to_events(rows)
-    run = core.replay(rt, events)
-    counts["applied"] += run.applied
-    counts["duplicates"] += run.duplicates
-    for i, t_before in run.too_late:
-        r, ev = rows[i], events[i]
-        counts["rejected:too_late"] += 1
-        dead.append((r[2], r[3], "too_late", f"day of timestamp {ev.ts} is before the user's "
-                     f"30-day window (user T {t_before})", None))
-    st = run.state
-    if st.empty:
-        return None
-    counts["users"] += 1
-    T = st.T if as_of is None else max(as_of, st.T)
-    return orjson.dumps(core.evaluate(rt, user_id, st, T).to_record(0, trigger, updated_at))
 
 
 def originals(rows: Iterable[tuple[int, bytes | dict]], wanted: set[tuple[int, int]]
@@ -177,8 +105,96 @@ def label_key(label: Any, where: str) -> tuple[int, int]:
     return uid, int(ts // 1)
 
 
-def training_user(rt: FeatureRuntime, user_id: int, rows: list[EventRow],
-                  times: Iterable[int]) -> dict[int, dict[str, Any]]:
-    """{as_of: profile fields} of one user at each label time."""
-    profiles = core.profiles_at(rt, user_id, to_events(rows), list(times))
-    return {T: profile_fields(p) for T, p in profiles.items()}
+# ---------------------------------------------------------------- many users as columns
+
+USERS_PER_CALL = 4096         # users evaluated together (the evaluation's arrays stay small)
+
+
+def in_log_order(rows: Rows, ordered_by_column: bool) -> Rows:
+    """Rows (in line order) grouped by user, users ascending, each user's in log order: line
+    order, or (order column, line, sub) with one."""
+    c = rows.cols
+    idx = np.lexsort((c["order"], c["user"])) if ordered_by_column else \
+        np.argsort(c["user"], kind="stable")
+    return rows.take(idx)
+
+
+def user_slices(user: np.ndarray, per: int = USERS_PER_CALL) -> Iterator[slice]:
+    """Row ranges of at most `per` users each (rows grouped by user)."""
+    starts = np.flatnonzero(np.concatenate(([True], user[1:] != user[:-1]))) if len(user) \
+        else np.zeros(0, dtype=np.int64)
+    bounds = np.append(starts[::per], len(user)).tolist()
+    for a, b in zip(bounds, bounds[1:]):
+        yield slice(a, b)
+
+
+def to_log(rows: Rows, sl: slice = slice(None)) -> core.Log:
+    c = rows.cols
+    return core.Log(c["user"][sl], c["ts"][sl], c["item"][sl], c["action"][sl],
+                    c["dwell_ms"][sl], c["eid_hash"][sl], rows.event_id[sl])
+
+
+def batch_users(rt: FeatureRuntime, rows: Rows, as_of: int | None, trigger: str,
+                updated_at: float, counts: Counter, dead: list[DeadLetter]
+                ) -> list[tuple[int, bytes]]:
+    """The batch path for every user of `rows` (grouped by user, users ascending, log order):
+    [(user_id, its §7 record as a JSON line)] in user order. too_late events go to `dead`
+    without their original (None), as `batch_user`'s do."""
+    out: list[tuple[int, bytes]] = []
+    line, sub = rows.cols["line"], rows.cols["sub"]
+    for sl in user_slices(rows.cols["user"]):
+        log = to_log(rows, sl)
+        run = core.run_users(rt, log, as_of)
+        counts["applied"] += run.applied
+        counts["duplicates"] += run.duplicates
+        counts["users"] += len(run.user_ids)
+        if run.too_late:
+            counts["rejected:too_late"] += len(run.too_late)
+        for i, t_before in run.too_late:
+            dead.append((int(line[sl][i]), int(sub[sl][i]), "too_late",
+                         f"day of timestamp {int(log.ts[i])} is before the user's 30-day "
+                         f"window (user T {t_before})", None))
+        dumps = orjson.dumps
+        out += [(uid, dumps(p.to_record(0, trigger, updated_at)))
+                for uid, p in zip(run.user_ids, run.profiles)]
+    return out
+
+
+def training_users(rt: FeatureRuntime, rows: Rows, wanted: dict[int, Iterable[int]]
+                   ) -> dict[tuple[int, int], dict[str, Any]]:
+    """{(user_id, as_of): profile fields} for each wanted user and time; rows grouped by user
+    (users ascending), each user's in log order. Users without events get the default
+    profile."""
+    out: dict[tuple[int, int], dict[str, Any]] = {}
+    user = rows.cols["user"]
+
+    def run(log: core.Log, users: Iterable[int]) -> None:
+        lu = [u for u in users for _ in wanted[u]]
+        lt = [t for u in users for t in sorted(wanted[u])]
+        for u, t, p in zip(lu, lt, core.profiles_many_at(rt, log, lu, lt)):
+            out[(u, t)] = profile_fields(p)
+
+    for sl in user_slices(user):
+        here = np.unique(user[sl]).tolist()
+        users = [u for u in here if u in wanted]
+        if users:
+            run(to_log(rows, sl), users)
+    absent = sorted(set(wanted) - set(np.unique(user).tolist()))
+    for a in range(0, len(absent), USERS_PER_CALL):
+        run(to_log(Rows.empty()), absent[a:a + USERS_PER_CALL])
+    return out
+
+
+def rows_from_flat(flat: list[tuple]) -> Rows:
+    """Rows from `row_to_flat` tuples (how Spark shuffles them)."""
+    if not flat:
+        return Rows.empty()
+    u, o, line, sub, item, ts, action, dwell, eid = zip(*flat)
+    ids = list(eid)
+    return Rows({"user": np.array(u, dtype=np.int64),
+                 "order": np.array([0 if x is None else x for x in o], dtype=np.int64),
+                 "line": np.array(line, dtype=np.int64), "sub": np.array(sub, dtype=np.int64),
+                 "ts": np.array(ts, dtype=np.int64), "item": np.array(item, dtype=np.int64),
+                 "action": np.array(action, dtype=np.int64),
+                 "dwell_ms": np.array([-1 if d is None else d for d in dwell], dtype=np.int64),
+                 "eid_hash": hashes(ids)}, ids)

@@ -18,7 +18,8 @@ D = 86400
 def sample_events(folder: Path, users: int = 120, days: int = 35) -> tuple[Path, Path]:
     """The sample (late, too-late, duplicate and bad records) plus the awkward lines a real
     file has: a TAAC seq line of three events, an empty line, a CRLF line ending, an event too
-    late for its user (both in one TAAC line and alone)."""
+    late for its user (both in one TAAC line and alone), an event id reused with another
+    timestamp (no closed form: that user takes the sequential path)."""
     write_sample(SampleSpec(users=users, days=days, items=500), folder)
     events = folder / "events.jsonl"
     t = END_TS - 3600
@@ -30,6 +31,11 @@ def sample_events(folder: Path, users: int = 120, days: int = 35) -> tuple[Path,
         orjson.dumps({"user_id": 4, "item_id": 7, "timestamp": t, "action_type": 1}) + b"\r",
         orjson.dumps({"user_id": 4, "item_id": 7, "timestamp": END_TS - 40 * D,
                       "event_type": "click", "event_id": "old"}),
+        # an id reused with another timestamp: user 5 takes the sequential path
+        orjson.dumps({"user_id": 5, "item_id": 9, "timestamp": t - 100, "action_type": 0,
+                      "event_id": "reused"}),
+        orjson.dumps({"user_id": 5, "item_id": 10, "timestamp": t - 50, "action_type": 1,
+                      "event_id": "reused"}),
     ]
     with open(events, "ab") as f:
         f.write(b"\n".join(extra) + b"\n")

@@ -105,10 +105,29 @@ def changed_profiles(engine: FeatureEngine, user_ids: Sequence[int],
 def _evaluate(engine: FeatureEngine, user_ids: Sequence[int], states: Sequence[Record],
               as_of: Sequence[int] | np.ndarray | None, with_metrics: bool,
               changed_only: bool) -> list[Profile | None]:
+    decoded = _decoded(states, engine.tz)
+    st = Stack.from_states(decoded, engine.tz, compiled(engine).codes)
+    return _evaluate_stack(engine, user_ids, st, as_of, with_metrics, changed_only, decoded)
+
+
+def evaluate_stack(engine: FeatureEngine, user_ids: Sequence[int], st: Stack,
+                   as_of: Sequence[int] | np.ndarray | None = None,
+                   with_metrics: bool = True) -> list[Profile]:
+    """`evaluate_many` of states already stacked (`features.columnar.logs.stack` builds them
+    from event logs): user_ids[u] and as_of[u] belong to the stack's user `st.order == u`.
+    Extra features need the states themselves: use evaluate_many for them."""
+    if engine.extensions:
+        raise ValueError("extra features need the users' states: use evaluate_many")
+    return cast("list[Profile]", _evaluate_stack(engine, user_ids, st, as_of, with_metrics,
+                                                 False, None))
+
+
+def _evaluate_stack(engine: FeatureEngine, user_ids: Sequence[int], st: Stack,
+                    as_of: Sequence[int] | np.ndarray | None, with_metrics: bool,
+                    changed_only: bool, decoded: list[ColumnarState] | None
+                    ) -> list[Profile | None]:
     tz = engine.tz
     comp = compiled(engine)
-    decoded = _decoded(states, tz)
-    st = Stack.from_states(decoded, tz, comp.codes)
     T = _as_of(st, as_of, user_ids)
     today = (T + tz) // 86400
     arrays = window_arrays(st, today, engine.windows, tz, engine.gap, engine.action_names)
@@ -164,10 +183,12 @@ def _evaluate(engine: FeatureEngine, user_ids: Sequence[int], states: Sequence[R
             "108": [108 * BASE + lv],
             "110": [110 * BASE + int(ty)]}
         if extensions:
+            assert decoded is not None
             ref = to_reference(decoded[u], tz)
             for fid, extractor in extensions.items():
                 features[fid] = extractor.values(ref, t, m_u, engine)
-        if changed_only and digest_of(features) == decoded[u].published_digest:
+        if changed_only and decoded is not None and \
+                digest_of(features) == decoded[u].published_digest:
             continue
         out[u] = Profile(user_ids[u], t, features, [cat_names[c] for c in top],
                          [rule_names[r] for r in held_u], lv, int(ty), conf, m_u)
