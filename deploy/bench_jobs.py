@@ -39,6 +39,7 @@ from streams.auth import api_token
 from streams.state_table import FEATURES_KEY, PARTITION_KEY, PartitionClock, due_key, pack_int
 
 PARTITIONS = 8
+LEGACY = "v2 records as the release before the closed day wrote them"
 
 
 def _prefill(cfg, tables: Path, users: int, due: int, due_pool: list, quiet_pool: list,
@@ -172,7 +173,7 @@ def run_bench_jobs(workdir: Path, users: int, due: int, full_daily: bool,
         "",
         f"{time.strftime('%Y-%m-%d')}: {_machine()}.",
         f"{users:,} users in state ({bytes_on_disk / 2**20:,.0f} MiB of RocksDB, "
-        f"{'v2 records as the release before the closed day wrote them' if legacy_v2 else 'v3 records'}, "
+        f"{LEGACY if legacy_v2 else 'v3 records'}, "
         f"{events_per_user:.0f} events per user in 30 days), {due:,} due, {PARTITIONS} "
         f"partitions, one worker; peak worker RSS {rss or 0:,.0f} MiB. CPU: the worker "
         f"process's user + system time during the run; load: the 1-minute load average "

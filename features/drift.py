@@ -57,7 +57,7 @@ def compare_columnar(engine: FeatureEngine, user_id: int, live: ColumnarState,
     if live.T == rebuilt.T and live.counts() == rebuilt.counts() and live.w == rebuilt.w and \
             live.buf[HEADER_SIZE:] == rebuilt.buf[HEADER_SIZE:]:
         return None
-    from features.columnar.codec import to_reference      # (it imports this module)
+    from features.columnar.codec import to_reference  # (it imports this module)
     return compare(engine, user_id, to_reference(live, engine.tz),
                    to_reference(rebuilt, engine.tz), as_of)
 

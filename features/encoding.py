@@ -21,8 +21,7 @@ from itertools import accumulate
 
 import numpy as np
 
-from features.state import (EVENT_ID_HASH_BYTES, NO_CLOSED_DAY, UNKNOWN_DUE, DayBucket,
-                            UserState)
+from features.state import EVENT_ID_HASH_BYTES, NO_CLOSED_DAY, UNKNOWN_DUE, DayBucket, UserState
 
 FORMAT_VERSION = 2
 _HEAD_V1 = struct.Struct("<BqqqqBI")
@@ -156,7 +155,8 @@ def patch_header(data: bytes, state: UserState) -> bytes:
 
 
 def _encode_columnar(state: UserState, tz: int) -> bytes:
-    from features.columnar.codec import encode as encode_v3, from_reference
+    from features.columnar.codec import encode as encode_v3
+    from features.columnar.codec import from_reference
     return encode_v3(from_reference(state, tz))
 
 
