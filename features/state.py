@@ -17,6 +17,7 @@ EVENT_ID_HASH_BYTES = 6  # 48-bit hash: collision odds ~n²/2^49 per user (n ids
 
 APPLIED, TOO_LATE, DUPLICATE = "applied", "too_late", "duplicate"
 UNKNOWN_DUE = -2
+NO_CLOSED_DAY = -1      # no closed day recorded: day(T)'s aggregates count as not published
 
 
 @dataclass(slots=True)
@@ -49,6 +50,9 @@ class UserState:
     # mirrored by the due index the hourly job reads; UNKNOWN_DUE until first computed.
     due_day: int = UNKNOWN_DUE
     published_as_of: int = -1        # as_of of the last published record
+    # The last day whose profile-aggregates record was published (by the event that closed it,
+    # or by a scheduled run once stream time passed it); only day(T) can still be open.
+    closed_day: int = NO_CLOSED_DAY
 
     @property
     def empty(self) -> bool:

@@ -47,8 +47,8 @@ class ProfileFinder:
         return peer_session(self.pl.cfg, TIMEOUT_SECONDS)
 
     def local(self, ids: list[str]) -> dict[str, dict | None]:
-        active = self.pl.active_partitions()
-        return {s: self.pl.profile(int(s), active) for s in ids}
+        found = self.pl.profiles([int(s) for s in ids], self.pl.active_partitions())
+        return {s: found[int(s)] for s in ids}
 
     async def find(self, ids: list[str]) -> dict[str, dict | None]:
         """Each id's profile record (None: no worker has it): from the routed owner, then from

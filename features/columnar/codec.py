@@ -27,7 +27,7 @@ def encode(s: ColumnarState) -> bytes:
     buf = s.buf
     fields = (FORMAT, s.T, s.source_offset, s.version, s.published_digest, 0,
               len(buf) - HEADER_SIZE, s.due_day, s.published_as_of, s.A, s.D, s.C, s.R, s.I,
-              s.E, *s.w)
+              s.E, *s.w, s.closed_day)
     if type(buf) is bytearray:
         HEADER.pack_into(buf, 0, *fields)
         return bytes(buf)
@@ -56,7 +56,7 @@ def _decode_v3(data: bytes) -> ColumnarState:
         f = HEADER.unpack_from(data)
     except struct.error:
         raise StateDecodeError("corrupt state record: shorter than its header") from None
-    w = list(f[15:])
+    w = list(f[15:25])
     if min(w) < 1 or max(w) > 8:
         raise StateDecodeError(f"corrupt state record: widths {w}")
     s = ColumnarState.__new__(ColumnarState)       # what __init__ does, without the call
@@ -65,6 +65,7 @@ def _decode_v3(data: bytes) -> ColumnarState:
      s.published_as_of, A, D, C, R, I, E) = f[:15]
     s.A, s.D, s.C, s.R, s.I, s.E = A, D, C, R, I, E
     s.w = w
+    s.closed_day = f[25]
     s.off = off = section_offsets(A, D, C, R, I, E, w)
     if off[-1] != len(data) or body != len(data) - HEADER_SIZE:
         raise StateDecodeError(f"corrupt state record: {len(data)} bytes, the header says "
@@ -146,7 +147,7 @@ def from_reference(ref: UserState, tz: int) -> ColumnarState:
     s = ColumnarState(buf, ref.T, ref.source_offset, ref.version, ref.published_digest,
                       ref.due_day, ref.published_as_of,
                       (len(codes), len(days), len(keys), len(runs), len(flat_items),
-                       sum(cols[W_NID])), w)
+                       sum(cols[W_NID])), w, ref.closed_day)
     assert s.off[-1] == len(buf)
     return s
 
@@ -171,7 +172,7 @@ def to_reference(s: ColumnarState, tz: int) -> UserState:
     cnts = [int.from_bytes(cat_raw[i * es + wk:(i + 1) * es], "little") for i in range(s.C)]
     out = UserState(T=s.T, source_offset=s.source_offset, version=s.version,
                     published_digest=s.published_digest, due_day=s.due_day,
-                    published_as_of=s.published_as_of)
+                    published_as_of=s.published_as_of, closed_day=s.closed_day)
     items = uint_list(buf, off[S_ITEM], s.I, w[W_ITEM])
     hb = buf[off[S_HASH]:off[S_HASH] + s.E * HASH_BYTES]
     hashes = [int.from_bytes(hb[j * HASH_BYTES:(j + 1) * HASH_BYTES], "little")

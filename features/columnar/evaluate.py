@@ -53,6 +53,8 @@ class Compiled:
         self.rule_ids = [107 * BASE + k for _, k in engine.rule_ids]
         self.rule_names = [rule.name for rule, _ in engine.rule_ids]
         self.confidence = [round(1 - math.exp(-a / 20), 4) for a in range(_CONFIDENCE_TABLE)]
+        # (106 positions, 107 rules, level, type) -> digest_of their arrays (changed_profiles)
+        self.digests: dict[tuple, int] = {}
 
 
 _COMPILED: "weakref.WeakKeyDictionary[FeatureEngine, Compiled]" = weakref.WeakKeyDictionary()
@@ -63,6 +65,16 @@ def compiled(engine: FeatureEngine) -> Compiled:
     if c is None:
         c = _COMPILED[engine] = Compiled(engine)
     return c
+
+
+_DIGESTS_KEPT = 100_000
+
+
+def _cache_digest(digests: dict[tuple, int], key: tuple, digest: int) -> int:
+    if len(digests) >= _DIGESTS_KEPT:
+        digests.clear()
+    digests[key] = digest
+    return digest
 
 
 def _decoded(states: Sequence[Record], tz: int) -> list[ColumnarState]:
@@ -174,9 +186,21 @@ def _evaluate_stack(engine: FeatureEngine, user_ids: Sequence[int], st: Stack,
     rule_ids, rule_names = comp.rule_ids, comp.rule_names
     empty106, empty107 = [106 * BASE], [107 * BASE]
     out: list[Profile | None] = [None] * U
+    digests = comp.digests if changed_only and not extensions else None
     for u, t, lv, ty, conf, top, held_u, m_u in zip(
             st.order.tolist(), T.tolist(), level.tolist(), user_type.tolist(), confidence, tags,
             prefs, metrics):
+        if digests is not None:
+            # the arrays' digest by what decides them: most users of a run share theirs
+            key = (tuple(top), tuple(held_u), lv, ty)
+            d = digests.get(key)
+            if d is None:
+                d = _cache_digest(digests, key, digest_of({
+                    "106": [cat_ids[c] for c in top] or empty106[:],
+                    "107": [rule_ids[r] for r in held_u] or empty107[:],
+                    "108": [108 * BASE + lv], "110": [110 * BASE + int(ty)]}))
+            if d == decoded[u].published_digest:
+                continue
         features: dict[str, list[int]] = {
             "106": [cat_ids[c] for c in top] or empty106[:],
             "107": [rule_ids[r] for r in held_u] or empty107[:],

@@ -5,10 +5,11 @@ width (1-8 bytes) its largest value needs, and the header names each width. Days
 *ages*: ``age = day(T) - day``, 0..29 (the state never holds a day outside the 30-day window
 ending at day(T): `apply` prunes when T moves to a new day).
 
-    header (79 bytes, `HEADER`): the v2 header's fields at the v2 positions (format 3, T,
+    header (83 bytes, `HEADER`): the v2 header's fields at the v2 positions (format 3, T,
         source offset, publish version, published digest, [flags], [body length], due day,
         published as_of), then A (action codes), D (days), C (category entries), R (session
-        runs), I (items), E (event ids), and the widths of the ten variable-width arrays.
+        runs), I (items), E (event ids), the widths of the ten variable-width arrays, and the
+        closed day (the last day whose `profile-aggregates` record was published).
     codes    A x u8          the action codes that have a column, ascending
     age      D x u8          one row per day with data, ages descending (days ascending)
     act      D x A counters  events per (day, action code column), row-major
@@ -35,8 +36,10 @@ from typing import Union
 import numpy as np
 
 FORMAT = 3
-HEADER = struct.Struct("<BqqqqBIiqHBIIII10B")
-HEADER_SIZE = HEADER.size      # 79
+HEADER = struct.Struct("<BqqqqBIiqHBIIII10Bi")
+HEADER_SIZE = HEADER.size      # 83
+CLOSED_DAY_AT = 79             # the closed day's i32 (read and patched in place, as the due day)
+NO_CLOSED_DAY = -1             # features.state.NO_CLOSED_DAY (what v1/v2 records read as)
 
 # the ten variable widths, in header order
 (W_ACT, W_DWELL_MS, W_DWELL_N, W_NCAT, W_NRUN, W_NITEM, W_NID, W_CKEY, W_CCOUNT,
@@ -127,11 +130,12 @@ class ColumnarState:
     `features.columnar.codec.encode` writes them."""
 
     __slots__ = ("buf", "T", "source_offset", "version", "published_digest", "due_day",
-                 "published_as_of", "A", "D", "C", "R", "I", "E", "w", "off")
+                 "published_as_of", "closed_day", "A", "D", "C", "R", "I", "E", "w", "off")
 
     def __init__(self, buf: Buffer, T: int, source_offset: int, version: int,
                  published_digest: int, due_day: int, published_as_of: int,
-                 counts: tuple[int, int, int, int, int, int], widths: list[int]):
+                 counts: tuple[int, int, int, int, int, int], widths: list[int],
+                 closed_day: int = NO_CLOSED_DAY):
         self.buf = buf
         self.T = T
         self.source_offset = source_offset
@@ -139,6 +143,7 @@ class ColumnarState:
         self.published_digest = published_digest
         self.due_day = due_day
         self.published_as_of = published_as_of
+        self.closed_day = closed_day
         self.A, self.D, self.C, self.R, self.I, self.E = counts
         self.w = widths
         self.off = section_offsets(*counts, widths)
@@ -159,7 +164,7 @@ class ColumnarState:
     def copy(self) -> "ColumnarState":
         return ColumnarState(bytes(self.buf), self.T, self.source_offset, self.version,
                              self.published_digest, self.due_day, self.published_as_of,
-                             self.counts(), list(self.w))
+                             self.counts(), list(self.w), self.closed_day)
 
     def writable(self) -> bytearray:
         """The buffer, made a private bytearray on the first change."""

@@ -23,7 +23,8 @@ def days(s: ColumnarState, tz: int) -> list[int]:
 
 def next_change_day(s: ColumnarState, eval_day: int, windows: Sequence[int], tz: int) -> int:
     """`features.schedule.next_change_day`: the first day after eval_day on which the profile
-    can differ from the one as of eval_day, or NEVER. `windows` ascend (FeatureEngine.windows)."""
+    can differ from the one as of eval_day, or NEVER; no later than the day after the open day
+    (`open_day`). `windows` ascend (FeatureEngine.windows)."""
     best = NEVER
     for d in days(s, tz):
         for W in windows:
@@ -31,7 +32,19 @@ def next_change_day(s: ColumnarState, eval_day: int, windows: Sequence[int], tz:
             if leave > eval_day and (best == NEVER or leave < best):
                 best = leave
                 break
+    last = open_day(s, tz)
+    if last is not None and (best == NEVER or last + 1 < best):
+        best = last + 1
     return best
+
+
+def open_day(s: ColumnarState, tz: int) -> int | None:
+    """`features.schedule.open_day`: the last day with data while its aggregates are not
+    published, else None."""
+    if not s.D:
+        return None
+    last = s.base_day(tz) - s.buf[s.off[S_AGE] + s.D - 1]
+    return last if last > s.closed_day else None
 
 
 def next_change_days(states: Sequence[ColumnarState], eval_days: Sequence[int] | np.ndarray,
@@ -54,6 +67,14 @@ def next_change_days(states: Sequence[ColumnarState], eval_days: Sequence[int] |
         np.minimum(best, np.where(leave > after, leave, big), out=best)
     out = np.full(U, big, dtype=np.int64)
     np.minimum.at(out, row_user, best)
+    # the open day's aggregates are due the day after it (rows: days ascending, so a user's
+    # last row is its last day)
+    has = D > 0
+    last_row = np.cumsum(D) - 1
+    last_day = np.where(has, day[np.where(has, last_row, 0)] if len(day) else 0, 0)
+    closed = np.fromiter((s.closed_day for s in states), dtype=np.int64, count=U)
+    due = np.where(has & (last_day > closed), last_day + 1, big)
+    np.minimum(out, due, out=out)
     return np.where(out == big, NEVER, out).tolist()
 
 
@@ -67,6 +88,7 @@ def retire(s: ColumnarState) -> ColumnarState:
     out = ColumnarState.new()
     out.T, out.source_offset, out.version = s.T, s.source_offset, s.version
     out.published_digest, out.published_as_of = s.published_digest, s.published_as_of
+    out.closed_day = s.closed_day
     out.due_day = UNKNOWN_DUE
     return out
 

@@ -281,14 +281,18 @@ def apply_events(rt: "FeatureRuntime", user_id: int, state: ColumnarState,
             up.redelivered += 1
             continue
         snap = None
-        if evaluate and state.T >= 0 and (ev.ts + tz) // 86400 > (state.T + tz) // 86400:
-            snap = state.copy()       # the day's window as it closes: before the event
+        if evaluate and state.T >= 0 and (ev.ts + tz) // 86400 > (state.T + tz) // 86400 and \
+                (state.T + tz) // 86400 > state.closed_day and state.D:
+            # the day's window as it closes: before the event (not a day a scheduled run
+            # already closed, nor a retired state's)
+            snap = state.copy()
         outcome = apply(state, ev, categories(ev.item_id), rules)
         state.source_offset = offset
         if outcome == APPLIED:
             up.applied += 1
             if snap is not None:
                 up.closing.append(((snap.T + tz) // 86400, snap))
+                state.closed_day = (snap.T + tz) // 86400
         elif outcome == DUPLICATE:
             up.duplicates += 1
         else:

@@ -60,6 +60,7 @@ class PartitionRun:
     visited: int = 0              # users looked at
     evaluated: int = 0            # users re-evaluated
     published: int = 0            # changed profiles published
+    closed_days: int = 0          # days closed by stream time: profile-aggregates published
     retired: int = 0              # idle users whose data was dropped
     index_repaired: int = 0
     stale_index: int = 0
@@ -68,7 +69,8 @@ class PartitionRun:
     drift: DriftReport | None = None     # weekly only
 
 
-COUNTED = ("visited", "evaluated", "published", "retired", "index_repaired", "stale_index")
+COUNTED = ("visited", "evaluated", "published", "closed_days", "retired", "index_repaired",
+           "stale_index")
 
 
 @dataclass

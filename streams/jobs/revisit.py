@@ -1,29 +1,36 @@
 """The hourly and daily runs: users re-evaluated at their partition's stream time, changed
-profiles published, idle users retired, and the due index kept true to the state headers.
+profiles published, days closed by stream time published, idle users retired, and the due
+index kept true to the state headers.
 
 - hourly: the users whose day in the due index has come (`trigger: "hourly"`).
 - daily: every user whose profile can have changed (all of them when the feature config
   changed, or with `full`), missing due-index entries put back, RocksDB compacted.
+
+A chunk's users are decoded as v3 states (features.columnar: views over the records; v1/v2
+records are converted) and evaluated in one call; whatever the run writes is a v3 record.
 """
 from __future__ import annotations
 
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from features.encoding import FORMAT_VERSION, decode, encode, patch_header, read_header
+from features import columnar
+from features.columnar import ColumnarState
+from features.encoding import Header, patch_header, read_header
 from features.events import day_of
-from features.schedule import NEVER, feature_fingerprint, is_idle, next_change_day, retire
-from features.state import UNKNOWN_DUE, UserState
-from features.update import mark_published
+from features.schedule import NEVER, feature_fingerprint
+from features.state import UNKNOWN_DUE
+from features.update import day_end, mark_published
 from streams.jobs.report import PartitionRun
 from streams.owned_chunks import AllUsers, ChunkSource, DueUsers, Handler, OwnedChunks
 from streams.state_table import FEATURES_KEY, move_due, pack_int, repair_due, unpack_int, user_key
 
 if TYPE_CHECKING:
+    from features.profile import Profile
     from streams.pipeline.profile_pipeline import ProfilePipeline
 
-RETIRED_BYTES = len(encode(UserState(), 0))     # a state without data encodes to this size
-DueEntry = tuple["bytes | None", int, int]      # (due-index key or None, due day, user id)
+# (due-index key or None, due day, user id, the record if already read)
+DueEntry = tuple["bytes | None", int, int, "bytes | None"]
 
 
 class Revisits:
@@ -32,6 +39,7 @@ class Revisits:
         self.chunks = chunks
         self.engine = pipeline.rt.engine
         self.tz = pipeline.tz
+        self.time_windows = pipeline.cfg.behavior_preferences.time_windows
         self.fingerprint = feature_fingerprint(pipeline.cfg)
         # partitions whose due index was checked against the state headers since assignment
         self.index_checked: set[int] = set()
@@ -59,8 +67,9 @@ class Revisits:
         if run.stream_time < 0:
             return
 
-        async def due(db: Any, entries: list[DueEntry]) -> None:
-            await self.revisit(p, entries, run, "hourly")
+        async def due(db: Any, entries: list[tuple[bytes, int, int]]) -> None:
+            await self.revisit(p, db, [(key, day, uid, None) for key, day, uid in entries],
+                               run, "hourly")
         await self.walk(p, run, DueUsers(day_of(run.stream_time, self.tz)), due)
 
     async def daily(self, p: int, run: PartitionRun, full: bool) -> None:
@@ -72,20 +81,22 @@ class Revisits:
         run.full = full
 
         async def deep(db: Any, chunk: list[tuple[bytes, bytes]]) -> None:
+            if full:                        # every user: no header to look at first
+                await self.revisit(p, db, [(None, UNKNOWN_DUE, int(key), blob)
+                                           for key, blob in chunk], run, "daily")
+                return
             due_now: list[DueEntry] = []
             for key, blob in chunk:
                 h = read_header(blob)
                 uid = int(key)
-                # (data with no due day left: idle but not yet retired, a backstop)
-                dataless = len(blob) <= RETIRED_BYTES
-                if full or h.due_day == UNKNOWN_DUE or 0 <= h.due_day <= today or \
-                        (h.due_day == NEVER and not dataless):
-                    due_now.append((None, h.due_day, uid))
+                if h.due_day == UNKNOWN_DUE or 0 <= h.due_day <= today or \
+                        self._due_day_misses(blob, h, today):
+                    due_now.append((None, h.due_day, uid, blob))
                     continue
                 run.visited += 1
                 run.index_repaired += repair_due(db, uid, h.due_day)
             if due_now:
-                await self.revisit(p, due_now, run, "daily")
+                await self.revisit(p, db, due_now, run, "daily")
 
         if not await self.walk(p, run, AllUsers(), deep):
             return
@@ -95,53 +106,107 @@ class Revisits:
             await self.pl.flush_writes()
         await asyncio.to_thread(db.compact_range, None, None)
 
-    async def revisit(self, p: int, entries: list[DueEntry], run: PartitionRun,
+    def _due_day_misses(self, blob: bytes, h: Header, today: int) -> bool:
+        """A record whose due day does not cover what is due (the daily run's backstop): data
+        with no due day left (idle but not yet retired), or a v1/v2 record whose last day has
+        passed (written before due days counted the closing of that day; the revisit closes it
+        if it is open and rewrites the record as v3)."""
+        if blob[0] != columnar.FORMAT:
+            return h.T >= 0 and day_of(h.T, self.tz) < today
+        return h.due_day == NEVER and columnar.has_data(blob)
+
+    async def revisit(self, p: int, db: Any, entries: list[DueEntry], run: PartitionRun,
                       trigger: str) -> None:
-        """(Lock held.) Re-evaluate users at the partition's stream time; the due key of an
-        entry is deleted when it no longer matches the user's due day."""
-        states, engine, tz = self.pl.states, self.engine, self.tz
-        db = states.db(p)
-        todo = []
-        for key, day, uid in entries:
+        """(Lock held.) Re-evaluate users at the partition's stream time and close their last
+        day once stream time has passed it; the due key of an entry is deleted when it no
+        longer matches the user's due day."""
+        tz = self.tz
+        uids: list[int] = []
+        blobs: list[bytes] = []
+        states: list[ColumnarState] = []
+        for key, day, uid, blob in entries:
             run.visited += 1
-            blob = states.get(p, user_key(uid))
-            due = read_header(blob).due_day if blob is not None else None
-            if key is not None and due != day:
-                db.delete(key)              # left behind by an interrupted move
-                run.stale_index += 1
-                continue                    # (the user's own entry, if due, comes too)
+            if key is not None:             # an entry of the due index: the record is read
+                blob = db.get(user_key(uid))
+                if blob is None or read_header(blob).due_day != day:
+                    db.delete(key)          # left behind by an interrupted move
+                    run.stale_index += 1
+                    continue                # (the user's own entry, if due, comes too)
             if blob is None:
                 continue
-            state = decode(blob, tz, event_ids=False)
-            T = max(run.stream_time, state.T)
-            profile = engine.evaluate(uid, state, T)
-            run.evaluated += 1
-            changed = profile.digest() != state.published_digest
-            if changed:
-                await self.pl.publish(profile, state.version + 1, trigger)
-                run.published += 1
-            todo.append((uid, blob, state, T, profile if changed else None))
-        # The records are delivered before the states that say they were published: a crash in
-        # between re-sends the same version on the next run.
-        await self.pl.flush_publishes()
-        for uid, blob, state, T, profile in todo:
+            uids.append(uid)
+            blobs.append(blob)
+            states.append(columnar.decode(blob, tz))
+        if not uids:
+            return
+        as_of = [max(run.stream_time, s.T) for s in states]
+        closed = await self._close_days(uids, states, day_of(run.stream_time, tz), run)
+        profiles = columnar.changed_profiles(self.engine, uids, states, as_of)
+        run.evaluated += len(uids)
+        published = any(closed)
+        for s, profile in zip(states, profiles):
             if profile is not None:
-                mark_published(state, profile)
-            if is_idle(state, T, tz):
-                move_due(db, uid, state, NEVER)
-                states.set(p, user_key(uid), encode(retire(state), tz))
-                run.retired += 1
-                continue
-            move_due(db, uid, state, next_change_day(state, day_of(T, tz), engine.windows))
-            if blob[0] != FORMAT_VERSION:   # an older format: rewrite it whole
-                whole = decode(blob, tz)
-                whole.version, whole.published_digest = state.version, state.published_digest
-                whole.due_day, whole.published_as_of = state.due_day, state.published_as_of
-                states.set(p, user_key(uid), encode(whole, tz))
-            elif profile is not None:
-                states.set(p, user_key(uid), patch_header(blob, state))
-            else:
-                # only the due day moved: a local write is enough (if it is lost, the user
-                # is merely looked at again; nothing is published twice)
-                db.put(user_key(uid), patch_header(blob, state))
-        await self.pl.flush_writes()
+                await self.pl.publish(profile, s.version + 1, trigger)
+                run.published += 1
+                published = True
+        # The records are delivered before the states that say they were published: a crash in
+        # between re-sends the same records (profile version, closed day) on the next run.
+        if published:
+            await self.pl.flush_publishes()
+        dues = columnar.next_change_days(states, [day_of(t, tz) for t in as_of],
+                                         self.engine.windows, tz)
+        logged = False
+        for uid, blob, s, T, profile, was_closed, due in zip(uids, blobs, states, as_of,
+                                                             profiles, closed, dues):
+            logged |= self._write(p, db, uid, blob, s, T, profile, was_closed, due, run)
+        if logged:
+            await self.pl.flush_writes()
+
+    async def _close_days(self, uids: list[int], states: list[ColumnarState], today: int,
+                          run: PartitionRun) -> list[bool]:
+        """Publish the profile-aggregates record of each user's open day that stream time has
+        passed (as the stream does when a later event closes it: the day's metrics as of its
+        last second) and mark it closed in the state; per user, whether a day was closed."""
+        tz = self.tz
+        todo = [(i, d) for i, s in enumerate(states)
+                if (d := columnar.open_day(s, tz)) is not None and d < today]
+        out = [False] * len(states)
+        if not todo:
+            return out
+        metrics = columnar.metrics_many(self.engine, [states[i] for i, _ in todo],
+                                        [day_end(d, tz) for _, d in todo], self.time_windows)
+        for (i, d), m in zip(todo, metrics):
+            await self.pl.publish_aggregates(uids[i], d, m)
+            states[i].closed_day = d
+            out[i] = True
+        run.closed_days += len(todo)
+        return out
+
+    def _write(self, p: int, db: Any, uid: int, blob: bytes, s: ColumnarState, T: int,
+               profile: Profile | None, was_closed: bool, due: int, run: PartitionRun) -> bool:
+        """The user's record after a revisit: retired when idle; else its header patched (a
+        v1/v2 record rewritten whole as v3). Whatever was published goes to the changelog;
+        a due day that alone moved is a local write (if it is lost, the user is merely looked
+        at again: nothing is published twice); nothing changed, nothing written. Whether it
+        wrote to the changelog."""
+        states, key = self.pl.states, user_key(uid)
+        if profile is not None:
+            mark_published(s, profile)
+        if s.D and columnar.is_idle(s, T, self.tz):
+            move_due(db, uid, s, NEVER)
+            retired = columnar.retire(s)
+            retired.due_day = NEVER
+            states.set(p, key, columnar.encode(retired))
+            run.retired += 1
+            return True
+        moved = due != s.due_day
+        move_due(db, uid, s, due)
+        logged = profile is not None or was_closed
+        if not logged and not moved:
+            return False
+        record = patch_header(blob, s) if blob[0] == columnar.FORMAT else columnar.encode(s)
+        if logged:
+            states.set(p, key, record)
+        else:
+            db.put(key, record)
+        return logged

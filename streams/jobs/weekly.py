@@ -1,6 +1,7 @@
 """The weekly run: every user of a partition rebuilt from the event log with the stream's own
-`apply_events`, compared with the live state as of stream time; drift reported per feature
-and corrected (a changed profile published with `trigger: "weekly"`)."""
+`apply_events` (on the v3 layout, features.columnar), compared with the live state as of stream
+time; drift reported per feature and corrected (a changed profile published with
+`trigger: "weekly"`)."""
 from __future__ import annotations
 
 import asyncio
@@ -8,12 +9,11 @@ import time
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
-from features.drift import compare, empty_drift_counts
-from features.encoding import decode, encode
+from features import columnar
+from features.columnar import ColumnarState
+from features.drift import compare_columnar, empty_drift_counts
 from features.events import Event, Rejection, day_of
-from features.schedule import next_change_day
-from features.state import UserState
-from features.update import apply_events, mark_published
+from features.update import mark_published
 from streams.event_log import read_partition
 from streams.jobs.report import DriftReport, PartitionRun
 from streams.kafka_security import client_kwargs
@@ -41,7 +41,7 @@ class WeeklyRebuild:
         drift = run.drift = DriftReport(features=empty_drift_counts(self.engine), log_upto=upto)
         if upto < 0 or run.stream_time < 0:
             return
-        rebuilt: dict[int, UserState] = {}
+        rebuilt: dict[int, ColumnarState] = {}
         first = await self.rebuild(p, None, upto, rebuilt)
         drift.log_first_offset = first
         todo = set(rebuilt)
@@ -71,7 +71,8 @@ class WeeklyRebuild:
                                            trust_missing=True)
         drift.moved_on = len(moved)
 
-    async def rebuild(self, p: int, start: int | None, upto: int, states: dict[int, UserState],
+    async def rebuild(self, p: int, start: int | None, upto: int,
+                      states: dict[int, ColumnarState],
                       only: set[int] | None = None) -> int | None:
         """Apply the log's events start..upto of partition p to `states`, as the stream did;
         returns the first offset read (None: the log had nothing there)."""
@@ -93,13 +94,13 @@ class WeeklyRebuild:
             for uid, evs in by_user.items():
                 st = states.get(uid)
                 if st is None:
-                    st = states[uid] = UserState()
-                apply_events(self.rt, uid, st, evs, evaluate=False)
+                    st = states[uid] = ColumnarState.new()
+                columnar.apply_events(self.rt, uid, st, evs, evaluate=False)
             await asyncio.sleep(0)
         return first
 
-    async def compare(self, p: int, uids: list[int], rebuilt: dict[int, UserState], upto: int,
-                      run: PartitionRun, trust_missing: bool) -> set[int]:
+    async def compare(self, p: int, uids: list[int], rebuilt: dict[int, ColumnarState],
+                      upto: int, run: PartitionRun, trust_missing: bool) -> set[int]:
         """(Lock held.) Compare live with rebuilt for `uids`; correct what differs. Returns the
         users whose live state is past `upto` (compare them later)."""
         states, tz, drift = self.pl.states, self.tz, run.drift
@@ -107,25 +108,26 @@ class WeeklyRebuild:
         db = states.db(p)
         moved, fixes = set(), []
         for uid in uids:
-            blob = states.get(p, user_key(uid))
-            live = decode(blob, tz) if blob is not None else UserState()
+            blob = db.get(user_key(uid))
+            live = columnar.decode(blob, tz) if blob is not None else ColumnarState.new()
             if live.source_offset > upto:
                 moved.add(uid)
                 continue
-            target = rebuilt.get(uid, UserState())
+            target = rebuilt.get(uid) or ColumnarState.new()
             if uid not in rebuilt and not trust_missing:
                 continue                    # the log was truncated: nothing to say
             run.visited += 1
             drift.compared += 1
-            d = compare(self.engine, uid, live, target, run.stream_time)
+            d = compare_columnar(self.engine, uid, live, target, run.stream_time)
             if d is None:
                 continue
             drift.differs(d)
-            fixed = UserState(T=target.T, days=target.days, items=target.items,
-                              event_ids=target.event_ids,
-                              source_offset=max(target.source_offset, live.source_offset),
-                              version=live.version, published_digest=live.published_digest,
-                              due_day=live.due_day, published_as_of=live.published_as_of)
+            # the rebuilt data with the live bookkeeping (versions, what was published)
+            fixed = target.copy()
+            fixed.source_offset = max(target.source_offset, live.source_offset)
+            fixed.version, fixed.published_digest = live.version, live.published_digest
+            fixed.due_day, fixed.published_as_of = live.due_day, live.published_as_of
+            fixed.closed_day = live.closed_day
             profile = d.rebuilt_profile
             changed = profile.digest() != fixed.published_digest
             if changed:
@@ -137,8 +139,9 @@ class WeeklyRebuild:
             if profile is not None:
                 mark_published(fixed, profile)
             T = max(run.stream_time, fixed.T)
-            move_due(db, uid, fixed, next_change_day(fixed, day_of(T, tz), self.engine.windows))
-            states.set(p, user_key(uid), encode(fixed, tz))
+            move_due(db, uid, fixed, columnar.next_change_day(fixed, day_of(T, tz),
+                                                              self.engine.windows, tz))
+            states.set(p, user_key(uid), columnar.encode(fixed))
             drift.corrected += 1
         await self.pl.flush_writes()
         return moved

@@ -125,6 +125,11 @@ class ProfilePipeline:
         """Hand a profile record to the output producer now (delivered by flush_publishes)."""
         await self.publishing.publish(profile, version, trigger)
 
+    async def publish_aggregates(self, user_id: int, day: int, metrics: dict[int, Any]) -> None:
+        """Hand a closed day's profile-aggregates record to the output producer now (delivered
+        by flush_publishes)."""
+        await self.publishing.send(self.publishing.aggregates_record(user_id, day, metrics))
+
     async def flush_publishes(self) -> None:
         """Deliver the published records only (records before the states that say so)."""
         await self.outputs.deliver_records()
@@ -157,6 +162,10 @@ class ProfilePipeline:
 
     def profile(self, user_id: int, partitions: list[int]) -> dict[str, Any] | None:
         return self.reads.profile(user_id, partitions)
+
+    def profiles(self, user_ids: list[int], partitions: list[int]
+                 ) -> dict[int, dict[str, Any] | None]:
+        return self.reads.profiles(user_ids, partitions)
 
     def state_summary(self, user_id: int, partitions: list[int]) -> dict[str, Any] | None:
         return self.reads.state_summary(user_id, partitions)

@@ -1,10 +1,12 @@
-"""The pipeline's state as the query API reads it, from this worker's active partitions."""
+"""The pipeline's state as the query API reads it, from this worker's active partitions: the
+records decoded as v3 states (features.columnar) and the users of a request evaluated in one
+call."""
 from __future__ import annotations
 
 import time
 from typing import Any
 
-from features.encoding import decode
+from features import columnar
 from features.runtime import FeatureRuntime
 from streams.counters import EVENT_TRIGGER
 from streams.faust_compat.tables import PartitionedTable
@@ -31,16 +33,31 @@ class ProfileReads:
     def profile(self, user_id: int, partitions: list[int]) -> dict[str, Any] | None:
         """The user's current profile record from the given (active) partitions' state (None
         if not there: standby copies may lag)."""
-        blob = self.read_state(user_id, partitions)
-        if blob is None:
-            return None
-        state = decode(blob, self.tz, event_ids=False)
-        if state.empty:
-            return None
+        return self.profiles([user_id], partitions)[user_id]
+
+    def profiles(self, user_ids: list[int], partitions: list[int]
+                 ) -> dict[int, dict[str, Any] | None]:
+        """`profile` of each user, evaluated together."""
+        out: dict[int, dict[str, Any] | None] = dict.fromkeys(user_ids)
+        found, states = [], []
+        for uid in out:
+            blob = self.read_state(uid, partitions)
+            if blob is not None:
+                st = columnar.decode(blob, self.tz)
+                if not st.empty:
+                    found.append(uid)
+                    states.append(st)
+        if not found:
+            return out
         # the latest published record's view: as of the last publish when a scheduled run
         # published after the user's last event
-        p = self.rt.engine.evaluate(user_id, state, max(state.T, state.published_as_of))
-        return p.to_record(state.version, EVENT_TRIGGER, time.time())
+        profiles = columnar.evaluate_many(self.rt.engine, found, states,
+                                          [max(s.T, s.published_as_of) for s in states],
+                                          with_metrics=False)
+        now = time.time()
+        for uid, st, p in zip(found, states, profiles):
+            out[uid] = p.to_record(st.version, EVENT_TRIGGER, now)
+        return out
 
     def state_summary(self, user_id: int, partitions: list[int]) -> dict[str, Any] | None:
         """What the state holds, in numbers (events per day in the window, ids kept), read
@@ -48,8 +65,4 @@ class ProfileReads:
         blob = self.read_state(user_id, partitions)
         if blob is None:
             return None
-        st = decode(blob, self.tz)
-        return {"T": st.T, "source_offset": st.source_offset, "version": st.version,
-                "events": sum(b.total for b in st.days.values()),
-                "days": {str(d): b.total for d, b in sorted(st.days.items())},
-                "event_ids": len(st.event_ids)}
+        return columnar.state_summary(columnar.decode(blob, self.tz), self.tz)

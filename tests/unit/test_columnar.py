@@ -30,11 +30,14 @@ from features.columnar import (ColumnarState, apply_events, changed_profiles, de
 from features.columnar.evaluate import category_totals_many
 from features.columnar import update as capply
 from features.columnar import schedule as cschedule
-from features.columnar.layout import (HASH_BYTES, MAX_AGE, RUN_BYTES, S_AGE, S_CAT, S_CODES,
+from features.columnar.layout import (CLOSED_DAY_AT, HASH_BYTES, HEADER_SIZE, MAX_AGE,
+                                      RUN_BYTES, S_AGE, S_CAT, S_CODES,
                                       S_HASH, S_ITEM, S_NCAT, S_NID, S_NITEM, S_NRUN, S_RUN,
                                       W_ACT, W_CCOUNT, W_CKEY, W_DWELL_MS, W_ITEM, W_NCAT,
                                       W_NID, W_NITEM, W_NRUN, section_offsets)
 from features.config import parse_config
+from features.encoding import _CLOSED_AT
+from features.encoding import decode as decode_v2
 from features.encoding import encode as encode_v2
 from features.encoding import patch_header, read_header
 from features.events import Event, EventParser, day_of
@@ -311,18 +314,30 @@ def test_header_read_and_patched_in_place():
         capply.apply(s, Event(1, j, D0 + 999 * j, 1, None, f"e{j}"), (), rules)
     s.source_offset, s.version, s.published_digest, s.due_day = 5, 2, 77, 20_003
     s.published_as_of = s.T - 5
+    s.closed_day = 19_990
     blob = encode(s)
     h = read_header(blob)
     assert (h.T, h.source_offset, h.version, h.published_digest, h.due_day,
-            h.published_as_of) == (s.T, 5, 2, 77, 20_003, s.T - 5)
+            h.published_as_of, h.closed_day) == (s.T, 5, 2, 77, 20_003, s.T - 5, 19_990)
     later = decode(blob, 0)
     later.version, later.published_digest, later.due_day, later.published_as_of = \
         3, 2 ** 62 - 1, -1, s.T
+    later.closed_day = day_of(s.T, 0)
     patched = patch_header(blob, later)
-    assert patched[79:] == blob[79:]
+    assert patched[HEADER_SIZE:] == blob[HEADER_SIZE:]
+    assert _CLOSED_AT == CLOSED_DAY_AT          # features.encoding patches the same bytes
+    assert patched[CLOSED_DAY_AT:CLOSED_DAY_AT + 4] == day_of(s.T, 0).to_bytes(4, "little")
     back = decode(patched, 0)
-    assert (back.version, back.published_digest, back.due_day, back.published_as_of) == \
-        (3, 2 ** 62 - 1, -1, s.T)
+    assert (back.version, back.published_digest, back.due_day, back.published_as_of,
+            back.closed_day) == (3, 2 ** 62 - 1, -1, s.T, day_of(s.T, 0))
+    assert read_header(patched).closed_day == day_of(s.T, 0)
+    # a v2 record cannot say that day(T) is closed: such a state is written as v3
+    ref = to_reference(back, 0)
+    assert encode_v2(ref, 0)[0] == 3 and decode_v2(encode_v2(ref, 0), 0) == ref
+    ref.closed_day = day_of(s.T, 0) - 1            # day(T) open: v2, read as NO_CLOSED_DAY
+    assert encode_v2(ref, 0)[0] == 2
+    assert decode_v2(encode_v2(ref, 0), 0).closed_day == -1
+    assert read_header(encode_v2(ref, 0)).closed_day == -1
     assert to_reference(back, 0).days == to_reference(s, 0).days
 
 
@@ -531,6 +546,11 @@ def test_apply_events_and_finish_equal_update_apply_events(data):
             batch_r.append(apply_events_ref(rt, u, refs[u], pairs))
             batch_c.append(apply_events(rt, u, cols[u], pairs))
         finish(engine, batch_c, cfg.behavior_preferences.time_windows)
+        for u in range(users):
+            # a scheduled run closed the user's last day (stream time passed it): the next
+            # event of a later day must not publish that day again
+            if data.draw(st.integers(0, 3)) == 0 and refs[u].days:
+                refs[u].closed_day = cols[u].closed_day = day_of(refs[u].T, engine.tz)
         for r, c in zip(batch_r, batch_c):
             assert (c.applied, c.duplicates, c.redelivered, c.too_late, c.touched) == \
                 (r.applied, r.duplicates, r.redelivered, r.too_late, r.touched)
@@ -568,12 +588,16 @@ def test_schedule_helpers_equal_reference(data):
     refs = [build(world, data.draw(event_lists(world))) for _ in range(data.draw(
         st.integers(1, 4)))]
     cols = [from_reference(r, tz) for r in refs]
+    for r in refs:          # the last day open, closed by a run, or an earlier day closed
+        r.closed_day = day_of(max(r.T, 0), tz) - data.draw(st.sampled_from([0, 1, 3, 40]))
+    cols = [from_reference(r, tz) for r in refs]
     eval_days = [day_of(max(r.T, 0), tz) + data.draw(st.sampled_from([0, 1, 6, 7, 29, 31]))
                  for r in refs]
     want = [schedule.next_change_day(r, d, engine.windows) for r, d in zip(refs, eval_days)]
     assert cschedule.next_change_days(cols, eval_days, engine.windows, tz) == want
     assert [cschedule.next_change_day(c, d, engine.windows, tz)
             for c, d in zip(cols, eval_days)] == want
+    assert [cschedule.open_day(c, tz) for c in cols] == [schedule.open_day(r) for r in refs]
     for r, c, d in zip(refs, cols, eval_days):
         as_of = d * DAY + 5 - tz
         assert cschedule.is_idle(c, as_of, tz) == schedule.is_idle(r, as_of, tz)
