@@ -343,7 +343,7 @@ def _steady_run(name: str, base: dict, workdir: Path, events: Path, rate: float,
             proc.kill()
 
 
-STREAM_ROWS = ("bench", "sparse", "latency", "batch", "offline")   # what `only` can pick from
+STREAM_ROWS = ("bench", "sparse", "producers", "latency", "batch", "offline")   # row groups
 
 
 def run_bench(workdir: Path, users: int, days: int, say: Callable[[str], None] = print,
@@ -353,7 +353,8 @@ def run_bench(workdir: Path, users: int, days: int, say: Callable[[str], None] =
               sparse_users: int = SPARSE_USERS, rows: tuple[str, ...] = STREAM_ROWS) -> str:
     """Every row of `make bench`, or those of the groups in `rows`: "bench" (throughput on the
     bench sample), "sparse" (throughput on the sparse sample), "latency" (the steady runs),
-    "batch" (the batch path and the state sizes), "offline" (the offline engines)."""
+    "producers" (CPU per record of the output producers), "batch" (the batch path and the state
+    sizes), "offline" (the offline engines)."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = embedded.free_port()
     base = {"kafka": {"broker": f"kafka://127.0.0.1:{port}", "partitions": 8},
@@ -370,7 +371,8 @@ def run_bench(workdir: Path, users: int, days: int, say: Callable[[str], None] =
     results: list[Result] = []
     sparse: SparseRows | None = None
     steady: list[Steady] = []
-    if {"bench", "sparse", "latency"} & set(rows):
+    producers: list[str] = []
+    if {"bench", "sparse", "producers", "latency"} & set(rows):
         embedded.start(cfg.run_dir, port)
         try:
             load_items(cfg, items, progress=None)
@@ -379,6 +381,8 @@ def run_bench(workdir: Path, users: int, days: int, say: Callable[[str], None] =
                                              tuned_batch, say)
             if "sparse" in rows:
                 sparse = run_sparse_rows(base, workdir, sparse_users, days, say)
+            if "producers" in rows:
+                producers = run_producer_rows(cfg, say)
             if "latency" in rows:
                 broker_pid = embedded.status(cfg.run_dir).pid
                 steady = [_steady_run(name, base, workdir, events, rate, secs, broker_pid, say)
@@ -390,6 +394,8 @@ def run_bench(workdir: Path, users: int, days: int, say: Callable[[str], None] =
         finally:
             embedded.stop(cfg.run_dir)
     out = _report(results, sparse, steady, total, users, days, batch)
+    if producers:
+        out += "\n" + "\n".join(producers) + "\n"
     if "batch" in rows:
         out += "\n" + _batch_rows(cfg, items, events, workdir)
     if "offline" in rows:
@@ -776,3 +782,107 @@ def run_sparse_rows(base: dict, workdir: Path, users: int, days: int,
     say(f"  sparse {results[-1].name}: {results[-1].rate:,.0f}/s")
     return SparseRows(users, days, total, info["distinct_mean"], info["distinct_min"],
                       info["time_order_distinct_mean"], results)
+
+
+# ---------------------------------------------------------------- the output producers
+
+PRODUCER_RECORDS = 50_000       # per topic kind and client
+PRODUCER_COMMIT = 1_000         # records handed over per flush (as a commit does)
+
+
+def _output_records(cfg: ProfileConfig, n: int) -> dict[str, list]:
+    """n records of each kind the output producer writes, as the workers make them."""
+    from features.profile import Profile
+    from streams.counters import WorkerCounts
+    from streams.pipeline.publishing import Publishing
+    pub = Publishing(cfg.kafka.topics, None, WorkerCounts(), 0)     # type: ignore[arg-type]
+    windows = {W: {"actions": 31, "active_days": 9, "actions_per_active_day": 3.44,
+                   "unique_items": 27, "unique_item_ratio": 0.871, "avg_dwell_time": 41.2,
+                   "sessions": 12, "avg_session_duration": 311.5, "rate_exposure": 0.71,
+                   "rate_click": 0.26, "rate_conversion": 0.03} for W in (1, 7, 30)}
+
+    class Msg:
+        topic, partition, key = cfg.kafka.topics.user_events, 3, b"123456"
+        value = b'{"user_id": 123456, "item_id": 5, "timestamp": 99999999999999, ' \
+                b'"action_type": 1, "event_id": "u123456-17"}'
+
+    msg = Msg()
+    out: dict[str, list] = {"profile-updates": [], "profile-aggregates": [], "dead letters": []}
+    for i in range(n):
+        uid = 100000 + i
+        p = Profile(uid, 1764500000 + i, {"106": [1060000002, 1060000001], "107": [1070000001],
+                                          "108": [1080000002], "110": [1100000001]},
+                    ["technology", "entertainment"], ["click_frequency"], 2, 1, 0.6321, {})
+        out["profile-updates"].append(pub.profile_record(p, 17, "event"))
+        out["profile-aggregates"].append(pub.aggregates_record(uid, 20420, windows))
+        msg.offset = i      # type: ignore[attr-defined]
+        out["dead letters"].append(pub.dead_letter_record("future_timestamp", "in the future",
+                                                          msg))
+    return out
+
+
+def _producer_topic(kind: str, client: str) -> str:
+    return f"bench-out-{kind.replace(' ', '-')}-{client}"
+
+
+async def _producer_cpu(publisher, records: list, topic: str) -> float:
+    """CPU seconds of this process (all its threads: librdkafka sends on threads of its own)
+    to hand `records` to `publisher` and deliver them, PRODUCER_COMMIT at a time."""
+    import dataclasses
+    records = [dataclasses.replace(r, topic=topic) for r in records]
+    await publisher.send_many(records[:10])     # connected and warm
+    await publisher.flush()
+    t0 = time.process_time()
+    for k in range(0, len(records), PRODUCER_COMMIT):
+        await publisher.send_many(records[k:k + PRODUCER_COMMIT])
+        await publisher.flush()
+    return time.process_time() - t0
+
+
+def run_producer_rows(cfg: ProfileConfig, say: Callable[[str], None],
+                      n: int = PRODUCER_RECORDS, repeat: int = 3) -> list[str]:
+    """CPU µs per record delivered, aiokafka against librdkafka (streams.publisher), for each
+    kind of record the output producer writes; best of `repeat` (the machine is shared)."""
+    from streams.kafka_security import client_kwargs, librdkafka_settings
+    from streams.publisher import AiokafkaPublisher, LibrdkafkaPublisher
+    kinds = _output_records(cfg, n)
+    topics = [_producer_topic(kind, client) for kind in kinds
+              for client in ("aiokafka", "librdkafka")]
+    sizes = {k: sum(len(r.value) for r in v) / len(v) for k, v in kinds.items()}
+    best: dict[tuple[str, str], float] = {}
+
+    async def measure() -> None:
+        from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+        admin = AIOKafkaAdminClient(bootstrap_servers=cfg.kafka.bootstrap_servers,
+                                    **client_kwargs(cfg))
+        await admin.start()
+        try:
+            existing = set(await admin.list_topics())
+            await admin.create_topics([NewTopic(t, cfg.kafka.partitions, 1) for t in topics
+                                       if t not in existing])
+        finally:
+            await admin.close()
+        for attempt in range(repeat):
+            for client in ("aiokafka", "librdkafka"):
+                pub = AiokafkaPublisher(cfg.kafka.bootstrap_servers, client_kwargs(cfg)) \
+                    if client == "aiokafka" else \
+                    LibrdkafkaPublisher(cfg.kafka.bootstrap_servers, librdkafka_settings(cfg))
+                try:
+                    for kind, records in kinds.items():
+                        secs = await _producer_cpu(pub, records, _producer_topic(kind, client))
+                        key = (kind, client)
+                        best[key] = min(best.get(key, float("inf")), secs / n * 1e6)
+                finally:
+                    await pub.stop()
+    say(f"output producers: {n:,} records of each kind per client, best of {repeat}")
+    asyncio.run(measure())
+    lines = [f"Output producers (`streams/publisher.py`): CPU µs per record of this process (all "
+             f"threads) to hand {n:,} records to the producer {PRODUCER_COMMIT:,} at a time and "
+             f"deliver them (flush), best of {repeat}; the same broker, topics of their own.", "",
+             "| records | bytes | aiokafka µs | librdkafka µs | ratio |",
+             "|---|---:|---:|---:|---:|"]
+    for kind in kinds:
+        a, r = best[(kind, "aiokafka")], best[(kind, "librdkafka")]
+        lines.append(f"| {kind} | {sizes[kind]:,.0f} | {a:.1f} | {r:.1f} | {a / r:.1f}× |")
+        say(f"  {kind}: aiokafka {a:.1f} µs, librdkafka {r:.1f} µs per record")
+    return lines

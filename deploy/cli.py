@@ -684,7 +684,7 @@ def backup_restore(ctx: click.Context, name: str | None, instance_id: int) -> No
 FINDINGS_HEADING = "## Where the time goes"
 # `profiles bench --only X`: the row groups of deploy.bench.run_bench it runs
 BENCH_GROUPS = {"offline": ("offline",), "stream": ("bench", "sparse"), "bench": ("bench",),
-                "sparse": ("sparse",), "latency": ("latency",)}
+                "sparse": ("sparse",), "producers": ("producers",), "latency": ("latency",)}
 
 
 @cli.command()
@@ -711,7 +711,8 @@ BENCH_GROUPS = {"offline": ("offline",), "stream": ("bench", "sparse"), "bench":
 @click.option("--only", type=click.Choice(list(BENCH_GROUPS)), default=None,
               help="Run some rows alone: offline (batch and training-set on every engine; "
                    "replaces that section of OUT), stream (throughput on the bench and the "
-                   "sparse sample), bench, sparse, latency (the steady runs). A partial stream "
+                   "sparse sample), bench, sparse, producers (CPU per record of the output "
+                   "producers), latency (the steady runs). A partial stream "
                    "run prints its table and writes it to WORKDIR/partial.md, not OUT.")
 def bench(users: int, days: int, workdir: str, out: str, tuned_batch: int, latency_rate: float,
           latency_seconds: float, soak_rate: float, soak_seconds: float,

@@ -281,6 +281,9 @@ class KafkaConfig(Section):
     # The producers' key partitioner (features.partitioners): the query API routes a user to
     # the worker of the partition it gives, and the workers count events it does not explain.
     partitioner: Literal["murmur2", "crc32", "fnv1a"] = "murmur2"
+    # the client that writes profile-updates, profile-aggregates, the DLQ and alerts
+    # (streams.publisher; the table changelog is always Faust's)
+    output_client: Literal["librdkafka", "aiokafka"] = "librdkafka"
 
     @field_validator("partitioner", mode="before")
     @classmethod

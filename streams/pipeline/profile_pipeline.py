@@ -44,7 +44,7 @@ from streams.pipeline.outputs import ProducerOutputs
 from streams.pipeline.publishing import Publishing, PublishObserver
 from streams.pipeline.reads import ProfileReads
 from streams.pipeline.topology import declare
-from streams.publisher import Publisher
+from streams.publisher import open_publisher
 from streams.state_cache import StateCache
 from streams.state_table import PartitionClock
 from streams.strategy import load_strategy
@@ -66,7 +66,7 @@ class ProfilePipeline:
         kafka_kwargs = client_kwargs(cfg)
         self.items = ItemFeed(self.rt.catalog, cfg.kafka.bootstrap_servers, t.item_features,
                               kafka_kwargs)
-        self.publisher = Publisher(cfg.kafka.bootstrap_servers, kafka_kwargs)
+        self.publisher = open_publisher(cfg)
         app.on_before_shutdown.connect(self._stop_publisher)
         self.publishing = Publishing(t, self.publisher, self.counts, self.tz)
         # events off the partition kafka.partitioner gives for their key (features.partitioners)

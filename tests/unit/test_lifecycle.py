@@ -20,7 +20,7 @@ from streams.pipeline.fencing import Fence
 from streams.pipeline.lifecycle import BatchLifecycle
 from streams.pipeline.outbox import Outbox, Publication, Record
 from streams.pipeline.publishing import Publishing
-from streams.publisher import Publisher
+from streams.publisher import AiokafkaPublisher
 from streams.state_cache import StateCache
 from streams.state_table import PARTITION_KEY, PartitionClock, due_key, user_key
 from streams.strategy import PublishEveryChange
@@ -308,7 +308,7 @@ def test_the_compute_step_stages_every_output_and_writes_nothing(tmp_path):
     rt = FeatureRuntime.from_config(cfg)
     table, counts = Table(), WorkerCounts()
     clocks = PartitionClocks(table)
-    publishing = Publishing(cfg.kafka.topics, Publisher("unused:9092"), counts, rt.engine.tz)
+    publishing = Publishing(cfg.kafka.topics, AiokafkaPublisher("unused:9092"), counts, rt.engine.tz)
     update = BatchUpdate(rt, table, StateCache(10), clocks, publishing, PublishEveryChange(),
                          PartitionCheck("murmur2", cfg.kafka.partitions), counts)
 
