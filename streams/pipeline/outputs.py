@@ -1,4 +1,4 @@
-"""Where a micro-batch's outbox goes: records to the output producer (streams.publisher), state
+"""Where a checkpoint's outbox goes: records to the output producer (streams.publisher), state
 writes to the table and its changelog (Faust's producer), local writes to the partitions'
 RocksDB; and delivering all of it before the batch's events are acked."""
 from __future__ import annotations
