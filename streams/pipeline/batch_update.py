@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
 from typing import Any, Protocol
 
 from features import columnar
@@ -31,7 +30,7 @@ from streams.pipeline.outbox import Outbox, StateWrite
 from streams.pipeline.publishing import Publishing
 from streams.state_cache import DirtyUser, StateCache
 from streams.state_table import PartitionClock, move_due, user_key
-from streams.strategy import UpdateStrategy
+from streams.strategy import PublishEveryChange, UpdateStrategy
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +56,8 @@ class BatchUpdate:
         self.partition_check = partition_check
         self.counts = counts
         self.time_windows = tuple(rt.cfg.behavior_preferences.time_windows)
+        # the default strategy reads no events: none are kept for it
+        self.keep_events = type(strategy) is not PublishEveryChange
 
     @property
     def dirty_count(self) -> int:
@@ -71,32 +72,36 @@ class BatchUpdate:
 
     def compute(self, messages: list[Any], outbox: Outbox) -> None:
         now = time.time()
-        by_user: dict[int, UserItems] = defaultdict(list)
-        last: dict[int, tuple[int, int]] = {}   # partition -> (max event ts, last offset)
+        by_user: dict[int, UserItems] = {}
+        max_ts: dict[int, int] = {}     # partition -> largest event timestamp in the batch
         parse = self.rt.parser.parse_message
-        publishing = self.publishing
         self.counts.events_in += len(messages)
         for msg in messages:
-            ts, _ = last.get(msg.partition, (-1, 0))
-            last[msg.partition] = (ts, msg.offset)
-            if msg.value is None:
-                parsed = Rejection("malformed_json", "empty message (no value)")
-            else:
-                parsed = parse(msg.value, msg.key, now)
+            value = msg.value
+            parsed = parse(value, msg.key, now) if value is not None else \
+                Rejection("malformed_json", "empty message (no value)")
             if type(parsed) is Rejection:
                 outbox.records.append(
-                    publishing.dead_letter_record(parsed.reason, parsed.message, msg))
+                    self.publishing.dead_letter_record(parsed.reason, parsed.message, msg))
                 continue
-            by_user[parsed.user_id].append((msg.offset, parsed, msg))
-            if parsed.ts > ts:
-                last[msg.partition] = (parsed.ts, msg.offset)
+            items = by_user.get(parsed.user_id)
+            if items is None:
+                by_user[parsed.user_id] = [(msg.offset, parsed, msg)]
+            else:
+                items.append((msg.offset, parsed, msg))
+            p = msg.partition
+            if parsed.ts > max_ts.get(p, -1):
+                max_ts[p] = parsed.ts
         for user_id, items in by_user.items():
             self._check_partitions(items[0][2].key, items)
             self._advance_user(outbox, user_id, items)
-        for partition, (ts, offset) in last.items():
+        last_offset = {msg.partition: msg.offset for msg in messages}   # in offset order
+        clocks = outbox.clocks
+        for partition, offset in last_offset.items():
             # the checkpoint's clock so far, else the stored one
-            before = outbox.clocks.get(partition) or self.clocks.get(partition)
-            outbox.clocks[partition] = PartitionClock(max(ts, before.stream_time), offset)
+            before = clocks.get(partition) or self.clocks.get(partition)
+            clocks[partition] = PartitionClock(
+                max(max_ts.get(partition, -1), before.stream_time), offset)
 
     def _check_partitions(self, key: bytes, items: UserItems) -> None:
         """Count the user's events that arrived off the partition kafka.partitioner gives for
@@ -143,7 +148,8 @@ class BatchUpdate:
         acc.duplicates += up.duplicates
         acc.redelivered += up.redelivered
         acc.closing.extend(up.closing)
-        dirty.events.extend(e for _, e, _ in items)
+        if self.keep_events:
+            dirty.events.extend(e for _, e, _ in items)
         if up.too_late:
             by_offset = {off: msg for off, _, msg in items}
             publishing = self.publishing
