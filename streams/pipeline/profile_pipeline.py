@@ -98,6 +98,9 @@ class ProfilePipeline:
         # Scheduled jobs and the agent change the same states: one of them at a time. Taken by
         # anyone but the agent, it commits the agent's open checkpoint first.
         self.lock = self.lifecycle.others_lock
+        # Readers that write nothing (the quality scan) need no commit: the table holds the
+        # states of the last one, never half a commit.
+        self.read_lock = self.lifecycle.lock
         self.reads = ProfileReads(self.rt, self.states)
         if rtu.update_interval > 0:
             log.warning("real_time_update.update_interval=%s: holding back publishes is not "
