@@ -683,6 +683,9 @@ def backup_restore(ctx: click.Context, name: str | None, instance_id: int) -> No
 
 
 FINDINGS_HEADING = "## Where the time goes"
+# `profiles bench --only X`: the row groups of deploy.bench.run_bench it runs
+BENCH_GROUPS = {"offline": ("offline",), "stream": ("bench", "sparse"), "bench": ("bench",),
+                "sparse": ("sparse",), "producers": ("producers",), "latency": ("latency",)}
 
 
 @cli.command()
@@ -702,15 +705,23 @@ FINDINGS_HEADING = "## Where the time goes"
               help="Events/s offered in the soak run (RSS over time).")
 @click.option("--soak-seconds", type=click.FloatRange(0), default=600, show_default=True,
               help="Length of the soak run (0: skip it).")
-@click.option("--only", type=click.Choice(["offline"]), default=None,
-              help="Run one section alone (offline: batch and training-set on every engine) "
-                   "and replace that section of OUT.")
+@click.option("--high-latency-rate", type=click.FloatRange(1), default=20000,
+              show_default=True, help="Events/s offered in the second latency run.")
+@click.option("--sparse-users", type=click.IntRange(100), default=5000, show_default=True,
+              help="Users of the sparse sample (each batch mostly distinct users).")
+@click.option("--only", type=click.Choice(list(BENCH_GROUPS)), default=None,
+              help="Run some rows alone: offline (batch and training-set on every engine; "
+                   "replaces that section of OUT), stream (throughput on the bench and the "
+                   "sparse sample), bench, sparse, producers (CPU per record of the output "
+                   "producers), latency (the steady runs). A partial stream "
+                   "run prints its table and writes it to WORKDIR/partial.md, not OUT.")
 def bench(users: int, days: int, workdir: str, out: str, tuned_batch: int, latency_rate: float,
           latency_seconds: float, soak_rate: float, soak_seconds: float,
-          only: str | None) -> None:
+          high_latency_rate: float, sparse_users: int, only: str | None) -> None:
     """Side-by-side on one embedded broker: our pipeline (1 and 2 workers, and 1 with a larger
-    batch), naive Faust, the read ceiling, the batch path; then latency at a steady rate and RSS
-    over a soak run; then the offline engines. Prints the table and writes OUT."""
+    batch), naive Faust, the read ceiling, on the bench sample and (one worker) on a sparse
+    sample; the batch path; then latency at two steady rates and RSS over a soak run; then the
+    offline engines. Prints the table and writes OUT."""
     import shutil
     if only == "offline":
         from deploy.bench import run_offline_only
@@ -725,7 +736,15 @@ def bench(users: int, days: int, workdir: str, out: str, tuned_batch: int, laten
     shutil.rmtree(workdir, ignore_errors=True)
     table = run_bench(Path(workdir), users, days, say=_say, tuned_batch=tuned_batch,
                       latency_rate=latency_rate, latency_seconds=latency_seconds,
-                      soak_rate=soak_rate, soak_seconds=soak_seconds)
+                      soak_rate=soak_rate, soak_seconds=soak_seconds,
+                      high_latency_rate=high_latency_rate, sparse_users=sparse_users,
+                      **({"rows": BENCH_GROUPS[only]} if only else {}))
+    if only:
+        partial = Path(workdir) / "partial.md"
+        partial.write_text(table)
+        click.echo("\n" + table)
+        click.echo(f"written to {partial} (a partial run: {out} is left as it is)")
+        return
     findings = ""    # the hand-written profile findings below the table stay
     if Path(out).exists():
         previous = Path(out).read_text()

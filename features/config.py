@@ -281,6 +281,9 @@ class KafkaConfig(Section):
     # The producers' key partitioner (features.partitioners): the query API routes a user to
     # the worker of the partition it gives, and the workers count events it does not explain.
     partitioner: Literal["murmur2", "crc32", "fnv1a"] = "murmur2"
+    # the client that writes profile-updates, profile-aggregates, the DLQ and alerts
+    # (streams.publisher; the table changelog is always Faust's)
+    output_client: Literal["librdkafka", "aiokafka"] = "librdkafka"
 
     @field_validator("partitioner", mode="before")
     @classmethod
@@ -337,6 +340,11 @@ class RealTimeUpdateConfig(Section):
     update_interval: float = Field(0, ge=0)   # seconds one user's publishes are held back
     batch_size: int = Field(1000, ge=1)
     queue_size: int = Field(10000, ge=1)
+    # the write-back state path (docs/STREAMING.md): a user's state, profile and closed days are
+    # written and published once per commit; a commit comes when the worker has caught up, or
+    # after this many seconds of backlog (0: after every batch), or at this many dirty users
+    commit_interval: float = Field(1.0, ge=0, le=60)
+    max_dirty_users: int = Field(20000, ge=1)
     strategy: str = Field("streams.strategy:PublishEveryChange", pattern=r"^[\w.]+:[\w]+$")
 
 

@@ -77,6 +77,7 @@ def add_routes(worker: WorkerContext) -> None:
                          "items_ready": pipeline.items.ready.is_set(),
                          "state_cache": {"entries": len(pipeline.cache),
                                          "capacity": pipeline.cache.capacity,
+                                         "dirty": pipeline.cache.dirty_count,
                                          "hits": pipeline.cache.hits,
                                          "misses": pipeline.cache.misses},
                          # records fetched across a seek, dropped and fetched again

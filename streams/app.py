@@ -16,6 +16,9 @@ from streams.faust_compat import table_recovery
 from streams.faust_compat.consumer import ConsumerHooks, install
 from streams.kafka_security import client_kwargs
 
+CHANGELOG_LINGER = 0.005               # seconds
+CHANGELOG_BATCH_BYTES = 512 * 1024     # Faust's max request (1 MB) holds two
+
 
 @dataclass(frozen=True)
 class Instance:
@@ -63,6 +66,11 @@ def create_app(cfg: ProfileConfig, inst: Instance, *,
         topic_partitions=cfg.kafka.partitions,
         topic_replication_factor=cfg.kafka.replication,
         consumer_auto_offset_reset="earliest",
+        # The table changelog: a commit writes each dirty user's state at once, so batch them
+        # into few large produce requests (Faust's default, 16 KiB batches sent at once, made a
+        # socket write per few records: 10% of the worker's GIL time on the sparse sample).
+        producer_linger=CHANGELOG_LINGER,
+        producer_max_batch_size=CHANGELOG_BATCH_BYTES,
         # local state ahead of its changelog is dropped and rebuilt (faust_compat.table_recovery)
         TableManager=table_recovery.HealingTableManager,
         **compat.faust_settings(cfg.compat),

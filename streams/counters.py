@@ -17,8 +17,10 @@ class WorkerCounts:
     partition_mismatch: int = 0         # events off the partition kafka.partitioner gives
     partition_unexplained: int = 0      # ... and off every known partitioner's
     rebalance_dropped_batches: int = 0  # batches taken before a rebalance: nothing emitted
-    fenced_batches: int = 0             # batches of a worker the group had evicted
+    fenced_batches: int = 0             # checkpoints of a worker the group had evicted
     fenced_events: int = 0
+    commits: int = 0                    # checkpoints committed (write-back flushes)
+    state_writes: int = 0               # user states written (once per user per commit)
     queries_found_off_owner: int = 0    # query answers found on a worker the key does not route to
     query_errors: int = 0               # workers that could not be asked
     dead_letters: Counter[str] = field(default_factory=Counter)     # by reason

@@ -80,7 +80,7 @@ class WorkerMonitor:
         self.app = pipeline.app
         self.cfg = pipeline.cfg.monitoring
         self.instance = instance_id
-        self.chunks = OwnedChunks(pipeline.group, pipeline.states, pipeline.lock)
+        self.chunks = OwnedChunks(pipeline.group, pipeline.states, pipeline.read_lock)
         self.registry = CollectorRegistry(auto_describe=True)
         ProcessCollector(registry=self.registry)      # process_resident_memory_bytes, CPU
         self.registry.register(_Collector(self))

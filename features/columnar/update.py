@@ -545,11 +545,16 @@ def _widen_cats(s: ColumnarState, wk: int, wc: int) -> None:
     s.reset_offsets()
 
 
+# _AGES_PLUS[k] maps each age byte a to a + k (bytes.translate: no Python loop per day)
+_AGES_PLUS = [bytes(min(a + k, 255) for a in range(256)) for k in range(MAX_AGE + 1)]
+
+
 def _move_days(s: ColumnarState, k: int) -> None:
     """day(T) moves k > 0 days on: every age grows by k, and the days that leave the 30-day
     window (a prefix of the rows) are cut from every array (features.state.prune)."""
     buf = s.writable()
-    ages = s.ages()
+    oa = s.off[S_AGE]
+    ages = buf[oa:oa + s.D]
     p = 0
     while p < s.D and ages[p] + k > MAX_AGE:
         p += 1
@@ -572,5 +577,6 @@ def _move_days(s: ColumnarState, k: int) -> None:
         s.I -= cut[S_NITEM]
         s.E -= cut[S_NID]
         s.reset_offsets()
-    oa = s.off[S_AGE]
-    buf[oa:oa + s.D] = bytes(a + k for a in ages[p:])
+    if s.D:                 # every age left is <= MAX_AGE - k: k < MAX_AGE
+        oa = s.off[S_AGE]
+        buf[oa:oa + s.D] = ages[p:].translate(_AGES_PLUS[k])

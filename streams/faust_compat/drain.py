@@ -133,11 +133,11 @@ async def drain_into_feed(self: ProfilesConsumer, fetcher: Any, feed: RawFeed) -
 
 
 class UpstreamChanged(AssertionError):
-    """The installed Faust's drain loop is not the one our copy was taken from."""
+    """An installed Faust function is not the one our copy was taken from."""
 
 
-def installed_source() -> str:
-    return inspect.getsource(FaustConsumer._drain_messages)
+def installed_source(fn: Any = None) -> str:
+    return inspect.getsource(FaustConsumer._drain_messages if fn is None else fn)
 
 
 def stored_source(path: Path = UPSTREAM_COPY) -> str:
@@ -148,20 +148,26 @@ def stored_source(path: Path = UPSTREAM_COPY) -> str:
     return "".join(lines)
 
 
-def check_upstream(stored: str | None = None, installed: str | None = None) -> None:
-    """Raise UpstreamChanged, with a diff, when the installed faust-streaming's
-    `Consumer._drain_messages` differs from the stored original."""
-    stored = stored_source() if stored is None else stored
-    installed = installed_source() if installed is None else installed
+def check_original(path: Path, fn: Any, copy: str, stored: str | None = None,
+                   installed: str | None = None) -> None:
+    """Raise UpstreamChanged, with a diff, when the installed faust-streaming's `fn` differs
+    from the original stored at `path`, which `copy` (where our copy lives) was taken from."""
+    stored = stored_source(path) if stored is None else stored
+    installed = installed_source(fn) if installed is None else installed
     if stored == installed:
         return
     import faust
     diff = "".join(difflib.unified_diff(
         stored.splitlines(keepends=True), installed.splitlines(keepends=True),
-        f"stored original ({UPSTREAM_COPY.name})",
-        f"installed faust-streaming {faust.__version__}"))
+        f"stored original ({path.name})", f"installed faust-streaming {faust.__version__}"))
     raise UpstreamChanged(
-        "faust-streaming's Consumer._drain_messages is not the one streams/faust_compat/drain.py "
-        "was copied from: carry the change over into drain_into_feed (or confirm it does not "
-        "apply), then store the new original in streams/faust_compat/upstream/"
-        f"{UPSTREAM_COPY.name}.\n{diff}")
+        f"faust-streaming's {fn.__qualname__} is not the one {copy} was copied from: carry the "
+        "change over (or confirm it does not apply), then store the new original in "
+        f"streams/faust_compat/upstream/{path.name}.\n{diff}")
+
+
+def check_upstream(stored: str | None = None, installed: str | None = None) -> None:
+    """Raise UpstreamChanged, with a diff, when the installed faust-streaming's
+    `Consumer._drain_messages` differs from the stored original."""
+    check_original(UPSTREAM_COPY, FaustConsumer._drain_messages,
+                   "streams/faust_compat/drain.py (drain_into_feed)", stored, installed)

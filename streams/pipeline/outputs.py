@@ -1,4 +1,4 @@
-"""Where a micro-batch's outbox goes: records to the output producer (streams.publisher), state
+"""Where a checkpoint's outbox goes: records to the output producer (streams.publisher), state
 writes to the table and its changelog (Faust's producer), local writes to the partitions'
 RocksDB; and delivering all of it before the batch's events are acked."""
 from __future__ import annotations
@@ -25,8 +25,7 @@ class ProducerOutputs:
 
     async def emit(self, outbox: Outbox) -> None:
         """Hand the outbox to the producers and write it to the table (not yet delivered)."""
-        for r in outbox.records:
-            await self.publisher.send(r.topic, r.key, r.value)
+        await self.publisher.send_many(outbox.records)
         states = self.states
         for w in outbox.state_writes:
             states.set(w.partition, w.key, w.value)

@@ -2,13 +2,17 @@
 states (changelog-backed), publishes to `profile-updates`, `profile-aggregates` and the DLQ.
 
 Per micro-batch (`real_time_update.batch_size` events, taken raw from the consumer by
-`streams.event_feed`): events are validated, grouped by user, and each user's state is read once
-(decoded only on a cache miss), advanced by `features.update.apply_events`, written once, and
+`streams.event_feed`): events are validated, grouped by user, and each user's state (read from
+the state cache, decoded from the table on a miss) is advanced in place by the columnar core
+(features.columnar). Per commit (write-back: when the worker has caught up, or on
+`real_time_update.commit_interval` / `max_dirty_users`, or before a rebalance or a scheduled
+run): every user the commit's batches touched is evaluated together, written once and
 published at most once. The parts, each in its own module of this package:
 
 - topology: the topics and the state table declared on the app;
-- lifecycle: take, track, compute, fence, drop on rebalance, emit, deliver, ack;
-- batch_update: the compute step (validation, the per-user update) into an outbox;
+- lifecycle: take, track, compute, commit (fence, drop on rebalance, emit), deliver, ack;
+- batch_update: the compute step (validation, applying events) and the flush (evaluation,
+  records, state writes) into an outbox;
 - outbox: the typed outputs of a batch (records, state writes, local-only writes);
 - publishing: profile records, aggregates and dead letters, and who is told of a publish;
 - outputs: the outbox to the producers and the table, and its delivery;
@@ -19,7 +23,6 @@ This class wires them and is what the scheduled runs, monitoring and the HTTP ro
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from typing import Any
@@ -39,12 +42,12 @@ from streams.pause_watch import PauseWatch
 from streams.pipeline.batch_update import BatchUpdate
 from streams.pipeline.clocks import PartitionClocks
 from streams.pipeline.fencing import Fence
-from streams.pipeline.lifecycle import BatchLifecycle
+from streams.pipeline.lifecycle import BatchLifecycle, CommitPolicy
 from streams.pipeline.outputs import ProducerOutputs
 from streams.pipeline.publishing import Publishing, PublishObserver
 from streams.pipeline.reads import ProfileReads
 from streams.pipeline.topology import declare
-from streams.publisher import Publisher
+from streams.publisher import open_publisher
 from streams.state_cache import StateCache
 from streams.state_table import PartitionClock
 from streams.strategy import load_strategy
@@ -66,13 +69,11 @@ class ProfilePipeline:
         kafka_kwargs = client_kwargs(cfg)
         self.items = ItemFeed(self.rt.catalog, cfg.kafka.bootstrap_servers, t.item_features,
                               kafka_kwargs)
-        self.publisher = Publisher(cfg.kafka.bootstrap_servers, kafka_kwargs)
-        app.on_before_shutdown.connect(self._stop_publisher)
+        self.publisher = open_publisher(cfg)
+        app.on_before_shutdown.connect(self._shutdown)
         self.publishing = Publishing(t, self.publisher, self.counts, self.tz)
         # events off the partition kafka.partitioner gives for their key (features.partitioners)
         self.partition_check = PartitionCheck(cfg.kafka.partitioner, cfg.kafka.partitions)
-        # Scheduled jobs and the agent change the same states: one of them at a time.
-        self.lock = asyncio.Lock()
         self.clocks = PartitionClocks(self.states)
         # forgotten on every rebalance: recovery rewrites them (and may drop a partition);
         # anything read meanwhile (the monitor's lag) is stale once it completes
@@ -91,8 +92,15 @@ class ProfilePipeline:
         # PROFILES_FENCING=off shows what happens without it (docs/RELIABILITY.md)
         fence = Fence(PauseWatch(), float(app.conf.broker_session_timeout), self.counts,
                       enabled=os.environ.get("PROFILES_FENCING", "on") != "off")
-        self.lifecycle = BatchLifecycle(self.group, self.update, self.outputs, fence, self.lock,
-                                        self.counts, self.publishing.delivered)
+        self.lifecycle = BatchLifecycle(
+            self.group, self.update, self.outputs, fence, self.counts, self.publishing.delivered,
+            CommitPolicy(rtu.commit_interval, rtu.max_dirty_users))
+        # Scheduled jobs and the agent change the same states: one of them at a time. Taken by
+        # anyone but the agent, it commits the agent's open checkpoint first.
+        self.lock = self.lifecycle.others_lock
+        # Readers that write nothing (the quality scan) need no commit: the table holds the
+        # states of the last one, never half a commit.
+        self.read_lock = self.lifecycle.lock
         self.reads = ProfileReads(self.rt, self.states)
         if rtu.update_interval > 0:
             log.warning("real_time_update.update_interval=%s: holding back publishes is not "
@@ -112,7 +120,12 @@ class ProfilePipeline:
     async def _forget_clocks(self, *args: Any, **kwargs: Any) -> None:
         self.clocks.forget()
 
-    async def _stop_publisher(self, *args: Any, **kwargs: Any) -> None:
+    async def _shutdown(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            await self.lifecycle.close()    # the consumer has waited for it: usually a no-op
+        except Exception:
+            log.exception("committing the open checkpoint at shutdown failed; its events come "
+                          "again after the restart")
         await self.publisher.stop()
 
     # ------------------------------------------------------------------ for the scheduled runs

@@ -43,8 +43,10 @@ def time_ordered_sample(folder) -> tuple[int, int]:
 def test_every_published_record_equals_its_training_row(broker, workers, tmp_path):
     sample = tmp_path / "sample"
     n_events, n_users = time_ordered_sample(sample)
+    # a commit per batch: the events arrive as one backlog, under which write-back would commit
+    # once a second and publish fewer intermediate profiles to check
     cfg_path = write_config(tmp_path / "cfg.yaml", broker, kafka={"partitions": 2},
-                            real_time_update={"batch_size": 100})
+                            real_time_update={"batch_size": 100, "commit_interval": 0})
     cfg = load_config(cfg_path, env={})
     items, events = sample / "item_feat_dict.json", sample / "events.jsonl"
     load_items(cfg, items, progress=None)
