@@ -164,7 +164,7 @@ def bench_jobs(users: int, due: int, full_daily: bool, workdir: str, out: str) -
     """Time the hourly and daily runs of one worker holding USERS states, DUE of them due."""
     import shutil
 
-    from deploy.bench_jobs import run_bench_jobs
+    from tools.bench.jobs import run_bench_jobs
     shutil.rmtree(workdir, ignore_errors=True)
     section = run_bench_jobs(Path(workdir), users, due, full_daily, say=_say)
     _replace_section(Path(out), section)
