@@ -118,3 +118,21 @@ def discover(cfg: ProfileConfig, urls: tuple[str, ...] | list[str] = (),
             continue
         return Cluster(url, view, token, errors)
     raise NoWorkerAnswers(errors)
+
+
+def query_profiles(cfg: ProfileConfig, user_ids: tuple[str, ...] | list[str],
+                   url: str | None = None, token: str | None = None) -> dict:
+    """`profiles query`: the profiles of user_ids from the first worker that answers (it routes
+    each id to its owner). WorkerCallError from a worker that answered with an error, or the
+    last one's when none answered."""
+    path = (f"/profiles/{user_ids[0]}" if len(user_ids) == 1 else
+            f"/profiles?ids={','.join(user_ids)}")
+    err = WorkerCallError(f"no worker to ask at {url}", unreachable=True)
+    for base in first_workers(cfg, [url] if url else []):
+        try:
+            return call(base + path, token=token, timeout=10)
+        except WorkerCallError as e:
+            if not e.unreachable:
+                raise
+            err = e
+    raise err

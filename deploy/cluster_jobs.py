@@ -1,4 +1,5 @@
-"""`profiles job` and `profiles backup list` on every member of the group (deploy.cluster).
+"""`profiles job` and `profiles backup list` on every member of the group (deploy.cluster), and
+`profiles backup restore` of a stopped local worker.
 
 A job is run by each member on the partitions it owns; the run succeeds only when the reports
 that came back cover every partition: a member that does not answer, refuses the token or fails,
@@ -8,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from deploy.cluster import Cluster, Reply
 from features.config import ProfileConfig
@@ -113,6 +115,41 @@ def local_backup_lines(cfg: ProfileConfig, instance_id: int | None = None) -> li
     return [f"instance {b.instance}  {b.name}  {_when(b.created_at)}  partitions "
             f"{','.join(sorted(b.partitions, key=int))}  {b.size_bytes:,} bytes"
             for r in roots for b in backups.list_backups(r)]
+
+
+def list_backups(cfg: ProfileConfig, urls: tuple[str, ...] = (), instance_id: int | None = None,
+                 ) -> tuple[list[str], list[Reply], Path | None]:
+    """`profiles backup list`: (lines, members that failed, None) from the running cluster;
+    with no worker answering and no --url, (lines, [], the folder read) from this machine's
+    data dir. NoWorkerAnswers when --url was given and none answered."""
+    from deploy.cluster import NoWorkerAnswers, discover
+    from streams.auth import client_token
+    try:
+        lines, failed = backup_lines(discover(cfg, urls, client_token(cfg)), instance_id)
+    except NoWorkerAnswers:
+        if urls:
+            raise
+        return local_backup_lines(cfg, instance_id), [], cfg.data_dir / "backups"
+    return lines, failed, None
+
+
+def restore_backup(cfg: ProfileConfig, instance_id: int, name: str | None = None) -> str:
+    """`profiles backup restore`: backup `name` (default: the newest) of a stopped local
+    worker into its data dir; what was done. backups.BackupError when the worker runs or there
+    is no such backup."""
+    from deploy.workers import local_workers
+    from streams.app import instance_for
+    if any(w.pid and w.instance_id == instance_id for w in local_workers(cfg)):
+        raise backups.BackupError(f"worker {instance_id} is running; stop it first")
+    found = backups.list_backups(backups.root(cfg, instance_id))
+    chosen = [b for b in found if b.name == name] if name else found[-1:]
+    if not chosen:
+        have = ", ".join(b.name for b in found) or "none"
+        raise backups.BackupError(f"no backup {name or ''} for instance {instance_id} "
+                                  f"(have: {have})")
+    written = backups.restore(chosen[0], instance_for(cfg, instance_id).data_dir)
+    return (f"restored {chosen[0].name}: {len(written)} partition databases into "
+            f"{written[0].parent if written else '-'}")
 
 
 def _when(t: float) -> str:

@@ -73,6 +73,13 @@ class ClusterStatus:
     def alerts(self) -> list[dict]:
         return [a for w in self.answering if w.monitor for a in w.monitor["alerts"]]
 
+    def to_dict(self) -> dict:
+        """`profiles status --json`."""
+        return {"asked": self.asked, "generation": self.generation,
+                "partitions": self.partitions, "unowned": self.unowned(),
+                "workers": [w.__dict__ for w in self.workers],
+                "quality": self.quality().to_dict(), "alerts": self.alerts()}
+
 
 def _supervised(cfg: ProfileConfig) -> dict[str, dict]:
     """URL -> the local supervisor's record of that worker (instance, pid, restarts)."""

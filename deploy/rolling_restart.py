@@ -11,6 +11,7 @@ from typing import Callable
 
 from deploy.cluster import Cluster
 from deploy.workers import WorkerCallError
+from features.config import ProfileConfig
 from streams.cluster import Member, Membership
 
 
@@ -73,3 +74,20 @@ def rolling_restart(cluster: Cluster, instance_id: int | None = None, timeout: f
         result.restarted.append(f"{name} restarted and healthy {where}")
         say(result.restarted[-1])
     return result
+
+
+def restart(cfg: ProfileConfig, urls: tuple[str, ...], instance_id: int | None = None,
+            timeout: float = 300, say: Callable[[str], None] = print) -> RestartResult:
+    """`profiles restart`: a cluster of `profiles deploy` on this machine (and no --url given)
+    by its supervisor, any other cluster one member at a time in place. NoWorkerAnswers when
+    no worker gives the group; deploy.supervised.SupervisedError when the supervisor is late."""
+    from deploy import supervised
+    from deploy.supervisor import supervisor_pid
+    if supervisor_pid(cfg) and not urls:
+        restarted, failed = supervised.request_restart(cfg, instance_id, timeout)
+        for line in restarted:
+            say(line)
+        return RestartResult(restarted, failed)
+    from deploy.cluster import discover
+    from streams.auth import client_token
+    return rolling_restart(discover(cfg, urls, client_token(cfg)), instance_id, timeout, say)

@@ -6,6 +6,7 @@ import os
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 
 from features.config import ProfileConfig
 from streams.auth import HINT
@@ -53,13 +54,29 @@ def configured_url(cfg: ProfileConfig, instance_id: int = 1) -> str:
     return f"http://{host}:{cfg.worker.web_port + instance_id - 1}"
 
 
+def pid_file(cfg: ProfileConfig, instance_id: int) -> Path:
+    """Where a local worker started by up/demo/deploy keeps its pid."""
+    return cfg.run_dir / f"worker-{instance_id}.pid"
+
+
+def pid_files(cfg: ProfileConfig) -> list[tuple[int, Path]]:
+    """(instance id, pid file) of every local worker's pid file in the run dir."""
+    found = []
+    for path in sorted(cfg.run_dir.glob("worker-*.pid")):
+        try:
+            found.append((int(path.stem.split("-")[1]), path))
+        except (ValueError, IndexError):
+            continue
+    return found
+
+
 def local_workers(cfg: ProfileConfig) -> list[WorkerRef]:
     """Workers with a live pid file in the run dir (started by up/demo/deploy)."""
     found = []
-    for pid_file in sorted(cfg.run_dir.glob("worker-*.pid")):
+    for n, path in pid_files(cfg):
         try:
-            n, pid = int(pid_file.stem.split("-")[1]), int(pid_file.read_text())
-        except (ValueError, IndexError, OSError):
+            pid = int(path.read_text())
+        except (ValueError, OSError):
             continue
         if pid_alive(pid):
             found.append(WorkerRef(n, configured_url(cfg, n), pid))
@@ -92,10 +109,16 @@ def call(url: str, method: str = "GET", token: str | None = None,
         raise WorkerCallError(f"no worker answers at {url}: {e}") from None
 
 
-def ready(url: str, timeout: float = 2.0) -> dict | None:
-    """The worker's /health body when it is ok with table recovery complete, else None."""
+def serving(url: str, timeout: float = 2.0) -> dict | None:
+    """The worker's /health body when its status is ok (not recovering), else None."""
     try:
         h = call(url.rstrip("/") + "/health", timeout=timeout)
-    except WorkerCallError:
+    except (WorkerCallError, ValueError):
         return None
-    return h if h.get("status") == "ok" and h.get("recovery_completed") else None
+    return h if h.get("status") == "ok" else None
+
+
+def ready(url: str, timeout: float = 2.0) -> dict | None:
+    """The worker's /health body when it is ok with table recovery complete, else None."""
+    h = serving(url, timeout)
+    return h if h is not None and h.get("recovery_completed") else None

@@ -19,6 +19,7 @@ from deploy.clients import latest_by_key, load_items, produce_events
 from deploy.cluster import discover
 from deploy.cluster_jobs import run_job
 from deploy.verify import compare
+from deploy.worker_process import worker_argv
 from features.config import load_config
 from features.sample import END_TS, SampleSpec, write_sample
 from streams.auth import api_token
@@ -34,9 +35,7 @@ P = 6                                   # partitions
 
 def by_hand(workers, cfg_path, instance_id: int, web_port: int):
     """`profiles worker --instance-id N`, its web port from the config (web_port + N - 1)."""
-    argv = ["-m", "deploy", "--config", str(cfg_path), "worker", "--instance-id",
-            str(instance_id)]
-    return workers(argv, web_port, f"w{instance_id}")
+    return workers(worker_argv(cfg_path, instance_id), web_port, f"w{instance_id}")
 
 
 def events_in(ws, token: str) -> int:

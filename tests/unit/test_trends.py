@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from deploy.demo import profile_table
+from tools.demo import profile_table
 from features.config import parse_config
 from features.quality import BusinessKeys, QualitySummary
 from features.trends import TrendHistory, TrendPoint, merge_histories, merge_latest, \

@@ -1,4 +1,4 @@
-"""`python -m deploy.bench_columnar`: the columnar core (features/columnar) against the
+"""`python -m tools.bench.columnar`: the columnar core (features/columnar) against the
 reference code, per user, on the sample generator's users (~80 events in 30 days on average).
 
 Per user, the best of --repeat runs, reference and new side by side in the same process:

@@ -78,5 +78,5 @@ def run_demo(cluster: LocalCluster, users: int, days: int, instances: int,
     say(f"stream vs batch path: {c.summary()}")
     shown = [cluster.workers[0].get(f"/profiles/{uid}") for uid in sorted(published)[:8]]
     say("\n" + profile_table(shown) + "\n")
-    say(f"query a profile: curl {cluster.workers[0].url}/profiles/{min(published)}")
+    say(f"query a profile: curl {cluster.workers[0].url()}/profiles/{min(published)}")
     return c.ok
