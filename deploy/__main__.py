@@ -1,3 +1,4 @@
 from deploy.cli import main
 
-main()
+if __name__ == "__main__":    # worker processes of the local engine import this module
+    main()

@@ -41,6 +41,9 @@ from features.sample import SampleSpec, write_sample
 from streams import compat
 
 ROOT = Path(__file__).resolve().parents[1]
+SPARSE_USERS = 5000         # users of the sparse sample
+SPARSE_BATCH = 1000         # the batch the "distinct users per batch" figure is taken over
+SPARSE_NAIVE_EVENTS = 100_000   # naive Faust on the sparse sample: timed over these
 
 
 @dataclass
@@ -49,10 +52,17 @@ class Result:
     events: int
     seconds: float
     peak_rss_mb: float | None = None
+    cpu_seconds: float | None = None    # of the measured process(es) over the timed span
 
     @property
     def rate(self) -> float:
         return self.events / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_us(self) -> float | None:
+        """CPU microseconds per event: comparable across runs on a shared machine, where
+        events/s depend on what else runs."""
+        return self.cpu_seconds / self.events * 1e6 if self.cpu_seconds and self.events else None
 
 
 def _get_count(url: str) -> int | None:
@@ -109,6 +119,7 @@ def _timed_processes(name: str, cmds: list[tuple[list[str], str]], total: int, w
             now = time.monotonic()
             if t0 is None and n > 0:
                 t0, n0 = now, n
+                cpu0 = sum(_cpu_seconds(p.pid) for p, _ in procs)
             if n >= total:
                 break
             if any(p.poll() is not None for p, _ in procs):
@@ -120,8 +131,9 @@ def _timed_processes(name: str, cmds: list[tuple[list[str], str]], total: int, w
         if n < total:
             raise RuntimeError(f"{name}: only {n:,} of {total:,} events in {timeout:.0f} s")
         seconds = time.monotonic() - t0
+        cpu = sum(_cpu_seconds(p.pid) for p, _ in procs) - cpu0
         rss = max((_peak_rss_mb(p.pid) or 0) for p, _ in procs)
-        return Result(name, total - n0, seconds, rss)
+        return Result(name, total - n0, seconds, rss, cpu)
     finally:
         for p, _ in procs:
             p.terminate()
@@ -144,7 +156,7 @@ async def _read_ceiling(cfg: ProfileConfig, total: int) -> Result:
         while n < total:
             batches = await consumer.getmany(timeout_ms=1000, max_records=10000)
             if t0 is None and batches:
-                t0 = time.monotonic()
+                t0, cpu0 = time.monotonic(), time.process_time()
             for records in batches.values():
                 for r in records:
                     try:
@@ -153,7 +165,7 @@ async def _read_ceiling(cfg: ProfileConfig, total: int) -> Result:
                         pass
                     n += 1
         return Result("(C) read ceiling: aiokafka getmany + orjson", n,
-                      time.monotonic() - t0)
+                      time.monotonic() - t0, None, time.process_time() - cpu0)
     finally:
         await consumer.stop()
 
@@ -343,10 +355,18 @@ def _steady_run(name: str, base: dict, workdir: Path, events: Path, rate: float,
             proc.kill()
 
 
+STREAM_ROWS = ("bench", "sparse", "producers", "latency", "batch", "offline")   # row groups
+
+
 def run_bench(workdir: Path, users: int, days: int, say: Callable[[str], None] = print,
               tuned_batch: int = 5000, latency_rate: float = 5000,
               latency_seconds: float = 60, soak_rate: float = 5000,
-              soak_seconds: float = 600) -> str:
+              soak_seconds: float = 600, high_latency_rate: float = 20000,
+              sparse_users: int = SPARSE_USERS, rows: tuple[str, ...] = STREAM_ROWS) -> str:
+    """Every row of `make bench`, or those of the groups in `rows`: "bench" (throughput on the
+    bench sample), "sparse" (throughput on the sparse sample), "latency" (the steady runs),
+    "producers" (CPU per record of the output producers), "batch" (the batch path and the state
+    sizes), "offline" (the offline engines)."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = embedded.free_port()
     base = {"kafka": {"broker": f"kafka://127.0.0.1:{port}", "partitions": 8},
@@ -360,39 +380,74 @@ def run_bench(workdir: Path, users: int, days: int, say: Callable[[str], None] =
     info = write_sample(SampleSpec(users=users, days=days), workdir / "sample")
     items, events = workdir / "sample" / "item_feat_dict.json", workdir / "sample" / "events.jsonl"
     total = info["events"]
-    embedded.start(cfg.run_dir, port)
     results: list[Result] = []
-    try:
-        load_items(cfg, items, progress=None)
-        n, _ = produce_events(cfg, events, progress=None)
-        say(f"produced {n:,} events to user-events (8 partitions); measuring")
-        results.append(asyncio.run(_read_ceiling(cfg, total)))
+    sparse: SparseRows | None = None
+    steady: list[Steady] = []
+    producers: list[str] = []
+    if {"bench", "sparse", "producers", "latency"} & set(rows):
+        embedded.start(cfg.run_dir, port)
+        try:
+            load_items(cfg, items, progress=None)
+            if "bench" in rows:
+                results = _bench_sample_rows(cfg, base, workdir, events, total, batch,
+                                             tuned_batch, say)
+            if "sparse" in rows:
+                sparse = run_sparse_rows(base, workdir, sparse_users, days, say)
+            if "producers" in rows:
+                producers = run_producer_rows(cfg, say)
+            if "latency" in rows:
+                broker_pid = embedded.status(cfg.run_dir).pid
+                steady = [_steady_run(name, base, workdir, events, rate, secs, broker_pid, say)
+                          for name, rate, secs in (
+                              ("latency", latency_rate, latency_seconds),
+                              (f"latency-{high_latency_rate:.0f}", high_latency_rate,
+                               latency_seconds),
+                              ("soak", soak_rate, soak_seconds)) if secs > 0]
+        finally:
+            embedded.stop(cfg.run_dir)
+    out = _report(results, sparse, steady, total, users, days, batch)
+    if producers:
+        out += "\n" + "\n".join(producers) + "\n"
+    if "batch" in rows:
+        out += "\n" + _batch_rows(cfg, items, events, workdir)
+    if "offline" in rows:
+        out += "\n" + run_offline_bench(workdir / "offline", cfg, items, events, say)
+    return out
+
+
+def _bench_sample_rows(cfg: ProfileConfig, base: dict, workdir: Path, events: Path,
+                       total: int, batch: int, tuned_batch: int,
+                       say: Callable[[str], None]) -> list[Result]:
+    """(C), (B) and our pipeline (1 and 2 workers, and 1 at `tuned_batch`) on the bench
+    sample, produced to `user-events`."""
+    results: list[Result] = []
+    n, _ = produce_events(cfg, events, progress=None)
+    say(f"produced {n:,} events to user-events (8 partitions); measuring")
+    results.append(asyncio.run(_read_ceiling(cfg, total)))
+    say(f"  {results[-1].name}: {results[-1].rate:,.0f}/s")
+    p_naive = embedded.free_port()
+    naive_cfg = _config(base, workdir, "bench-naive", p_naive)
+    results.append(_timed_processes(
+        "(B) naive Faust, one table update per event",
+        [(["-m", "deploy.bench_baseline", str(naive_cfg), str(p_naive)],
+          f"http://127.0.0.1:{p_naive}")], total, workdir, say))
+    say(f"  {results[-1].name}: {results[-1].rate:,.0f}/s")
+    runs = [(1, batch), (2, batch)] + ([(1, tuned_batch)] if tuned_batch != batch else [])
+    for workers, size in runs:
+        app_id = f"bench-pipeline-{workers}w-b{size}"
+        ports = [embedded.free_port() for _ in range(workers)]
+        wcfg = _config(base, workdir, app_id, ports[0],
+                       real_time_update={"batch_size": size,
+                                         "queue_size": max(10000, 2 * size)})
+        name = f"(A) our pipeline, {workers} worker{'s' if workers > 1 else ''}, " \
+               f"batch_size {size:,}"
+        results.append(_timed_processes(name, _worker_cmds(wcfg, ports), total, workdir, say))
         say(f"  {results[-1].name}: {results[-1].rate:,.0f}/s")
-        p_naive = embedded.free_port()
-        naive_cfg = _config(base, workdir, "bench-naive", p_naive)
-        results.append(_timed_processes(
-            "(B) naive Faust, one table update per event",
-            [(["-m", "deploy.bench_baseline", str(naive_cfg), str(p_naive)],
-              f"http://127.0.0.1:{p_naive}")], total, workdir, say))
-        say(f"  {results[-1].name}: {results[-1].rate:,.0f}/s")
-        runs = [(1, batch), (2, batch)] + ([(1, tuned_batch)] if tuned_batch != batch else [])
-        for workers, size in runs:
-            app_id = f"bench-pipeline-{workers}w-b{size}"
-            ports = [embedded.free_port() for _ in range(workers)]
-            wcfg = _config(base, workdir, app_id, ports[0],
-                           real_time_update={"batch_size": size,
-                                             "queue_size": max(10000, 2 * size)})
-            name = f"(A) our pipeline, {workers} worker{'s' if workers > 1 else ''}, " \
-                   f"batch_size {size:,}"
-            results.append(_timed_processes(name, _worker_cmds(wcfg, ports), total, workdir,
-                                            say))
-            say(f"  {results[-1].name}: {results[-1].rate:,.0f}/s")
-        broker_pid = embedded.status(cfg.run_dir).pid
-        steady = [_steady_run(name, base, workdir, events, rate, secs, broker_pid, say)
-                  for name, rate, secs in (("latency", latency_rate, latency_seconds),
-                                           ("soak", soak_rate, soak_seconds)) if secs > 0]
-    finally:
-        embedded.stop(cfg.run_dir)
+    return results
+
+
+def _batch_rows(cfg: ProfileConfig, items: Path, events: Path, workdir: Path) -> str:
+    """The batch path's events/s and the state's bytes per user, on the bench sample."""
     report = run_batch(cfg, items, events, workdir / "batch" / "profiles.jsonl",
                        progress_stream=None)
     rt = FeatureRuntime.from_config(cfg, items)
@@ -402,8 +457,14 @@ def run_bench(workdir: Path, users: int, days: int, say: Callable[[str], None] =
     n_ev = np.array([sum(b.total for b in s.days.values()) for s in states.values()
                      if not s.empty])
     typical = sizes[(n_ev >= 80) & (n_ev <= 120)]
-    return _report(results, report.events_per_second, sizes, typical, total, users, days,
-                   batch, steady)
+    lines = [f"Batch path (`profiles batch`, JSONL file to profiles, bench sample): "
+             f"{report.events_per_second:,.0f} events/s.", ""]
+    lines.append(
+        f"State bytes per user (encoded): median {np.median(sizes):,.0f}, p99 "
+        f"{np.percentile(sizes, 99):,.0f}, max {sizes.max():,.0f}; users with 80-120 events in "
+        f"30 days: median {np.median(typical):,.0f}" if len(typical) else
+        f"State bytes per user (encoded): median {np.median(sizes):,.0f}")
+    return "\n".join(lines) + "\n"
 
 
 def _machine() -> str:
@@ -419,46 +480,54 @@ def _machine() -> str:
             f"{platform.system()} {platform.release()}; broker: embedded Tansu on the same machine")
 
 
-def _report(results: list[Result], batch_eps: float, sizes, typical, total: int, users: int,
-            days: int, batch: int, steady: list[Steady]) -> str:
-    by = {r.name[:3]: r for r in results}
-    b, c = by["(B)"], by["(C)"]
-    pipeline = [r for r in results if r.name.startswith("(A)")]
+def _report(results: list[Result], sparse: "SparseRows | None", steady: list[Steady],
+            total: int, users: int, days: int, batch: int) -> str:
     lines = [
         "# Benchmarks",
         "",
-        f"`make bench` on {time.strftime('%Y-%m-%d')}: {_machine()}.",
-        f"Sample: {users:,} users, {days} days, {total:,} events; 8 partitions. "
+        f"`make bench` on {time.strftime('%Y-%m-%d')}: {_machine()}; load average at the start "
+        f"{_load()}.",
+        f"Bench sample: {users:,} users, {days} days, {total:,} events; 8 partitions. "
         f"The config's `real_time_update.batch_size` is {batch:,}.",
         "",
-        "| what | events/s | A/B | A/C | peak RSS |",
-        "|---|---:|---:|---:|---:|",
     ]
-    for r in results:
-        rss = f"{r.peak_rss_mb:.0f} MiB" if r.peak_rss_mb else "-"
-        ratios = f"{r.rate / b.rate:.2f} | {r.rate / c.rate:.3f}" if r in pipeline else "- | -"
-        lines.append(f"| {r.name} | {r.rate:,.0f} | {ratios} | {rss} |")
-    lines += [
-        f"| batch path (`profiles batch`, JSONL file to profiles) | {batch_eps:,.0f} | - | - "
-        "| - |",
-        "",
-    ]
+    if results:
+        lines += _throughput_table(results) + [""]
+    if sparse is not None:
+        lines += sparse.lines() + [""]
     for run in steady:
         lines += _steady_lines(run) + [""]
-    if not steady:
-        lines += ["Steady runs (latency, RSS over time): not run.", ""]
-    lines += [
-        f"State bytes per user (encoded): median {np.median(sizes):,.0f}, p99 "
-        f"{np.percentile(sizes, 99):,.0f}, max {sizes.max():,.0f}; users with 80-120 events in "
-        f"30 days: median {np.median(typical):,.0f}" if len(typical) else
-        f"State bytes per user (encoded): median {np.median(sizes):,.0f}",
-    ]
     return "\n".join(lines) + "\n"
+
+
+def _load() -> str:
+    try:
+        return " / ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
+def _throughput_table(results: list[Result]) -> list[str]:
+    """Rows with events/s; ours with their ratios to (B) naive Faust and (C) the read ceiling
+    of the same table."""
+    by = {r.name[:3]: r for r in results}
+    b, c = by.get("(B)"), by.get("(C)")
+    lines = ["| what | events/s | A/B | A/C | CPU µs/event | A/B by CPU | peak RSS |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        rss = f"{r.peak_rss_mb:.0f} MiB" if r.peak_rss_mb else "-"
+        ours = r.name.startswith("(A)")
+        ab = f"{r.rate / b.rate:.2f}" if ours and b else "-"
+        ac = f"{r.rate / c.rate:.3f}" if ours and c else "-"
+        cpu = f"{r.cpu_us:.1f}" if r.cpu_us else "-"
+        ab_cpu = f"{b.cpu_us / r.cpu_us:.2f}" if ours and b and b.cpu_us and r.cpu_us else "-"
+        lines.append(f"| {r.name} | {r.rate:,.0f} | {ab} | {ac} | {cpu} | {ab_cpu} | {rss} |")
+    return lines
 
 
 def _steady_lines(run: Steady) -> list[str]:
     p = (lambda v: f"{v:,.0f} ms" if v is not None else "n/a")
-    what = {"latency": "Latency run", "soak": "Soak run"}.get(run.name, run.name)
+    what = "Soak run" if run.name == "soak" else "Latency run"
     spreads = []
     for after in (0.2, 0.5):
         lo, hi = run.rss_spread(after)
@@ -483,3 +552,378 @@ def _steady_lines(run: Steady) -> list[str]:
         f"{run.cache.get('capacity', 0):,} entries, {run.cache.get('hits', 0):,} hits, "
         f"{run.cache.get('misses', 0):,} misses.",
     ]
+
+
+# ---------------------------------------------------------------- offline engines
+
+OFFLINE_HEADING = "## Offline engines"
+LABELS_PER_USER = 10
+
+
+def run_offline_bench(workdir: Path, cfg: ProfileConfig, items: Path, events: Path,
+                      say: Callable[[str], None] = print, spark_master: str = "local[2]") -> str:
+    """`profiles batch` on the reference path, the local engine (1 worker, all cores) and Spark,
+    and `profiles training-set` on each engine, over the same events: a markdown section."""
+    import random
+
+    from features.batch import run_batch as reference_batch
+    from offline import local
+    from offline import spark as spark_engine
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    local.keep_freed_memory()           # as `profiles batch` does (the bench ends with this)
+    cores = os.cpu_count() or 1
+    users, (lo, hi) = _users_and_span(events)
+    rng = random.Random(7)
+    labels = workdir / "labels.jsonl"
+    labels.write_bytes(b"".join(orjson.dumps({"user_id": u, "ts": rng.randint(lo, hi)}) + b"\n"
+                                for u in users for _ in range(LABELS_PER_USER)))
+    n_labels = len(users) * LABELS_PER_USER
+    rows: list[tuple[str, float, float | None, float, float | None]] = []
+    # (what, events/s, labels/s, seconds, CPU µs per event)
+
+    def timed(name: str, fn, n_label: int | None = None, repeat: int = 3,
+              cpu: bool = True) -> None:
+        """The best of `repeat` runs: the machine is shared, the best run is the least
+        disturbed one. CPU: this process and its finished children (the local engine's
+        workers), the least of the runs; not for Spark (its JVM lives on)."""
+        secs = cpu_s = float("inf")
+        for _ in range(repeat):
+            c0 = _cpu_of_self_and_children()
+            t0 = time.perf_counter()
+            report = fn()
+            secs = min(secs, time.perf_counter() - t0)
+            cpu_s = min(cpu_s, _cpu_of_self_and_children() - c0)
+        us = cpu_s / report.events * 1e6 if cpu else None
+        rows.append((name, report.events / secs, n_label / secs if n_label else None, secs, us))
+        say(f"  {name}: {report.events / secs:,.0f} events/s ({secs:.2f} s"
+            + (f", {us:.2f} CPU µs/event)" if us is not None else ")"))
+
+    out = workdir / "out"
+    load = os.getloadavg()[0]
+    say(f"offline engines: {cores} cores; {n_labels:,} labels; load average {load:.1f}")
+    timed("batch, reference (features.batch, one process)", lambda: reference_batch(
+        cfg, items, events, out / "reference.jsonl", progress_stream=None))
+    for w in sorted({1, cores}):
+        timed(f"batch `--engine local --workers {w}`", lambda w=w: local.run_batch(
+            cfg, items, events, out / f"local{w}.jsonl", workers=w, progress_stream=None))
+    for w in sorted({1, cores}):
+        timed(f"training-set `--engine local --workers {w}`", lambda w=w: local.run_training_set(
+            cfg, items, events, labels, out / f"train-local{w}.jsonl", workers=w,
+            progress_stream=None), n_labels)
+    # Spark last: its session's threads would make the local engine spawn its workers
+    t0 = time.perf_counter()
+    session = spark_engine.session(spark_master)
+    start = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    spark_engine.run_batch(cfg, items, str(events), out / "spark-cold.jsonl",
+                           master=spark_master, progress_stream=None)
+    cold = time.perf_counter() - t0
+    timed(f"batch `--engine spark --master {spark_master}`", lambda: spark_engine.run_batch(
+        cfg, items, str(events), out / "spark.jsonl", master=spark_master,
+        progress_stream=None), repeat=2, cpu=False)
+    timed(f"training-set `--engine spark --master {spark_master}`",
+          lambda: spark_engine.run_training_set(
+              cfg, items, str(events), str(labels), out / "train-spark.jsonl",
+              master=spark_master, progress_stream=None), n_labels, repeat=2, cpu=False)
+    session.stop()
+    load = max(load, os.getloadavg()[0])
+    ref = rows[0][1]
+    lines = [
+        OFFLINE_HEADING,
+        "",
+        f"`profiles bench --only offline` (also part of `make bench`) on "
+        f"{time.strftime('%Y-%m-%d')}, {_machine().split('; broker')[0]}; load average up to "
+        f"{load:.1f} (the machine is shared). The same events file ({len(users):,} users, "
+        f"{_count_lines(events):,} lines), {n_labels:,} labels ({LABELS_PER_USER} per user at "
+        f"random times). Each row is the best of 3 runs (Spark: 2) from files to files, the "
+        f"Spark ones in a warm session (starting it took {start:.1f} s, the first batch run "
+        f"{cold:.1f} s). CPU: of this process and the engine's worker processes, per event "
+        f"(steadier than the rate on a shared machine).",
+        "",
+        "| what | events/s | vs reference | labels/s | seconds | CPU µs/event |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, eps, lps, secs, us in rows:
+        lab = f"{lps:,.0f}" if lps else "-"
+        cpu_cell = f"{us:.2f}" if us is not None else "-"
+        lines.append(f"| {name} | {eps:,.0f} | {eps / ref:.2f} | {lab} | {secs:.2f} | "
+                     f"{cpu_cell} |")
+    return "\n".join(lines) + "\n"
+
+
+def _cpu_of_self_and_children() -> float:
+    import resource
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _count_lines(path: Path) -> int:
+    with open(path, "rb") as f:
+        return sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 24), b""))
+
+
+def _users_and_span(events: Path) -> tuple[list[int], tuple[int, int]]:
+    """The valid user ids of an events file and its span of valid timestamps."""
+    users, ts = set(), []
+    for line in events.read_bytes().splitlines():
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(obj, dict) and type(obj.get("user_id")) is int and obj["user_id"] >= 0 \
+                and type(obj.get("timestamp")) is int and obj["timestamp"] < 2 ** 33:
+            users.add(obj["user_id"])
+            ts.append(obj["timestamp"])
+    return sorted(users), (min(ts), max(ts))
+
+
+def run_offline_only(workdir: Path, users: int, days: int,
+                     say: Callable[[str], None] = print) -> str:
+    """Only the offline rows (`profiles bench --only offline`), on the bench's sample."""
+    from features.config import parse_config
+    workdir.mkdir(parents=True, exist_ok=True)
+    say(f"sample data: {users:,} users, {days} days")
+    write_sample(SampleSpec(users=users, days=days), workdir / "sample")
+    cfg = parse_config({"mapping_index": str(workdir / "mapping_index.json")}, env={})
+    return run_offline_bench(workdir / "offline", cfg, workdir / "sample" / "item_feat_dict.json",
+                             workdir / "sample" / "events.jsonl", say)
+
+
+# ---------------------------------------------------------------- the sparse workload
+
+
+
+def _log_day_and_user(line: bytes, day: int) -> tuple[int, object]:
+    """The line's log day (the day of the largest valid timestamp so far: a late event stays in
+    the day it arrived in) and its user (a line without one is its own)."""
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return day, ("line", line)
+    if not isinstance(obj, dict):
+        return day, ("line", line)
+    ts, uid = obj.get("timestamp"), obj.get("user_id")
+    valid = type(uid) is int and uid >= 0 and type(ts) is int and 0 <= ts < 2 ** 33 and \
+        ("event_type" in obj or obj.get("action_type") in (0, 1, 2))     # the sample's
+    if valid:
+        day = max(day, ts // 86400)
+    return day, uid if type(uid) is int else ("line", line)
+
+
+def sparse_order(lines: list[bytes], seed: int = 11) -> list[bytes]:
+    """The lines reordered within each log day so that each user's own lines keep their order
+    but nearly every line is a different user's than its neighbours, as a live stream with many
+    users in session looks: a user's n lines of a day are spread evenly over the day's
+    sequence (the k-th at (k + offset) / n, a random offset per user and day)."""
+    import random
+    rng = random.Random(seed)
+    out: list[bytes] = []
+    day_of_line: list[tuple[int, object]] = []
+    day = -1
+    for line in lines:
+        day, user = _log_day_and_user(line, day)
+        day_of_line.append((day, user))
+    i = 0
+    while i < len(lines):
+        d = day_of_line[i][0]
+        j = i
+        queues: dict[object, list[bytes]] = {}
+        while j < len(lines) and day_of_line[j][0] == d:
+            queues.setdefault(day_of_line[j][1], []).append(lines[j])
+            j += 1
+        placed = []
+        for q in queues.values():
+            offset = rng.random()
+            placed.extend(((k + offset) / len(q), line) for k, line in enumerate(q))
+        placed.sort(key=lambda p: p[0])
+        out.extend(line for _, line in placed)
+        i = j
+    return out
+
+
+def distinct_per_batch(lines: list[bytes], batch: int = SPARSE_BATCH) -> tuple[float, int]:
+    """Mean and smallest number of distinct users (keys) in consecutive runs of `batch` lines."""
+    users = [_log_day_and_user(line, 0)[1] for line in lines]
+    counts = [len(set(users[k:k + batch])) for k in range(0, len(users) - batch + 1, batch)]
+    return (sum(counts) / len(counts), min(counts)) if counts else (0.0, 0)
+
+
+def write_sparse_sample(out_dir: Path, users: int, days: int) -> dict:
+    """`profiles sample --users USERS --days DAYS`, its events reordered by `sparse_order`
+    (events.jsonl) and kept in time order (events-time-order.jsonl)."""
+    info = write_sample(SampleSpec(users=users, days=days), out_dir)
+    src = out_dir / "events.jsonl"
+    lines = src.read_bytes().splitlines()
+    src.rename(out_dir / "events-time-order.jsonl")
+    sparse = sparse_order(lines)
+    assert sorted(sparse) == sorted(lines)
+    src.write_bytes(b"\n".join(sparse) + b"\n")
+    mean, least = distinct_per_batch(sparse)
+    return {**info, "distinct_mean": mean, "distinct_min": least,
+            "time_order_distinct_mean": distinct_per_batch(lines)[0]}
+
+
+@dataclass
+class SparseRows:
+    users: int
+    days: int
+    events: int
+    distinct_mean: float        # distinct users per SPARSE_BATCH events, sparse order
+    distinct_min: int
+    time_order_distinct: float  # the same in time order
+    results: list[Result]
+
+    def lines(self) -> list[str]:
+        return [
+            f"Sparse sample: `profiles sample --users {self.users} --days {self.days}` "
+            f"({self.events:,} events), reordered within each day so that each user's own "
+            f"order is kept: {self.distinct_mean:,.0f} distinct users per {SPARSE_BATCH:,} "
+            f"events on average, at least {self.distinct_min:,} (in time order "
+            f"{self.time_order_distinct:,.0f}). Topics of its own, one worker.",
+            "",
+            *_throughput_table(self.results),
+        ]
+
+
+def run_sparse_rows(base: dict, workdir: Path, users: int, days: int,
+                    say: Callable[[str], None]) -> SparseRows:
+    """(C), (B) and our pipeline with one worker on the sparse sample, on topics of its own
+    (the broker is running)."""
+    say(f"sparse sample: {users:,} users, {days} days")
+    info = write_sparse_sample(workdir / "sparse", users, days)
+    items, events = workdir / "sparse" / "item_feat_dict.json", workdir / "sparse" / "events.jsonl"
+    topics = {key: f"sparse-{value}" for key, value in
+              {"user_events": "user-events", "profile_updates": "profile-updates",
+               "profile_aggregates": "profile-aggregates", "dlq": "user-events-dlq",
+               "alerts": "profile-alerts"}.items()}
+    kafka = {**base["kafka"], "topics": topics}
+    cfg = load_config(_config(base, workdir, "bench-sparse-producer", embedded.free_port(),
+                              kafka=kafka))
+    load_items(cfg, items, progress=None)
+    total = info["events"]
+    n, _ = produce_events(cfg, events, progress=None)
+    say(f"produced {n:,} sparse events ({info['distinct_mean']:,.0f} distinct users per "
+        f"{SPARSE_BATCH:,} on average, at least {info['distinct_min']:,}); measuring")
+    results = [asyncio.run(_read_ceiling(cfg, total))]
+    say(f"  sparse {results[-1].name}: {results[-1].rate:,.0f}/s")
+    p_naive = embedded.free_port()
+    naive_cfg = _config(base, workdir, "bench-sparse-naive", p_naive, kafka=kafka)
+    # its cost per event does not depend on how users mix: timed over the first events only
+    results.append(_timed_processes(
+        f"(B) naive Faust, one table update per event (the first {SPARSE_NAIVE_EVENTS:,})",
+        [(["-m", "deploy.bench_baseline", str(naive_cfg), str(p_naive)],
+          f"http://127.0.0.1:{p_naive}")], min(total, SPARSE_NAIVE_EVENTS), workdir, say))
+    say(f"  sparse {results[-1].name}: {results[-1].rate:,.0f}/s")
+    port = embedded.free_port()
+    wcfg = _config(base, workdir, "bench-sparse-pipeline", port, kafka=kafka)
+    results.append(_timed_processes("(A) our pipeline, 1 worker", _worker_cmds(wcfg, [port]),
+                                    total, workdir, say))
+    say(f"  sparse {results[-1].name}: {results[-1].rate:,.0f}/s")
+    return SparseRows(users, days, total, info["distinct_mean"], info["distinct_min"],
+                      info["time_order_distinct_mean"], results)
+
+
+# ---------------------------------------------------------------- the output producers
+
+PRODUCER_RECORDS = 50_000       # per topic kind and client
+PRODUCER_COMMIT = 1_000         # records handed over per flush (as a commit does)
+
+
+def _output_records(cfg: ProfileConfig, n: int) -> dict[str, list]:
+    """n records of each kind the output producer writes, as the workers make them."""
+    from features.profile import Profile
+    from streams.counters import WorkerCounts
+    from streams.pipeline.publishing import Publishing
+    pub = Publishing(cfg.kafka.topics, None, WorkerCounts(), 0)     # type: ignore[arg-type]
+    windows = {W: {"actions": 31, "active_days": 9, "actions_per_active_day": 3.44,
+                   "unique_items": 27, "unique_item_ratio": 0.871, "avg_dwell_time": 41.2,
+                   "sessions": 12, "avg_session_duration": 311.5, "rate_exposure": 0.71,
+                   "rate_click": 0.26, "rate_conversion": 0.03} for W in (1, 7, 30)}
+
+    class Msg:
+        topic, partition, key = cfg.kafka.topics.user_events, 3, b"123456"
+        value = b'{"user_id": 123456, "item_id": 5, "timestamp": 99999999999999, ' \
+                b'"action_type": 1, "event_id": "u123456-17"}'
+
+    msg = Msg()
+    out: dict[str, list] = {"profile-updates": [], "profile-aggregates": [], "dead letters": []}
+    for i in range(n):
+        uid = 100000 + i
+        p = Profile(uid, 1764500000 + i, {"106": [1060000002, 1060000001], "107": [1070000001],
+                                          "108": [1080000002], "110": [1100000001]},
+                    ["technology", "entertainment"], ["click_frequency"], 2, 1, 0.6321, {})
+        out["profile-updates"].append(pub.profile_record(p, 17, "event"))
+        out["profile-aggregates"].append(pub.aggregates_record(uid, 20420, windows))
+        msg.offset = i      # type: ignore[attr-defined]
+        out["dead letters"].append(pub.dead_letter_record("future_timestamp", "in the future",
+                                                          msg))
+    return out
+
+
+def _producer_topic(kind: str, client: str) -> str:
+    return f"bench-out-{kind.replace(' ', '-')}-{client}"
+
+
+async def _producer_cpu(publisher, records: list, topic: str) -> float:
+    """CPU seconds of this process (all its threads: librdkafka sends on threads of its own)
+    to hand `records` to `publisher` and deliver them, PRODUCER_COMMIT at a time."""
+    import dataclasses
+    records = [dataclasses.replace(r, topic=topic) for r in records]
+    await publisher.send_many(records[:10])     # connected and warm
+    await publisher.flush()
+    t0 = time.process_time()
+    for k in range(0, len(records), PRODUCER_COMMIT):
+        await publisher.send_many(records[k:k + PRODUCER_COMMIT])
+        await publisher.flush()
+    return time.process_time() - t0
+
+
+def run_producer_rows(cfg: ProfileConfig, say: Callable[[str], None],
+                      n: int = PRODUCER_RECORDS, repeat: int = 3) -> list[str]:
+    """CPU µs per record delivered, aiokafka against librdkafka (streams.publisher), for each
+    kind of record the output producer writes; best of `repeat` (the machine is shared)."""
+    from streams.kafka_security import client_kwargs, librdkafka_settings
+    from streams.publisher import AiokafkaPublisher, LibrdkafkaPublisher
+    kinds = _output_records(cfg, n)
+    topics = [_producer_topic(kind, client) for kind in kinds
+              for client in ("aiokafka", "librdkafka")]
+    sizes = {k: sum(len(r.value) for r in v) / len(v) for k, v in kinds.items()}
+    best: dict[tuple[str, str], float] = {}
+
+    async def measure() -> None:
+        from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+        admin = AIOKafkaAdminClient(bootstrap_servers=cfg.kafka.bootstrap_servers,
+                                    **client_kwargs(cfg))
+        await admin.start()
+        try:
+            existing = set(await admin.list_topics())
+            await admin.create_topics([NewTopic(t, cfg.kafka.partitions, 1) for t in topics
+                                       if t not in existing])
+        finally:
+            await admin.close()
+        for attempt in range(repeat):
+            for client in ("aiokafka", "librdkafka"):
+                pub = AiokafkaPublisher(cfg.kafka.bootstrap_servers, client_kwargs(cfg)) \
+                    if client == "aiokafka" else \
+                    LibrdkafkaPublisher(cfg.kafka.bootstrap_servers, librdkafka_settings(cfg))
+                try:
+                    for kind, records in kinds.items():
+                        secs = await _producer_cpu(pub, records, _producer_topic(kind, client))
+                        key = (kind, client)
+                        best[key] = min(best.get(key, float("inf")), secs / n * 1e6)
+                finally:
+                    await pub.stop()
+    say(f"output producers: {n:,} records of each kind per client, best of {repeat}")
+    asyncio.run(measure())
+    lines = [f"Output producers (`streams/publisher.py`): CPU µs per record of this process (all "
+             f"threads) to hand {n:,} records to the producer {PRODUCER_COMMIT:,} at a time and "
+             f"deliver them (flush), best of {repeat}; the same broker, topics of their own.", "",
+             "| records | bytes | aiokafka µs | librdkafka µs | ratio |",
+             "|---|---:|---:|---:|---:|"]
+    for kind in kinds:
+        a, r = best[(kind, "aiokafka")], best[(kind, "librdkafka")]
+        lines.append(f"| {kind} | {sizes[kind]:,.0f} | {a:.1f} | {r:.1f} | {a / r:.1f}× |")
+        say(f"  {kind}: aiokafka {a:.1f} µs, librdkafka {r:.1f} µs per record")
+    return lines

@@ -36,4 +36,4 @@ async def stats(web, request):
 
 if __name__ == "__main__":
     sys.argv = sys.argv[:1]
-    run_worker(app)
+    run_worker(app, cfg)

@@ -21,8 +21,6 @@ import os
 import random
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -39,6 +37,7 @@ from deploy.chaos_proxy import BrokerProxy
 from deploy.chaos_schedule import BROKER_PAUSE, LATENCY, LATENCY_FOR, fault_schedule
 from deploy.clients import latest_by_key, load_items, produce_events
 from deploy.verify import batch_profiles, compare
+from deploy.worker_process import WorkerProcess, worker_argv
 from deploy.workers import WorkerCallError, call, ready
 from features.batch import BatchReport, build_states
 from features.config import NO_SCHEDULED_RUNS, load_config
@@ -130,7 +129,7 @@ def runs_table(reports: list[ChaosReport]) -> list[str]:
 class Workers:
     def __init__(self, cfg_path: Path, cfg, base_port: int, logs: Path):
         self.cfg_path, self.cfg, self.base_port, self.logs = cfg_path, cfg, base_port, logs
-        self.procs: dict[int, subprocess.Popen] = {}
+        self.procs: dict[int, WorkerProcess] = {}
         self.starts: dict[int, int] = {}
         self.stopped: set[int] = set()      # sent SIGKILL/SIGTERM by the schedule
         self.exits: list[str] = []          # ended without one: "worker N (code C, log L)"
@@ -141,29 +140,24 @@ class Workers:
     def start(self, i: int) -> None:
         self.stopped.discard(i)
         n = self.starts[i] = self.starts.get(i, 0) + 1
-        log = self.logs / f"worker-{i}-{n}.log"
-        self.procs[i] = subprocess.Popen(
-            [sys.executable, "-m", "deploy", "--config", str(self.cfg_path), "worker",
-             "--instance-id", str(i), "--web-port", str(self.base_port + i - 1),
-             "--log-file", str(log)], cwd=ROOT, stdin=subprocess.DEVNULL,
-            stdout=open(self.logs / f"worker-{i}-{n}.out", "ab"), stderr=subprocess.STDOUT,
-            start_new_session=True)
+        port = self.base_port + i - 1
+        self.procs[i] = WorkerProcess(
+            worker_argv(self.cfg_path, i, port, self.logs / f"worker-{i}-{n}.log"),
+            self.logs / f"worker-{i}-{n}.out", port, i, cwd=ROOT).start()
 
     def signal(self, i: int, sig: int) -> None:
-        p = self.procs.get(i)
         if sig in (signal.SIGKILL, signal.SIGTERM):
             self.check_exits()              # an exit before this one is the worker's own
             self.stopped.add(i)
-        if p and p.poll() is None:
-            p.send_signal(sig)
-            if sig in (signal.SIGKILL, signal.SIGTERM):
-                p.wait(30)
+        p = self.procs.get(i)
+        if p is not None:
+            p.signal(sig)
 
     def check_exits(self) -> list[str]:
         """Workers that ended by themselves (a crash: nothing in the schedule stops a worker
         without restarting it, except worker 4's SIGTERM)."""
         for i, p in self.procs.items():
-            if i not in self.stopped and p.poll() is not None:
+            if i not in self.stopped and not p.alive():
                 self.stopped.add(i)
                 self.exits.append(f"worker {i} (exit code {p.returncode}; "
                                   f"{self.logs / f'worker-{i}-{self.starts[i]}.log'})")
@@ -544,7 +538,7 @@ def _verify(cfg, w: Workers, sample: Path, payloads, report: ChaosReport, workdi
     with open(everything, "wb") as out:
         out.write((sample / "events.jsonl").read_bytes())
         for raw, key, _ in payloads:
-            if type(rt.parser.parse(raw, key, now)) is not Rejection:
+            if type(rt.parser.parse_message(raw, key, now)) is not Rejection:
                 out.write(raw + b"\n")
     expected = batch_profiles(cfg, sample / "item_feat_dict.json", everything,
                               workdir / "batch.jsonl")

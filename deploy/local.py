@@ -3,18 +3,16 @@ topics, and N worker processes with their logs and pid files under the run dir."
 from __future__ import annotations
 
 import asyncio
-import json
+import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
-import urllib.request
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 from deploy import broker as embedded
+from deploy.worker_process import WorkerProcess, worker_argv
+from deploy.workers import pid_file, pid_files, serving
 from features.config import ProfileConfig
 
 
@@ -23,27 +21,11 @@ class ClusterError(RuntimeError):
 
 
 @dataclass
-class LocalWorker:
-    instance_id: int
-    web_port: int
-    proc: subprocess.Popen
-    log_path: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.web_port}"
-
-    def get(self, path: str, timeout: float = 5.0) -> dict:
-        with urllib.request.urlopen(self.url + path, timeout=timeout) as r:
-            return json.loads(r.read())
-
-
-@dataclass
 class LocalCluster:
     cfg: ProfileConfig
     config_path: str | None = None
     say: Callable[[str], None] = print
-    workers: list[LocalWorker] = field(default_factory=list)
+    workers: list[WorkerProcess] = field(default_factory=list)
     started_broker: bool = False
 
     def start(self, instances: int = 1, timeout: float = 90.0) -> None:
@@ -60,45 +42,34 @@ class LocalCluster:
         for i in range(1, instances + 1):
             self.workers.append(self._spawn(i))
         for w in self.workers:
-            if not self._wait_healthy(w, timeout):
+            if w.wait_healthy(timeout, serving) is None:
                 raise ClusterError(f"worker {w.instance_id} did not become healthy; "
                                    f"see {w.log_path}")
-            self.say(f"worker {w.instance_id} healthy: {w.url}/health")
+            self.say(f"worker {w.instance_id} healthy: {w.url('/health')}")
 
-    def _spawn(self, instance_id: int) -> LocalWorker:
+    def _spawn(self, instance_id: int) -> WorkerProcess:
         cfg = self.cfg
         cfg.run_dir.mkdir(parents=True, exist_ok=True)
-        log_path = cfg.run_dir / f"worker-{instance_id}.log"
-        cmd = [sys.executable, "-m", "deploy"]
-        if self.config_path:
-            cmd += ["--config", self.config_path]
-        cmd += ["worker", "--instance-id", str(instance_id)]
-        with open(log_path, "ab") as log:
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
-        self.pid_file(instance_id).write_text(str(proc.pid))
-        self.say(f"worker {instance_id} starting (pid {proc.pid}); log {log_path}")
-        return LocalWorker(instance_id, cfg.worker.web_port + instance_id - 1, proc, log_path)
+        w = WorkerProcess(worker_argv(self.config_path, instance_id),
+                          cfg.run_dir / f"worker-{instance_id}.log",
+                          cfg.worker.web_port + instance_id - 1, instance_id=instance_id,
+                          pid_file=pid_file(cfg, instance_id)).start()
+        self.say(f"worker {instance_id} starting (pid {w.pid}); log {w.log_path}")
+        return w
 
-    def pid_file(self, instance_id: int) -> Path:
-        return self.cfg.run_dir / f"worker-{instance_id}.pid"
+    def exited(self) -> WorkerProcess | None:
+        return next((w for w in self.workers if not w.alive()), None)
 
-    @staticmethod
-    def _wait_healthy(w: LocalWorker, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if w.proc.poll() is not None:
-                return False
-            try:
-                if w.get("/health", timeout=1).get("status") == "ok":
-                    return True
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.25)
-        return False
-
-    def exited(self) -> LocalWorker | None:
-        return next((w for w in self.workers if w.proc.poll() is not None), None)
+    def run_until_stopped(self) -> None:
+        """Until SIGTERM (or Ctrl-C, KeyboardInterrupt); ClusterError when a worker exits."""
+        stopping = []
+        signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+        while not stopping:
+            gone = self.exited()
+            if gone is not None:
+                raise ClusterError(f"worker {gone.instance_id} exited with code "
+                                   f"{gone.returncode}; see {gone.log_path}")
+            time.sleep(0.5)
 
     def stop(self) -> list[str]:
         """Stop every process this cluster started; returns what was done. Ignores Ctrl-C
@@ -107,8 +78,7 @@ class LocalCluster:
         done = []
         try:
             for w in self.workers:
-                _stop_process(w.proc)
-                self.pid_file(w.instance_id).unlink(missing_ok=True)
+                w.stop(grace=15.0)
                 done.append(f"worker {w.instance_id} stopped")
             self.workers.clear()
             if self.started_broker:
@@ -120,24 +90,31 @@ class LocalCluster:
         return done
 
 
+def stop_local(cfg: ProfileConfig) -> list[str]:
+    """`profiles down`: SIGTERM to every worker with a pid file in the run dir, then the
+    embedded broker; returns what was done."""
+    done = []
+    for _, path in pid_files(cfg):
+        try:
+            pid = int(path.read_text())
+            os.kill(pid, signal.SIGTERM)
+            done.append(f"stopped worker pid {pid}")
+        except (ValueError, ProcessLookupError, OSError):
+            pass
+        path.unlink(missing_ok=True)
+    done.append("embedded broker stopped" if embedded.stop(cfg.run_dir)
+                else "embedded broker: not running")
+    return done
+
+
 def drop_stale_worker_state(cfg: ProfileConfig, say: Callable[[str], None]) -> None:
     """A new embedded broker starts empty (memory only), so local table state from an earlier
-    run points at changelog offsets that no longer exist (Faust refuses to start on it).
-    The mapping index and the backups beside it are kept: ids never change meaning."""
+    run points at changelog offsets that no longer exist. The workers would drop it themselves
+    (streams.faust_compat.table_recovery); clearing it first is quicker and says so. The mapping
+    index and the backups beside it are kept: ids never change meaning."""
     stale = sorted(cfg.data_dir.glob("instance-*"))
     for d in stale:
         shutil.rmtree(d)
     if stale:
         say(f"new embedded broker: cleared worker state of an earlier run "
             f"({', '.join(d.name for d in stale)})")
-
-
-def _stop_process(proc: subprocess.Popen, grace: float = 15.0) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()

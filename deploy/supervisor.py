@@ -15,8 +15,6 @@ import logging
 import logging.handlers
 import os
 import signal
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +22,8 @@ from pathlib import Path
 import orjson
 
 from deploy import broker as embedded
-from deploy.workers import call, pid_alive, ready
+from deploy.worker_process import WorkerProcess, worker_argv
+from deploy.workers import pid_alive, pid_file, serving
 from features.alerts import AlertEvaluator
 from features.config import ProfileConfig
 
@@ -59,27 +58,25 @@ def read_cluster(cfg: ProfileConfig) -> dict | None:
 
 @dataclass
 class Managed:
-    instance_id: int
-    web_port: int
-    proc: subprocess.Popen | None = None
+    process: WorkerProcess
     restarts: int = 0
     crashes: list[float] = field(default_factory=list)
     gave_up: bool = False
     restarting: bool = False
 
     @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.web_port}"
+    def instance_id(self) -> int:
+        return self.process.instance_id or 0
 
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.process.alive()
 
 
 class Supervisor:
     def __init__(self, cfg: ProfileConfig, config_path: str | None, instances: list[int],
                  monitor: bool):
         self.cfg, self.config_path, self.monitor = cfg, config_path, monitor
-        self.workers = {i: Managed(i, cfg.worker.web_port + i - 1) for i in instances}
+        self.workers = {i: Managed(self._process(i)) for i in instances}
         self.started_broker = False
         self.stopping = False
         self.alerts = AlertEvaluator([r for r in cfg.monitoring.alerts
@@ -119,28 +116,22 @@ class Supervisor:
                 drop_stale_worker_state(cfg, log.info)
         asyncio.run(ensure_topics(cfg))
 
-    def _spawn(self, w: Managed) -> None:
-        cfg = self.cfg
-        cmd = [sys.executable, "-m", "deploy"]
-        if self.config_path:
-            cmd += ["--config", self.config_path]
-        cmd += ["worker", "--instance-id", str(w.instance_id), "--log-file",
-                str(cfg.run_dir / f"worker-{w.instance_id}.log")]
-        with open(cfg.run_dir / f"worker-{w.instance_id}.out", "ab") as out:
-            w.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, start_new_session=True)
-        (cfg.run_dir / f"worker-{w.instance_id}.pid").write_text(str(w.proc.pid))
-        log.info("worker %s started (pid %s)", w.instance_id, w.proc.pid)
+    def _process(self, instance_id: int) -> WorkerProcess:
+        """Worker N: its own rotated log (worker-N.log), anything printed before logging
+        starts in worker-N.out."""
+        run_dir = self.cfg.run_dir
+        return WorkerProcess(
+            worker_argv(self.config_path, instance_id,
+                        log_file=run_dir / f"worker-{instance_id}.log"),
+            run_dir / f"worker-{instance_id}.out", self.cfg.worker.web_port + instance_id - 1,
+            instance_id=instance_id, pid_file=pid_file(self.cfg, instance_id))
 
-    def _stop_worker(self, w: Managed, grace: float = 20.0) -> None:
-        if w.alive():
-            w.proc.send_signal(signal.SIGTERM)
-            try:
-                w.proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                w.proc.kill()
-                w.proc.wait()
-        (self.cfg.run_dir / f"worker-{w.instance_id}.pid").unlink(missing_ok=True)
+    def _spawn(self, w: Managed) -> None:
+        w.process.start()
+        log.info("worker %s started (pid %s)", w.instance_id, w.process.pid)
+
+    def _stop_worker(self, w: Managed) -> None:
+        w.process.stop(grace=20.0)
 
     def _shutdown(self) -> None:
         for w in self.workers.values():
@@ -159,7 +150,7 @@ class Supervisor:
         for w in self.workers.values():
             if w.alive() or w.restarting or w.gave_up:
                 continue
-            code = w.proc.returncode if w.proc else None
+            code = w.process.returncode
             log.warning("worker %s exited (code %s)", w.instance_id, code)
             if not self.monitor:
                 continue
@@ -200,7 +191,7 @@ class Supervisor:
                 self._spawn(w)
                 w.restarts += 1
                 w.gave_up = False
-                if self._wait_healthy(w, 120):
+                if w.process.wait_healthy(120, interval=0.5) is not None:
                     result["restarted"].append(i)
                 else:
                     result["failed"].append({"instance": i, "error": "not healthy in 120 s"})
@@ -212,30 +203,14 @@ class Supervisor:
     @staticmethod
     def _serving(w: Managed) -> bool:
         """Alive and answering /health with ok (a restarted worker is down until then)."""
-        if not w.alive():
-            return False
-        try:
-            return call(w.url + "/health", timeout=1).get("status") == "ok"
-        except Exception:
-            return False
-
-    @staticmethod
-    def _wait_healthy(w: Managed, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not w.alive():
-                return False
-            if ready(w.url):
-                return True
-            time.sleep(0.5)
-        return False
+        return w.alive() and serving(w.process.url(), timeout=1) is not None
 
     def _write_state(self) -> None:
         state = {"supervisor_pid": os.getpid(), "monitor": self.monitor,
                  "broker": self.cfg.kafka.bootstrap_servers,
                  "embedded_broker": self.cfg.uses_embedded_broker,
-                 "workers": [{"instance_id": w.instance_id, "web_port": w.web_port,
-                              "pid": w.proc.pid if w.proc else None, "alive": w.alive(),
+                 "workers": [{"instance_id": w.instance_id, "web_port": w.process.web_port,
+                              "pid": w.process.pid, "alive": w.alive(),
                               "restarts": w.restarts, "gave_up": w.gave_up}
                              for w in self.workers.values()],
                  "updated_at": time.time()}

@@ -1,18 +1,31 @@
-"""Finding the local workers and talking to their HTTP API."""
+"""Finding the local workers (pid files) and calling a worker's HTTP API."""
 from __future__ import annotations
 
 import json
 import os
 import urllib.error
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 from features.config import ProfileConfig
+from streams.auth import HINT
 
 
 class WorkerCallError(RuntimeError):
-    pass
+    """A worker call that failed: `status` is the HTTP status when the worker answered;
+    `unreachable` when no connection was made (nothing was sent, so trying another way is
+    safe even for a POST)."""
+
+    def __init__(self, message: str, status: int | None = None, unreachable: bool = False):
+        super().__init__(message)
+        self.status = status
+        self.unreachable = unreachable
+
+    @property
+    def refused(self) -> bool:
+        """The worker refused the token (or its absence)."""
+        return self.status in (401, 403)
 
 
 @dataclass(frozen=True)
@@ -34,19 +47,40 @@ def pid_alive(pid: int | None) -> bool:
     return True
 
 
-def local_workers(cfg: ProfileConfig) -> list[WorkerRef]:
-    """Workers with a live pid file in the run dir (started by up/demo/deploy); when there is
-    none, the configured address of instance 1 (a worker started by hand)."""
+def configured_url(cfg: ProfileConfig, instance_id: int = 1) -> str:
+    """Where worker N listens by default (worker.web_host, worker.web_port + N - 1)."""
+    host = cfg.worker.web_host
+    host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    return f"http://{host}:{cfg.worker.web_port + instance_id - 1}"
+
+
+def pid_file(cfg: ProfileConfig, instance_id: int) -> Path:
+    """Where a local worker started by up/demo/deploy keeps its pid."""
+    return cfg.run_dir / f"worker-{instance_id}.pid"
+
+
+def pid_files(cfg: ProfileConfig) -> list[tuple[int, Path]]:
+    """(instance id, pid file) of every local worker's pid file in the run dir."""
     found = []
-    for pid_file in sorted(cfg.run_dir.glob("worker-*.pid")):
+    for path in sorted(cfg.run_dir.glob("worker-*.pid")):
         try:
-            n, pid = int(pid_file.stem.split("-")[1]), int(pid_file.read_text())
-        except (ValueError, IndexError, OSError):
+            found.append((int(path.stem.split("-")[1]), path))
+        except (ValueError, IndexError):
+            continue
+    return found
+
+
+def local_workers(cfg: ProfileConfig) -> list[WorkerRef]:
+    """Workers with a live pid file in the run dir (started by up/demo/deploy)."""
+    found = []
+    for n, path in pid_files(cfg):
+        try:
+            pid = int(path.read_text())
+        except (ValueError, OSError):
             continue
         if pid_alive(pid):
-            found.append(WorkerRef(n, f"http://{cfg.worker.web_host}:"
-                                      f"{cfg.worker.web_port + n - 1}", pid))
-    return found or [WorkerRef(1, f"http://{cfg.worker.web_host}:{cfg.worker.web_port}")]
+            found.append(WorkerRef(n, configured_url(cfg, n), pid))
+    return found
 
 
 def call(url: str, method: str = "GET", token: str | None = None,
@@ -59,31 +93,32 @@ def call(url: str, method: str = "GET", token: str | None = None,
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return json.loads(r.read())
     except urllib.error.HTTPError as e:
+        if e.code in (401, 403):
+            sent = "the token" if token else "a call without a token"
+            raise WorkerCallError(f"{url}: refused {sent} (HTTP {e.code}); {HINT}",
+                                  e.code) from None
         try:
             msg = json.loads(e.read() or b"{}").get("error", e.reason)
         except ValueError:
             msg = e.reason
-        raise WorkerCallError(f"{url}: {msg} (HTTP {e.code})") from None
-    except OSError as e:
+        raise WorkerCallError(f"{url}: {msg} (HTTP {e.code})", e.code) from None
+    except urllib.error.URLError as e:      # raised while connecting and sending
+        raise WorkerCallError(f"no worker answers at {url}: {e.reason}",
+                              unreachable=True) from None
+    except OSError as e:                    # while waiting for the answer
         raise WorkerCallError(f"no worker answers at {url}: {e}") from None
+
+
+def serving(url: str, timeout: float = 2.0) -> dict | None:
+    """The worker's /health body when its status is ok (not recovering), else None."""
+    try:
+        h = call(url.rstrip("/") + "/health", timeout=timeout)
+    except (WorkerCallError, ValueError):
+        return None
+    return h if h.get("status") == "ok" else None
 
 
 def ready(url: str, timeout: float = 2.0) -> dict | None:
     """The worker's /health body when it is ok with table recovery complete, else None."""
-    try:
-        h = call(url.rstrip("/") + "/health", timeout=timeout)
-    except WorkerCallError:
-        return None
-    return h if h.get("status") == "ok" and h.get("recovery_completed") else None
-
-
-def call_all(urls: list[str], method: str = "GET", token: str | None = None,
-             timeout: float = 30.0) -> list[dict | WorkerCallError]:
-    """The same call on every worker at once (each works on its own partitions)."""
-    def one(u):
-        try:
-            return call(u, method, token, timeout)
-        except WorkerCallError as e:
-            return e
-    with ThreadPoolExecutor(max(1, len(urls))) as pool:
-        return list(pool.map(one, urls))
+    h = serving(url, timeout)
+    return h if h is not None and h.get("recovery_completed") else None

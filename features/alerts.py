@@ -2,12 +2,9 @@
 for `for` seconds, resolved when it stops. Pure: the caller supplies signals and the time."""
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass
 
-from features.config import AlertRule
-
-OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
+from features.config import COMPARE, AlertRule
 
 # The signals a rule can name (monitoring.alerts[].metric).
 SIGNALS = {
@@ -20,6 +17,10 @@ SIGNALS = {
     "coverage_drop": "highest coverage seen in the last hour minus the current coverage",
     "last_event_age_seconds": "wall-clock seconds since the worker last read an event",
     "workers_down": "configured workers that do not answer (evaluated by the supervisor)",
+    "partition_mismatch_events": "events over the rate window that arrived on a partition "
+                                 "kafka.partitioner does not give for their key",
+    "missing_key_events": "user-events messages without a key (dead-lettered as missing_key) "
+                          "over the rate window",
 }
 
 
@@ -46,7 +47,7 @@ class AlertEvaluator:
             if value is None:
                 continue                    # no reading: nothing changes
             st.value = value
-            holds = OPS[rule.op](value, rule.threshold)
+            holds = COMPARE[rule.op](value, rule.threshold)
             if holds:
                 if st.pending_since is None:
                     st.pending_since = now

@@ -10,14 +10,14 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Any, Iterator
 
 import orjson
 
 from features.config import ProfileConfig
 from features.events import Rejection
 from features.runtime import FeatureRuntime
-from features.state import APPLIED, UserState, apply
+from features.state import APPLIED, DUPLICATE, UserState, apply
 
 
 @dataclass
@@ -47,11 +47,12 @@ def dlq_path(out: Path) -> Path:
     return out.with_name(f"{name}.dlq.jsonl")
 
 
-def iter_events(lines: Iterator[bytes]) -> Iterator[tuple[int, bytes | dict]]:
-    """(line number, raw bytes or decoded event dict). A TAAC-style seq.jsonl line — a JSON
-    array of [user_id, item_id, user_feat, item_feat, action_type, timestamp] rows — expands into
-    one event per row that names an item (rows without an item carry user features only)."""
-    for lineno, line in enumerate(lines, 1):
+def iter_events(lines: Iterator[bytes], start: int = 1) -> Iterator[tuple[int, bytes | dict]]:
+    """(line number, raw bytes or decoded event dict); `start` numbers the first line. A
+    TAAC-style seq.jsonl line — a JSON array of [user_id, item_id, user_feat, item_feat,
+    action_type, timestamp] rows — expands into one event per row that names an item (rows
+    without an item carry user features only)."""
+    for lineno, line in enumerate(lines, start):
         s = line.strip()
         if not s:
             continue
@@ -73,8 +74,8 @@ def iter_events(lines: Iterator[bytes]) -> Iterator[tuple[int, bytes | dict]]:
 
 
 class Progress:
-    def __init__(self, stream: IO | None, every: float = 1.0):
-        self.stream, self.every = stream, every
+    def __init__(self, stream: IO | None, every: float = 1.0, label: str = "batch"):
+        self.stream, self.every, self.label = stream, every, label
         self.start = self.last = time.monotonic()
 
     def tick(self, n: int, force: bool = False) -> None:
@@ -87,7 +88,7 @@ class Progress:
             tty = getattr(self.stream, "isatty", lambda: False)()
             # on a terminal one line updates in place; in a log file each tick is its own line
             prefix = "\r" if tty else ""
-            print(f"{prefix}batch: {n:,} events read ({rate:,.0f}/s)",
+            print(f"{prefix}{self.label}: {n:,} events read ({rate:,.0f}/s)",
                   end="\n" if force or not tty else "", file=self.stream, flush=True)
 
 
@@ -102,9 +103,9 @@ def build_states(rt: FeatureRuntime, lines: Iterator[bytes], report: BatchReport
     for lineno, raw in iter_events(lines):
         report.events += 1
         if isinstance(raw, dict):
-            ev = parser.check(raw, None, now)
+            ev = parser.check_line(raw, now)
         else:
-            ev = parser.parse(raw, None, now)
+            ev = parser.parse_line(raw, now)
         if type(ev) is Rejection:
             _reject(report, dlq, ev.reason, ev.message, lineno, raw)
             continue
@@ -117,7 +118,7 @@ def build_states(rt: FeatureRuntime, lines: Iterator[bytes], report: BatchReport
         outcome = apply(st, ev, catalog.categories(ev.item_id), rules)
         if outcome == APPLIED:
             report.applied += 1
-        elif outcome == "duplicate":
+        elif outcome == DUPLICATE:
             report.duplicates += 1
         else:
             _reject(report, dlq, outcome, f"day of timestamp {ev.ts} is before the user's "
@@ -127,7 +128,8 @@ def build_states(rt: FeatureRuntime, lines: Iterator[bytes], report: BatchReport
     return states
 
 
-def _reject(report: BatchReport, dlq, reason: str, message: str, lineno: int, raw) -> None:
+def _reject(report: BatchReport, dlq: IO[bytes] | None, reason: str, message: str, lineno: int,
+            raw: bytes | dict[str, Any]) -> None:
     report.rejected[reason] += 1
     if dlq is not None:
         if isinstance(raw, dict):

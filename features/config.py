@@ -5,19 +5,22 @@ complete config. Unknown keys, wrong types and impossible values are refused wit
 """
 from __future__ import annotations
 
+import operator
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Callable, Literal, Mapping, Union
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
-                      model_validator)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 MAX_WINDOW_DAYS = 30
 METRIC_NAMES = ("actions", "active_days", "actions_per_active_day", "unique_items",
                 "unique_item_ratio", "avg_dwell_time", "sessions", "avg_session_duration")
-RULE_OPS = (">", ">=", "<", "<=")
+# The comparison a preference rule or an alert rule names (`op`), and what it computes.
+Comparison = Literal[">", ">=", "<", "<="]
+COMPARE: dict[str, Callable[[float, float], bool]] = {
+    ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
 
 # Environment variables that override deployment settings (never feature definitions).
 ENV_OVERRIDES = {
@@ -29,6 +32,7 @@ ENV_OVERRIDES = {
     "PROFILES_RUN_DIR": ("embedded_broker", "run_dir"),
     "PROFILES_BROKER_PORT": ("embedded_broker", "port"),
     "PROFILES_KAFKA_COMPAT": ("kafka", "compat"),
+    "PROFILES_WORKER_AUTH": ("worker", "auth"),
 }
 
 
@@ -59,7 +63,8 @@ class EventsConfig(Section):
             raise ValueError("at least one action type is needed")
         for name, code in v.items():
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-                raise ValueError(f"action name {name!r} must be an identifier (it names rate_{name})")
+                raise ValueError(f"action name {name!r} must be an identifier "
+                                 f"(it names rate_{name})")
             if not 0 <= code <= 255:
                 raise ValueError(f"action code {code} for {name!r} must be within 0..255")
         if len(set(v.values())) != len(v):
@@ -83,14 +88,17 @@ class EventsConfig(Section):
 CategoryRule = Union[list[Union[int, str]], dict[Union[int, str], list[Any]]]
 
 
+def _default_categories() -> dict[str, CategoryRule]:
+    return {"entertainment": [100, 101, 102], "technology": [111, 112, 113]}
+
+
 class InterestTagsConfig(Section):
     max_tags: int = Field(10, ge=1)
     min_frequency: int = Field(3, ge=1)
     decay_factor: float = Field(0.95, gt=0, le=1)
     window_days: int = Field(30, ge=1, le=MAX_WINDOW_DAYS)
     action_weights: dict[int, float] = Field(default_factory=dict)
-    categories: dict[str, CategoryRule] = Field(default_factory=lambda: {
-        "entertainment": [100, 101, 102], "technology": [111, 112, 113]})
+    categories: dict[str, CategoryRule] = Field(default_factory=_default_categories)
 
     @field_validator("action_weights")
     @classmethod
@@ -123,7 +131,7 @@ class PreferenceRule(Section):
     name: str = Field(min_length=1)
     metric: str
     window_days: int = Field(ge=1, le=MAX_WINDOW_DAYS)
-    op: Literal[">", ">=", "<", "<="]
+    op: Comparison
     threshold: float
     min_actions: int = Field(0, ge=0)
 
@@ -173,9 +181,14 @@ def _ascending(v: list[float]) -> list[float]:
     return v
 
 
+def _floats(*xs: float) -> list[float]:
+    return list(xs)
+
+
 class ActivityMetricsConfig(Section):
-    daily_actions: list[float] = Field(default_factory=lambda: [0, 5, 15, 30])
-    session_duration: list[float] = Field(default_factory=lambda: [0, 300, 900, 1800])
+    # (ints: the defaults are not validated, and the feature fingerprint reads them as they are)
+    daily_actions: list[float] = Field(default_factory=lambda: _floats(0, 5, 15, 30))
+    session_duration: list[float] = Field(default_factory=lambda: _floats(0, 300, 900, 1800))
 
     @field_validator("daily_actions", "session_duration")
     @classmethod
@@ -265,6 +278,24 @@ class KafkaConfig(Section):
     replication: int = Field(1, ge=1)
     topics: TopicNames = Field(default_factory=TopicNames)
     security: KafkaSecurityConfig = Field(default_factory=KafkaSecurityConfig)
+    # The producers' key partitioner (features.partitioners): the query API routes a user to
+    # the worker of the partition it gives, and the workers count events it does not explain.
+    partitioner: Literal["murmur2", "crc32", "fnv1a"] = "murmur2"
+    # the client that writes profile-updates, profile-aggregates, the DLQ and alerts
+    # (streams.publisher; the table changelog is always Faust's)
+    output_client: Literal["librdkafka", "aiokafka"] = "librdkafka"
+
+    @field_validator("partitioner", mode="before")
+    @classmethod
+    def _partitioner(cls, v: Any) -> Any:
+        clients = {"murmur2_random": "murmur2", "consistent": "crc32",
+                   "consistent_random": "crc32", "fnv1a_random": "fnv1a"}
+        if v in clients:
+            raise ValueError(f"{v!r} is librdkafka's name; its hash is {clients[v]!r}")
+        if v == "random":
+            raise ValueError("'random' ignores keys: a user's events must all reach one "
+                             "partition (murmur2, crc32 or fnv1a)")
+        return v
 
     @field_validator("broker")
     @classmethod
@@ -299,12 +330,21 @@ class WorkerConfig(Section):
     # Bearer token for endpoints that change state (job triggers). $PROFILES_API_TOKEN wins;
     # else this file, created with a random token on first use (default: <run_dir>/api-token).
     api_token_file: str | None = None
+    # Which endpoints need that token: `writes` (job triggers, restarts, the cluster relay) or
+    # `all` (every endpoint but /health and /metrics: profiles are personal data; set it
+    # wherever web_host is reachable beyond this machine).
+    auth: Literal["writes", "all"] = "writes"
 
 
 class RealTimeUpdateConfig(Section):
     update_interval: float = Field(0, ge=0)   # seconds one user's publishes are held back
     batch_size: int = Field(1000, ge=1)
     queue_size: int = Field(10000, ge=1)
+    # the write-back state path (docs/STREAMING.md): a user's state, profile and closed days are
+    # written and published once per commit; a commit comes when the worker has caught up, or
+    # after this many seconds of backlog (0: after every batch), or at this many dirty users
+    commit_interval: float = Field(1.0, ge=0, le=60)
+    max_dirty_users: int = Field(20000, ge=1)
     strategy: str = Field("streams.strategy:PublishEveryChange", pattern=r"^[\w.]+:[\w]+$")
 
 
@@ -363,13 +403,10 @@ class PerformanceConfig(Section):
     rocksdb: RocksDBConfig = Field(default_factory=RocksDBConfig)
 
 
-ALERT_OPS = (">", ">=", "<", "<=")
-
-
 class AlertRule(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     metric: str                      # a signal of features.alerts.SIGNALS
-    op: Literal[">", ">=", "<", "<="]
+    op: Comparison
     threshold: float
     for_seconds: float = Field(0, ge=0, alias="for")   # true this long before it fires
     severity: Literal["info", "warning", "critical"] = "warning"
@@ -389,6 +426,10 @@ def _default_alerts() -> list[AlertRule]:
                   **{"for": 300}, severity="critical"),
         AlertRule(name="worker_down", metric="workers_down", op=">", threshold=0,
                   **{"for": 10}, severity="critical"),
+        AlertRule(name="partitioner_mismatch", metric="partition_mismatch_events", op=">",
+                  threshold=0, severity="warning"),
+        AlertRule(name="unkeyed_events", metric="missing_key_events", op=">", threshold=0,
+                  severity="warning"),
     ]
 
 
@@ -396,6 +437,8 @@ class MonitoringConfig(Section):
     enabled: bool = True
     quality_interval_seconds: float = Field(60, gt=0)   # quality/business scan of local state
     quality_sample_users: int = Field(5000, ge=1)       # users per worker per scan
+    trend_hours: float = Field(24, gt=0)                # scans kept per worker (dashboard trends)
+    trend_points: int = Field(1440, ge=2, le=100_000)   # at most: wider steps beyond
     rate_window_seconds: float = Field(300, gt=0)       # window of dlq_rate and the rates
     alert_interval_seconds: float = Field(10, gt=0)     # how often rules are evaluated
     alerts: list[AlertRule] = Field(default_factory=_default_alerts)
@@ -520,7 +563,7 @@ def _format_error(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def _apply_env(raw: dict, env: dict[str, str]) -> dict:
+def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
     for var, (section, key) in ENV_OVERRIDES.items():
         if env.get(var):
             raw.setdefault(section, {})
@@ -531,7 +574,7 @@ def _apply_env(raw: dict, env: dict[str, str]) -> dict:
 
 
 def parse_config(raw: Any, source: str = "<config>", base_dir: str | Path = ".",
-                 env: dict[str, str] | None = None) -> ProfileConfig:
+                 env: Mapping[str, str] | None = None) -> ProfileConfig:
     """Validate an already-parsed mapping; `env` (default: os.environ) overrides deployment keys."""
     if raw is None:
         raw = {}
@@ -547,7 +590,8 @@ def parse_config(raw: Any, source: str = "<config>", base_dir: str | Path = ".",
         raise ConfigError(_format_error(err, source)) from None
 
 
-def load_config(path: str | Path | None = None, env: dict[str, str] | None = None) -> ProfileConfig:
+def load_config(path: str | Path | None = None,
+                env: Mapping[str, str] | None = None) -> ProfileConfig:
     """Load a YAML config (safe_load only). None: $PROFILES_CONFIG, else ./profile_config.yaml
     when present, else the built-in defaults."""
     env_map = os.environ if env is None else env

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from features.columnar.layout import HEADER_SIZE, ColumnarState
 from features.events import day_of
 from features.profile import ARRAY_KEYS, FeatureEngine, Profile
 from features.state import STATE_DAYS, UserState
@@ -47,6 +48,18 @@ def compare(engine: FeatureEngine, user_id: int, live: UserState, rebuilt: UserS
     differ = tuple(k for k in keys
                    if p_live is None or p_live.features.get(k) != p_rebuilt.features.get(k))
     return UserDrift(user_id, True, differ, p_rebuilt)
+
+
+def compare_columnar(engine: FeatureEngine, user_id: int, live: ColumnarState,
+                     rebuilt: ColumnarState, as_of: int) -> UserDrift | None:
+    """`compare` of two v3 states: the same T and the same record body are the same state
+    (most users, without a conversion); else the reference states are compared."""
+    if live.T == rebuilt.T and live.counts() == rebuilt.counts() and live.w == rebuilt.w and \
+            live.buf[HEADER_SIZE:] == rebuilt.buf[HEADER_SIZE:]:
+        return None
+    from features.columnar.codec import to_reference  # (it imports this module)
+    return compare(engine, user_id, to_reference(live, engine.tz),
+                   to_reference(rebuilt, engine.tz), as_of)
 
 
 def empty_drift_counts(engine: FeatureEngine) -> dict[str, int]:

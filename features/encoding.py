@@ -4,30 +4,37 @@ Layout v2:  header (format, T, source offset, version counter, digest, width, le
             due day, as_of of the last published record) | Z = zlib(integer array) | event-id hashes
 (v1, without the due day, is still read.) The header is fixed-size so scheduled jobs read and
 patch it without decoding the rest.
+v2 has no closed day (`UserState.closed_day`): it reads as NO_CLOSED_DAY, which says day(T) is
+still open, true of every state the stream writes; a state whose day(T) is closed (a scheduled
+run published its aggregates) is written as v3 (features.columnar), which keeps it.
 The array holds every other number of the state, days and times relative to day(T) so that most
 are small; it is stored in the narrowest little-endian integer width that fits (1, 2, 4 or 8
-bytes) and byte-shuffled. The 48-bit event-id hashes are random, so they follow uncompressed, 6 bytes each, in the
-order of the array's event-id entries.
+bytes) and byte-shuffled. The 48-bit event-id hashes are random, so they follow uncompressed,
+6 bytes each, in the order of the array's event-id entries.
 """
 from __future__ import annotations
 
 import struct
 import zlib
-from itertools import accumulate
 from dataclasses import dataclass
+from itertools import accumulate
 
 import numpy as np
 
-from features.state import EVENT_ID_HASH_BYTES, UNKNOWN_DUE, DayBucket, UserState
+from features.state import EVENT_ID_HASH_BYTES, NO_CLOSED_DAY, UNKNOWN_DUE, DayBucket, UserState
 
 FORMAT_VERSION = 2
 _HEAD_V1 = struct.Struct("<BqqqqBI")
 _HEAD = struct.Struct("<BqqqqBIiq")
 _HEADS = {1: _HEAD_V1, 2: _HEAD}
+_COLUMNAR = 3           # features.columnar: the same header fields at the same positions
+_PREFIXES = {**_HEADS, _COLUMNAR: _HEAD}
 _BOOKKEEPING = struct.Struct("<qq")         # version counter, digest: right after T, offset
 _BOOKKEEPING_AT = 17
 _TAIL = struct.Struct("<iq")                # due day, published as_of: after the v1 fields
 _TAIL_AT = _HEAD_V1.size
+_CLOSED = struct.Struct("<i")               # v3 only: features.columnar.layout.CLOSED_DAY_AT
+_CLOSED_AT = 79
 _WIDTHS = {1: "<i1", 2: "<i2", 4: "<i4", 8: "<i8"}
 
 
@@ -36,6 +43,9 @@ class StateDecodeError(ValueError):
 
 
 def encode(state: UserState, tz: int) -> bytes:
+    if state.closed_day > NO_CLOSED_DAY and state.days and \
+            state.closed_day >= (state.T + tz) // 86400:
+        return _encode_columnar(state, tz)      # v2 would read day(T) as open again
     if state.T < 0:
         base = 0
     else:
@@ -87,10 +97,12 @@ def decode(data: bytes, tz: int, event_ids: bool = True) -> UserState:
     not to apply events or re-encode: scheduled jobs then patch the header instead)."""
     if not data:
         raise StateDecodeError("empty state record")
+    if data[0] == _COLUMNAR:
+        return _decode_columnar(data, tz, event_ids)
     head = _HEADS.get(data[0])
     if head is None:
         raise StateDecodeError(f"unknown state format version {data[0]} (this build reads "
-                               f"versions {sorted(_HEADS)})")
+                               f"versions {sorted(_PREFIXES)})")
     try:
         _, T, offset, version, digest, width, n, *v2 = head.unpack_from(data)
         body = zlib.decompress(data[head.size:head.size + n])
@@ -114,26 +126,47 @@ class Header:
     published_digest: int
     due_day: int
     published_as_of: int
+    closed_day: int = NO_CLOSED_DAY
 
 
 def read_header(data: bytes) -> Header:
-    head = _HEADS.get(data[0]) if data else None
+    head = _PREFIXES.get(data[0]) if data else None
     if head is None or len(data) < head.size:
         raise StateDecodeError("not a state record (unknown format or too short)")
     _, T, offset, version, digest, _, _, *v2 = head.unpack_from(data)
     due, as_of = v2 if v2 else (UNKNOWN_DUE, T)
-    return Header(T, offset, version, digest, due, as_of)
+    closed = _CLOSED.unpack_from(data, _CLOSED_AT)[0] if data[0] == _COLUMNAR and \
+        len(data) >= _CLOSED_AT + _CLOSED.size else NO_CLOSED_DAY
+    return Header(T, offset, version, digest, due, as_of, closed)
 
 
 def patch_header(data: bytes, state: UserState) -> bytes:
-    """`data` with the bookkeeping of `state` (version, digest, due day, published as_of); the
-    rest is unchanged. Only for the current format (older records are re-encoded)."""
-    if data[0] != FORMAT_VERSION:
+    """`data` with the bookkeeping of `state` (version, digest, due day, published as_of and,
+    in v3, the closed day); the rest is unchanged. Only for the current formats (older records
+    are re-encoded; a v2 record cannot say that day(T) is closed)."""
+    if data[0] not in (FORMAT_VERSION, _COLUMNAR):
         raise StateDecodeError(f"cannot patch a version {data[0]} state record in place")
     out = bytearray(data)
     _BOOKKEEPING.pack_into(out, _BOOKKEEPING_AT, state.version, state.published_digest)
     _TAIL.pack_into(out, _TAIL_AT, state.due_day, state.published_as_of)
+    if data[0] == _COLUMNAR:
+        _CLOSED.pack_into(out, _CLOSED_AT, state.closed_day)
     return bytes(out)
+
+
+def _encode_columnar(state: UserState, tz: int) -> bytes:
+    from features.columnar.codec import encode as encode_v3
+    from features.columnar.codec import from_reference
+    return encode_v3(from_reference(state, tz))
+
+
+def _decode_columnar(data: bytes, tz: int, with_ids: bool) -> UserState:
+    """A v3 record (features.columnar) as the reference state."""
+    from features.columnar.codec import decode as decode_v3, to_reference
+    state = to_reference(decode_v3(data, tz), tz)
+    if not with_ids:
+        state.event_ids = {}
+    return state
 
 
 def _from_ints(s: UserState, v: list[int], tail: bytes, tz: int, with_ids: bool) -> UserState:

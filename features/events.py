@@ -1,14 +1,16 @@
 """User events (FEATURES.md §1.1) and their stateless validation (§6, every check but too_late).
 
-`parse_event` turns raw bytes into an `Event` or a `Rejection` with a reason code; the checks
-run in the order §6 lists. The stateful checks (too_late, duplicate) live in `features.state`.
+`EventParser` turns raw bytes into an `Event` or a `Rejection` with a reason code; the checks
+run in the order §6 lists. A `user-events` message (`parse_message`) must carry the user_id as
+its key; a line of an events file (`parse_line`, `check_line`: the batch path) has no key to
+check. The stateful checks (too_late, duplicate) live in `features.state`.
 """
 from __future__ import annotations
 
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Union, final
 
 import orjson
 
@@ -22,9 +24,11 @@ MS_THRESHOLD = 1e11        # timestamp_unit auto: a value at or above this is mi
 MAX_TIMESTAMP = 2 ** 40    # seconds (year ~36812): anything above is out of range
 
 REASONS = ("malformed_json", "not_an_object", "too_large", "missing_field", "bad_type",
-           "out_of_range", "unknown_action", "key_mismatch", "future_timestamp", "too_late")
+           "out_of_range", "unknown_action", "missing_key", "key_mismatch", "future_timestamp",
+           "too_late")
 
 
+@final                  # (so `type(x) is Rejection` tells the two apart for mypy)
 @dataclass(frozen=True, slots=True)
 class Event:
     user_id: int
@@ -35,10 +39,20 @@ class Event:
     event_id: str | None
 
 
+@final
 @dataclass(frozen=True, slots=True)
 class Rejection:
     reason: str
     message: str
+
+
+class _NoKeyToCheck:
+    """What an events-file line has instead of a message key (never None: None is a message
+    without a key, which is refused)."""
+
+
+_LINE = _NoKeyToCheck()
+_Key = Union[bytes, str, None, _NoKeyToCheck]
 
 
 def _is_int(v: Any) -> bool:
@@ -50,17 +64,31 @@ def _is_number(v: Any) -> bool:
 
 
 class EventParser:
-    """Compiled from the `events` config section; call `parse(raw, key)` per message."""
+    """Compiled from the `events` config section: `parse_message(raw, key)` per `user-events`
+    message, `parse_line(raw)` / `check_line(obj)` per events-file line."""
 
-    def __init__(self, cfg: EventsConfig, clock=time.time):
+    def __init__(self, cfg: EventsConfig, clock: Callable[[], float] = time.time):
         self.unit = cfg.timestamp_unit
         self.max_skew = cfg.max_future_skew_seconds
         self.action_codes = frozenset(cfg.action_types.values())
         self.event_types = dict(cfg.event_types)
         self.clock = clock
 
-    def parse(self, raw: bytes | str, key: bytes | str | None = None,
-              now: float | None = None) -> Event | Rejection:
+    def parse_message(self, raw: bytes | str, key: bytes | str | None,
+                      now: float | None = None) -> Event | Rejection:
+        """A `user-events` message: its key must be the decimal user_id (None, a message
+        without a key, is refused as missing_key)."""
+        return self._parse(raw, key, now)
+
+    def parse_line(self, raw: bytes | str, now: float | None = None) -> Event | Rejection:
+        """A line of an events file (the batch path): lines have no key to check."""
+        return self._parse(raw, _LINE, now)
+
+    def check_line(self, obj: dict, now: float | None = None) -> Event | Rejection:
+        """The checks after parsing, for a decoded events-file object (no key to check)."""
+        return self._check(obj, _LINE, now)
+
+    def _parse(self, raw: bytes | str, key: _Key, now: float | None) -> Event | Rejection:
         try:
             obj = orjson.loads(raw)
         except orjson.JSONDecodeError as e:
@@ -70,15 +98,14 @@ class EventParser:
         size = len(raw.encode() if isinstance(raw, str) else raw)
         if size > MAX_EVENT_BYTES:
             return Rejection("too_large", f"{size} bytes is over the {MAX_EVENT_BYTES}-byte limit")
-        return self.check(obj, key, now)
+        return self._check(obj, key, now)
 
-    def check(self, obj: dict, key: bytes | str | None = None,
-              now: float | None = None) -> Event | Rejection:
-        """The checks after parsing, for a decoded object (the batch path's fast path)."""
+    def _check(self, obj: dict, key: _Key, now: float | None) -> Event | Rejection:
         for name in ("user_id", "item_id", "timestamp"):
             if name not in obj:
                 return Rejection("missing_field", f"required field {name!r} is missing")
-        if "action_type" not in obj and "event_type" not in obj:
+        if obj.get("action_type") is None and obj.get("event_type") is None:
+            # (null counts as missing, as for the optional fields)
             return Rejection("missing_field", "one of 'action_type' or 'event_type' is required")
         uid, iid, ts = obj["user_id"], obj["item_id"], obj["timestamp"]
         action, etype = obj.get("action_type"), obj.get("event_type")
@@ -104,7 +131,7 @@ class EventParser:
         return self._typed(uid, iid, ts, action, dwell, eid, key, now, etype)
 
     def _typed(self, uid: int, iid: int, ts: int | float, action: int | None,
-               dwell: int | float | None, eid: str | None, key, now: float | None,
+               dwell: int | float | None, eid: str | None, key: _Key, now: float | None,
                etype: str | None = None) -> Event | Rejection:
         """The checks after the type checks (out_of_range onwards)."""
         if not 0 <= uid < MAX_ID:
@@ -131,7 +158,12 @@ class EventParser:
                 return Rejection("unknown_action", f"action_type {action} and event_type "
                                  f"{etype!r} (= {mapped}) disagree")
             action = mapped
-        if key is not None:
+        if action is None:          # (_check refuses an event with neither)
+            return Rejection("missing_field", "one of 'action_type' or 'event_type' is required")
+        if not isinstance(key, _NoKeyToCheck):
+            if key is None:
+                return Rejection("missing_key", f"the message has no key; user-events messages "
+                                 f"are keyed by the decimal user_id ({uid})")
             k = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
             if k != str(uid):
                 return Rejection("key_mismatch", f"message key {k[:40]!r} is not user_id {uid}")

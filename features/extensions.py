@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from features.config import ProfileConfig
+from features.state import UserState
+
+if TYPE_CHECKING:
+    from features.profile import FeatureEngine
 
 Extractor = Callable[..., list[int]]
 _REGISTRY: dict[str, Extractor] = {}
@@ -45,7 +49,8 @@ class ExtraFeature:
     max_values: int
     params: dict[str, Any]
 
-    def values(self, state, T: int, metrics: dict, engine) -> list[int]:
+    def values(self, state: UserState, T: int, metrics: dict[int, dict[str, Any]],
+               engine: FeatureEngine) -> list[int]:
         ks = [int(k) for k in self.fn(state, T, metrics, engine, self.params)][:self.max_values]
         base = self.feature_id * 10 ** 7
         return [base + k for k in ks] or [base]
@@ -57,7 +62,8 @@ def load_extensions(cfg: ProfileConfig) -> dict[str, ExtraFeature]:
 
 
 @register_extractor("dominant_action")
-def dominant_action(state, T, metrics, engine, params) -> list[int]:
+def dominant_action(state: UserState, T: int, metrics: dict[int, dict[str, Any]],
+                    engine: FeatureEngine, params: dict[str, Any]) -> list[int]:
     """Example feature: 1 + the most frequent action code over `window_days` (default 30);
     ties go to the lower code; nothing when the window is empty."""
     m = metrics.get(params.get("window_days", 30)) or engine.metrics(

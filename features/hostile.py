@@ -49,8 +49,11 @@ def hostile_payloads(n: int, seed: int = 1, big_messages: int = 0,
                      "unknown_action"),
         lambda uid: (orjson.dumps(_event(rng, uid)), str(uid + 1).encode(), "key_mismatch"),
         lambda uid: (orjson.dumps(_event(rng, uid)), b"\xff\xfe\x00", "key_mismatch"),
+        lambda uid: (orjson.dumps(_event(rng, uid)), None, "missing_key"),
         lambda uid: (orjson.dumps({**_event(rng, uid), "timestamp": FUTURE_TS}), None,
-                     "future_timestamp"),
+                     "missing_key"),                    # missing_key comes first
+        lambda uid: (orjson.dumps({**_event(rng, uid), "timestamp": FUTURE_TS}),
+                     str(uid).encode(), "future_timestamp"),
         lambda uid: (orjson.dumps(_event(rng, uid)), str(uid).encode(), "applied"),
         lambda uid: (orjson.dumps({**{k: v for k, v in _event(rng, uid).items()
                                       if k != "action_type"},

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from bisect import bisect_left
+from typing import Iterable
 
 from features.events import day_of
 from features.state import UserState
@@ -15,7 +16,8 @@ def window_metrics(state: UserState, T: int, W: int, tz: int, gap: int,
     per_action: dict[int, int] = {}
     sessions = 0
     duration_sum = 0
-    open_first = open_last = None
+    open_first = 0                  # the session run being extended (none while open_last is)
+    open_last: int | None = None
     for d in sorted(state.days):
         if d < first_day:
             continue
@@ -62,7 +64,7 @@ def _metrics(actions: int, active_days: int, unique_items: int, dwell_ms: int, d
     return m
 
 
-def window_metrics_all(state: UserState, T: int, windows, tz: int, gap: int,
+def window_metrics_all(state: UserState, T: int, windows: Iterable[int], tz: int, gap: int,
                        action_names: dict[str, int]) -> dict[int, dict[str, float | int]]:
     """`window_metrics` for several windows in one pass over the state (what every evaluation
     needs: the windows are nested suffixes of the same days). Equal to `window_metrics` for

@@ -3,19 +3,21 @@ from __future__ import annotations
 
 import hashlib
 import math
-import operator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 import orjson
 
-from features.config import ProfileConfig
+from features.config import COMPARE, ProfileConfig
 from features.mapping_index import MappingIndex
 from features.metrics import category_totals, window_metrics, window_metrics_all
 from features.state import StateRules, UserState
 
-OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
+if TYPE_CHECKING:
+    from features.extensions import ExtraFeature
+
 BASE = 10 ** 7
+EVENT_TRIGGER = "event"     # a record's `trigger` when events changed it (else the scheduled run's)
 ARRAY_KEYS = ("106", "107", "108", "110")
 
 
@@ -33,12 +35,11 @@ class Profile:
 
     def arrays(self) -> tuple:
         """What decides whether a profile changed (and is published)."""
-        return tuple(tuple(self.features[k]) for k in sorted(self.features))
+        return arrays_of(self.features)
 
     def digest(self) -> int:
         """A stable 62-bit fingerprint of the arrays (kept in state to detect a change)."""
-        raw = orjson.dumps(self.arrays())
-        return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "little") >> 2
+        return digest_of(self.features)
 
     def to_record(self, version: int, trigger: str, updated_at: float) -> dict[str, Any]:
         return {"user_id": self.user_id, "version": version, "as_of": self.as_of,
@@ -49,10 +50,21 @@ class Profile:
                 "confidence": self.confidence, "updated_at": updated_at}
 
 
+def arrays_of(features: dict[str, list[int]]) -> tuple:
+    return tuple(tuple(features[k]) for k in sorted(features))
+
+
+def digest_of(features: dict[str, list[int]]) -> int:
+    """`Profile.digest` of a profile with these feature arrays."""
+    raw = orjson.dumps(arrays_of(features))
+    return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "little") >> 2
+
+
 class FeatureEngine:
     """Config + mapping index compiled once; `evaluate(user_id, state, T)` is pure."""
 
-    def __init__(self, cfg: ProfileConfig, index: MappingIndex, extensions=None):
+    def __init__(self, cfg: ProfileConfig, index: MappingIndex,
+                 extensions: dict[str, ExtraFeature] | None = None):
         self.cfg = cfg
         self.index = index
         ev = cfg.events
@@ -78,7 +90,8 @@ class FeatureEngine:
     def metrics(self, state: UserState, T: int, W: int) -> dict[str, Any]:
         return window_metrics(state, T, W, self.tz, self.gap, self.action_names)
 
-    def metrics_all(self, state: UserState, T: int, windows) -> dict[int, dict[str, Any]]:
+    def metrics_all(self, state: UserState, T: int, windows: Iterable[int]
+                    ) -> dict[int, dict[str, Any]]:
         """{W: metrics(state, T, W)} for each W, in one pass."""
         return window_metrics_all(state, T, windows, self.tz, self.gap, self.action_names)
 
@@ -106,7 +119,8 @@ class FeatureEngine:
         held = []
         for rule, k in self.rule_ids:
             wm = m[rule.window_days]
-            if wm["actions"] >= rule.min_actions and OPS[rule.op](wm[rule.metric], rule.threshold):
+            if wm["actions"] >= rule.min_actions and \
+                    COMPARE[rule.op](wm[rule.metric], rule.threshold):
                 held.append((k, rule.name))
         held = held[:cfg.behavior_preferences.max_preferences]
         f107 = [107 * BASE + k for k, _ in held] or [107 * BASE]

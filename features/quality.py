@@ -14,10 +14,40 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any, Iterable
 
+from features.config import ProfileConfig
 from features.profile import ARRAY_KEYS, BASE, Profile
 
 DEFAULTS = {fid: [int(fid) * BASE] for fid in ARRAY_KEYS}
+QUALITY_METRICS = ("coverage", "average_confidence", "data_richness", "freshness_seconds",
+                   "completeness")
+MAX_FILLED_LEVELS = 100     # activity levels drawn/exported at 0 when absent (config allows 10^7)
+
+
+@dataclass(frozen=True)
+class BusinessKeys:
+    """Every key a business distribution shows, counted or not, from the config: so a chart
+    draws level 3 at 0 and a Prometheus series exists before its first user."""
+    levels: tuple[int, ...]
+    types: tuple[int, ...]
+    tags: tuple[str, ...]
+    preferences: tuple[str, ...]
+
+    @classmethod
+    def of(cls, cfg: ProfileConfig) -> "BusinessKeys":
+        return cls(tuple(range(min(cfg.activity_levels.levels, MAX_FILLED_LEVELS))),
+                   tuple(range(cfg.user_types.types)), tuple(cfg.interest_tags.categories),
+                   tuple(r.name for r in cfg.behavior_preferences.rules))
+
+
+def filled(counts: Counter, keys: Iterable[Any]) -> dict[str, int]:
+    """`counts` for every key in `keys` (0 when absent), in that order, then any other key
+    counted (sorted): labels are strings."""
+    out = {str(k): counts.get(k, 0) for k in keys}
+    for k in sorted(counts, key=str):
+        out.setdefault(str(k), counts[k])
+    return out
 
 
 @dataclass
@@ -72,14 +102,34 @@ class QualitySummary:
                 "top_interest_tags": dict(self.tags.most_common(top)),
                 "behavior_preferences": dict(self.preferences.most_common())}
 
-    def to_dict(self) -> dict:
-        """Raw sums (mergeable across workers) plus the derived figures."""
+    def numerators(self) -> dict[str, float]:
+        """Each quality figure times the users sampled (the figure's sum over the sampled
+        users): summed across workers and divided by the summed users, the exact figure of the
+        union (what Prometheus and Grafana merge)."""
+        return {"coverage": self.covered, "average_confidence": self.confidence_sum,
+                "data_richness": self.events_sum, "freshness_seconds": self.freshness_sum,
+                "completeness": self.non_default / len(ARRAY_KEYS)}
+
+    def distributions(self, keys: BusinessKeys) -> dict[str, dict[str, int]]:
+        """Users by activity level, user type, interest tag and preference, every configured
+        key present (0 when no sampled user has it)."""
+        return {"activity_levels": filled(self.levels, keys.levels),
+                "user_types": filled(self.types, keys.types),
+                "interest_tags": filled(self.tags, keys.tags),
+                "behavior_preferences": filled(self.preferences, keys.preferences)}
+
+    def sums(self) -> dict:
+        """The raw sums and counts alone: what `from_dict` reads and `merge` adds."""
         return {"users": self.users, "covered": self.covered,
                 "confidence_sum": self.confidence_sum, "events_sum": self.events_sum,
                 "freshness_sum": self.freshness_sum, "non_default": self.non_default,
-                "levels": dict(self.levels), "types": dict(self.types), "tags": dict(self.tags),
-                "preferences": dict(self.preferences),
-                "quality": self.quality(), "business": self.business()}
+                "levels": {str(k): v for k, v in self.levels.items()},
+                "types": {str(k): v for k, v in self.types.items()},
+                "tags": dict(self.tags), "preferences": dict(self.preferences)}
+
+    def to_dict(self) -> dict:
+        """Raw sums (mergeable across workers) plus the derived figures."""
+        return {**self.sums(), "quality": self.quality(), "business": self.business()}
 
     @classmethod
     def from_dict(cls, d: dict) -> "QualitySummary":

@@ -4,7 +4,8 @@ run times of `scheduled_update`.
 A profile evaluated as of T depends on the state and on day(T) only (FEATURES.md §2–§4), so with
 no new events it can change only on a day when one of the user's days leaves one of the
 windows: day d with data leaves the W-day window on day d + W. `next_change_day` is the first
-such day; the hourly job visits only users whose day has come.
+such day, or the day after the user's last day while that day's aggregates are unpublished
+(`open_day`); the hourly job visits only users whose day has come.
 """
 from __future__ import annotations
 
@@ -30,7 +31,9 @@ FEATURE_SECTIONS = ("events", "interest_tags", "behavior_preferences", "activity
 
 def next_change_day(state: UserState, eval_day: int, windows: list[int]) -> int:
     """The first day after eval_day on which the profile can differ from the one as of
-    eval_day, or NEVER. `windows` are every window length the features read."""
+    eval_day, or NEVER; but no later than the day after the user's open day (`open_day`),
+    when that day's aggregates are due (on or before eval_day when a run is late: due now).
+    `windows` are every window length the features read."""
     best = NEVER
     for d in state.days:
         for W in windows:
@@ -38,7 +41,21 @@ def next_change_day(state: UserState, eval_day: int, windows: list[int]) -> int:
             if leave > eval_day and (best == NEVER or leave < best):
                 best = leave
                 break                   # windows ascend: later W leave later
+    last = open_day(state)
+    if last is not None and (best == NEVER or last + 1 < best):
+        best = last + 1
     return best
+
+
+def open_day(state: UserState) -> int | None:
+    """The user's last day with data (day(T)) while its `profile-aggregates` record is not
+    published (`closed_day` before it), else None. Every earlier day was closed by the event
+    that moved T past it; this one closes with a later event or, once stream time has passed
+    it, in a scheduled run."""
+    if not state.days:
+        return None
+    last = max(state.days)
+    return last if last > state.closed_day else None
 
 
 def is_idle(state: UserState, as_of: int, tz: int) -> bool:
@@ -48,10 +65,11 @@ def is_idle(state: UserState, as_of: int, tz: int) -> bool:
 
 def retire(state: UserState) -> UserState:
     """An idle user's state without its data: only what keeps versions and redelivery checks
-    right if the user comes back (T, source offset, version, what was last published)."""
+    right if the user comes back (T, source offset, version, what was last published, the
+    last closed day)."""
     return UserState(T=state.T, source_offset=state.source_offset, version=state.version,
                      published_digest=state.published_digest,
-                     published_as_of=state.published_as_of)
+                     published_as_of=state.published_as_of, closed_day=state.closed_day)
 
 
 def feature_fingerprint(cfg: ProfileConfig) -> int:

@@ -22,11 +22,12 @@ from features.encoding import decode, encode
 from features.events import Rejection
 from features.profile import ARRAY_KEYS
 from features.runtime import FeatureRuntime
-from features.state import APPLIED, UserState, apply
+from features.state import APPLIED, DUPLICATE, UserState, apply
 
 
 class UserProfileSystem:
-    def __init__(self, data_dir: str | Path = "data/", config: str | Path | ProfileConfig | None = None):
+    def __init__(self, data_dir: str | Path = "data/",
+                 config: str | Path | ProfileConfig | None = None):
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if isinstance(config, ProfileConfig):
@@ -57,12 +58,12 @@ class UserProfileSystem:
         state = self._state(user_id)
         for record in user_sequence:
             obj = {"user_id": user_id, **record}
-            ev = self.parser.check(obj)
+            ev = self.parser.check_line(obj)
             if isinstance(ev, Rejection):
                 self.rejections.append((user_id, record, ev))
                 continue
             outcome = apply(state, ev, self.catalog.categories(ev.item_id), self.engine.rules)
-            if outcome != APPLIED and outcome != "duplicate":
+            if outcome != APPLIED and outcome != DUPLICATE:
                 self.rejections.append((user_id, record, outcome))
         profile = self.engine.evaluate(user_id, state) if not state.empty else None
         if profile is not None and profile.digest() != state.published_digest:
@@ -89,8 +90,8 @@ class UserProfileSystem:
     def close(self) -> None:
         self._db.close()
 
-    def __enter__(self):
+    def __enter__(self) -> UserProfileSystem:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()

@@ -17,6 +17,7 @@ EVENT_ID_HASH_BYTES = 6  # 48-bit hash: collision odds ~n²/2^49 per user (n ids
 
 APPLIED, TOO_LATE, DUPLICATE = "applied", "too_late", "duplicate"
 UNKNOWN_DUE = -2
+NO_CLOSED_DAY = -1      # no closed day recorded: day(T)'s aggregates count as not published
 
 
 @dataclass(slots=True)
@@ -24,7 +25,8 @@ class DayBucket:
     actions: dict[int, int] = field(default_factory=dict)            # action -> events
     dwell_ms: int = 0                                                # sum over events with dwell
     dwell_n: int = 0
-    cats: dict[tuple[int, int], int] = field(default_factory=dict)   # (category k, action) -> events
+    # (category k, action) -> events
+    cats: dict[tuple[int, int], int] = field(default_factory=dict)
     # Sorted [first_t, last_t] runs whose consecutive gaps are <= the session gap: the day's
     # timestamps reduced to what sessions need (sessions across days merge runs at read time).
     runs: list[list[int]] = field(default_factory=list)
@@ -46,8 +48,11 @@ class UserState:
     published_digest: int = 0
     # The day the published profile can next change with no new event (features.schedule),
     # mirrored by the due index the hourly job reads; UNKNOWN_DUE until first computed.
-    due_day: int = -2
+    due_day: int = UNKNOWN_DUE
     published_as_of: int = -1        # as_of of the last published record
+    # The last day whose profile-aggregates record was published (by the event that closed it,
+    # or by a scheduled run once stream time passed it); only day(T) can still be open.
+    closed_day: int = NO_CLOSED_DAY
 
     @property
     def empty(self) -> bool:

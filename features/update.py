@@ -50,8 +50,10 @@ def apply_events(rt: FeatureRuntime, user_id: int, state: UserState,
             up.redelivered += 1
             continue
         closing = None
-        if evaluate and state.T >= 0 and day_of(ev.ts, tz) > day_of(state.T, tz):
+        if evaluate and state.T >= 0 and day_of(ev.ts, tz) > day_of(state.T, tz) and \
+                day_of(state.T, tz) > state.closed_day and state.days:
             # Snapshot before the event moves T: later days cannot be taken out afterwards.
+            # (A day a scheduled run already closed, or a retired state's, is not published.)
             closing = (day_of(state.T, tz), closed_day_metrics(rt, state, day_of(state.T, tz)))
         outcome = apply(state, ev, rt.catalog.categories(ev.item_id), rules)
         state.source_offset = offset
@@ -59,6 +61,7 @@ def apply_events(rt: FeatureRuntime, user_id: int, state: UserState,
             up.applied += 1
             if closing is not None:
                 up.closed_days.append(closing)
+                state.closed_day = closing[0]
         elif outcome == DUPLICATE:
             up.duplicates += 1
         else:

@@ -1,12 +1,9 @@
-"""HTTP reads: `GET /profiles/{user_id}` (routed to the worker that owns the user's partition) and
-`GET /profiles?ids=1,2,3` (each id fetched from its owner)."""
+"""HTTP reads: `GET /profiles/{user_id}` and `GET /profiles?ids=1,2,3`, each user found on the
+worker that owns its partition under `kafka.partitioner`, else on any other (streams.routing)."""
 from __future__ import annotations
 
-import asyncio
-
-import aiohttp
-
-from streams.pipeline import ProfilePipeline
+from streams.context import WorkerContext
+from streams.routing import LOCAL_PARAM, NoAssignment, ProfileFinder
 
 MAX_BATCH_IDS = 1000
 
@@ -15,17 +12,28 @@ def _user_id(raw: str) -> int | None:
     return int(raw) if raw.isdigit() and int(raw) < 2 ** 63 else None
 
 
-def add_routes(pipeline: ProfilePipeline) -> None:
-    app = pipeline.app
+def _local_only(request) -> bool:
+    """Asked by another worker: answer from this worker's own partitions, never route."""
+    return request.query.get(LOCAL_PARAM) == "1"
+
+
+def add_routes(worker: WorkerContext) -> None:
+    app, pipeline = worker.app, worker.pipeline
+    finder = ProfileFinder(pipeline)
 
     @app.page("/profiles/{user_id}")
-    @app.table_route(table=pipeline.states, match_info="user_id")
     async def get_profile(web, request, user_id: str):
         uid = _user_id(user_id)
         if uid is None:
             return web.json({"error": f"user id {user_id[:40]!r} is not a decimal integer"},
                             status=400)
-        rec = pipeline.profile(uid)
+        if _local_only(request):
+            rec = finder.local([str(uid)])[str(uid)]
+        else:
+            try:
+                rec = (await finder.find([str(uid)]))[str(uid)]
+            except NoAssignment as e:
+                return web.json({"error": str(e)}, status=503)
         if rec is None:
             return web.json({"error": f"no profile for user {uid}"}, status=404)
         return web.json(rec)
@@ -38,21 +46,13 @@ def add_routes(pipeline: ProfilePipeline) -> None:
         if not ids or bad or len(ids) > MAX_BATCH_IDS:
             return web.json({"error": "ids= takes 1 to 1000 comma-separated decimal user ids"
                              + (f"; bad: {bad[:5]}" if bad else "")}, status=400)
-        me = str(app.conf.canonical_url).rstrip("/")
-        out: dict[str, dict | None] = {}
-        remote: dict[str, list[str]] = {}
-        for s in ids:
-            owner = str(app.router.key_store(pipeline.states.name, s)).rstrip("/")
-            if owner == me:
-                out[s] = pipeline.profile(int(s))
-            else:
-                remote.setdefault(owner, []).append(s)
-        if remote:
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
-                async def fetch(base: str, uid: str):
-                    async with http.get(f"{base}/profiles/{uid}") as r:
-                        out[uid] = await r.json() if r.status == 200 else None
-                await asyncio.gather(*(fetch(b, u) for b, us in remote.items() for u in us))
+        if _local_only(request):
+            out = finder.local(ids)
+        else:
+            try:
+                out = await finder.find(ids)
+            except NoAssignment as e:
+                return web.json({"error": str(e)}, status=503)
         return web.json({"profiles": {s: out.get(s) for s in ids},
                          "missing": [s for s in ids if out.get(s) is None]})
 
@@ -65,19 +65,19 @@ def add_routes(pipeline: ProfilePipeline) -> None:
         if not ids or len(ids) > MAX_BATCH_IDS or any(_user_id(s) is None for s in ids):
             return web.json({"error": "ids= takes 1 to 1000 comma-separated decimal user ids"},
                             status=400)
-        topic = pipeline.cfg.kafka.topics.user_events
-        active = sorted(tp.partition for tp in app.assignor.assigned_actives()
-                        if tp.topic == topic)
+        active = pipeline.active_partitions()
         return web.json({s: pipeline.state_summary(int(s), active) for s in ids})
 
     @app.page("/stats")
     async def stats(web, request):
-        return web.json({"instance": app.profile_instance.instance_id,
-                         "counts": dict(pipeline.counts),
+        return web.json({"instance": worker.instance.instance_id,
+                         "counts": pipeline.counts.to_dict(),
+                         "partitioning": pipeline.partitioning(),
                          "items": len(pipeline.rt.catalog),
                          "items_ready": pipeline.items.ready.is_set(),
                          "state_cache": {"entries": len(pipeline.cache),
                                          "capacity": pipeline.cache.capacity,
+                                         "dirty": pipeline.cache.dirty_count,
                                          "hits": pipeline.cache.hits,
                                          "misses": pipeline.cache.misses},
                          # records fetched across a seek, dropped and fetched again

@@ -3,13 +3,21 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import faust
 
 from features.config import ProfileConfig
-from streams import compat, consumer
+from streams import compat
+from streams.auth import auth_middleware
+from streams.faust_compat import table_recovery
+from streams.faust_compat.consumer import ConsumerHooks, install
+from streams.kafka_security import client_kwargs
+
+CHANGELOG_LINGER = 0.005               # seconds
+CHANGELOG_BATCH_BYTES = 512 * 1024     # Faust's max request (1 MB) holds two
 
 
 @dataclass(frozen=True)
@@ -36,7 +44,10 @@ def use_event_loop() -> None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def create_app(cfg: ProfileConfig, inst: Instance) -> faust.App:
+def create_app(cfg: ProfileConfig, inst: Instance, *,
+               end_offsets_from_fetch: bool | None = None) -> faust.App:
+    """The Faust app of a worker (our consumer installed). `end_offsets_from_fetch`: None for what
+    `compat` needs (False shows the embedded broker's defect: tests/apps/counter_worker.py)."""
     use_event_loop()
     inst.data_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -51,17 +62,26 @@ def create_app(cfg: ProfileConfig, inst: Instance) -> faust.App:
         web_bind=inst.web_host,
         web_host=cfg.worker.advertised_host or inst.web_host,
         web_port=inst.web_port,
+        web_application_options={"middlewares": [auth_middleware(cfg)]},
         topic_partitions=cfg.kafka.partitions,
         topic_replication_factor=cfg.kafka.replication,
         consumer_auto_offset_reset="earliest",
+        # The table changelog: a commit writes each dirty user's state at once, so batch them
+        # into few large produce requests (Faust's default, 16 KiB batches sent at once, made a
+        # socket write per few records: 10% of the worker's GIL time on the sparse sample).
+        producer_linger=CHANGELOG_LINGER,
+        producer_max_batch_size=CHANGELOG_BATCH_BYTES,
+        # local state ahead of its changelog is dropped and rebuilt (faust_compat.table_recovery)
+        TableManager=table_recovery.HealingTableManager,
         **compat.faust_settings(cfg.compat),
         **_credentials(cfg),
     )
-    app.profile_config = cfg
-    app.profile_instance = inst
-    consumer.install(app, end_offsets_from_fetch=compat.end_offsets_from_fetch(cfg.compat),
-                     fetch_max_wait_ms=compat.consumer_fetch_max_wait_ms(cfg.compat))
-    _add_health(app)
+    if end_offsets_from_fetch is None:
+        end_offsets_from_fetch = compat.end_offsets_from_fetch(cfg.compat)
+    install(app, ConsumerHooks(end_offsets_from_fetch,
+                               compat.consumer_fetch_max_wait_ms(cfg.compat),
+                               cfg.kafka.bootstrap_servers, lambda: client_kwargs(cfg)))
+    _add_health(app, cfg, inst)
     return app
 
 
@@ -71,7 +91,9 @@ def _credentials(cfg: ProfileConfig) -> dict:
     return {"broker_credentials": creds} if creds is not None else {}
 
 
-def _add_health(app: faust.App) -> None:
+def _add_health(app: faust.App, cfg: ProfileConfig, inst: Instance) -> None:
+    started_at = time.time()        # tells a restarted process from the one before
+
     @app.page("/health")
     async def health(web, request):
         recovery = app.tables.recovery
@@ -81,10 +103,11 @@ def _add_health(app: faust.App) -> None:
         body = {
             "status": "recovering" if recovering else "ok",
             "app": app.conf.id,
-            "instance": app.profile_instance.instance_id,
-            "compat": app.profile_config.compat,
+            "instance": inst.instance_id,
+            "compat": cfg.compat,
             "recovery_completed": recovery.completed.is_set(),
             "assigned_partitions": assigned,
+            "started_at": started_at,
             # the group's generation and this worker's rebalance count: a reader that needs
             # one consistent assignment (deploy/chaos.py) checks them before and after
             "generation": app.consumer_generation_id,

@@ -45,10 +45,11 @@ def root(cfg: ProfileConfig, instance_id: int) -> Path:
     return cfg.data_dir / "backups" / f"instance-{instance_id}"
 
 
-def create(table, partitions: list[int], dest_root: Path, clocks: dict[int, str]) -> BackupInfo:
-    """Checkpoint each partition's RocksDB of a running Faust table into a new backup folder."""
-    store = table.data
-    instance_dir = Path(table.app.conf.datadir)
+def create(table, partitions: list[int], dest_root: Path, clocks: dict[int, str],
+           instance_id: int) -> BackupInfo:
+    """Checkpoint each partition's RocksDB of a running table (a
+    streams.faust_compat.tables.PartitionedTable) into a new backup folder."""
+    instance_dir = table.data_dir
     name = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     path = dest_root / name
     n = 1
@@ -59,13 +60,13 @@ def create(table, partitions: list[int], dest_root: Path, clocks: dict[int, str]
     tmp.mkdir(parents=True)
     files = {}
     for p in partitions:
-        db = store._db_for_partition(p)
-        target = tmp / store.partition_path(p).name
+        db = table.db(p)
+        target = tmp / table.partition_path(p).name
         rocksdict.Checkpoint(db).create_checkpoint(str(target))
         files[str(p)] = target.name
-    tables_dir = os.path.relpath(store.partition_path(partitions[0]).parent, instance_dir)
+    tables_dir = os.path.relpath(table.partition_path(partitions[0]).parent, instance_dir)
     manifest = {"name": path.name, "created_at": time.time(),
-                "instance": table.app.profile_instance.instance_id, "table": table.name,
+                "instance": instance_id, "table": table.name,
                 "partitions": files, "tables_dir": tables_dir, "clocks": clocks}
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
     tmp.rename(path)                    # a backup folder is complete or absent

@@ -4,18 +4,16 @@
 - ListOffsets(latest) answers the base offset of the newest *batch* + 1, so Faust's table
   recovery, which reads changelog end offsets that way, stops early or raises ConsistencyError
   when a changelog partition ends in a multi-record batch. The workers read those end offsets
-  from fetch responses instead (streams.consumer), so their producers batch normally. Plain
-  aiokafka producers whose topics are read up to ListOffsets by others (the item catalog) still
-  send one record per batch.
+  from fetch responses instead (streams.faust_compat.consumer), so their producers batch
+  normally. Plain aiokafka producers whose topics are read up to ListOffsets by others (the
+  item catalog) still send one record per batch.
 - Group joins wait about half the session timeout, so the session is short.
 - Each produced batch is stored as one object, and every fetch lists all stored objects of each
   partition it reads (nothing is ever deleted: retention settings are not applied and
   DeleteRecords is not implemented), so a fetch costs more with every batch held. Our own event
   producers batch for 100 ms to hold fewer, larger batches (docs/BROKER.md, "Long runs").
-- A fetch is not answered as soon as data arrives (measured: records produced at 20/s reach a
-  consumer after a median 421 ms with fetch max wait 1,500 ms, 103 ms with 500 ms, 19 ms with
-  100 ms, 3 ms with 50 ms), and Faust's consumer waits 1,500 ms, so the workers' consumer
-  waits 50 ms instead (docs/BROKER.md).
+- A fetch is not answered as soon as data arrives, and Faust's consumer waits 1,500 ms, so the
+  workers' consumer waits 50 ms instead (measurements: docs/BROKER.md).
 `kafka`: normal client defaults.
 """
 from __future__ import annotations

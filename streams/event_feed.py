@@ -1,12 +1,10 @@
 """Raw batches of one topic's messages straight from Faust's consumer, skipping its per-event path.
 
-Faust hands every fetched message to its conductor one at a time, through `wait_first` (two
-tasks per message), a channel queue, and a stream iterator that acks it. BROKER.md measured that
-path at 12,000-15,000 events/s doing nothing at all on this machine class; a pipeline that
-already works in micro-batches pays it for nothing. `streams.consumer.ProfilesConsumer` keeps
-Faust's consumer (group membership, rebalances, offsets, commits, table recovery and standbys
-are untouched) and only changes the drain loop: messages of the feed's topic are appended to
-an `EventFeed` instead, and the pipeline takes them in batches.
+Faust's per-event path costs more than a micro-batch pipeline can afford
+(docs/FAUST_INTERNALS.md#drain-loop). Our consumer (streams.faust_compat) keeps Faust's consumer
+(group membership, rebalances, offsets, commits, table recovery and standbys are untouched) and
+only changes the drain loop: messages of the feed's topic are appended to an `EventFeed`
+instead, and the pipeline takes them in batches.
 
 Faust's guarantees are kept the way its streams keep them:
 - a batch's messages are tracked as in flight when taken, and acked after its outputs are
@@ -15,17 +13,19 @@ Faust's guarantees are kept the way its streams keep them:
   Faust's own queues (flow control `clear`); Faust then seeks every assigned partition back to
   its committed offset, so a cleared message is fetched again by whoever owns its partition.
 
-This relies on Faust 0.15 consumer internals (`_unacked_messages`, and those streams.consumer
-names); pyproject pins faust-streaming below 0.16.
+Tracking and acking (streams.faust_compat.feed) and the drain loop (streams.faust_compat.drain)
+rely on Faust 0.15 consumer internals; pyproject pins faust-streaming below 0.16.
 """
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from time import monotonic, time
+from time import time
 from typing import Callable
 
 import faust
+
+from streams.faust_compat.feed import attach_feed
 
 
 class EventFeed:
@@ -34,7 +34,7 @@ class EventFeed:
     def __init__(self, topic: str, capacity: int):
         self.topic = topic
         self.capacity = capacity
-        self.stale_dropped = 0          # records a seek made stale (streams.consumer)
+        self.stale_dropped = 0          # records a seek made stale (streams.faust_compat.drain)
         # called with each message's fetch delay: seconds from its Kafka timestamp to here
         self.on_arrival: Callable[[float], None] | None = None
         self._buf: deque = deque()
@@ -94,35 +94,8 @@ class EventFeed:
 
 def install(app: faust.App, topic: str, capacity: int) -> EventFeed:
     """Feed `topic`'s messages into the returned EventFeed instead of Faust's streams (the
-    app's consumer is `streams.consumer.ProfilesConsumer`, which create_app installs)."""
+    app's consumer is streams.faust_compat.consumer.ProfilesConsumer, which create_app
+    installs)."""
     feed = EventFeed(topic, capacity)
-    app.event_feed = feed
-    app.flow_control.manage_queue(feed)      # emptied with Faust's queues on rebalance
+    attach_feed(app, feed)
     return feed
-
-
-def track(app: faust.App, messages: list) -> None:
-    """Mark a batch as in flight: a rebalance waits for it to be acked. Also tell Faust's
-    monitor its partitions are being processed (its stall check reads that, and would log
-    "stream has not started processing" for partitions fed this way)."""
-    app.consumer._unacked_messages.update(messages)
-    monitor = getattr(app, "monitor", None)
-    if monitor is not None and messages:
-        now = monotonic()
-        for tp in {m.tp for m in messages}:
-            monitor.stream_inbound_time[tp] = now
-
-
-def untrack(app: faust.App, messages: list) -> None:
-    """The batch failed: no longer in flight, and not acked (its offsets are not committed)."""
-    app.consumer._unacked_messages.difference_update(messages)
-
-
-def ack(app: faust.App, messages: list) -> None:
-    """The batch's outputs are delivered: its offsets may be committed."""
-    consumer = app.consumer
-    for m in messages:
-        consumer.ack(m)
-    # Faust's ack leaves a message in flight when its offset was acked or committed already
-    # (fetched twice after a seek); a rebalance would wait for it forever.
-    consumer._unacked_messages.difference_update(messages)

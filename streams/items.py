@@ -9,6 +9,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from features.catalog import ItemCatalog
+from streams.faust_compat.clients import refresh_metadata
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class ItemFeed:
                 if parts:
                     break
                 await asyncio.sleep(0.1)
-                await consumer._client.force_metadata_update()
+                await refresh_metadata(consumer)
                 parts = consumer.partitions_for_topic(self.topic)
             tps = [TopicPartition(self.topic, p) for p in sorted(parts or ())]
             consumer.assign(tps)

@@ -1,18 +1,22 @@
 """HTTP for scheduled jobs: `POST /jobs/{hourly|daily|weekly}[?full=1]` runs one now on this
 worker's partitions and answers its report (bearer token required); `GET /jobs` shows the
-running job and the last report of each."""
+running job and the last report of each; `GET /backups` lists this worker's backups."""
 from __future__ import annotations
 
-import faust
+import asyncio
+
 from faust.web import Request, Response, View
 
 from features.schedule import JOBS
+from streams import backups
 from streams.auth import api_token, authorized
-from streams.jobs import JobBusy, NotReady, ScheduledJobs
+from streams.context import WorkerContext
+from streams.jobs import JobBusy, NotReady
 
 
-def add_job_routes(app: faust.App, jobs: ScheduledJobs) -> None:
-    token = api_token(app.profile_config)
+def add_job_routes(worker: WorkerContext) -> None:
+    app, jobs, cfg, iid = worker.app, worker.jobs, worker.config, worker.instance.instance_id
+    token = api_token(cfg)
 
     @app.page("/jobs/{name}")
     class RunJob(View):
@@ -37,7 +41,16 @@ def add_job_routes(app: faust.App, jobs: ScheduledJobs) -> None:
 
     @app.page("/jobs")
     async def job_reports(web, request):
-        return web.json({"instance": app.profile_instance.instance_id,
+        return web.json({"instance": iid,
                          "running": jobs.running,
                          "index_unchecked": sorted(set(jobs.owned()) - jobs.index_checked),
                          "last": jobs.last})
+
+    def listing() -> list[dict]:
+        return [{"name": b.name, "created_at": b.created_at, "instance": b.instance,
+                 "partitions": sorted(map(int, b.partitions)), "size_bytes": b.size_bytes}
+                for b in backups.list_backups(backups.root(cfg, iid))]
+
+    @app.page("/backups")
+    async def backup_list(web, request):
+        return web.json({"instance": iid, "backups": await asyncio.to_thread(listing)})

@@ -1,5 +1,6 @@
-"""`kafka.security` turned into client settings: keyword arguments for every aiokafka client and
-the credentials of the Faust app. The SASL password comes from an environment variable."""
+"""`kafka.security` turned into client settings: keyword arguments for every aiokafka client, the
+settings of librdkafka (the output producer) and the credentials of the Faust app. The SASL
+password comes from an environment variable."""
 from __future__ import annotations
 
 import os
@@ -44,6 +45,26 @@ def client_kwargs(cfg: ProfileConfig) -> dict[str, Any]:
     if sec.protocol.startswith("SASL"):
         out.update(sasl_mechanism=sec.sasl_mechanism, sasl_plain_username=sec.sasl_username,
                    sasl_plain_password=_password(sec))
+    return out
+
+
+def librdkafka_settings(cfg: ProfileConfig) -> dict[str, Any]:
+    """The same settings in librdkafka's names (confluent-kafka's Producer)."""
+    sec = cfg.kafka.security
+    if sec.protocol == "PLAINTEXT":
+        return {}
+    out: dict[str, Any] = {"security.protocol": sec.protocol}
+    if "SSL" in sec.protocol:
+        # no CA file: the system's CAs, as ssl.create_default_context() uses
+        out["ssl.ca.location"] = str(cfg.path(sec.ssl_cafile)) if sec.ssl_cafile else "probe"
+        out["ssl.endpoint.identification.algorithm"] = \
+            "https" if sec.ssl_check_hostname else "none"
+        if sec.ssl_certfile:
+            out["ssl.certificate.location"] = str(cfg.path(sec.ssl_certfile))
+            out["ssl.key.location"] = str(cfg.path(sec.ssl_keyfile))
+    if sec.protocol.startswith("SASL"):
+        out.update({"sasl.mechanism": sec.sasl_mechanism, "sasl.username": sec.sasl_username,
+                    "sasl.password": _password(sec)})
     return out
 
 

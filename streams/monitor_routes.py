@@ -1,16 +1,37 @@
 """HTTP for monitoring: `GET /metrics` (Prometheus text format), `GET /monitor` (this worker's
-figures as JSON, what `profiles status` reads), `GET /dashboard` (a self-refreshing page, no
-external assets) and `GET /dashboard/data`."""
+figures as JSON, what `profiles status` reads), `GET /monitor/trend` (this worker's history of
+quality scans), `GET /dashboard` (a self-refreshing page, no external assets) and
+`GET /dashboard/data` (the whole cluster's figures, merged: streams.dashboard_data)."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from streams.dashboard_data import ALL, LOCAL_PARAM, UnknownWorker, cluster_figures, own_figures
 from streams.monitoring import WorkerMonitor
 
 DASHBOARD = Path(__file__).with_name("static") / "dashboard.html"
+
+
+class BadParameter(ValueError):
+    pass
+
+
+def since_param(query) -> float | None:
+    """`trend_since=<epoch seconds>`: only the trend points after it (and the one before)."""
+    raw = query.get("trend_since")
+    if raw in (None, ""):
+        return None
+    try:
+        since = float(raw)
+    except ValueError:
+        since = math.nan
+    if not math.isfinite(since):
+        raise BadParameter(f"trend_since= takes epoch seconds, not {raw[:40]!r}")
+    return since
 
 
 def add_monitor_routes(app: faust.App, monitor: WorkerMonitor) -> None:
@@ -26,10 +47,30 @@ def add_monitor_routes(app: faust.App, monitor: WorkerMonitor) -> None:
     async def monitor_json(web, request):
         return web.json(monitor.snapshot())
 
+    @app.page("/monitor/trend")
+    async def monitor_trend(web, request):
+        try:
+            return web.json({"instance": monitor.instance,
+                             **monitor.trend.to_dict(since_param(request.query))})
+        except BadParameter as e:
+            return web.json({"error": str(e)}, status=400)
+
     @app.page("/dashboard")
     async def dashboard(web, request):
         return web.bytes(page, headers={"Content-Type": "text/html; charset=utf-8"})
 
     @app.page("/dashboard/data")
     async def dashboard_data(web, request):
-        return web.json({**monitor.snapshot(), "series": list(monitor.series)})
+        """?local=1: this worker's own figures; else every member's merged (?worker=URL: one
+        member's), with the list of members for the page's selector."""
+        try:
+            since = since_param(request.query)
+            if request.query.get(LOCAL_PARAM) == "1":
+                url = str(app.conf.canonical_url).rstrip("/")
+                return web.json(own_figures(monitor, url, since))
+            return web.json(await cluster_figures(monitor, request.query.get("worker", ALL),
+                                                   since))
+        except BadParameter as e:
+            return web.json({"error": str(e)}, status=400)
+        except UnknownWorker as e:
+            return web.json({"error": str(e)}, status=404)

@@ -26,10 +26,9 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from streams.kafka_security import client_kwargs
-
 from features.config import ProfileConfig, load_config
 from features.profile import ARRAY_KEYS
+from streams.kafka_security import client_kwargs
 
 
 class ProfileUpdatePipeline:

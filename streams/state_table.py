@@ -1,4 +1,4 @@
-"""The `user-state` table's key layout, and access to one partition of it outside the stream.
+"""The `user-state` table's key layout, and reading one partition's RocksDB in key order.
 
 One changelog-backed RocksDB table holds, per partition:
   b"<decimal user_id>"            the user's encoded state (features.encoding)
@@ -12,13 +12,12 @@ same day, so it is rebuilt from the headers when a partition is (re)assigned.
 """
 from __future__ import annotations
 
-import contextlib
 import struct
-import weakref
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator, Protocol
 
-from faust.streams import _current_event  # the context Faust's tables take the partition from
+from features.schedule import NEVER
+from features.state import UserState
 
 DUE_PREFIX = b"\x00due"
 PARTITION_KEY = b"\x00partition"
@@ -66,44 +65,33 @@ def unpack_int(b: bytes | None, default: int) -> int:
     return default if b is None else _I64.unpack(b)[0]
 
 
-@dataclass
-class _Message:
-    topic: str
-    partition: int
+class KeyWrites(Protocol):
+    """A partition's local RocksDB, or a stand-in queueing its writes (an outbox)."""
+    def put(self, key: bytes, value: bytes) -> Any: ...
+
+    def delete(self, key: bytes) -> Any: ...
 
 
-class _PartitionEvent:
-    """Just enough of a Faust event for table writes: its message's topic and partition."""
-
-    def __init__(self, topic: str, partition: int):
-        self.message = _Message(topic, partition)
-
-
-@contextlib.contextmanager
-def writing_to(event_or_partition, topic: str | None = None):
-    """Make table reads/writes inside the block go to one partition (RocksDB and changelog).
-
-    Pass the stream event to write as that event's partition, or a partition number (and the
-    source topic) for writes outside the stream, as scheduled jobs do."""
-    event = event_or_partition
-    if isinstance(event_or_partition, int):
-        event = _PartitionEvent(topic, event_or_partition)
-    token = _current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
+def move_due(db: KeyWrites, user_id: int, state: UserState, day: int) -> None:
+    """Move the user's entry in the partition's due index to `day` (and the state's header
+    with it). The index is local to the RocksDB (no changelog): the state header carries the
+    same day, and the index is rebuilt from the headers after a partition is (re)assigned."""
+    if day == state.due_day:
+        return
+    if state.due_day >= 0:
+        db.delete(due_key(state.due_day, user_id))
+    if day != NEVER:
+        db.put(due_key(day, user_id), b"")
+    state.due_day = day
 
 
-def partition_db(table, partition: int):
-    """The RocksDB (rocksdict) of one partition of a Faust table, opened if needed."""
-    return table.data._db_for_partition(partition)
-
-
-def open_partition_db(table, partition: int):
-    """The partition's RocksDB if Faust has it open (an active or standby partition), else
-    None. Background readers use this: they must never open a database Faust is not managing."""
-    return table.data._dbs.get(partition)
+def repair_due(db: Any, user_id: int, due_day: int) -> bool:
+    """Put back the user's due-index entry for the day its state header names, if missing;
+    whether it was missing."""
+    if due_day >= 0 and db.get(due_key(due_day, user_id)) is None:
+        db.put(due_key(due_day, user_id), b"")
+        return True
+    return False
 
 
 def iter_due(db, upto_day: int) -> Iterator[tuple[bytes, int, int]]:

@@ -10,28 +10,36 @@ from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, RequestTime
 
 from features.config import ProfileConfig
 from streams.app import Instance, create_app
+from streams.context import WorkerContext
+from streams.restart import exec_again_if_requested
 from streams.topics import TopicMismatch, ensure_topics
 
 log = logging.getLogger(__name__)
 BROKER_WAIT_SECONDS = 300.0     # how long a starting worker waits for the broker to answer
 
 
-def build_app(cfg: ProfileConfig, inst: Instance) -> faust.App:
-    """The production app: the skeleton plus the profile pipeline and its HTTP reads."""
+def build_worker(cfg: ProfileConfig, inst: Instance) -> WorkerContext:
+    """The production worker: the app skeleton, the profile pipeline, the scheduled runs,
+    monitoring, and their HTTP routes."""
     from streams.api import add_routes
+    from streams.cluster import add_cluster_routes
     from streams.job_routes import add_job_routes
     from streams.jobs import ScheduledJobs
     from streams.monitor_routes import add_monitor_routes
     from streams.monitoring import WorkerMonitor
     from streams.pipeline import ProfilePipeline
+    from streams.restart import add_restart_route
     app = create_app(cfg, inst)
-    app.pipeline = ProfilePipeline(app)
-    app.jobs = ScheduledJobs(app.pipeline)
-    app.profile_monitor = WorkerMonitor(app.pipeline, app.jobs)
-    add_routes(app.pipeline)
-    add_job_routes(app, app.jobs)
-    add_monitor_routes(app, app.profile_monitor)
-    return app
+    pipeline = ProfilePipeline(app, cfg)
+    jobs = ScheduledJobs(pipeline, inst.instance_id)
+    monitor = WorkerMonitor(pipeline, jobs, inst.instance_id)
+    worker = WorkerContext(app, cfg, inst, pipeline, jobs, monitor)
+    add_routes(worker)
+    add_job_routes(worker)
+    add_monitor_routes(app, monitor)
+    add_cluster_routes(app, cfg, inst.instance_id)
+    add_restart_route(app, jobs, inst.instance_id)
+    return worker
 
 
 def ensure_topics_waiting(cfg: ProfileConfig, wait: float = BROKER_WAIT_SECONDS,
@@ -70,9 +78,8 @@ def logging_config(cfg: ProfileConfig, log_file: str) -> dict:
     }
 
 
-def run_worker(app: faust.App, log_file: str | None = None) -> None:
+def run_worker(app: faust.App, cfg: ProfileConfig, log_file: str | None = None) -> None:
     """Create missing topics, then run the Faust worker until SIGTERM/SIGINT."""
-    cfg = app.profile_config
     logging.basicConfig(level=logging.INFO)
     try:
         ensure_topics_waiting(cfg)
@@ -84,4 +91,7 @@ def run_worker(app: faust.App, log_file: str | None = None) -> None:
     # whenever the level is WARN or above: every debug call in Faust and aiokafka then builds a
     # record. Workers log to files; no spinner.
     worker.spinner = None
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    finally:
+        exec_again_if_requested()

@@ -30,7 +30,7 @@ def workers(request, tmp_path):
     started: list[WorkerProcess] = []
 
     def make(argv: list[str], web_port: int, name: str = "worker", env=None) -> WorkerProcess:
-        w = WorkerProcess(argv, tmp_path / "logs" / f"{name}.log", web_port, env or {})
+        w = WorkerProcess(argv, tmp_path / "logs" / f"{name}.log", web_port, env=env or {})
         started.append(w)
         return w
 

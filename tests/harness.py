@@ -5,17 +5,20 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from deploy import broker as embedded
+from deploy import worker_process
+from deploy.worker_process import worker_argv
 from features.config import NO_SCHEDULED_RUNS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,69 +53,45 @@ def write_config(path: Path, broker: Broker, **sections) -> Path:
     return path
 
 
-def http_json(url: str, timeout: float = 2.0) -> tuple[int, dict]:
+def http_json(url: str, timeout: float = 2.0, token: str | None = None) -> tuple[int, dict]:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"}
+                                 if token else {})
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read() or b"{}")
 
 
 @dataclass
-class WorkerProcess:
-    """One real worker process (`python -m <module> ...`), its log kept in the test's folder."""
-    argv: list[str]
-    log_path: Path
-    web_port: int
-    env: dict[str, str] = field(default_factory=dict)
-    proc: subprocess.Popen | None = None
-
-    def start(self) -> "WorkerProcess":
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, *self.argv], stdout=log,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     cwd=ROOT, env={**os.environ, **self.env},
-                                     start_new_session=True)
-        log.close()
-        return self
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.web_port}{path}"
+class WorkerProcess(worker_process.WorkerProcess):
+    """One real worker process (`python -m <module> ...`) run from the repository root, its
+    log kept in the test's folder; a test fails with the log's tail when it does not start."""
+    cwd: Path | None = ROOT
 
     def wait_healthy(self, timeout: float = 90.0) -> dict:
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"worker exited with {self.proc.returncode}; "
-                                     f"log:\n{self.tail()}")
+        """Its /health once it is ok, recovered and owns partitions; else AssertionError."""
+        last: list[dict] = []
+
+        def owns_partitions(url: str) -> dict | None:
             try:
-                status, body = http_json(self.url("/health"))
-                last = body
-                if status == 200 and body.get("recovery_completed") and \
-                        body.get("assigned_partitions"):
-                    return body
+                status, body = http_json(url + "/health")
             except (OSError, ValueError):
-                pass
-            time.sleep(0.25)
-        raise AssertionError(f"worker not healthy in {timeout}s (last {last}); "
-                             f"log:\n{self.tail()}")
+                return None
+            last[:] = [body]
+            return body if status == 200 and body.get("recovery_completed") and \
+                body.get("assigned_partitions") else None
+
+        body = super().wait_healthy(timeout, owns_partitions)
+        if body is not None:
+            return body
+        if not self.alive():
+            raise AssertionError(f"worker exited with {self.returncode}; log:\n{self.tail()}")
+        raise AssertionError(f"worker not healthy in {timeout}s (last {last[0] if last else None});"
+                             f" log:\n{self.tail()}")
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            if sig in (signal.SIGKILL, signal.SIGTERM):
-                self.proc.wait(30)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        self.signal(sig)
 
     def tail(self, n: int = 60) -> str:
         try:
@@ -138,9 +117,21 @@ def start_broker(run_dir: Path) -> Broker:
 
 def profile_worker(workers, cfg_path: Path, instance_id: int, web_port: int, name: str):
     """A real `profiles worker` process (not started)."""
-    argv = ["-m", "deploy", "--config", str(cfg_path), "worker", "--instance-id",
-            str(instance_id), "--web-port", str(web_port)]
-    return workers(argv, web_port, name)
+    return workers(worker_argv(cfg_path, instance_id, web_port), web_port, name)
+
+
+def two_free_ports() -> int:
+    """A free port whose next one is free too (workers 1 and 2 on web_port and web_port + 1)."""
+    for _ in range(50):
+        with socket.socket() as a, socket.socket() as b:
+            a.bind(("127.0.0.1", 0))
+            p = a.getsockname()[1]
+            try:
+                b.bind(("127.0.0.1", p + 1))
+            except OSError:
+                continue
+            return p
+    raise RuntimeError("no two consecutive free ports")
 
 
 def wait_for(predicate, timeout: float, interval: float = 1.0, what: str = "condition"):
@@ -153,3 +144,13 @@ def wait_for(predicate, timeout: float, interval: float = 1.0, what: str = "cond
             return result
         time.sleep(interval)
     return result
+
+
+def profiles_cli(cfg_path: Path, *args: str, timeout: float = 300,
+                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`profiles --config cfg_path ARGS...` as a user runs it; prints what it printed."""
+    r = subprocess.run([sys.executable, "-m", "deploy", "--config", str(cfg_path), *args],
+                       capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                       env={**os.environ, **(env or {})})
+    print(f"$ profiles {' '.join(args)}  (exit {r.returncode})\n{r.stdout}{r.stderr}")
+    return r

@@ -3,7 +3,7 @@
 Used to show the embedded broker's end-offset defect and its cure (tests/integration/
 test_changelog_recovery.py). The producer batches with a linger, so the last batch of every
 changelog partition holds several records; `COUNTER_END_OFFSETS=listoffsets` switches the cure
-(end offsets from fetch responses, streams.consumer) off.
+(end offsets from fetch responses, streams.faust_compat.consumer) off.
 Run: python -m tests.apps.counter_worker CONFIG INSTANCE_ID WEB_PORT
 """
 import os
@@ -16,10 +16,10 @@ from streams.worker import run_worker
 INPUT_TOPIC = "recovery-input"
 
 cfg = load_config(sys.argv[1])
-app = create_app(cfg, instance_for(cfg, int(sys.argv[2]), int(sys.argv[3])))
+listoffsets = os.environ.get("COUNTER_END_OFFSETS") == "listoffsets"
+app = create_app(cfg, instance_for(cfg, int(sys.argv[2]), int(sys.argv[3])),
+                 end_offsets_from_fetch=False if listoffsets else None)
 app.conf.producer_linger = 0.1
-if os.environ.get("COUNTER_END_OFFSETS") == "listoffsets":
-    app.end_offsets_from_fetch = False
 
 source = app.topic(INPUT_TOPIC, key_type=bytes, value_type=bytes,
                    partitions=cfg.kafka.partitions)
@@ -40,4 +40,4 @@ async def show_counts(web, request):
 
 if __name__ == "__main__":
     sys.argv = sys.argv[:1]
-    run_worker(app)
+    run_worker(app, cfg)

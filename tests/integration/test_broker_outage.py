@@ -2,7 +2,7 @@
 run). Two things must wait it out, and each once did not (the chaos runs lost a worker to each):
 - a worker (re)started meanwhile: its start-up topic check gave up after 10 s and the process
   exited;
-- table recovery's changelog end offsets, read from a fetch on this broker (streams.consumer):
+- table recovery's changelog end offsets, read from a fetch on this broker (streams.faust_compat.consumer):
   that read gave up after 15 s and Faust's recovery crashed the worker."""
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from deploy import broker as embedded
-from streams.consumer import fetched_end_offsets
+from streams.faust_compat.consumer import fetched_end_offsets
 from tests.harness import profile_worker, write_config
 
 pytestmark = pytest.mark.integration

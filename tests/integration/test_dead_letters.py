@@ -1,5 +1,6 @@
 """Every reason code of FEATURES.md §6 lands in user-events-dlq with its reason, source position
-and original bytes; duplicates are counted, not dead-lettered; the worker keeps going."""
+and original bytes; duplicates are counted, not dead-lettered; the worker keeps going. An
+un-keyed event publishes nothing, and its dead letter produced again with its key is applied."""
 from __future__ import annotations
 
 import asyncio
@@ -39,6 +40,7 @@ def bad_records() -> list[tuple[str | None, bytes, bytes]]:
         ("bad_type", b"1", ev(item_id="five")),
         ("out_of_range", b"1", ev(dwell_time=90_000)),
         ("unknown_action", b"1", ev(action_type=42)),
+        ("missing_key", None, ev(uid=11)),                                  # a new user
         ("key_mismatch", b"2", ev(uid=1)),
         ("future_timestamp", b"1", ev(timestamp=now + 3600)),
         (None, b"5", ev(uid=5, timestamp=now - DAY, event_id="a")),          # sets user 5's T
@@ -59,7 +61,8 @@ async def _send(bootstrap: str, topic: str, records) -> None:
 
 
 def test_every_reason_code_is_dead_lettered(broker, workers, tmp_path):
-    cfg_path = write_config(tmp_path / "cfg.yaml", broker, kafka={"partitions": 2})
+    cfg_path = write_config(tmp_path / "cfg.yaml", broker, kafka={"partitions": 2},
+                            monitoring={"alert_interval_seconds": 1})
     cfg = load_config(cfg_path, env={})
     port = free_port()
     w = profile_worker(workers, cfg_path, 1, port, "w").start()
@@ -95,4 +98,21 @@ def test_every_reason_code_is_dead_lettered(broker, workers, tmp_path):
     assert counts["duplicates"] == 1 and counts["applied"] == 2
     assert w.proc.poll() is None
     updates = latest_by_key(cfg, cfg.kafka.topics.profile_updates, idle_timeout=1.5)
-    assert set(updates) == {b"5", b"9"}
+    assert set(updates) == {b"5", b"9"}          # nothing from the un-keyed event of user 11
+    assert http_json(w.url("/profiles/11"))[0] == 404
+
+    def alerts() -> set[str]:
+        buf = io.StringIO()
+        tail(cfg, cfg.kafka.topics.alerts, from_beginning=True, idle_timeout=1.5, out=buf)
+        return {orjson.loads(line)["alert"] for line in buf.getvalue().splitlines()}
+    assert wait_for(lambda: "unkeyed_events" in alerts(), 20, 0.5), alerts()
+    assert counts["dlq_missing_key"] == 1
+
+    # the missing_key dead letter keeps what it takes to produce the event again, keyed
+    unkeyed = [d for d in dlq if d["reason"] == "missing_key"]
+    assert len(unkeyed) == 1 and unkeyed[0]["key"] is None and "11" in unkeyed[0]["message"]
+    original = original_bytes(unkeyed[0])
+    asyncio.run(_send(broker.bootstrap, cfg.kafka.topics.user_events,
+                      [(None, str(orjson.loads(original)["user_id"]).encode(), original)]))
+    assert wait_for(lambda: http_json(w.url("/profiles/11"))[0] == 200, 30, 0.5), \
+        "the dead letter produced again with its key was not applied"

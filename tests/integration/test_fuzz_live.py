@@ -52,7 +52,7 @@ def test_live_worker_survives_hostile_input_with_matching_counts(broker, workers
 
     expected = Counter()
     for raw, key in sent:
-        out = parser.parse(raw, key)
+        out = parser.parse_message(raw, key)
         expected["applied" if type(out) is not Rejection else f"dlq_{out.reason}"] += 1
 
     def counts():

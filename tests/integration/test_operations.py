@@ -8,7 +8,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,22 +21,9 @@ from deploy.clients import load_items, produce_events, tail
 from features.config import load_config
 from features.sample import SampleSpec, write_sample
 from streams.monitoring import METRIC_NAMES
-from tests.harness import ROOT, keep_artifacts, wait_for, write_config
+from tests.harness import ROOT, keep_artifacts, two_free_ports, wait_for, write_config
 
 pytestmark = pytest.mark.integration
-
-
-def two_free_ports() -> int:
-    for _ in range(50):
-        with socket.socket() as a, socket.socket() as b:
-            a.bind(("127.0.0.1", 0))
-            p = a.getsockname()[1]
-            try:
-                b.bind(("127.0.0.1", p + 1))
-            except OSError:
-                continue
-            return p
-    raise RuntimeError("no two consecutive free ports")
 
 
 def cli(cfg_path: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:

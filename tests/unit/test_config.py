@@ -37,9 +37,14 @@ BAD = [  # (config, key path the message must name, words it must contain)
     ({"interest_tags": {"categories": {"x": ["abc"]}}}, "interest_tags.categories", "decimal"),
     ({"kafka": {"partitions": 0}}, "kafka.partitions", "greater than or equal"),
     ({"kafka": {"broker": "not a broker"}}, "kafka.broker", "host:port"),
+    ({"kafka": {"partitioner": "md5"}}, "kafka.partitioner", "'crc32'"),
+    ({"kafka": {"partitioner": "consistent_random"}}, "kafka.partitioner", "its hash is 'crc32'"),
+    ({"kafka": {"partitioner": "random"}}, "kafka.partitioner", "ignores keys"),
     ({"scheduled_update": {"weekly_full_update": "funday:03:00"}},
      "scheduled_update.weekly_full_update", "pattern"),
     ({"worker": {"web_port": 70000}}, "worker.web_port", "less than or equal"),
+    ({"worker": {"auth": "reads"}}, "worker.auth", "'writes' or 'all'"),
+    ({"worker": {"authentication": "all"}}, "worker.authentication", "unknown key"),
     ({"extra_features": {"106": {"extractor": "x"}}}, "extra_features.106", "three digits"),
     ([1, 2], "top level", "mapping"),
 ]
@@ -60,6 +65,8 @@ def test_defaults_and_the_shipped_config_agree_with_the_spec():
     assert [r.name for r in shipped.behavior_preferences.rules] == \
         ["click_frequency", "interaction_pattern", "dwell_time"]
     assert shipped.kafka.partitions == 8 and shipped.worker.web_host == "127.0.0.1"
+    assert shipped.kafka.partitioner == default.kafka.partitioner == "murmur2"
+    assert shipped.monitoring.alerts == default.monitoring.alerts
     assert shipped.compat == "tansu"          # auto: the embedded broker's address
     assert shipped.mapping_index_path == ROOT / "data" / "mapping_index.json"
 

@@ -1,4 +1,4 @@
-"""Records fetched before a seek and handled after it (streams.consumer): Faust's real consumer
+"""Records fetched before a seek and handled after it (streams.faust_compat.consumer): Faust's real consumer
 and drain loop, with the client thread replaced by an in-memory partition log so the race is
 deterministic. The chaos run hit it against the real broker: a fetch from before the seek at the
 end of a rebalance went on being handled after the seek had reset the read offset, Faust marked

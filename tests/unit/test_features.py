@@ -278,44 +278,59 @@ def body(**kw):
 @pytest.mark.parametrize("raw,key,reason", [
     (b"{nope", None, "malformed_json"),
     (b"[1]", None, "not_an_object"),
-    (body(pad="x" * 70000), None, "too_large"),
-    (body(item_id=...), None, "missing_field"),
-    (body(action_type=...), None, "missing_field"),
-    (body(user_id="7"), None, "bad_type"),
-    (body(user_id=True), None, "bad_type"),
-    (body(timestamp="1"), None, "bad_type"),
-    (body(dwell_time="3"), None, "bad_type"),
-    (body(user_id=2 ** 63), None, "out_of_range"),
-    (body(timestamp=-1), None, "out_of_range"),
-    (body(dwell_time=86401), None, "out_of_range"),
-    (body(event_id="e" * 129), None, "out_of_range"),
-    (body(action_type=5), None, "unknown_action"),
-    (body(action_type=..., event_type="teleport"), None, "unknown_action"),
-    (body(action_type=2, event_type="click"), None, "unknown_action"),
+    (body(pad="x" * 70000), b"7", "too_large"),
+    (body(item_id=...), b"7", "missing_field"),
+    (body(action_type=...), b"7", "missing_field"),
+    (body(action_type=None), b"7", "missing_field"),        # null is missing (was accepted)
+    (body(action_type=None, event_type=None), b"7", "missing_field"),
+    (body(user_id="7"), b"7", "bad_type"),
+    (body(user_id=True), b"7", "bad_type"),
+    (body(timestamp="1"), b"7", "bad_type"),
+    (body(dwell_time="3"), b"7", "bad_type"),
+    (body(user_id=2 ** 63), b"7", "out_of_range"),
+    (body(timestamp=-1), b"7", "out_of_range"),
+    (body(dwell_time=86401), b"7", "out_of_range"),
+    (body(event_id="e" * 129), b"7", "out_of_range"),
+    (body(action_type=5), b"7", "unknown_action"),
+    (body(action_type=5), None, "unknown_action"),          # unknown_action before missing_key
+    (body(action_type=..., event_type="teleport"), b"7", "unknown_action"),
+    (body(action_type=2, event_type="click"), b"7", "unknown_action"),
+    (body(), None, "missing_key"),
+    (body(timestamp=1_700_000_301), None, "missing_key"),   # missing_key before future_timestamp
     (body(), b"8", "key_mismatch"),
-    (body(timestamp=1_700_000_301), None, "future_timestamp"),
+    (body(), b"", "key_mismatch"),
+    (body(timestamp=1_700_000_301), b"7", "future_timestamp"),
 ])
 def test_rejections(parser, raw, key, reason):
-    r = parser.parse(raw, key)
+    r = parser.parse_message(raw, key)
     assert isinstance(r, Rejection) and r.reason == reason, r
 
 
+def test_lines_have_no_key_to_check(parser):
+    """The batch path's lines: the same checks but the key's, in the same order."""
+    assert parser.parse_line(body()) == parser.parse_message(body(), b"7")
+    assert parser.check_line(orjson.loads(body())) == parser.parse_message(body(), "7")
+    assert parser.parse_line(body(timestamp=1_700_000_301)).reason == "future_timestamp"
+    assert parser.parse_line(body(action_type=5)).reason == "unknown_action"
+
+
 def test_accepted_forms(parser):
-    e = parser.parse(body(timestamp=1_690_000_000_999, action_type=..., event_type="click",
-                          dwell_time=1.2345, event_id="a"), b"7")
+    e = parser.parse_message(body(timestamp=1_690_000_000_999, action_type=...,
+                                  event_type="click", dwell_time=1.2345, event_id="a"), b"7")
     assert e == Event(7, 9, 1_690_000_000, 1, 1234, "a")     # ms floored, dwell in ms
-    assert parser.parse(body(timestamp=1_690_000_000.9)).ts == 1_690_000_000
-    assert parser.parse(body(timestamp=1_700_000_300)).ts == 1_700_000_300  # skew edge
-    assert parser.parse(body(extra={"x": 1})).user_id == 7                  # extras ignored
+    assert parser.parse_line(body(timestamp=1_690_000_000.9)).ts == 1_690_000_000
+    assert parser.parse_line(body(action_type=None, event_type="click")).action == 1
+    assert parser.parse_line(body(timestamp=1_700_000_300)).ts == 1_700_000_300  # skew edge
+    assert parser.parse_line(body(extra={"x": 1})).user_id == 7                  # extras ignored
 
 
 def test_timestamp_units():
     sec = EventParser(parse_config({"events": {"timestamp_unit": "s"}}, env={}).events,
                       clock=lambda: 2e12)
-    assert sec.parse(body(timestamp=1_600_000_000_000)).reason == "out_of_range"
+    assert sec.parse_line(body(timestamp=1_600_000_000_000)).reason == "out_of_range"
     ms = EventParser(parse_config({"events": {"timestamp_unit": "ms"}}, env={}).events,
                      clock=lambda: 2e12)
-    assert ms.parse(body(timestamp=1_600_000_000)).ts == 1_600_000
+    assert ms.parse_line(body(timestamp=1_600_000_000)).ts == 1_600_000
 
 
 # ---------------------------------------------------------------- mapping index (§5)

@@ -1,7 +1,7 @@
 """Hostile input through the validator: random bytes, deep JSON, huge numbers, NaN, wrong types,
-invalid UTF-8, oversized messages, key/payload mismatches. Every payload is either an Event or a
-Rejection with a §6 reason; nothing raises. FUZZ_EXAMPLES sets the count (`make chaos`:
-100,000; `make test`: 3,000)."""
+invalid UTF-8, oversized messages, missing keys, key/payload mismatches. Every payload is either
+an Event or a Rejection with a §6 reason; nothing raises. FUZZ_EXAMPLES sets the count
+(`make chaos`: 100,000; `make test`: 3,000)."""
 from __future__ import annotations
 
 import os
@@ -49,8 +49,15 @@ key = st.one_of(st.none(), st.binary(max_size=12), st.integers(0, 2 ** 64).map(
 
 
 def judge(raw: bytes, k) -> str:
-    out = PARSER.parse(raw, k, NOW)
+    out = PARSER.parse_message(raw, k, NOW)
     assert type(out) in (Event, Rejection), out
+    # The batch path's lines have no key: the same verdict, but where the key decides.
+    line = PARSER.parse_line(raw, NOW)
+    if type(out) is Rejection and out.reason in ("missing_key", "key_mismatch"):
+        assert (k is None) == (out.reason == "missing_key"), (k, out)
+        assert type(line) is Event or line.reason == "future_timestamp", (out, line)
+    else:
+        assert out == line, (k, out, line)
     if type(out) is Rejection:
         assert out.reason in REASONS and out.message, out
         return out.reason
@@ -74,6 +81,7 @@ def test_crafted_hostile_payloads():
         assert expect is None or got == expect, (raw[:200], k, got, expect)
     print(dict(counts))
     for reason in ("malformed_json", "not_an_object", "too_large", "missing_field", "bad_type",
-                   "out_of_range", "unknown_action", "key_mismatch", "future_timestamp"):
+                   "out_of_range", "unknown_action", "missing_key", "key_mismatch",
+                   "future_timestamp"):
         assert counts[reason] > 0, reason
     assert counts["applied"] > 0

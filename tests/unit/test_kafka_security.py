@@ -7,7 +7,12 @@ import ssl
 import pytest
 
 from features.config import ConfigError, parse_config
-from streams.kafka_security import SecurityError, client_kwargs, faust_credentials
+from streams.kafka_security import (
+    SecurityError,
+    client_kwargs,
+    faust_credentials,
+    librdkafka_settings,
+)
 
 
 def cfg(**security):
@@ -17,6 +22,7 @@ def cfg(**security):
 def test_plaintext_adds_nothing():
     c = cfg()
     assert client_kwargs(c) == {} and faust_credentials(c) is None
+    assert librdkafka_settings(c) == {}
 
 
 def test_sasl_ssl(monkeypatch):
@@ -44,3 +50,24 @@ def test_ssl_only_and_checks():
         cfg(protocol="SSL", ssl_certfile="c.pem")
     with pytest.raises(ConfigError, match="protocol"):
         cfg(protocol="KERBEROS")
+
+
+def test_the_same_settings_in_librdkafka_names(monkeypatch, tmp_path):
+    """The output producer (librdkafka) gets what the aiokafka clients get."""
+    monkeypatch.setenv("KAFKA_PW", "s3cret")
+    c = parse_config({"kafka": {"broker": "kafka://k1:9093", "security": {
+        "protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-256", "sasl_username": "profiles",
+        "sasl_password_env": "KAFKA_PW", "ssl_cafile": "ca.pem", "ssl_certfile": "c.pem",
+        "ssl_keyfile": "k.pem"}}}, base_dir=tmp_path, env={})
+    assert librdkafka_settings(c) == {
+        "security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-256",
+        "sasl.username": "profiles", "sasl.password": "s3cret",
+        "ssl.ca.location": str(tmp_path / "ca.pem"),
+        "ssl.certificate.location": str(tmp_path / "c.pem"),
+        "ssl.key.location": str(tmp_path / "k.pem"),
+        "ssl.endpoint.identification.algorithm": "https"}
+    plain = librdkafka_settings(cfg(protocol="SSL", ssl_check_hostname=False))
+    assert plain == {"security.protocol": "SSL", "ssl.ca.location": "probe",
+                     "ssl.endpoint.identification.algorithm": "none"}
+    import confluent_kafka  # librdkafka accepts every name and value
+    confluent_kafka.Producer({"bootstrap.servers": "k1:9093", **plain})

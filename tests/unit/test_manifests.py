@@ -28,6 +28,7 @@ def test_dockerfile():
         assert (ROOT / path).exists()
     env = dict(re.findall(r"(PROFILES_[A-Z_]+)=(\S+)", text))
     assert set(env) <= ENV_KNOWN and env["PROFILES_WEB_HOST"] == "0.0.0.0"
+    assert env["PROFILES_WORKER_AUTH"] == "all"          # bound beyond localhost
     assert '"worker"' in text and "--web-port" in text
 
 
@@ -54,6 +55,7 @@ def test_compose_kafka_kraft_and_workers():
         # the environment makes a valid config
         cfg = parse_config({}, env={k: v for k, v in env.items() if k in ENV_OVERRIDES})
         assert cfg.compat == "kafka" and cfg.worker.web_host == "0.0.0.0"
+        assert cfg.worker.auth == "all"
     assert len(host_ports) == len(workers)
 
 
@@ -63,6 +65,7 @@ def test_kubernetes_statefulset_service_probes_and_config():
     cfg = parse_config(yaml.safe_load(docs["ConfigMap/profiles-config"]["data"]
                                       ["profile_config.yaml"]), env={})
     assert cfg.compat == "kafka" and cfg.worker.web_host == "0.0.0.0"
+    assert cfg.worker.auth == "all"
     assert cfg.kafka.topics == DEFAULT.kafka.topics
     sts = docs["StatefulSet/profiles"]
     headless = docs[f"Service/{sts['spec']['serviceName']}"]

@@ -51,7 +51,7 @@ def test_alert_config_is_checked():
         parse_config({"monitoring": {"webhook_url": "file:///etc/passwd"}}, env={})
     names = [a.name for a in parse_config({}, env={}).monitoring.alerts]
     assert names == ["dlq_rate_high", "consumer_lag_high", "profiles_stale", "coverage_drop",
-                     "worker_down"]
+                     "worker_down", "partitioner_mismatch", "unkeyed_events"]
 
 
 def profile(level, utype, tags, prefs, actions, confidence, feats=None):

@@ -120,7 +120,7 @@ def test_incremental_with_encoding_equals_batch_and_oracle(tmp_path, events, tz,
     blob = encode(UserState(), tzs)
     applied = []
     for line in lines:
-        e = parser.parse(line, b"42", NOW)
+        e = parser.parse_message(line, b"42", NOW)
         assert not isinstance(e, Rejection)
         state = decode(blob, tzs)
         if apply(state, e, catalog.categories(e.item_id), engine.rules) == APPLIED:

@@ -18,7 +18,7 @@ from features.encoding import _HEAD, _HEAD_V1, decode, encode, patch_header, rea
 from features.events import Event, day_of
 from features.profile import FeatureEngine
 from features.schedule import (NEVER, cron_specs, feature_fingerprint, is_idle,
-                               next_change_day, retire)
+                               next_change_day, open_day, retire)
 from features.state import UNKNOWN_DUE, UserState, apply
 from streams.auth import ENV, api_token, authorized
 
@@ -50,6 +50,13 @@ def test_next_change_day_by_hand(tmp_path):
     assert engine.windows == [7, 30]       # the windows the default features read
     s = build(engine, catalog, [(D0 + 100, 1, 1), (D0 + 3 * DAY, 2, 1)])
     d0 = day_of(D0, 0)
+    # the last day (d0+3) is open: its aggregates are due the day after it, and at once when
+    # a run comes later than that
+    assert open_day(s) == d0 + 3
+    assert next_change_day(s, d0 + 3, engine.windows) == d0 + 4
+    assert next_change_day(s, d0 + 5, engine.windows) == d0 + 4
+    s.closed_day = d0 + 3
+    assert open_day(s) is None
     # day d0 leaves the 7-day window on d0+7, d0+3 on d0+10; the 30-day one on d0+30, d0+33
     assert next_change_day(s, d0 + 3, engine.windows) == d0 + 7
     assert next_change_day(s, d0 + 7, engine.windows) == d0 + 10
@@ -57,6 +64,7 @@ def test_next_change_day_by_hand(tmp_path):
     assert next_change_day(s, d0 + 30, engine.windows) == d0 + 33
     assert next_change_day(s, d0 + 33, engine.windows) == NEVER
     assert next_change_day(UserState(), d0, engine.windows) == NEVER
+    assert open_day(retire(build(engine, catalog, [(D0, 1, 1)]))) is None   # nothing to close
 
 
 events_st = st.lists(st.tuples(st.integers(D0, D0 + 45 * DAY), st.integers(1, 4),

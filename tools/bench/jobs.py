@@ -3,12 +3,17 @@
 A pool of real user states (the sample generator's users through the batch path, ~100 events in
 30 days each) is copied under N user ids straight into the worker's RocksDB partitions, with a
 due-index entry each: D users due today, the rest later. Then one worker starts on the embedded
-broker and the hourly and daily runs are triggered over HTTP and timed (the worker's own report;
-publishes and changelog writes go to the broker as in production).
+broker and the hourly and daily runs are triggered over HTTP and timed (the worker's own report,
+and the worker process's CPU time; publishes and changelog writes go to the broker as in
+production). The records are v3 (features.columnar), as the runs write them; `legacy_v2` writes
+v2 records as the release before the closed day left them (no closed day, due days that do not
+count the closing of the last day): the first runs then close those days and rewrite the
+records as v3.
 """
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -19,19 +24,22 @@ import rocksdict
 import yaml
 
 from deploy import broker as embedded
-from deploy.bench import ROOT, _machine, _peak_rss_mb
+from deploy.bench import ROOT, _cpu_seconds, _machine, _peak_rss_mb
 from deploy.workers import call, ready
+from features import columnar
 from features.batch import BatchReport, build_states
 from features.config import NO_SCHEDULED_RUNS, load_config
-from features.encoding import encode
+from features.encoding import encode as encode_v2
 from features.events import day_of
 from features.runtime import FeatureRuntime
 from features.sample import END_TS, SampleSpec, write_sample
 from features.schedule import NEVER, feature_fingerprint, next_change_day
+from features.state import NO_CLOSED_DAY
 from streams.auth import api_token
 from streams.state_table import FEATURES_KEY, PARTITION_KEY, PartitionClock, due_key, pack_int
 
 PARTITIONS = 8
+LEGACY = "v2 records as the release before the closed day wrote them"
 
 
 def _prefill(cfg, tables: Path, users: int, due: int, due_pool: list, quiet_pool: list,
@@ -65,7 +73,8 @@ def _prefill(cfg, tables: Path, users: int, due: int, due_pool: list, quiet_pool
 
 
 def run_bench_jobs(workdir: Path, users: int, due: int, full_daily: bool,
-                   say: Callable[[str], None] = print) -> str:
+                   say: Callable[[str], None] = print, legacy_v2: bool = False) -> str:
+    workdir = workdir.resolve()     # the config resolves relative paths against its folder
     workdir.mkdir(parents=True, exist_ok=True)
     port, web = embedded.free_port(), embedded.free_port()
     raw = {"kafka": {"broker": f"kafka://127.0.0.1:{port}", "partitions": PARTITIONS},
@@ -83,8 +92,10 @@ def run_bench_jobs(workdir: Path, users: int, due: int, full_daily: bool,
     rt = FeatureRuntime.from_config(cfg, workdir / "sample" / "item_feat_dict.json")
     with open(workdir / "sample" / "events.jsonl", "rb") as f:
         states = build_states(rt, f, BatchReport())
-    # As if yesterday's runs had published each profile and set its due day: today's hourly
-    # run visits the users due today and publishes those whose arrays really change.
+    # As if yesterday's runs had published each profile, closed each day stream time had
+    # passed and set its due day: today's hourly run visits the users due today (a day leaves
+    # a window, or yesterday closes), publishes the profiles whose arrays really change and the
+    # aggregates of the days that close.
     stream_time = END_TS - 1
     today = day_of(stream_time, 0)
     due_pool, quiet_pool = [], []
@@ -94,10 +105,17 @@ def run_bench_jobs(workdir: Path, users: int, due: int, full_daily: bool,
         as_of = max(s.T, stream_time - 86400)
         p = rt.engine.evaluate(uid, s, as_of)
         s.version, s.published_digest, s.published_as_of = 1, p.digest(), p.as_of
+        if day_of(s.T, 0) < day_of(as_of, 0) or legacy_v2:
+            s.closed_day = day_of(s.T, 0)
         s.due_day = next_change_day(s, day_of(as_of, 0), rt.engine.windows)
         if s.due_day == NEVER:
             continue                # idle: the runs would have retired it long ago
-        (due_pool if s.due_day == today else quiet_pool).append((s, encode(s, 0)))
+        if legacy_v2:
+            s.closed_day = NO_CLOSED_DAY
+            blob = encode_v2(s, 0)
+        else:
+            blob = columnar.encode(columnar.from_reference(s, 0))
+        (due_pool if s.due_day == today else quiet_pool).append((s, blob))
     n_pool = len(due_pool) + len(quiet_pool)
     events_per_user = info["events"] / max(1, n_pool)
     say(f"  {n_pool:,} distinct states, {events_per_user:.0f} events each on average; "
@@ -130,13 +148,17 @@ def run_bench_jobs(workdir: Path, users: int, due: int, full_daily: bool,
         runs = [("hourly", ""), ("daily", "")] + ([("daily", "?full=1")] if full_daily else [])
         for job, q in runs:
             say(f"running {job}{' --full' if q else ''} ...")
+            load0 = os.getloadavg()[0]
+            cpu0 = _cpu_seconds(proc.pid)
             t0 = time.monotonic()
             rep = call(f"{url}/jobs/{job}{q}", "POST", token, timeout=3600)
             wall = time.monotonic() - t0
+            cpu = _cpu_seconds(proc.pid) - cpu0
+            load = max(load0, os.getloadavg()[0])
             t = rep["totals"]
-            rows.append((f"{job}{' --full' if q else ''}", rep["seconds"], wall, t))
-            say(f"  {job}: {rep['seconds']:.2f} s in the worker ({wall:.2f} s wall): "
-                f"{json.dumps(t)}")
+            rows.append((f"{job}{' --full' if q else ''}", rep["seconds"], wall, cpu, load, t))
+            say(f"  {job}: {rep['seconds']:.2f} s in the worker ({wall:.2f} s wall, "
+                f"{cpu:.2f} s CPU, load {load:.1f}): {json.dumps(t)}")
         rss = _peak_rss_mb(proc.pid)
     finally:
         if proc is not None:
@@ -151,15 +173,19 @@ def run_bench_jobs(workdir: Path, users: int, due: int, full_daily: bool,
         "",
         f"{time.strftime('%Y-%m-%d')}: {_machine()}.",
         f"{users:,} users in state ({bytes_on_disk / 2**20:,.0f} MiB of RocksDB, "
+        f"{LEGACY if legacy_v2 else 'v3 records'}, "
         f"{events_per_user:.0f} events per user in 30 days), {due:,} due, {PARTITIONS} "
-        f"partitions, one worker; peak worker RSS {rss or 0:,.0f} MiB.",
+        f"partitions, one worker; peak worker RSS {rss or 0:,.0f} MiB. CPU: the worker "
+        f"process's user + system time during the run; load: the 1-minute load average "
+        f"(the larger of its values before and after the run).",
         "",
-        "| run | seconds (worker) | seconds (wall) | visited | re-evaluated | published | "
-        "retired | index repaired |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| run | seconds (worker) | seconds (wall) | CPU seconds | load | visited | "
+        "re-evaluated | published | days closed | retired | index repaired |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for name, secs, wall, t in rows:
-        lines.append(f"| {name} | {secs:.2f} | {wall:.2f} | {t['visited']:,} | "
-                     f"{t['evaluated']:,} | {t['published']:,} | {t['retired']:,} | "
+    for name, secs, wall, cpu, load, t in rows:
+        lines.append(f"| {name} | {secs:.2f} | {wall:.2f} | {cpu:.2f} | {load:.1f} | "
+                     f"{t['visited']:,} | {t['evaluated']:,} | {t['published']:,} | "
+                     f"{t.get('closed_days', 0):,} | {t['retired']:,} | "
                      f"{t['index_repaired']:,} |")
     return "\n".join(lines) + "\n"

@@ -28,10 +28,23 @@ def wait_processed(cluster: LocalCluster, total: int, timeout: float,
     return seen
 
 
+def wait_catalog(cluster: LocalCluster, n_items: int, timeout: float) -> None:
+    """Until every worker holds the whole item catalog: the workers follow `item-features` while
+    they consume events, and an event's categories are those of the items known when it is
+    applied (FEATURES.md §1.2), so events produced before a worker has read the catalog would
+    be filed without categories, and the comparison with the batch path would fail."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(w.get("/stats")["items"] >= n_items for w in cluster.workers):
+            return
+        time.sleep(0.2)
+    raise ClusterError(f"the workers did not read the {n_items:,} items in {timeout:.0f} s")
+
+
 def profile_table(records: list[dict]) -> str:
     rows = [("user", "interest tags (106)", "preferences (107)", "level", "type", "conf.")]
     for r in records:
-        rows.append((str(r["user_id"]), ", ".join(r["interest_tags"][:3]) or "-",
+        rows.append((str(r["user_id"]), ", ".join(r["interest_tags"]) or "-",
                      ", ".join(r["behavior_preferences"]) or "-", str(r["activity_level"]),
                      str(r["user_type"]), f"{r['confidence']:.2f}"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -49,6 +62,7 @@ def run_demo(cluster: LocalCluster, users: int, days: int, instances: int,
     items, events = sample_dir / "item_feat_dict.json", sample_dir / "events.jsonl"
     n_items, _ = load_items(cfg, items)
     say(f"published {n_items:,} items to {cfg.kafka.topics.item_features}")
+    wait_catalog(cluster, n_items, timeout)
     n, eps = produce_events(cfg, events)
     say(f"produced {n:,} events to {cfg.kafka.topics.user_events} ({eps:,.0f}/s)")
     if wait_processed(cluster, info["events"], timeout, say) < info["events"]:
@@ -64,5 +78,5 @@ def run_demo(cluster: LocalCluster, users: int, days: int, instances: int,
     say(f"stream vs batch path: {c.summary()}")
     shown = [cluster.workers[0].get(f"/profiles/{uid}") for uid in sorted(published)[:8]]
     say("\n" + profile_table(shown) + "\n")
-    say(f"query a profile: curl {cluster.workers[0].url}/profiles/{min(published)}")
+    say(f"query a profile: curl {cluster.workers[0].url()}/profiles/{min(published)}")
     return c.ok

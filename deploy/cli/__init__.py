@@ -1,0 +1,286 @@
+"""`profiles`: the one console command. Each module of this package is one group of commands;
+a command only parses its arguments and calls the module that does the work."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from deploy import broker as embedded
+from deploy.chaos_schedule import FAULT_KINDS
+from deploy.cli import backup, clients, cluster, config, jobs, offline, tools, worker
+from deploy.cli.common import load as _load
+from deploy.cli.common import say as _say
+
+
+@click.group()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              envvar="PROFILES_CONFIG", default=None,
+              help="profile_config.yaml to use (default: $PROFILES_CONFIG or "
+                   "./profile_config.yaml).")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None) -> None:
+    """Streaming user profiles: features 106/107/108/110 kept up to date from Kafka."""
+    ctx.ensure_object(dict)
+    ctx.obj["config_path"] = config_path
+
+
+for _group in (config, worker, clients, offline, cluster, jobs, backup, tools):
+    for _command in _group.COMMANDS:
+        cli.add_command(_command)
+
+
+# ---------------------------------------------------------------- embedded broker
+
+@cli.group()
+def broker() -> None:
+    """The embedded Tansu broker for local runs (data in memory only)."""
+
+
+@broker.command("start")
+@click.option("--port", type=int, default=None, help="Port on 127.0.0.1 (default: config).")
+@click.pass_context
+def broker_start(ctx: click.Context, port: int | None) -> None:
+    cfg = _load(ctx)
+    port = port or cfg.embedded_broker.port
+    try:
+        st, started = embedded.start(cfg.run_dir, port, cfg.embedded_broker.start_timeout_seconds)
+    except embedded.BrokerError as e:
+        raise click.ClickException(str(e)) from None
+    verb = "started" if started else "already running"
+    click.echo(f"embedded broker {verb} (pid {st.pid}) on 127.0.0.1:{st.port}; log {st.log_file}")
+
+
+@broker.command("stop")
+@click.pass_context
+def broker_stop(ctx: click.Context) -> None:
+    cfg = _load(ctx)
+    if embedded.stop(cfg.run_dir):
+        click.echo("embedded broker stopped")
+    else:
+        click.echo("embedded broker: not running")
+
+
+@broker.command("status")
+@click.pass_context
+def broker_status(ctx: click.Context) -> None:
+    """Exit 0 when running, 3 when not."""
+    st = embedded.status(_load(ctx).run_dir)
+    click.echo(st.describe())
+    sys.exit(0 if st.running else 3)
+
+
+FINDINGS_HEADING = "## Where the time goes"
+# `profiles bench --only X`: the row groups of deploy.bench.run_bench it runs
+BENCH_GROUPS = {"offline": ("offline",), "stream": ("bench", "sparse"), "bench": ("bench",),
+                "sparse": ("sparse",), "producers": ("producers",), "latency": ("latency",)}
+
+
+@cli.command()
+@click.option("--users", type=click.IntRange(10), default=1000, show_default=True)
+@click.option("--days", type=click.IntRange(1, 365), default=30, show_default=True)
+@click.option("--workdir", type=click.Path(file_okay=False), default="run/bench",
+              show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), default="BENCHMARKS.md",
+              show_default=True, help="Where the table is written.")
+@click.option("--tuned-batch", type=click.IntRange(1), default=5000, show_default=True,
+              help="Batch size of the extra one-worker row.")
+@click.option("--latency-rate", type=click.FloatRange(1), default=5000, show_default=True,
+              help="Events/s offered in the latency run.")
+@click.option("--latency-seconds", type=click.FloatRange(0), default=60, show_default=True,
+              help="Length of the latency run (0: skip it).")
+@click.option("--soak-rate", type=click.FloatRange(1), default=5000, show_default=True,
+              help="Events/s offered in the soak run (RSS over time).")
+@click.option("--soak-seconds", type=click.FloatRange(0), default=600, show_default=True,
+              help="Length of the soak run (0: skip it).")
+@click.option("--high-latency-rate", type=click.FloatRange(1), default=20000,
+              show_default=True, help="Events/s offered in the second latency run.")
+@click.option("--sparse-users", type=click.IntRange(100), default=5000, show_default=True,
+              help="Users of the sparse sample (each batch mostly distinct users).")
+@click.option("--only", type=click.Choice(list(BENCH_GROUPS)), default=None,
+              help="Run some rows alone: offline (batch and training-set on every engine; "
+                   "replaces that section of OUT), stream (throughput on the bench and the "
+                   "sparse sample), bench, sparse, producers (CPU per record of the output "
+                   "producers), latency (the steady runs). A partial stream "
+                   "run prints its table and writes it to WORKDIR/partial.md, not OUT.")
+def bench(users: int, days: int, workdir: str, out: str, tuned_batch: int, latency_rate: float,
+          latency_seconds: float, soak_rate: float, soak_seconds: float,
+          high_latency_rate: float, sparse_users: int, only: str | None) -> None:
+    """Side-by-side on one embedded broker: our pipeline (1 and 2 workers, and 1 with a larger
+    batch), naive Faust, the read ceiling, on the bench sample and (one worker) on a sparse
+    sample; the batch path; then latency at two steady rates and RSS over a soak run; then the
+    offline engines. Prints the table and writes OUT."""
+    import shutil
+    if only == "offline":
+        from deploy.bench import run_offline_only
+        shutil.rmtree(workdir, ignore_errors=True)
+        section = run_offline_only(Path(workdir), users, days, say=_say)
+        _replace_section(Path(out), section, before=FINDINGS_HEADING)
+        click.echo("\n" + section)
+        click.echo(f"written to {out}")
+        return
+
+    from deploy.bench import run_bench
+    shutil.rmtree(workdir, ignore_errors=True)
+    table = run_bench(Path(workdir), users, days, say=_say, tuned_batch=tuned_batch,
+                      latency_rate=latency_rate, latency_seconds=latency_seconds,
+                      soak_rate=soak_rate, soak_seconds=soak_seconds,
+                      high_latency_rate=high_latency_rate, sparse_users=sparse_users,
+                      **({"rows": BENCH_GROUPS[only]} if only else {}))
+    if only:
+        partial = Path(workdir) / "partial.md"
+        partial.write_text(table)
+        click.echo("\n" + table)
+        click.echo(f"written to {partial} (a partial run: {out} is left as it is)")
+        return
+    findings = ""    # the hand-written profile findings below the table stay
+    if Path(out).exists():
+        previous = Path(out).read_text()
+        if FINDINGS_HEADING in previous:
+            findings = "\n" + previous[previous.index(FINDINGS_HEADING):]
+    Path(out).write_text(table + findings)
+    click.echo("\n" + table)
+    click.echo(f"written to {out}")
+
+
+@cli.command()
+@click.option("--users", type=click.IntRange(100), default=6000, show_default=True,
+              help="Sample users (6,000 give about 230,000 events).")
+@click.option("--seed", type=int, default=42, show_default=True,
+              help="The first run's seed (the sample and the fault schedule).")
+@click.option("--runs", type=click.IntRange(1), default=1, show_default=True,
+              help="Seeded runs one after another: SEED, SEED+1, ...")
+@click.option("--hostile", type=click.IntRange(0), default=5000, show_default=True,
+              help="Hostile payloads in the burst.")
+@click.option("--kills", type=click.IntRange(0), default=5, show_default=True)
+@click.option("--skip", multiple=True, type=click.Choice(FAULT_KINDS),
+              help="Leave a kind of fault out (repeatable).")
+@click.option("--workdir", type=click.Path(file_okay=False), default="run/chaos",
+              show_default=True, help="Each run keeps its logs in seed-N/ there.")
+def chaos(users: int, seed: int, runs: int, hostile: int, kills: int, skip: tuple[str, ...],
+          workdir: str) -> None:
+    """Sample events through 3 workers under a seeded fault schedule (worker and broker
+    faults); then profiles and states against the batch path. Exit 0 only when every run's
+    mismatches, lost and double-applied events, users without state and worker exits are 0."""
+    import shutil
+
+    from deploy.chaos import run_chaos, runs_table
+    shutil.rmtree(workdir, ignore_errors=True)
+    reports = []
+    for s in range(seed, seed + runs):
+        report = run_chaos(Path(workdir) / f"seed-{s}", users, s, hostile, say=_say,
+                           kills=kills, skip=skip)
+        for line in report.lines():
+            click.echo(line)
+        reports.append(report)
+    if runs > 1:
+        click.echo("")
+        for line in runs_table(reports):
+            click.echo(line)
+    if not all(r.ok for r in reports):
+        sys.exit(1)
+
+
+@cli.command("broker-soak")
+@click.option("--partitions", type=click.IntRange(1), default=8, show_default=True)
+@click.option("--rate", type=click.FloatRange(1), default=5000, show_default=True,
+              help="Records per second.")
+@click.option("--batch-records", type=click.IntRange(1), default=5, show_default=True,
+              help="Records per produced batch (one stored object each on the embedded broker).")
+@click.option("--seconds", type=click.FloatRange(10), default=180, show_default=True)
+@click.option("--interval", type=click.FloatRange(1), default=15, show_default=True)
+@click.option("--retention-ms", type=int, help="Topic config retention.ms.")
+@click.option("--retention-bytes", type=int, help="Topic config retention.bytes.")
+@click.option("--segment-bytes", type=int, help="Topic config segment.bytes.")
+@click.option("--delete-records-every", type=click.FloatRange(1),
+              help="Seconds between DeleteRecords calls up to what the consumer has read.")
+@click.option("--workdir", type=click.Path(file_okay=False), default="run/broker-soak",
+              show_default=True)
+def broker_soak(partitions: int, rate: float, batch_records: int, seconds: float,
+                interval: float, retention_ms: int | None, retention_bytes: int | None,
+                segment_bytes: int | None, delete_records_every: float | None,
+                workdir: str) -> None:
+    """The embedded broker alone under a steady producer and consumer: its CPU against the
+    batches and records it holds (docs/BROKER.md)."""
+    from deploy.broker_soak import run_broker_soak
+    configs = {k: str(v) for k, v in (("retention.ms", retention_ms),
+                                      ("retention.bytes", retention_bytes),
+                                      ("segment.bytes", segment_bytes)) if v is not None}
+    res = run_broker_soak(Path(workdir), partitions, rate, batch_records, seconds, interval,
+                          configs, delete_records_every, say=click.echo)
+    click.echo(f"broker alive at the end: {'yes' if res.broker_alive else 'no'}; first "
+               f"offset a new reader gets on partition 0: {res.oldest_offset_readable}"
+               + (f"; DeleteRecords: {res.delete_records}" if res.delete_records else ""))
+
+
+@cli.command("bench-jobs")
+@click.option("--users", type=click.IntRange(1000), default=1_000_000, show_default=True)
+@click.option("--due", type=click.IntRange(0), default=10_000, show_default=True)
+@click.option("--full-daily", is_flag=True, help="Also time a daily run that re-evaluates "
+              "every user (the run after a feature config change).")
+@click.option("--legacy-v2", is_flag=True, help="Start from v2 records as the release before "
+              "the closed day wrote them (the runs close their days and rewrite them as v3).")
+@click.option("--workdir", type=click.Path(file_okay=False), default="run/bench-jobs",
+              show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), default="BENCHMARKS.md",
+              show_default=True, help="Its section there is replaced.")
+def bench_jobs(users: int, due: int, full_daily: bool, legacy_v2: bool, workdir: str,
+               out: str) -> None:
+    """Time the hourly and daily runs of one worker holding USERS states, DUE of them due."""
+    import shutil
+
+    from tools.bench.jobs import run_bench_jobs
+    shutil.rmtree(workdir, ignore_errors=True)
+    section = run_bench_jobs(Path(workdir), users, due, full_daily, say=_say,
+                             legacy_v2=legacy_v2)
+    _replace_section(Path(out), section)
+    click.echo("\n" + section)
+    click.echo(f"written to {out}")
+
+
+def _replace_section(path: Path, section: str, before: str | None = None) -> None:
+    """Put a `## ...` section into a markdown file, replacing the one with the same heading
+    (a new one goes before the heading `before` when there is one, else at the end)."""
+    heading = section.splitlines()[0]
+    text = path.read_text() if path.exists() else ""
+    if heading in text:
+        start = text.index(heading)
+        nxt = text.find("\n## ", start + len(heading))
+        text = text[:start] + section + (text[nxt + 1:] if nxt >= 0 else "")
+    elif before and before in text:
+        at = text.index(before)
+        text = text[:at] + section + "\n" + text[at:]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text)
+
+
+SEED_ACTIONS = {"deploy", "status", "health", "restart", "stop"}
+
+
+def seed_form(argv: list[str]) -> list[str]:
+    """The seed's `deploy_profile_system.py --action X [--monitor] [--instance-id N]` form,
+    mapped onto the subcommands (`python -m deploy --action status`)."""
+    if "--action" not in argv:
+        return argv
+    i = argv.index("--action")
+    if i + 1 >= len(argv) or argv[i + 1] not in SEED_ACTIONS:
+        raise SystemExit(f"--action takes one of {', '.join(sorted(SEED_ACTIONS))}")
+    action = argv[i + 1]
+    rest = argv[:i] + argv[i + 2:]
+    head = []
+    if "--config" in rest:              # a group option: before the subcommand
+        j = rest.index("--config")
+        head, rest = rest[j:j + 2], rest[:j] + rest[j + 2:]
+    if action != "deploy" and "--monitor" in rest:
+        raise SystemExit("--monitor goes with --action deploy")
+    return head + [action] + rest
+
+
+def main() -> None:
+    cli(args=seed_form(sys.argv[1:]), obj={})
+
+
+if __name__ == "__main__":
+    main()

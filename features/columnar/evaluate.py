@@ -1,0 +1,316 @@
+"""Features 106/107/108/110, confidence and the window metrics for many users in one call:
+`FeatureEngine.evaluate` for each of them, value for value (tests/unit/test_columnar.py).
+
+- 106: every (user, category) score is summed with an unbuffered `np.add.at` over the
+  category entries in record order (user, day ascending, then k and action ascending), so each
+  score gets the reference's additions in the reference's order; `decay ** age` comes from a
+  table built with Python's `**`; scores are rounded with Python's `round` (numpy's differs)
+  and ranked by one lexsort over the user axis.
+- 107/108/110: array comparisons of the window metrics (`features.columnar.aggregates`).
+- confidence: a table built with `math.exp`, as the reference computes it.
+- extra features (features.extensions) are per-user Python extractors over the reference
+  state: each user is converted to it (`to_reference`) and the extractor called.
+"""
+from __future__ import annotations
+
+import math
+import weakref
+from typing import Any, Sequence, Union, cast
+
+import numpy as np
+
+from features.columnar.aggregates import metric_dicts, window_arrays
+from features.columnar.update import ColumnarUpdate
+from features.columnar.codec import decode, to_reference
+from features.columnar.layout import ColumnarState
+from features.columnar.stack import Stack
+from features.profile import BASE, FeatureEngine, Profile, digest_of
+from features.state import STATE_DAYS
+from features.update import day_end
+
+Record = Union[ColumnarState, bytes]
+_NP_OPS = {">": np.greater, ">=": np.greater_equal, "<": np.less, "<=": np.less_equal}
+_CONFIDENCE_TABLE = 4096     # actions_30d below this read a table, above it math.exp
+
+
+class Compiled:
+    """What the vectorised evaluation needs of an engine, built once per engine."""
+
+    def __init__(self, engine: FeatureEngine):
+        cfg = engine.cfg
+        self.codes = list(engine.action_names.values())
+        it = cfg.interest_tags
+        self.factor = np.array([it.decay_factor ** age for age in range(STATE_DAYS)])
+        self.weight = np.ones(256)
+        for code, weight in engine.weights.items():
+            self.weight[code] = weight
+        ks = [k for _, k, _ in engine.categories]
+        self.kpos = np.full(max(ks, default=0) + 2, -1, dtype=np.int64)
+        for pos, k, _ in engine.categories:
+            self.kpos[k] = pos
+        self.cat_ids = [106 * BASE + k for _, k, _ in engine.categories]
+        self.cat_names = [name for _, _, name in engine.categories]
+        self.rule_ids = [107 * BASE + k for _, k in engine.rule_ids]
+        self.rule_names = [rule.name for rule, _ in engine.rule_ids]
+        self.confidence = [round(1 - math.exp(-a / 20), 4) for a in range(_CONFIDENCE_TABLE)]
+        # (106 positions, 107 rules, level, type) -> digest_of their arrays (changed_profiles)
+        self.digests: dict[tuple, int] = {}
+
+
+_COMPILED: "weakref.WeakKeyDictionary[FeatureEngine, Compiled]" = weakref.WeakKeyDictionary()
+
+
+def compiled(engine: FeatureEngine) -> Compiled:
+    c = _COMPILED.get(engine)
+    if c is None:
+        c = _COMPILED[engine] = Compiled(engine)
+    return c
+
+
+_DIGESTS_KEPT = 100_000
+
+
+def _cache_digest(digests: dict[tuple, int], key: tuple, digest: int) -> int:
+    if len(digests) >= _DIGESTS_KEPT:
+        digests.clear()
+    digests[key] = digest
+    return digest
+
+
+def _decoded(states: Sequence[Record], tz: int) -> list[ColumnarState]:
+    return [s if isinstance(s, ColumnarState) else decode(s, tz) for s in states]
+
+
+def _as_of(st: Stack, as_of: Sequence[int] | np.ndarray | None,
+           user_ids: Sequence[int]) -> np.ndarray:
+    """Each stacked user's as-of time (the state's T by default); never before T."""
+    if as_of is None:
+        return st.T
+    T = np.asarray(as_of, dtype=np.int64)[st.order]
+    early = np.flatnonzero(T < st.T)
+    if len(early):
+        p = int(early[0])
+        raise ValueError(f"as_of {int(T[p])} is before user {user_ids[st.order[p]]}'s T "
+                         f"{int(st.T[p])}")
+    return T
+
+
+def evaluate_many(engine: FeatureEngine, user_ids: Sequence[int], states: Sequence[Record],
+                  as_of: Sequence[int] | np.ndarray | None = None,
+                  with_metrics: bool = True) -> list[Profile]:
+    """`engine.evaluate(user_ids[u], states[u], as_of[u])` for every u, together. States are
+    decoded v3 states or records of any format; as_of defaults to each state's T.
+    with_metrics=False leaves `Profile.metrics` empty (a sixth of the time: a scheduled run
+    needs only the arrays) unless extra features need them."""
+    return cast("list[Profile]", _evaluate(engine, user_ids, states, as_of, with_metrics, False))
+
+
+def changed_profiles(engine: FeatureEngine, user_ids: Sequence[int],
+                     states: Sequence[Record],
+                     as_of: Sequence[int] | np.ndarray | None = None) -> list[Profile | None]:
+    """What a scheduled run needs: for each user, the profile (without metrics) if its arrays
+    differ from the published ones (`digest() != state.published_digest`), else None. No
+    Profile is built for an unchanged user."""
+    return _evaluate(engine, user_ids, states, as_of, False, True)
+
+
+def _evaluate(engine: FeatureEngine, user_ids: Sequence[int], states: Sequence[Record],
+              as_of: Sequence[int] | np.ndarray | None, with_metrics: bool,
+              changed_only: bool) -> list[Profile | None]:
+    decoded = _decoded(states, engine.tz)
+    st = Stack.from_states(decoded, engine.tz, compiled(engine).codes)
+    return _evaluate_stack(engine, user_ids, st, as_of, with_metrics, changed_only, decoded)
+
+
+def evaluate_stack(engine: FeatureEngine, user_ids: Sequence[int], st: Stack,
+                   as_of: Sequence[int] | np.ndarray | None = None,
+                   with_metrics: bool = True) -> list[Profile]:
+    """`evaluate_many` of states already stacked (`features.columnar.logs.stack` builds them
+    from event logs): user_ids[u] and as_of[u] belong to the stack's user `st.order == u`.
+    Extra features need the states themselves: use evaluate_many for them."""
+    if engine.extensions:
+        raise ValueError("extra features need the users' states: use evaluate_many")
+    return cast("list[Profile]", _evaluate_stack(engine, user_ids, st, as_of, with_metrics,
+                                                 False, None))
+
+
+def _evaluate_stack(engine: FeatureEngine, user_ids: Sequence[int], st: Stack,
+                    as_of: Sequence[int] | np.ndarray | None, with_metrics: bool,
+                    changed_only: bool, decoded: list[ColumnarState] | None
+                    ) -> list[Profile | None]:
+    tz = engine.tz
+    comp = compiled(engine)
+    T = _as_of(st, as_of, user_ids)
+    today = (T + tz) // 86400
+    arrays = window_arrays(st, today, engine.windows, tz, engine.gap, engine.action_names)
+    cfg = engine.cfg
+    U = st.U
+    tags = _interest_tags(engine, comp, st, today)
+
+    # 107: rules in config order, the first max_preferences that hold
+    held = np.zeros((U, len(comp.rule_ids)), dtype=bool)
+    for r, (rule, _) in enumerate(engine.rule_ids):
+        m = arrays[rule.window_days]
+        held[:, r] = (m["actions"] >= rule.min_actions) & \
+            _NP_OPS[rule.op](m[rule.metric], rule.threshold)
+    held &= np.cumsum(held, axis=1) <= cfg.behavior_preferences.max_preferences
+    prefs: list[list[int]] = [[] for _ in range(U)]
+    for u, r in zip(*(a.tolist() for a in np.nonzero(held))):
+        prefs[u].append(r)
+
+    # 108 activity level
+    al = cfg.activity_levels
+    m = arrays[al.window_days]
+    daily = m["actions"] / al.window_days
+    zero = np.zeros(U, dtype=np.int64)
+    level_a = np.minimum(al.levels - 1, sum(((daily > t).astype(np.int64)
+                                             for t in al.metrics.daily_actions), zero))
+    level_s = np.minimum(al.levels - 1, sum(((m["avg_session_duration"] > t).astype(np.int64)
+                                             for t in al.metrics.session_duration), zero))
+    level = {"actions": level_a, "min": np.minimum(level_a, level_s),
+             "max": np.maximum(level_a, level_s),
+             "mean_floor": (level_a + level_s) // 2}[al.combine]
+
+    # 110 user type
+    ut = cfg.user_types
+    m = arrays[ut.window_days]
+    t1 = ut.criteria.type_1
+    user_type = ((m["sessions"] >= t1.min_sessions) & (m["actions"] >= t1.min_actions))
+
+    table = comp.confidence
+    confidence = [table[a] if a < _CONFIDENCE_TABLE else round(1 - math.exp(-a / 20), 4)
+                  for a in arrays[30]["actions"].tolist()]
+    extensions = engine.extensions
+    metrics = metric_dicts(arrays) if with_metrics or extensions else [{} for _ in range(U)]
+    cat_ids, cat_names = comp.cat_ids, comp.cat_names
+    rule_ids, rule_names = comp.rule_ids, comp.rule_names
+    empty106, empty107 = [106 * BASE], [107 * BASE]
+    out: list[Profile | None] = [None] * U
+    digests = comp.digests if changed_only and not extensions else None
+    for u, t, lv, ty, conf, top, held_u, m_u in zip(
+            st.order.tolist(), T.tolist(), level.tolist(), user_type.tolist(), confidence, tags,
+            prefs, metrics):
+        if digests is not None:
+            # the arrays' digest by what decides them: most users of a run share theirs
+            key = (tuple(top), tuple(held_u), lv, ty)
+            d = digests.get(key)
+            if d is None:
+                d = _cache_digest(digests, key, digest_of({
+                    "106": [cat_ids[c] for c in top] or empty106[:],
+                    "107": [rule_ids[r] for r in held_u] or empty107[:],
+                    "108": [108 * BASE + lv], "110": [110 * BASE + int(ty)]}))
+            if d == decoded[u].published_digest:
+                continue
+        features: dict[str, list[int]] = {
+            "106": [cat_ids[c] for c in top] or empty106[:],
+            "107": [rule_ids[r] for r in held_u] or empty107[:],
+            "108": [108 * BASE + lv],
+            "110": [110 * BASE + int(ty)]}
+        if extensions:
+            assert decoded is not None
+            ref = to_reference(decoded[u], tz)
+            for fid, extractor in extensions.items():
+                features[fid] = extractor.values(ref, t, m_u, engine)
+        if changed_only and decoded is not None and \
+                digest_of(features) == decoded[u].published_digest:
+            continue
+        out[u] = Profile(user_ids[u], t, features, [cat_names[c] for c in top],
+                         [rule_names[r] for r in held_u], lv, int(ty), conf, m_u)
+    return out
+
+
+def _category_totals(engine: FeatureEngine, comp: Compiled, st: Stack,
+                     today: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[U * P] decayed weighted scores and event counts of (user, configured category)."""
+    it = engine.cfg.interest_tags
+    P = len(comp.cat_ids)
+    cat_user = st.row_user[st.cat_row]
+    age = today[cat_user] - st.row_day[st.cat_row]
+    k = st.cat_key >> 8
+    pos = comp.kpos[np.minimum(k, len(comp.kpos) - 1)]
+    ok = np.flatnonzero((age < it.window_days) & (pos >= 0))
+    idx = cat_user[ok] * P + pos[ok]
+    count = st.cat_count[ok]
+    # weight * count * factor, left to right as the reference multiplies
+    value = comp.weight[st.cat_key[ok] & 255] * count.astype(np.float64) * comp.factor[age[ok]]
+    score = np.zeros(st.U * P)
+    np.add.at(score, idx, value)            # unbuffered: in entry order, as the reference adds
+    return score, np.bincount(idx, weights=count, minlength=st.U * P)
+
+
+def _interest_tags(engine: FeatureEngine, comp: Compiled, st: Stack,
+                   today: np.ndarray) -> list[list[int]]:
+    """Per user, the config positions of its top categories, best first."""
+    it = engine.cfg.interest_tags
+    P = len(comp.cat_ids)
+    score, counts = _category_totals(engine, comp, st, today)
+    q = np.flatnonzero(counts >= it.min_frequency)
+    rounded = np.array([round(x, 6) for x in score[q].tolist()])
+    qu, qp = q // P, q % P
+    order = np.lexsort((qp, -rounded, qu)) if len(q) else np.zeros(0, dtype=np.int64)
+    qu, qp = qu[order], qp[order]
+    first = np.searchsorted(qu, qu, side="left")
+    keep = np.arange(len(qu)) - first < it.max_tags
+    top: list[list[int]] = [[] for _ in range(st.U)]
+    for u, p in zip(qu[keep].tolist(), qp[keep].tolist()):
+        top[u].append(p)
+    return top
+
+
+def category_totals_many(engine: FeatureEngine, states: Sequence[Record],
+                         as_of: Sequence[int] | np.ndarray) -> list[dict[int, tuple[float, int]]]:
+    """`features.metrics.category_totals` (the interest-tag window, the engine's decay and
+    weights) of each state, for its configured categories: k -> (score, count)."""
+    comp = compiled(engine)
+    st = Stack.from_states(_decoded(states, engine.tz), engine.tz, comp.codes)
+    T = _as_of(st, as_of, list(range(st.U)))
+    score, counts = _category_totals(engine, comp, st, (T + engine.tz) // 86400)
+    P = len(comp.cat_ids)
+    ks = [k for _, k, _ in engine.categories]
+    out: list[dict[int, tuple[float, int]]] = [{}] * st.U
+    for p, u in enumerate(st.order.tolist()):
+        row = slice(p * P, (p + 1) * P)
+        out[u] = {k: (x, int(n)) for k, x, n in zip(ks, score[row].tolist(),
+                                                    counts[row].tolist()) if n}
+    return out
+
+
+def metrics_many(engine: FeatureEngine, states: Sequence[Record],
+                 as_of: Sequence[int] | np.ndarray,
+                 windows: Sequence[int]) -> list[dict[int, dict[str, Any]]]:
+    """`engine.metrics_all(states[u], as_of[u], windows)` for every u, together."""
+    tz = engine.tz
+    comp = compiled(engine)
+    st = Stack.from_states(_decoded(states, tz), tz, comp.codes)
+    T = _as_of(st, as_of, list(range(st.U)))
+    arrays = window_arrays(st, (T + tz) // 86400, windows, tz, engine.gap,
+                           engine.action_names)
+    out: list[dict[int, dict[str, Any]]] = [{}] * st.U
+    for u, m in zip(st.order.tolist(), metric_dicts(arrays)):
+        out[u] = m
+    return out
+
+
+def finish(engine: FeatureEngine, updates: Sequence[ColumnarUpdate],
+           time_windows: Sequence[int], with_metrics: bool = True) -> None:
+    """Evaluate the profiles and closed days of a batch's updates together: each update that
+    wants a profile gets `profile` and `changed`; each closing snapshot becomes an entry of
+    `closed_days` (its day's 1/7/30-day metrics as of the day's last second).
+    with_metrics=False: profiles without `metrics` (the stream publishes only the arrays)."""
+    want = [up for up in updates if up.wants_profile]
+    if want:
+        profiles = evaluate_many(engine, [up.user_id for up in want],
+                                 [up.state for up in want], with_metrics=with_metrics)
+        for up, p in zip(want, profiles):
+            up.profile = p
+            up.changed = p.digest() != up.state.published_digest
+    closing = [(up, day, snap) for up in updates for day, snap in up.closing]
+    if closing:
+        metrics = metrics_many(engine, [snap for _, _, snap in closing],
+                               [day_end(day, engine.tz) for _, day, _ in closing],
+                               time_windows)
+        for (up, day, _), m in zip(closing, metrics):
+            up.closed_days.append((day, m))
+        for up in updates:
+            up.closing.clear()
+

@@ -1,0 +1,173 @@
+"""Our copy of Faust's `Consumer._drain_messages`, changed to hand one topic's messages to a raw
+feed (streams.event_feed) instead of Faust's per-event path, and the check that the original
+is still the one it was copied from.
+
+The copy keeps the original's structure line for line where it can (the diagnostic flag, the
+gap bookkeeping, the commit every N acks, the stop and error branches), so a change upstream is
+easy to carry over. What differs, and why (docs/FAUST_INTERNALS.md#drain-loop):
+- feed messages are appended to the feed (waiting for room, or for flow to stop) instead of
+  being passed to the callback; other topics' messages still go to the callback;
+- a feed record fetched before the latest seek is dropped unread and the partitions are sought
+  back to their committed offsets (docs/FAUST_INTERNALS.md#seeks);
+- a gap on the feed's topic is logged (it is not expected there);
+- it yields to the event loop every 1,000 messages, not 100 (a feed put costs far less than
+  Faust's callback, and the loop would otherwise spend its time switching).
+
+`upstream/consumer_drain_messages.txt` is the original this copy was taken from;
+`check_upstream` fails with a diff when the installed faust-streaming's differs from it.
+"""
+from __future__ import annotations
+
+import asyncio
+import difflib
+import inspect
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, AsyncIterator, Protocol, cast
+
+from faust.transport.consumer import CONSUMER_FETCHING
+from faust.transport.consumer import Consumer as FaustConsumer
+from mode import Service
+
+if TYPE_CHECKING:
+    from streams.faust_compat.consumer import ProfilesConsumer
+
+UPSTREAM_COPY = Path(__file__).with_name("upstream") / "consumer_drain_messages.txt"
+YIELD_EVERY = 1000
+
+
+class RawFeed(Protocol):
+    """What the drain loop needs of the feed (streams.event_feed.EventFeed)."""
+    topic: str
+    stale_dropped: int
+
+    def full(self) -> bool: ...
+
+    def put(self, message: Any) -> None: ...
+
+    async def wait_space(self) -> None: ...
+
+
+async def drain_into_feed(self: ProfilesConsumer, fetcher: Any, feed: RawFeed) -> None:
+    # (`self`: written as the method it replaces, so it reads beside the original)
+    callback = self.callback
+    getmany = self.getmany
+    consumer_should_stop = cast(Service, self)._stopped.is_set
+    fetcher_should_stop = cast(Service, fetcher)._stopped.is_set
+    get_read_offset = self._read_offset.__getitem__
+    set_read_offset = self._read_offset.__setitem__
+    flag_consumer_fetching = CONSUMER_FETCHING
+    set_flag = self.diag.set_flag
+    unset_flag = self.diag.unset_flag
+    commit_every = self._commit_every
+    acks_enabled_for = self.app.topics.acks_enabled_for
+    flow = self.app.flow_control
+    feed_topic = feed.topic
+    stale_fetch = self.fetched_before_a_seek
+    since_yield = 0
+    sleep = asyncio.sleep
+    try:
+        while not (consumer_should_stop() or fetcher_should_stop()):
+            set_flag(flag_consumer_fetching)
+            ait = cast(AsyncIterator, getmany(timeout=1.0))
+            await self.sleep(0)
+            if self.should_stop:
+                continue
+            stale = 0
+            async for tp, message in ait:
+                if message.topic == feed_topic and stale_fetch():
+                    stale += 1
+                    continue
+                since_yield += 1
+                if since_yield > YIELD_EVERY:
+                    await sleep(0)
+                    since_yield = 0
+                offset = message.offset
+                r_offset = get_read_offset(tp)
+                if r_offset is not None and offset < r_offset:
+                    continue                        # already read (Faust drops these too)
+                gap = offset - (r_offset or 0)
+                if gap > 1 and r_offset and acks_enabled_for(message.topic):
+                    if message.topic == feed_topic:
+                        # not expected on the feed's topic (not compacted, no transactions)
+                        self.log.warning("%s: offsets %d..%d were never fetched; Faust "
+                                         "counts them as acked", tp, r_offset + 1, offset - 1)
+                    await self._add_gap(tp, r_offset + 1, offset)
+                if commit_every is not None and self._n_acked >= commit_every:
+                    self._n_acked = 0
+                    await self.commit()
+                if message.topic == feed_topic:
+                    # While flow is stopped (a rebalance) the message is dropped but counted as
+                    # read, as Faust's own loop does; the partitions are then sought back to
+                    # their committed offsets.
+                    active = self.flow_active and flow.is_active()
+                    if active and feed.full():
+                        await self.wait_first(feed.wait_space(), self.suspend_flow.wait())
+                        active = self.flow_active
+                    if stale_fetch():
+                        stale += 1          # a seek during the awaits above: keep its read offset
+                        continue
+                    if active:
+                        feed.put(message)
+                else:
+                    await self.wait_first(callback(message), self.suspend_flow.wait())
+                set_read_offset(tp, offset)
+            unset_flag(flag_consumer_fetching)
+            if stale:
+                feed.stale_dropped += stale
+                await self.seek_after_stale(stale)
+    except self.consumer_stopped_errors:
+        if self.transport.app.should_stop:
+            self.log.info("Broker stopped consumer, shutting down...")
+            return
+        raise
+    except asyncio.CancelledError:
+        if self.transport.app.should_stop:
+            self.log.info("Consumer shutting down for user cancel.")
+            return
+        raise
+    except Exception as exc:
+        self.log.exception("Drain messages raised: %r", exc)
+        raise
+    finally:
+        unset_flag(flag_consumer_fetching)
+
+
+class UpstreamChanged(AssertionError):
+    """An installed Faust function is not the one our copy was taken from."""
+
+
+def installed_source(fn: Any = None) -> str:
+    return inspect.getsource(FaustConsumer._drain_messages if fn is None else fn)
+
+
+def stored_source(path: Path = UPSTREAM_COPY) -> str:
+    """The original our copy was taken from (the file's `#` header lines left out)."""
+    lines = path.read_text().splitlines(keepends=True)
+    while lines and lines[0].startswith("#"):
+        lines.pop(0)
+    return "".join(lines)
+
+
+def check_original(path: Path, fn: Any, copy: str, stored: str | None = None,
+                   installed: str | None = None) -> None:
+    """Raise UpstreamChanged, with a diff, when the installed faust-streaming's `fn` differs
+    from the original stored at `path`, which `copy` (where our copy lives) was taken from."""
+    stored = stored_source(path) if stored is None else stored
+    installed = installed_source(fn) if installed is None else installed
+    if stored == installed:
+        return
+    import faust
+    diff = "".join(difflib.unified_diff(
+        stored.splitlines(keepends=True), installed.splitlines(keepends=True),
+        f"stored original ({path.name})", f"installed faust-streaming {faust.__version__}"))
+    raise UpstreamChanged(
+        f"faust-streaming's {fn.__qualname__} is not the one {copy} was copied from: carry the "
+        "change over (or confirm it does not apply), then store the new original in "
+        f"streams/faust_compat/upstream/{path.name}.\n{diff}")
+
+
+def check_upstream(stored: str | None = None, installed: str | None = None) -> None:
+    """Raise UpstreamChanged, with a diff, when the installed faust-streaming's
+    `Consumer._drain_messages` differs from the stored original."""
+    check_original(UPSTREAM_COPY, FaustConsumer._drain_messages,
+                   "streams/faust_compat/drain.py (drain_into_feed)", stored, installed)

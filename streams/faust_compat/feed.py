@@ -1,0 +1,130 @@
+"""A raw feed plugged into Faust's consumer, and its messages tracked and acked the way Faust's
+streams do it (docs/STREAMING.md, "How events reach the agent").
+
+Faust commits only acked offsets, and a rebalance waits until no message is in flight; both
+read the consumer's `_unacked_messages`, which a batch of messages taken outside Faust's
+streams has to enter and leave itself. A batch enters it as one stand-in (`InFlight`), not
+message by message (a weak reference per message cost about 1 µs an event), and is acked with
+the bookkeeping of Faust's `Consumer.ack` done for the whole batch at once (about 2 µs an event
+message by message); `upstream/consumer_ack.txt` is the original that bookkeeping follows
+(tests/unit/test_faust_compat.py fails when the installed one differs).
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from time import monotonic
+from typing import Any, Iterable
+
+import faust
+from faust.transport.consumer import Consumer as FaustConsumer
+from faust.types.tuples import ack_lock
+from mode.utils.futures import notify
+
+from streams.faust_compat.consumer import consumer_hooks
+from streams.faust_compat.drain import RawFeed, check_original
+
+ACK_COPY = Path(__file__).with_name("upstream") / "consumer_ack.txt"
+
+
+def attach_feed(app: faust.App, feed: RawFeed) -> None:
+    """Feed `feed.topic`'s messages into `feed` instead of Faust's streams; the feed is
+    emptied with Faust's own queues when flow control clears them (a rebalance)."""
+    consumer_hooks(app).feed = feed
+    app.flow_control.manage_queue(feed)
+
+
+class InFlight:
+    """A tracked batch as Faust's consumer sees it: one entry of `_unacked_messages` (a weak
+    set: the feed's `_in_flight` keeps it alive), with the two attributes Faust reads of one."""
+    __slots__ = ("messages", "acked", "refcount", "__weakref__")
+
+    def __init__(self, messages: list[Any]):
+        self.messages = messages
+        self.acked = False
+        self.refcount = 1
+
+    def __repr__(self) -> str:
+        return f"<batch of {len(self.messages)} feed messages in flight>"
+
+
+def _in_flight(app: faust.App) -> dict[int, InFlight]:
+    """Tracked batches by the id of their first message (kept on the app's consumer)."""
+    consumer = app.consumer
+    table = getattr(consumer, "_feed_in_flight", None)
+    if table is None:
+        table = consumer._feed_in_flight = {}
+    return table
+
+
+def track(app: faust.App, messages: list[Any]) -> None:
+    """Mark a batch as in flight: a rebalance waits for it to be acked. Also tell Faust's
+    monitor its partitions are being processed (its stall check reads that, and would log
+    "stream has not started processing" for partitions fed this way)."""
+    if not messages:
+        return
+    batch = InFlight(messages)
+    _in_flight(app)[id(messages[0])] = batch
+    app.consumer._unacked_messages.add(batch)
+    monitor = getattr(app, "monitor", None)
+    if monitor is not None:
+        now = monotonic()
+        for tp in {m.tp for m in messages}:
+            monitor.stream_inbound_time[tp] = now
+
+
+def _release(app: faust.App, messages: Iterable[Any]) -> None:
+    """The tracked batches among `messages` (by their first message) leave the in-flight set."""
+    table = _in_flight(app)
+    unacked = app.consumer._unacked_messages
+    for m in messages:
+        batch = table.pop(id(m), None)
+        if batch is not None and batch.messages[0] is m:
+            batch.acked = True
+            unacked.discard(batch)
+
+
+def untrack(app: faust.App, messages: Iterable[Any]) -> None:
+    """The batches failed: no longer in flight, and not acked (their offsets are not
+    committed)."""
+    _release(app, messages)
+
+
+def ack(app: faust.App, messages: list[Any]) -> None:
+    """The batches' outputs are delivered: their offsets may be committed. Faust's
+    `Consumer.ack` for each message, in one pass under its lock."""
+    consumer = app.consumer
+    acks_enabled_for = app.topics.acks_enabled_for
+    by_tp: dict[Any, list[Any]] = defaultdict(list)
+    for m in messages:
+        by_tp[m.tp].append(m)
+    n = 0
+    with ack_lock:
+        for tp, batch in by_tp.items():
+            if not acks_enabled_for(batch[0].topic):
+                for m in batch:
+                    m.acked = True
+                continue
+            committed = consumer._committed_offset[tp]
+            acked_index = consumer._acked_index[tp]
+            acked_for_tp = consumer._acked[tp]
+            for m in batch:
+                if m.acked:
+                    continue
+                m.acked = True
+                offset = m.offset
+                # (acked or committed already: fetched twice after a seek)
+                if (committed is None or offset >= committed) and offset not in acked_index:
+                    acked_index.add(offset)
+                    acked_for_tp.append(offset)
+                    n += 1
+        consumer._n_acked += n
+    notify(consumer._waiting_for_ack)
+    _release(app, messages)
+
+
+def check_ack_upstream(stored: str | None = None, installed: str | None = None) -> None:
+    """Raise UpstreamChanged, with a diff, when the installed faust-streaming's `Consumer.ack`
+    differs from the original `ack` follows."""
+    check_original(ACK_COPY, FaustConsumer.ack, "streams/faust_compat/feed.py (ack)", stored,
+                   installed)

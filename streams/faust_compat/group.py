@@ -1,0 +1,81 @@
+"""The consumer group, the assignment and table recovery as Faust's app knows them: one
+adapter the pipeline, the scheduled runs, monitoring, the query router and `/cluster` read.
+
+`member_partitions` reads the assignment Faust distributes to every member
+(`external_topics_metadata()`, which exists on the concrete faust.assignor.PartitionAssignor
+only, not on PartitionAssignorT).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+from faust.types import TP
+
+from streams.faust_compat import feed
+
+
+class FaustGroup:
+    def __init__(self, app: faust.App, topic: str):
+        self.app = app
+        self.topic = topic              # the source topic (user-events)
+
+    # -- the group
+    @property
+    def rebalancing(self) -> bool:
+        return bool(self.app.rebalancing)
+
+    @property
+    def rebalance_count(self) -> int:
+        """How many rebalances have begun (a batch taken before one is stale)."""
+        return int(self.app.rebalancing_count)
+
+    @property
+    def generation(self) -> int | None:
+        return self.app.consumer_generation_id
+
+    def owned(self) -> list[int]:
+        """The partitions of the source topic (and of its tables) this worker has active."""
+        return sorted(tp.partition for tp in self.app.assignor.assigned_actives()
+                      if tp.topic == self.topic)
+
+    def member_partitions(self, topic: str) -> dict[str, list[int]]:
+        """Member URL -> partitions of `topic`, from the assignment Faust distributes."""
+        dist = self.app.assignor.external_topics_metadata()
+        return {str(url).rstrip("/"): sorted(tps.get(topic, [])) for url, tps in dist.items()}
+
+    def table_owners(self, table_name: str) -> dict[int, str]:
+        """Partition -> URL of the member with it active, from Faust's router."""
+        out = {}
+        for url, topics in self.app.router.table_metadata(table_name).items():
+            for partitions in topics.values():
+                for p in partitions:
+                    out[p] = str(url).rstrip("/")
+        return out
+
+    def highwater(self, partition: int) -> int | None:
+        """The source partition's high watermark from the latest fetch (None: not fetched)."""
+        try:
+            return self.app.consumer.highwater(TP(self.topic, partition))
+        except Exception:               # not fetched from yet
+            return None
+
+    # -- table recovery
+    def ready(self) -> bool:
+        """Table recovery has completed and none is under way."""
+        recovery = self.app.tables.recovery
+        return recovery.completed.is_set() and not recovery.in_recovery
+
+    def available(self, partition: int) -> bool:
+        """The partition is still ours and no table recovery is rewriting it."""
+        return partition in self.owned() and not self.app.tables.recovery.in_recovery
+
+    # -- messages taken from the raw feed (streams.faust_compat.feed)
+    def track(self, messages: list[Any]) -> None:
+        feed.track(self.app, messages)
+
+    def untrack(self, messages: list[Any]) -> None:
+        feed.untrack(self.app, messages)
+
+    def ack(self, messages: list[Any]) -> None:
+        feed.ack(self.app, messages)

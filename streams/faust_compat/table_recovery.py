@@ -1,0 +1,118 @@
+"""Table recovery that heals: a partition whose local RocksDB state is ahead of its log is
+dropped and rebuilt from its changelog, where Faust would raise ConsistencyError (or, with a
+one-record changelog, keep the stale state). When a partition counts as ahead and why:
+`ahead_of_log`; the story: docs/FAUST_INTERNALS.md#table-recovery and docs/STREAMING.md
+("Restarts that heal").
+
+Faust-streaming 0.15 internals: `Recovery._build_offsets`, `active_highwaters`, `tp_to_table`,
+`TableManager._recovery`; pyproject pins faust-streaming below 0.16.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+import faust
+from faust.tables.manager import TableManager
+from faust.tables.recovery import Recovery
+from faust.types import TP
+
+from streams.faust_compat.tables import partition_db
+
+log = logging.getLogger(__name__)
+
+# Every key our tables write sorts below this (user ids are digits, the rest starts with \x00
+# or is Faust's offset key); anything at or above it is deleted one by one.
+_KEYS_END = b"\xff"
+
+
+def drop_partition(table: Any, partition: int) -> None:
+    """Empty one partition's local RocksDB (Faust's persisted offset included)."""
+    db = partition_db(table, partition)
+    db.delete_range(b"", _KEYS_END)
+    it = db.iter()
+    it.seek(_KEYS_END)
+    rest = []
+    while it.valid():
+        rest.append(it.key())
+        it.next()
+    for key in rest:
+        db.delete(key)
+
+
+def ahead_of_log(persisted: int | None, changelog_last: int | None, processed: int | None,
+                 source_end: int | None) -> list[str]:
+    """Why a partition's local state is ahead of its log (empty: it is not). `persisted`: the
+    changelog offset its RocksDB last applied; `changelog_last`: the changelog's last offset
+    (-1 empty); `processed`: the last source offset its state applied (-1 none); `source_end`:
+    the source partition's end offset. None: not known."""
+    why = []
+    if persisted is not None and changelog_last is not None and persisted > changelog_last:
+        why.append(f"changelog offset {persisted}, the changelog ends at {changelog_last}")
+    if processed is not None and source_end is not None and processed >= source_end:
+        why.append(f"processed the source up to offset {processed}, the source ends at "
+                   f"{source_end - 1}")
+    return why
+
+
+class HealingRecovery(Recovery):
+    # changelog topic -> (source topic, the last source offset a partition's state processed)
+    source_checks: dict[str, tuple[str, Callable[[object], int]]]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.source_checks = {}
+
+    async def _build_offsets(self, consumer, tps, destination, title) -> None:
+        await super()._build_offsets(consumer, tps, destination, title)
+        tps = sorted(tps)
+        if not tps:
+            return
+        if title == "active":
+            last = dict(self.active_highwaters)     # built just before: changelog end - 1
+        else:
+            last = {tp: (hw - 1 if hw is not None else -1)
+                    for tp, hw in (await consumer.highwaters(*tps)).items()}
+        processed, source_ends = await self._source_positions(consumer, tps)
+        for tp in tps:
+            why = ahead_of_log(destination.get(tp), last.get(tp), processed.get(tp),
+                               source_ends.get(tp))
+            if not why:
+                continue
+            table = self.tp_to_table[tp]
+            log.warning("%s partition %d (%s): local state is ahead of its log (%s), as after "
+                        "a broker restart or a recreated topic; dropping it and rebuilding it "
+                        "from the changelog", table.name, tp.partition, title, "; ".join(why))
+            drop_partition(table, tp.partition)
+            destination[tp] = -1            # read the changelog from its start
+
+    async def _source_positions(self, consumer, tps: list) -> tuple[dict, dict]:
+        """For tables registered with check_source: (tp -> last source offset its local state
+        processed, tp -> end offset of its source partition)."""
+        checks = {tp: self.source_checks[tp.topic] for tp in tps
+                  if tp.topic in self.source_checks}
+        if not checks:
+            return {}, {}
+        sources = {tp: TP(topic, tp.partition) for tp, (topic, _) in checks.items()}
+        ends = await consumer.highwaters(*set(sources.values()))
+        processed = {tp: read(partition_db(self.tp_to_table[tp], tp.partition))
+                     for tp, (_, read) in checks.items()}
+        return processed, {tp: ends.get(src) for tp, src in sources.items()}
+
+
+class HealingTableManager(TableManager):
+    @property
+    def recovery(self) -> Recovery:
+        if self._recovery is None:
+            self._recovery = HealingRecovery(self.app, self, beacon=self.beacon, loop=self.loop)
+        return self._recovery
+
+
+def check_source(app: faust.App, table, source_topic: str,
+                 processed: Callable[[object], int]) -> None:
+    """Also call a partition of `table` ahead when `processed(its RocksDB)`, the last offset of
+    `source_topic` it applied, is at or past the end of that source partition."""
+    recovery = getattr(app.tables, "recovery", None)
+    if not isinstance(recovery, HealingRecovery):
+        raise RuntimeError("the app was not created with HealingTableManager")
+    recovery.source_checks[table.changelog_topic.get_topic_name()] = (source_topic, processed)

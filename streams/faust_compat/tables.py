@@ -1,0 +1,100 @@
+"""A Faust table of bytes read and written one partition at a time, outside Faust's streams.
+
+Faust's tables take the partition of a read or write from the event being processed (the
+context variable `faust.streams._current_event`); the pipeline and the scheduled runs have no
+Faust event, so each access sets that context to a stand-in for the partition. Each partition's
+RocksDB (rocksdict) is reached through the store's `_db_for_partition` / `_dbs`.
+"""
+from __future__ import annotations
+
+import contextlib
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from faust.streams import _current_event  # the context Faust's tables take the partition from
+
+
+@dataclass
+class _Message:
+    topic: str
+    partition: int
+
+
+class _PartitionEvent:
+    """Just enough of a Faust event for table writes: its message's topic and partition."""
+
+    def __init__(self, topic: str, partition: int):
+        self.message = _Message(topic, partition)
+
+
+@contextlib.contextmanager
+def writing_to(partition: int, topic: str) -> Iterator[None]:
+    """Make table reads/writes inside the block go to one partition (RocksDB and changelog)."""
+    event = _PartitionEvent(topic, partition)       # (alive while the block runs)
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
+def partition_db(table: Any, partition: int) -> Any:
+    """The RocksDB (rocksdict) of one partition of a Faust table, opened if needed."""
+    return table.data._db_for_partition(partition)
+
+
+def open_partition_db(table: Any, partition: int) -> Any | None:
+    """The partition's RocksDB if Faust has it open (an active or standby partition), else
+    None. Background readers use this: they must never open a database Faust is not managing."""
+    return table.data._dbs.get(partition)
+
+
+class PartitionedTable:
+    """A changelog-backed Faust table of bytes keys and values, by partition: `set` writes the
+    partition's RocksDB and its changelog partition, as a write from a stream event of that
+    partition of `source_topic` would."""
+
+    def __init__(self, table: Any, source_topic: str):
+        self.table = table              # the faust Table (for Faust's own APIs)
+        self.name: str = table.name
+        self.source_topic = source_topic
+        self._events: dict[int, _PartitionEvent] = {}
+
+    def _event(self, partition: int) -> weakref.ref:
+        event = self._events.get(partition)
+        if event is None:
+            event = self._events[partition] = _PartitionEvent(self.source_topic, partition)
+        return weakref.ref(event)           # (CPython hands back the same ref each time)
+
+    def get(self, partition: int, key: bytes) -> bytes | None:
+        """The partition's value of `key`: what Faust's read of the table gives from a stream
+        event of that partition (its RocksDB store keeps no other copy), read straight from the
+        partition's RocksDB: a tenth of the cost (measured: 2.5-3.9 µs against 27-30 on a loaded
+        machine), and the pipeline reads once per user and batch."""
+        return partition_db(self.table, partition).get(key)
+
+    def set(self, partition: int, key: bytes, value: bytes) -> None:
+        token = _current_event.set(self._event(partition))
+        try:
+            self.table[key] = value
+        finally:
+            _current_event.reset(token)
+
+    def db(self, partition: int) -> Any:
+        """The partition's RocksDB, opened if needed (local only: no changelog)."""
+        return partition_db(self.table, partition)
+
+    def open_db(self, partition: int) -> Any | None:
+        """The partition's RocksDB if Faust has it open, else None."""
+        return open_partition_db(self.table, partition)
+
+    @property
+    def data_dir(self) -> Path:
+        """The app's data dir (the partition databases live under it)."""
+        return Path(self.table.app.conf.datadir)
+
+    def partition_path(self, partition: int) -> Path:
+        """Where the partition's RocksDB lives."""
+        return Path(self.table.data.partition_path(partition))

@@ -1,0 +1,202 @@
+"""The work of the stream on the columnar core (features.columnar, docs/COLUMNAR.md).
+
+`compute` (once per micro-batch): validate the events, group them by user, and apply each
+user's events to their state in place (`columnar.apply_events`); the user is then dirty in the
+state cache. Dead letters are staged in the checkpoint's outbox at once.
+
+`flush` (once per commit, streams.pipeline.lifecycle): every dirty user together — profiles
+evaluated in one call (`columnar.finish`, which also gives the closed days' aggregates), the
+changed ones published, the next change days in one call, the due index moved, each state
+encoded (v3) and staged as one state write — so a user costs one evaluation, one encode and one
+table and changelog write per commit however many batches touched them.
+
+Nothing here writes or sends: the table is only read (a user's state, a partition's clock),
+and the lifecycle decides whether the outbox is emitted.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Protocol
+
+from features import columnar
+from features.events import Event, Rejection
+from features.partitioners import PartitionCheck, describe
+from features.runtime import FeatureRuntime
+from features.update import mark_published
+from streams.counters import EVENT_TRIGGER, WorkerCounts
+from streams.pipeline.clocks import PartitionClocks
+from streams.pipeline.outbox import Outbox, StateWrite
+from streams.pipeline.publishing import Publishing
+from streams.state_cache import DirtyUser, StateCache
+from streams.state_table import PartitionClock, move_due, user_key
+from streams.strategy import PublishEveryChange, UpdateStrategy
+
+log = logging.getLogger(__name__)
+
+# (source offset, event, message) of one user's events in a batch, in offset order
+UserItems = list[tuple[int, Event, Any]]
+
+
+class StateReader(Protocol):
+    def get(self, partition: int, key: bytes) -> bytes | None: ...
+
+
+class BatchUpdate:
+    def __init__(self, rt: FeatureRuntime, states: StateReader, cache: StateCache,
+                 clocks: PartitionClocks, publishing: Publishing, strategy: UpdateStrategy,
+                 partition_check: PartitionCheck, counts: WorkerCounts):
+        self.rt = rt
+        self.tz = rt.engine.tz
+        self.states = states
+        self.cache = cache
+        self.clocks = clocks
+        self.publishing = publishing
+        self.strategy = strategy
+        self.partition_check = partition_check
+        self.counts = counts
+        self.time_windows = tuple(rt.cfg.behavior_preferences.time_windows)
+        # the default strategy reads no events: none are kept for it
+        self.keep_events = type(strategy) is not PublishEveryChange
+
+    @property
+    def dirty_count(self) -> int:
+        return self.cache.dirty_count
+
+    def discard(self) -> None:
+        """The open checkpoint's outputs are not emitted: every cached state goes (the dirty
+        ones and any advanced in place)."""
+        self.cache.clear()
+
+    # ------------------------------------------------------------------ per batch
+
+    def compute(self, messages: list[Any], outbox: Outbox) -> None:
+        now = time.time()
+        by_user: dict[int, UserItems] = {}
+        max_ts: dict[int, int] = {}     # partition -> largest event timestamp in the batch
+        parse = self.rt.parser.parse_message
+        self.counts.events_in += len(messages)
+        for msg in messages:
+            value = msg.value
+            parsed = parse(value, msg.key, now) if value is not None else \
+                Rejection("malformed_json", "empty message (no value)")
+            if type(parsed) is Rejection:
+                outbox.records.append(
+                    self.publishing.dead_letter_record(parsed.reason, parsed.message, msg))
+                continue
+            items = by_user.get(parsed.user_id)
+            if items is None:
+                by_user[parsed.user_id] = [(msg.offset, parsed, msg)]
+            else:
+                items.append((msg.offset, parsed, msg))
+            p = msg.partition
+            if parsed.ts > max_ts.get(p, -1):
+                max_ts[p] = parsed.ts
+        for user_id, items in by_user.items():
+            self._check_partitions(items[0][2].key, items)
+            self._advance_user(outbox, user_id, items)
+        last_offset = {msg.partition: msg.offset for msg in messages}   # in offset order
+        clocks = outbox.clocks
+        for partition, offset in last_offset.items():
+            # the checkpoint's clock so far, else the stored one
+            before = clocks.get(partition) or self.clocks.get(partition)
+            clocks[partition] = PartitionClock(
+                max(max_ts.get(partition, -1), before.stream_time), offset)
+
+    def _check_partitions(self, key: bytes, items: UserItems) -> None:
+        """Count the user's events that arrived off the partition kafka.partitioner gives for
+        their key (one key: the validator refused any other), and those no known partitioner
+        puts there; log what the keys fit once it is clear. A dict lookup per user."""
+        check = self.partition_check
+        expected = check.expected(key)
+        off = [m.partition for _, _, m in items if m.partition != expected]
+        if not off:
+            return
+        self.counts.partition_mismatch += len(off)
+        for p in set(off):
+            if not check.off(key, p):
+                self.counts.partition_unexplained += off.count(p)
+        verdict = check.new_verdict()
+        if verdict is not None:
+            log.warning("%s", describe(verdict, check.configured))
+
+    def _advance_user(self, outbox: Outbox, user_id: int, items: UserItems) -> None:
+        """The user's state lives in the partition of their first event in the batch."""
+        partition = items[0][2].partition
+        cache = self.cache
+        dirty = cache.dirty(partition, user_id)
+        if dirty is not None:
+            state = dirty.state
+        else:
+            key = user_key(user_id)
+            blob = self.states.get(partition, key)
+            if blob is None:
+                state = columnar.ColumnarState.new()
+            else:
+                state = cache.get(user_id, blob) or columnar.decode(blob, self.tz)
+            dirty = DirtyUser(user_id, partition, key, state,
+                              columnar.ColumnarUpdate(user_id, state),
+                              ingest_ts=items[0][2].timestamp)
+            cache.mark_dirty(dirty)
+        up = columnar.apply_events(self.rt, user_id, state, [(off, e) for off, e, _ in items])
+        c = self.counts
+        c.applied += up.applied
+        c.duplicates += up.duplicates
+        c.redelivered += up.redelivered
+        acc = dirty.update
+        acc.applied += up.applied
+        acc.duplicates += up.duplicates
+        acc.redelivered += up.redelivered
+        acc.closing.extend(up.closing)
+        if self.keep_events:
+            dirty.events.extend(e for _, e, _ in items)
+        if up.too_late:
+            by_offset = {off: msg for off, _, msg in items}
+            publishing = self.publishing
+            for off, ev in up.too_late:
+                outbox.records.append(publishing.dead_letter_record(
+                    "too_late", f"day of timestamp {ev.ts} is before the user's 30-day window "
+                    f"(user T {state.T})", by_offset[off]))
+
+    # ------------------------------------------------------------------ per commit
+
+    def flush(self, outbox: Outbox) -> None:
+        """Stage every dirty user's outputs and state write in `outbox`; they become clean."""
+        dirty = self.cache.flushed()
+        if not dirty:
+            return
+        self.counts.state_writes += len(dirty)
+        engine = self.rt.engine
+        updates = [d.update for d in dirty]
+        columnar.finish(engine, updates, self.time_windows, with_metrics=False)
+        publishing = self.publishing
+        strategy = self.strategy
+        evaluated: list[DirtyUser] = []
+        for d in dirty:
+            up, state = d.update, d.state
+            if up.profile is not None:
+                evaluated.append(d)
+                if up.changed and strategy.should_update(d.user_id, d.events):
+                    version = mark_published(state, up.profile)
+                    publishing.stage_profile(outbox, up.profile, version, EVENT_TRIGGER,
+                                             d.ingest_ts)
+                elif up.redelivered and not up.changed and state.version > 0:
+                    # A crash may have lost this record before the producer flushed: send it
+                    # again (same version, same arrays; the topic is compacted by user).
+                    publishing.stage_profile(outbox, up.profile, state.version, EVENT_TRIGGER)
+            for day, metrics in up.closed_days:
+                outbox.records.append(publishing.aggregates_record(d.user_id, day, metrics))
+        if evaluated:
+            tz = self.tz
+            states = [d.state for d in evaluated]
+            dues = columnar.next_change_days(states, [(s.T + tz) // 86400 for s in states],
+                                             engine.windows, tz)
+            for d, due in zip(evaluated, dues):
+                move_due(outbox.local(d.partition), d.user_id, d.state, due)
+        cache = self.cache
+        for d in dirty:
+            state = d.state
+            blob = columnar.encode(state)
+            state.buf = blob        # views over the record until the next change: one copy
+            outbox.state_writes.append(StateWrite(d.partition, d.key, blob))
+            cache.put(d.user_id, blob, state)

@@ -1,0 +1,32 @@
+"""Each partition's clock (stream time and last offset processed, table key PARTITION_KEY),
+cached; forgotten on every rebalance, since another worker may have moved a partition on and
+recovery rewrites them (streams.faust_compat.table_recovery may even drop a partition)."""
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from streams.state_table import PARTITION_KEY, PartitionClock
+
+
+class PartitionDatabases(Protocol):
+    def db(self, partition: int) -> Any: ...
+
+
+class PartitionClocks:
+    def __init__(self, states: PartitionDatabases):
+        self.states = states
+        self._clocks: dict[int, PartitionClock] = {}
+
+    def get(self, partition: int) -> PartitionClock:
+        """The partition's stream time and last offset processed, as stored with its states."""
+        clock = self._clocks.get(partition)
+        if clock is None:
+            raw = self.states.db(partition).get(PARTITION_KEY)
+            clock = self._clocks[partition] = PartitionClock.unpack(raw)
+        return clock
+
+    def set(self, partition: int, clock: PartitionClock) -> None:
+        self._clocks[partition] = clock
+
+    def forget(self) -> None:
+        self._clocks.clear()

@@ -1,0 +1,184 @@
+"""The profile pipeline on a Faust app: one agent on `user-events`, one RocksDB table of user
+states (changelog-backed), publishes to `profile-updates`, `profile-aggregates` and the DLQ.
+
+Per micro-batch (`real_time_update.batch_size` events, taken raw from the consumer by
+`streams.event_feed`): events are validated, grouped by user, and each user's state (read from
+the state cache, decoded from the table on a miss) is advanced in place by the columnar core
+(features.columnar). Per commit (write-back: when the worker has caught up, or on
+`real_time_update.commit_interval` / `max_dirty_users`, or before a rebalance or a scheduled
+run): every user the commit's batches touched is evaluated together, written once and
+published at most once. The parts, each in its own module of this package:
+
+- topology: the topics and the state table declared on the app;
+- lifecycle: take, track, compute, commit (fence, drop on rebalance, emit), deliver, ack;
+- batch_update: the compute step (validation, applying events) and the flush (evaluation,
+  records, state writes) into an outbox;
+- outbox: the typed outputs of a batch (records, state writes, local-only writes);
+- publishing: profile records, aggregates and dead letters, and who is told of a publish;
+- outputs: the outbox to the producers and the table, and its delivery;
+- fencing, clocks: a zombie worker's batches dropped; each partition's clock;
+- reads: the state as the query API reads it.
+
+This class wires them and is what the scheduled runs, monitoring and the HTTP routes use.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import faust
+
+from features.config import ProfileConfig
+from features.partitioners import PartitionCheck
+from features.profile import Profile
+from features.runtime import FeatureRuntime
+from streams import event_feed
+from streams.counters import WorkerCounts
+from streams.faust_compat.group import FaustGroup
+from streams.items import ItemFeed
+from streams.kafka_security import client_kwargs
+from streams.pause_watch import PauseWatch
+from streams.pipeline.batch_update import BatchUpdate
+from streams.pipeline.clocks import PartitionClocks
+from streams.pipeline.fencing import Fence
+from streams.pipeline.lifecycle import BatchLifecycle, CommitPolicy
+from streams.pipeline.outputs import ProducerOutputs
+from streams.pipeline.publishing import Publishing, PublishObserver
+from streams.pipeline.reads import ProfileReads
+from streams.pipeline.topology import declare
+from streams.publisher import open_publisher
+from streams.state_cache import StateCache
+from streams.state_table import PartitionClock
+from streams.strategy import load_strategy
+
+log = logging.getLogger(__name__)
+
+
+class ProfilePipeline:
+    def __init__(self, app: faust.App, cfg: ProfileConfig):
+        self.app = app
+        self.cfg = cfg
+        self.rt = FeatureRuntime.from_config(cfg)
+        self.tz = self.rt.engine.tz
+        t, rtu = cfg.kafka.topics, cfg.real_time_update
+        self.group = FaustGroup(app, t.user_events)
+        self.topology = declare(app, cfg)
+        self.states = self.topology.states
+        self.counts = WorkerCounts()
+        kafka_kwargs = client_kwargs(cfg)
+        self.items = ItemFeed(self.rt.catalog, cfg.kafka.bootstrap_servers, t.item_features,
+                              kafka_kwargs)
+        self.publisher = open_publisher(cfg)
+        app.on_before_shutdown.connect(self._shutdown)
+        self.publishing = Publishing(t, self.publisher, self.counts, self.tz)
+        # events off the partition kafka.partitioner gives for their key (features.partitioners)
+        self.partition_check = PartitionCheck(cfg.kafka.partitioner, cfg.kafka.partitions)
+        self.clocks = PartitionClocks(self.states)
+        # forgotten on every rebalance: recovery rewrites them (and may drop a partition);
+        # anything read meanwhile (the monitor's lag) is stale once it completes
+        for signal in (app.on_partitions_revoked, app.on_partitions_assigned,
+                       app.on_rebalance_complete):
+            signal.connect(self._forget_clocks)
+        self.batch_size = rtu.batch_size
+        # raw batches from the consumer (Faust's per-event stream path skipped: event_feed)
+        self.feed = event_feed.install(app, t.user_events,
+                                       capacity=max(rtu.queue_size, 2 * self.batch_size))
+        self.cache = StateCache(cfg.performance.memory.max_cache_size)
+        self.outputs = ProducerOutputs(app, self.publisher, self.states, self.clocks)
+        self.update = BatchUpdate(self.rt, self.states, self.cache, self.clocks,
+                                  self.publishing, load_strategy(rtu.strategy),
+                                  self.partition_check, self.counts)
+        # PROFILES_FENCING=off shows what happens without it (docs/RELIABILITY.md)
+        fence = Fence(PauseWatch(), float(app.conf.broker_session_timeout), self.counts,
+                      enabled=os.environ.get("PROFILES_FENCING", "on") != "off")
+        self.lifecycle = BatchLifecycle(
+            self.group, self.update, self.outputs, fence, self.counts, self.publishing.delivered,
+            CommitPolicy(rtu.commit_interval, rtu.max_dirty_users))
+        # Scheduled jobs and the agent change the same states: one of them at a time. Taken by
+        # anyone but the agent, it commits the agent's open checkpoint first.
+        self.lock = self.lifecycle.others_lock
+        # Readers that write nothing (the quality scan) need no commit: the table holds the
+        # states of the last one, never half a commit.
+        self.read_lock = self.lifecycle.lock
+        self.reads = ProfileReads(self.rt, self.states)
+        if rtu.update_interval > 0:
+            log.warning("real_time_update.update_interval=%s: holding back publishes is not "
+                        "implemented yet; every change is published (docs/STREAMING.md)",
+                        rtu.update_interval)
+        app.agent(self.topology.events, name="profiles")(self._agent)
+        app.task(self._load_items)
+
+    async def _load_items(self) -> None:
+        await self.items.run()
+
+    async def _agent(self, stream: Any) -> None:
+        # The agent subscribes the topic; its messages arrive through self.feed, not `stream`.
+        await self.items.ready.wait()   # events resolve categories against a complete catalog
+        await self.lifecycle.run(self.feed, self.batch_size)
+
+    async def _forget_clocks(self, *args: Any, **kwargs: Any) -> None:
+        self.clocks.forget()
+
+    async def _shutdown(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            await self.lifecycle.close()    # the consumer has waited for it: usually a no-op
+        except Exception:
+            log.exception("committing the open checkpoint at shutdown failed; its events come "
+                          "again after the restart")
+        await self.publisher.stop()
+
+    # ------------------------------------------------------------------ for the scheduled runs
+
+    def clock(self, partition: int) -> PartitionClock:
+        """The partition's stream time and last offset processed, as stored with its states."""
+        return self.clocks.get(partition)
+
+    async def publish(self, profile: Profile, version: int, trigger: str) -> None:
+        """Hand a profile record to the output producer now (delivered by flush_publishes)."""
+        await self.publishing.publish(profile, version, trigger)
+
+    async def publish_aggregates(self, user_id: int, day: int, metrics: dict[int, Any]) -> None:
+        """Hand a closed day's profile-aggregates record to the output producer now (delivered
+        by flush_publishes)."""
+        await self.publishing.send(self.publishing.aggregates_record(user_id, day, metrics))
+
+    async def flush_publishes(self) -> None:
+        """Deliver the published records only (records before the states that say so)."""
+        await self.outputs.deliver_records()
+
+    async def flush_writes(self) -> None:
+        """Deliver every state write and record so far."""
+        await self.outputs.deliver()
+
+    # ------------------------------------------------------------------ for monitoring and reads
+
+    @property
+    def on_publish(self) -> PublishObserver | None:
+        return self.publishing.on_publish
+
+    @on_publish.setter
+    def on_publish(self, observer: PublishObserver | None) -> None:
+        self.publishing.on_publish = observer
+
+    def active_partitions(self) -> list[int]:
+        """The partitions of user-events (and of the state table) this worker has active."""
+        return self.group.owned()
+
+    def partitioning(self) -> dict[str, Any]:
+        """/stats: the configured partitioner and the events it does not explain."""
+        c = self.counts
+        return {"partitioner": self.partition_check.configured,
+                "mismatched_events": c.partition_mismatch,
+                "unexplained_events": c.partition_unexplained,
+                "keys_fit": self.partition_check.fits}
+
+    def profile(self, user_id: int, partitions: list[int]) -> dict[str, Any] | None:
+        return self.reads.profile(user_id, partitions)
+
+    def profiles(self, user_ids: list[int], partitions: list[int]
+                 ) -> dict[int, dict[str, Any] | None]:
+        return self.reads.profiles(user_ids, partitions)
+
+    def state_summary(self, user_id: int, partitions: list[int]) -> dict[str, Any] | None:
+        return self.reads.state_summary(user_id, partitions)

@@ -1,0 +1,41 @@
+"""What the pipeline declares on the Faust app: its topics and the `user-state` table."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+
+from features.config import ProfileConfig
+from streams.faust_compat import table_recovery
+from streams.faust_compat.tables import PartitionedTable
+from streams.state_table import PARTITION_KEY, PartitionClock
+
+STATE_TABLE = "user-state"
+
+
+@dataclass(frozen=True)
+class Topology:
+    events: Any                 # faust topic of user-events (the agent's)
+    updates: Any                # profile-updates, profile-aggregates, the DLQ: written by
+    aggregates: Any             # streams.publisher, declared for Faust's topic list
+    dlq: Any
+    states: PartitionedTable    # user states, due index, partition clocks (streams.state_table)
+
+
+def _processed_offset(db: Any) -> int:
+    return PartitionClock.unpack(db.get(PARTITION_KEY)).offset
+
+
+def declare(app: faust.App, cfg: ProfileConfig) -> Topology:
+    t, n = cfg.kafka.topics, cfg.kafka.partitions
+    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
+           "value_serializer": "raw"}
+    topics = [app.topic(name, partitions=n, **raw)
+              for name in (t.user_events, t.profile_updates, t.profile_aggregates, t.dlq)]
+    table = app.Table(STATE_TABLE, partitions=n, key_type=bytes, value_type=bytes,
+                      options=cfg.performance.rocksdb.table_options())
+    # a partition whose clock is past the end of its user-events partition is dropped and
+    # rebuilt: its states would skip the events at offsets it says it applied
+    table_recovery.check_source(app, table, t.user_events, _processed_offset)
+    return Topology(*topics, PartitionedTable(table, t.user_events))

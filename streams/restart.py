@@ -1,0 +1,46 @@
+"""`POST /restart`: the worker restarts in place, for rolling restarts of clusters the CLI did not
+start. It answers 202, shuts down as on SIGTERM (leaves the group, closes its tables), then runs
+its own command line again in the same process: the pid stays, so whatever started it (a shell,
+the supervisor of `profiles deploy`, a container runtime) sees it keep running."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from typing import TYPE_CHECKING
+
+import faust
+from faust.web import Request, Response, View
+
+if TYPE_CHECKING:
+    from streams.jobs import ScheduledJobs
+
+log = logging.getLogger(__name__)
+_requested: list[bool] = []
+
+
+def add_restart_route(app: faust.App, jobs: ScheduledJobs, instance_id: int) -> None:
+    @app.page("/restart")
+    class Restart(View):
+        async def get(self, request: Request) -> Response:
+            return self.json({"error": "POST to restart this worker"}, status=405)
+
+        async def post(self, request: Request) -> Response:
+            if jobs.running:
+                return self.json({"error": f"the {jobs.running} job is running"}, status=409)
+            _requested.append(True)
+            log.warning("restart requested over HTTP: stopping, then starting again")
+            asyncio.get_running_loop().call_later(0.2, os.kill, os.getpid(), signal.SIGTERM)
+            return self.json({"restarting": instance_id}, status=202)
+
+
+def exec_again_if_requested() -> None:
+    """After the worker has stopped: the same command line again, when a restart was asked."""
+    if not _requested:
+        return
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
