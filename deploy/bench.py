@@ -237,7 +237,8 @@ def steady_records(events: Path, n: int) -> Iterator[tuple[bytes, bytes]]:
             sent += 1
 
 
-def _histogram_quantiles(metrics_text: str, qs: tuple[float, ...]) -> tuple[list[float | None], int]:
+def _histogram_quantiles(metrics_text: str, qs: tuple[float, ...]
+                         ) -> tuple[list[float | None], int]:
     """Quantiles of the ingest-clock publish latency from /metrics (linear within a bucket)."""
     from prometheus_client.parser import text_string_to_metric_families
     buckets = []
@@ -514,7 +515,8 @@ def _throughput_table(results: list[Result]) -> list[str]:
 
 
 def _steady_lines(run: Steady) -> list[str]:
-    p = (lambda v: f"{v:,.0f} ms" if v is not None else "n/a")
+    def p(v: float | None) -> str:
+        return f"{v:,.0f} ms" if v is not None else "n/a"
     what = "Soak run" if run.name == "soak" else "Latency run"
     spreads = []
     for after in (0.2, 0.5):

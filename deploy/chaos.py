@@ -36,6 +36,7 @@ from features.events import Rejection
 from features.hostile import hostile_payloads
 from features.runtime import FeatureRuntime
 from features.sample import SampleSpec, write_sample
+from streams.faust_compat.clients import refresh_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 SESSION_TIMEOUT = 10.0          # streams/compat.py, embedded broker
@@ -321,7 +322,7 @@ def _regressions(cfg) -> tuple[int, int]:
         return back
 
     async def _parts(c, topic):
-        await c._client.force_metadata_update()
+        await refresh_metadata(c)
         return c.partitions_for_topic(topic) or ()
 
     def version(r):
