@@ -526,7 +526,8 @@ def _throughput_table(results: list[Result]) -> list[str]:
 
 
 def _steady_lines(run: Steady) -> list[str]:
-    p = (lambda v: f"{v:,.0f} ms" if v is not None else "n/a")
+    def p(v: float | None) -> str:
+        return f"{v:,.0f} ms" if v is not None else "n/a"
     what = "Soak run" if run.name == "soak" else "Latency run"
     spreads = []
     for after in (0.2, 0.5):

@@ -173,10 +173,13 @@ def _alive(pid: int) -> bool:
     return Path(f"/proc/{pid}").exists()
 
 
+def _ms(v: float | None) -> str:
+    return f"{v:,.0f}" if v is not None else "-"
+
+
 def _row(r: Interval) -> str:
-    ms = (lambda v: f"{v:,.0f}" if v is not None else "-")
     return (f"| {r.seconds:,.0f} | {r.batches:,} | {r.records:,} | {r.broker_cpu:.2f} | "
-            f"{r.broker_rss_mb:,.0f} | {ms(r.delay_p50_ms)} | {ms(r.delay_p99_ms)} | "
+            f"{r.broker_rss_mb:,.0f} | {_ms(r.delay_p50_ms)} | {_ms(r.delay_p99_ms)} | "
             f"{r.delivered:,} |")
 
 

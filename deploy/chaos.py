@@ -45,6 +45,7 @@ from features.events import Rejection
 from features.hostile import hostile_payloads
 from features.runtime import FeatureRuntime
 from features.sample import SampleSpec, write_sample
+from streams.faust_compat.clients import refresh_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 SESSION_TIMEOUT = 10.0          # streams/compat.py, embedded broker
@@ -403,7 +404,7 @@ def _regressions(cfg) -> tuple[int, int]:
         return back
 
     async def _parts(c, topic):
-        await c._client.force_metadata_update()
+        await refresh_metadata(c)
         return c.partitions_for_topic(topic) or ()
 
     def version(r):
@@ -479,7 +480,7 @@ def _ask_states(w: Workers, ids: list[int]) -> dict[int, dict]:
     return live
 
 
-def _stable_states(w: Workers, ids: list[int], cfg, say,
+def stable_states(w: Workers, ids: list[int], cfg, say,
                    timeout: float = 300) -> tuple[dict[int, dict], GroupView, float]:
     """Every user's state summary, read while the group stays in one stable generation: the
     read is repeated until the group view is the same before and after it. Users no worker
@@ -561,7 +562,7 @@ def _verify(cfg, w: Workers, sample: Path, payloads, report: ChaosReport, workdi
     with open(everything, "rb") as f:
         states = build_states(rt, f, BatchReport())
     ids = sorted(states)
-    live, view, t0 = _stable_states(w, ids, cfg, say)
+    live, view, t0 = stable_states(w, ids, cfg, say)
     say(f"states read in a stable group ({_clock(t0)}-{_clock(time.time())}, generation "
         f"{view.generation}, partition owners {view.owners})")
     _count_states(states, live, report)

@@ -163,6 +163,10 @@ def verdict(status: ClusterStatus) -> tuple[int, list[str]]:
     return (DEGRADED if reasons else HEALTHY), reasons
 
 
+def _max_dlq_rate(status: ClusterStatus) -> float:
+    return max([w.monitor["rates"]["dlq_rate"] for w in status.answering if w.monitor] or [0])
+
+
 def render(status: ClusterStatus) -> list[str]:
     def n(v, digits=0):
         return "-" if v is None else f"{v:,.{digits}f}"
@@ -195,7 +199,7 @@ def render(status: ClusterStatus) -> list[str]:
     lines.append(f"cluster: {len(assigned)} of {status.partitions} partitions assigned, lag "
                  f"{n(status.total_lag())}, events/s {n(status.rate('events_per_second'))}, "
                  f"publishes/s {n(status.rate('publishes_per_second'))}, DLQ rate "
-                 f"{n(100 * max([w.monitor['rates']['dlq_rate'] for w in status.answering if w.monitor] or [0]), 2)} %")
+                 f"{n(100 * _max_dlq_rate(status), 2)} %")
     if status.unowned():
         lines.append(f"partitions no answering worker owns: "
                      f"{','.join(map(str, status.unowned()))}")

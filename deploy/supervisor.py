@@ -228,6 +228,7 @@ class Supervisor:
 
 async def _produce_alert(cfg: ProfileConfig, rec: dict) -> None:
     from aiokafka import AIOKafkaProducer
+
     from streams.kafka_security import client_kwargs
     p = AIOKafkaProducer(bootstrap_servers=cfg.kafka.bootstrap_servers, **client_kwargs(cfg))
     await p.start()

@@ -162,7 +162,8 @@ def _encode_columnar(state: UserState, tz: int) -> bytes:
 
 def _decode_columnar(data: bytes, tz: int, with_ids: bool) -> UserState:
     """A v3 record (features.columnar) as the reference state."""
-    from features.columnar.codec import decode as decode_v3, to_reference
+    from features.columnar.codec import decode as decode_v3
+    from features.columnar.codec import to_reference
     state = to_reference(decode_v3(data, tz), tz)
     if not with_ids:
         state.event_ids = {}

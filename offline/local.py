@@ -32,12 +32,27 @@ import orjson
 from features.batch import BatchReport, Progress
 from features.config import ProfileConfig
 from features.runtime import FeatureRuntime
-from offline.formats import (RecordWriter, check_out, dead_letter_arrow_schema, detect,
-                             dlq_path, load_items, plan_chunks, profile_arrow_schema,
-                             read_chunk)
+from offline.formats import (
+    RecordWriter,
+    check_out,
+    dead_letter_arrow_schema,
+    detect,
+    dlq_path,
+    load_items,
+    plan_chunks,
+    profile_arrow_schema,
+    read_chunk,
+)
 from offline.scan import COLUMNS, Rows, exact_rows, scan_jsonl
-from offline.steps import (batch_users, check_order_by, fill_originals, in_log_order,
-                           partition_of, partitions_of, training_users)
+from offline.steps import (
+    batch_users,
+    check_order_by,
+    fill_originals,
+    in_log_order,
+    partition_of,
+    partitions_of,
+    training_users,
+)
 from offline.training import read_labels, write_training_set
 
 PARTITIONS_PER_WORKER = 4

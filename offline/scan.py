@@ -32,8 +32,16 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from features.batch import iter_events
-from features.events import (MAX_DWELL_SECONDS, MAX_EVENT_BYTES, MAX_EVENT_ID_CHARS,
-                             MAX_TIMESTAMP, MS_THRESHOLD, Event, EventParser, Rejection)
+from features.events import (
+    MAX_DWELL_SECONDS,
+    MAX_EVENT_BYTES,
+    MAX_EVENT_ID_CHARS,
+    MAX_TIMESTAMP,
+    MS_THRESHOLD,
+    Event,
+    EventParser,
+    Rejection,
+)
 from offline import OfflineError
 from offline.formats import original_text
 

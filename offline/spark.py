@@ -31,8 +31,17 @@ from offline import OfflineError
 from offline.formats import DEAD_LETTER_FIELDS, detect, dlq_path, row_object
 from offline.local import TrainingReport, batch_report, feature_ids, runtime
 from offline.scan import check_events
-from offline.steps import (PROFILE_FIELDS, USERS_PER_CALL, batch_users, check_order_by,
-                           label_key, originals, row_to_flat, rows_from_flat, training_users)
+from offline.steps import (
+    PROFILE_FIELDS,
+    USERS_PER_CALL,
+    batch_users,
+    check_order_by,
+    label_key,
+    originals,
+    row_to_flat,
+    rows_from_flat,
+    training_users,
+)
 
 ORDER_COLUMN_MISSING = "the order column {!r} is not a column of {}"
 

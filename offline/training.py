@@ -11,8 +11,14 @@ from typing import Any
 import orjson
 
 from offline import OfflineError
-from offline.formats import (ROWS_PER_BATCH, RecordWriter, check_out, parquet_files,
-                             profile_arrow_schema, require_pyarrow)
+from offline.formats import (
+    ROWS_PER_BATCH,
+    RecordWriter,
+    check_out,
+    parquet_files,
+    profile_arrow_schema,
+    require_pyarrow,
+)
 from offline.steps import PROFILE_FIELDS, label_key
 
 

@@ -13,14 +13,21 @@ Every function here equals a reference one value for value (tests/unit/test_colu
     evaluate.finish                 the evaluation half of apply_events, for a whole batch
     schedule.*                      features.schedule, the state summary, the drift view
 """
-from features.columnar.update import ColumnarUpdate, apply, apply_events, check
 from features.columnar.codec import decode, encode, from_reference, has_data, to_reference
 from features.columnar.evaluate import changed_profiles, evaluate_many, finish, metrics_many
 from features.columnar.layout import FORMAT, ColumnarState
-from features.columnar.schedule import (is_idle, next_change_day, next_change_days, open_day,
-                                        retire, state_summary, window_view)
+from features.columnar.schedule import (
+                                        is_idle,
+                                        next_change_day,
+                                        next_change_days,
+                                        open_day,
+                                        retire,
+                                        state_summary,
+                                        window_view,
+)
+from features.columnar.update import ColumnarUpdate, apply, apply_events, check
 
 __all__ = ["FORMAT", "ColumnarState", "ColumnarUpdate", "apply", "apply_events",
-           "changed_profiles", "check", "decode", "encode", "evaluate_many", "finish", "from_reference", "has_data",
-           "is_idle", "metrics_many", "next_change_day", "next_change_days", "open_day", "retire",
-           "state_summary", "to_reference", "window_view"]
+           "changed_profiles", "check", "decode", "encode", "evaluate_many", "finish",
+           "from_reference", "has_data", "is_idle", "metrics_many", "next_change_day",
+           "next_change_days", "open_day", "retire", "state_summary", "to_reference", "window_view"]

@@ -20,10 +20,10 @@ from typing import Any, Sequence, Union, cast
 import numpy as np
 
 from features.columnar.aggregates import metric_dicts, window_arrays
-from features.columnar.update import ColumnarUpdate
 from features.columnar.codec import decode, to_reference
 from features.columnar.layout import ColumnarState
 from features.columnar.stack import Stack
+from features.columnar.update import ColumnarUpdate
 from features.profile import BASE, FeatureEngine, Profile, digest_of
 from features.state import STATE_DAYS
 from features.update import day_end
@@ -191,6 +191,7 @@ def _evaluate_stack(engine: FeatureEngine, user_ids: Sequence[int], st: Stack,
             st.order.tolist(), T.tolist(), level.tolist(), user_type.tolist(), confidence, tags,
             prefs, metrics):
         if digests is not None:
+            assert decoded is not None     # changed_only is asked with the decoded states
             # the arrays' digest by what decides them: most users of a run share theirs
             key = (tuple(top), tuple(held_u), lv, ty)
             d = digests.get(key)

@@ -171,7 +171,7 @@ class ColumnarState:
         buf = self.buf
         if type(buf) is not bytearray:
             buf = self.buf = bytearray(buf)
-        return buf  # type: ignore[return-value]
+        return buf
 
     def reset_offsets(self) -> None:
         """Recompute `off` in place (callers may hold the list)."""

@@ -14,10 +14,29 @@ from typing import Sequence
 
 import numpy as np
 
-from features.columnar.layout import (HEADER_SIZE, RUN_BYTES, RUN_HALF, S_ACT, S_AGE, S_CAT,
-                                      S_DWELL_MS, S_DWELL_N, S_NCAT, S_NITEM, S_NRUN, S_RUN,
-                                      W_ACT, W_CCOUNT, W_CKEY, W_DWELL_MS, W_DWELL_N, W_NCAT,
-                                      W_NITEM, W_NRUN, ColumnarState)
+from features.columnar.layout import (
+    HEADER_SIZE,
+    RUN_BYTES,
+    RUN_HALF,
+    S_ACT,
+    S_AGE,
+    S_CAT,
+    S_DWELL_MS,
+    S_DWELL_N,
+    S_NCAT,
+    S_NITEM,
+    S_NRUN,
+    S_RUN,
+    W_ACT,
+    W_CCOUNT,
+    W_CKEY,
+    W_DWELL_MS,
+    W_DWELL_N,
+    W_NCAT,
+    W_NITEM,
+    W_NRUN,
+    ColumnarState,
+)
 from features.encoding import StateDecodeError
 
 _I64 = np.int64

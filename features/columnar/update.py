@@ -16,13 +16,44 @@ from hashlib import blake2b
 from itertools import accumulate
 from typing import TYPE_CHECKING, Optional
 
-from features.columnar.layout import (AGE_BYTE, DAY_COLUMNS, HASH_BYTES, MAX_AGE, RUN_BYTES,
-                                      RUN_HALF, S_ACT, S_AGE, S_CAT, S_CODES, S_DWELL_MS,
-                                      S_DWELL_N, S_END, S_HASH, S_ITEM, S_NCAT, S_NID,
-                                      S_NITEM, S_NRUN, S_RUN, W_ACT, W_CCOUNT, W_CKEY,
-                                      W_DWELL_MS, W_DWELL_N, W_ITEM, W_NCAT, W_NID, W_NITEM,
-                                      W_NRUN, ColumnarState, get_uint, put_uint, uint_bytes,
-                                      uint_list, width_for)
+from features.columnar.layout import (
+    AGE_BYTE,
+    DAY_COLUMNS,
+    HASH_BYTES,
+    MAX_AGE,
+    RUN_BYTES,
+    RUN_HALF,
+    S_ACT,
+    S_AGE,
+    S_CAT,
+    S_CODES,
+    S_DWELL_MS,
+    S_DWELL_N,
+    S_END,
+    S_HASH,
+    S_ITEM,
+    S_NCAT,
+    S_NID,
+    S_NITEM,
+    S_NRUN,
+    S_RUN,
+    W_ACT,
+    W_CCOUNT,
+    W_CKEY,
+    W_DWELL_MS,
+    W_DWELL_N,
+    W_ITEM,
+    W_NCAT,
+    W_NID,
+    W_NITEM,
+    W_NRUN,
+    ColumnarState,
+    get_uint,
+    put_uint,
+    uint_bytes,
+    uint_list,
+    width_for,
+)
 from features.events import Event
 from features.state import APPLIED, DUPLICATE, TOO_LATE, StateRules
 

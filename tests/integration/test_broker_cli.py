@@ -44,7 +44,8 @@ def test_start_twice_status_stop(cfg):
     assert st.returncode == 0 and f"running (pid {pid})" in st.stdout
     stop = profiles(cfg, "broker", "stop")
     assert stop.returncode == 0 and "stopped" in stop.stdout
-    assert not Path(f"/proc/{pid}").exists() or b"zombie" in Path(f"/proc/{pid}/status").read_bytes().lower()
+    proc = Path(f"/proc/{pid}")
+    assert not proc.exists() or b"zombie" in (proc / "status").read_bytes().lower()
     st2 = profiles(cfg, "broker", "status")
     assert st2.returncode == 3 and "not running" in st2.stdout
     again = profiles(cfg, "broker", "stop")

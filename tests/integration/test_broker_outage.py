@@ -2,15 +2,15 @@
 run). Two things must wait it out, and each once did not (the chaos runs lost a worker to each):
 - a worker (re)started meanwhile: its start-up topic check gave up after 10 s and the process
   exited;
-- table recovery's changelog end offsets, read from a fetch on this broker (streams.faust_compat.consumer):
-  that read gave up after 15 s and Faust's recovery crashed the worker."""
+- table recovery's changelog end offsets, read from a fetch on this broker
+  (streams.faust_compat.consumer): that read gave up after 15 s and Faust's recovery crashed the
+  worker."""
 from __future__ import annotations
 
 import asyncio
 import os
 import signal
 import threading
-import time
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer

@@ -14,8 +14,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from deploy.broker import free_port
-INPUT_TOPIC = "recovery-input"  # tests/apps/counter_worker.py
 from tests.harness import http_json, write_config
+
+INPUT_TOPIC = "recovery-input"  # tests/apps/counter_worker.py
 
 pytestmark = pytest.mark.integration
 

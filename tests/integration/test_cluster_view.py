@@ -24,8 +24,14 @@ from features.config import load_config
 from features.sample import END_TS, SampleSpec, write_sample
 from streams.auth import api_token
 from streams.cluster import Membership
-from tests.harness import http_json, profile_worker, profiles_cli, two_free_ports, wait_for, \
-    write_config
+from tests.harness import (
+    http_json,
+    profile_worker,
+    profiles_cli,
+    two_free_ports,
+    wait_for,
+    write_config,
+)
 from tests.integration.test_scheduled_jobs import append_events, clock_events
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -79,7 +78,8 @@ def test_deploy_status_metrics_autorestart_alerts(cluster_cfg, tmp_path):
     assert wait_for(settled, 120, interval=2, what="replay processed, lag 0")
     r = cli(cluster_cfg, "status")
     assert r.returncode == 0
-    assert "2 of 2 workers answering" in r.stdout and "4 of 4 partitions assigned, lag 0" in r.stdout
+    assert "2 of 2 workers answering" in r.stdout
+    assert "4 of 4 partitions assigned, lag 0" in r.stdout
     assert "quality (" in r.stdout and "business: activity levels" in r.stdout
     assert "events/s" in r.stdout and "publishes/s" in r.stdout
 
@@ -117,7 +117,8 @@ def test_deploy_status_metrics_autorestart_alerts(cluster_cfg, tmp_path):
     bad.write_text("".join('{"user_id": %d, "item_id": "x", "timestamp": 1764000000, '
                            '"action_type": 1}\n' % (i % 50) for i in range(3000)))
     produce_events(cfg, bad, progress=None)
-    states = lambda: [a["state"] for a in alerts_seen(cfg) if a["alert"] == "dlq_rate_high"]
+    def states():
+        return [a["state"] for a in alerts_seen(cfg) if a["alert"] == "dlq_rate_high"]
     assert wait_for(lambda: "firing" in states(), 60, what="DLQ alert firing")
     assert wait_for(lambda: states()[-1:] == ["resolved"], 90, what="DLQ alert resolved")
     fired = [a for a in alerts_seen(cfg) if a["alert"] == "dlq_rate_high"]

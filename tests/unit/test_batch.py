@@ -60,8 +60,9 @@ def test_taac_seq_lines_and_as_of(tmp_path):
 
 
 def test_cli_sample_then_batch(tmp_path):
-    run = lambda *a: subprocess.run([sys.executable, "-m", "deploy", *a], capture_output=True,
-                                    text=True, cwd=ROOT, timeout=300)
+    def run(*a):
+        return subprocess.run([sys.executable, "-m", "deploy", *a], capture_output=True,
+                              text=True, cwd=ROOT, timeout=300)
     s = run("sample", "--users", "50", "--days", "35", "--out", str(tmp_path / "s"))
     assert s.returncode == 0, s.stderr
     cfg = tmp_path / "profile_config.yaml"       # its mapping index then lands in tmp_path

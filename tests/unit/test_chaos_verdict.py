@@ -19,7 +19,7 @@ def test_a_read_during_which_the_group_changed_is_done_again(monkeypatch):
     monkeypatch.setattr(chaos, "group_view", lambda w, cfg: next(views))
     monkeypatch.setattr(chaos, "_ask_states", lambda w, ids: next(reads))
     said = []
-    live, view, _ = chaos._stable_states(None, [1, 2], None, said.append)
+    live, view, _ = chaos.stable_states(None, [1, 2], None, said.append)
     assert set(live) == {1, 2} and view == VIEW
     assert any("changed during the states read" in s for s in said)
 
@@ -34,7 +34,7 @@ def test_users_no_worker_had_are_asked_again_within_the_read(monkeypatch):
 
     monkeypatch.setattr(chaos, "group_view", lambda w, cfg: VIEW)
     monkeypatch.setattr(chaos, "_ask_states", ask)
-    live, _, _ = chaos._stable_states(None, [1, 2], None, lambda s: None)
+    live, _, _ = chaos.stable_states(None, [1, 2], None, lambda s: None)
     assert asked == [[1, 2], [2]] and set(live) == {1, 2}
 
 
@@ -42,7 +42,7 @@ def test_no_stable_group_is_an_error_not_a_verdict(monkeypatch):
     monkeypatch.setattr(chaos, "group_view", lambda w, cfg: None)
     monkeypatch.setattr(chaos.time, "sleep", lambda s: None)
     with pytest.raises(RuntimeError, match="no stable consumer group"):
-        chaos._stable_states(None, [1], None, lambda s: None, timeout=0.01)
+        chaos.stable_states(None, [1], None, lambda s: None, timeout=0.01)
 
 
 class _Cfg:

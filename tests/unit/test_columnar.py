@@ -24,22 +24,53 @@ from hypothesis import strategies as st
 
 from features import drift, schedule
 from features.catalog import CategoryMatcher, ItemCatalog
-from features.columnar import (ColumnarState, apply_events, changed_profiles, decode, encode,
-                               evaluate_many,
-                               finish, from_reference, has_data, metrics_many, to_reference)
-from features.columnar.evaluate import category_totals_many
-from features.columnar import update as capply
+from features.columnar import (
+    ColumnarState,
+    apply_events,
+    changed_profiles,
+    decode,
+    encode,
+    evaluate_many,
+    finish,
+    from_reference,
+    has_data,
+    metrics_many,
+    to_reference,
+)
 from features.columnar import schedule as cschedule
-from features.columnar.layout import (CLOSED_DAY_AT, HASH_BYTES, HEADER_SIZE, MAX_AGE,
-                                      RUN_BYTES, S_AGE, S_CAT, S_CODES,
-                                      S_HASH, S_ITEM, S_NCAT, S_NID, S_NITEM, S_NRUN, S_RUN,
-                                      W_ACT, W_CCOUNT, W_CKEY, W_DWELL_MS, W_ITEM, W_NCAT,
-                                      W_NID, W_NITEM, W_NRUN, section_offsets)
+from features.columnar import update as capply
+from features.columnar.evaluate import category_totals_many
+from features.columnar.layout import (
+    CLOSED_DAY_AT,
+    HASH_BYTES,
+    HEADER_SIZE,
+    MAX_AGE,
+    RUN_BYTES,
+    S_AGE,
+    S_CAT,
+    S_CODES,
+    S_HASH,
+    S_ITEM,
+    S_NCAT,
+    S_NID,
+    S_NITEM,
+    S_NRUN,
+    S_RUN,
+    W_ACT,
+    W_CCOUNT,
+    W_CKEY,
+    W_DWELL_MS,
+    W_ITEM,
+    W_NCAT,
+    W_NID,
+    W_NITEM,
+    W_NRUN,
+    section_offsets,
+)
 from features.config import parse_config
-from features.encoding import _CLOSED_AT
+from features.encoding import _CLOSED_AT, patch_header, read_header
 from features.encoding import decode as decode_v2
 from features.encoding import encode as encode_v2
-from features.encoding import patch_header, read_header
 from features.events import Event, EventParser, day_of
 from features.mapping_index import MappingIndex
 from features.metrics import category_totals

@@ -114,7 +114,7 @@ def per_user(st: Stack, u: int) -> tuple:
               int(st.row_dwell_n[r]), int(st.row_items[r])) for r in rows.tolist()],
             [(day[int(r)], int(k), int(c)) for r, k, c in
              zip(st.cat_row[cats], st.cat_key[cats], st.cat_count[cats])],
-            [(day[int(r)], int(f), int(l)) for r, f, l in
+            [(day[int(r)], int(f), int(last)) for r, f, last in
              zip(st.run_row[runs], st.run_first[runs], st.run_last[runs])])
 
 
@@ -163,7 +163,8 @@ def check_log(world: World, events: list[Event], rng: random.Random) -> dict[str
     owner = remap[j.seg[keep]]
     o = np.lexsort((log.ts[keep], owner))
     rt = Runtime(engine, item_categories(world))
-    got_st = core._stack(rt, owner[o], len(vec), log, keep[o], j.T[vec])
+    got_st = core._stack(rt,  # noqa: SLF001 (the internal step itself, against the reference)
+                          owner[o], len(vec), log, keep[o], j.T[vec])
     want_st = Stack.from_states([from_reference(states[uids[u]], tz) for u in vec], tz,
                                 list(engine.action_names.values()))
     for p in range(len(vec)):
@@ -182,7 +183,8 @@ def check_log(world: World, events: list[Event], rng: random.Random) -> dict[str
             sorted((i, t) for i, (o, t) in enumerate(ref) if o == TOO_LATE)
     # point-in-time profiles (labels before, between and after the events; unknown users)
     ts = [e.ts for e in events]
-    labels = [(rng.choice(uids + [10 ** 6]), rng.choice(ts) + rng.choice([-DAY, -1, 0, 0, 1, 7 * DAY]))
+    shifts = [-DAY, -1, 0, 0, 1, 7 * DAY]
+    labels = [(rng.choice(uids + [10 ** 6]), rng.choice(ts) + rng.choice(shifts))
               for _ in range(12)]
     labels = [(u, max(0, t)) for u, t in labels]
     got = core.profiles_many_at(rt, log, [u for u, _ in labels], [t for _, t in labels])

@@ -1,7 +1,8 @@
-"""Records fetched before a seek and handled after it (streams.faust_compat.consumer): Faust's real consumer
-and drain loop, with the client thread replaced by an in-memory partition log so the race is
-deterministic. The chaos run hit it against the real broker: a fetch from before the seek at the
-end of a rebalance went on being handled after the seek had reset the read offset, Faust marked
+"""Records fetched before a seek and handled after it (streams.faust_compat.consumer): Faust's
+real consumer and drain loop, with the client thread replaced by an in-memory partition log so
+the race is deterministic. The chaos run hit it against the real broker: a fetch from before the
+seek at the end of a rebalance went on being handled after the seek had reset the read offset,
+Faust marked
 the offsets between as a gap (acked), and the commit passed over events nobody processed."""
 from __future__ import annotations
 

@@ -16,9 +16,16 @@ from features.events import Event
 from features.state import UserState
 from offline import OfflineError, core, local
 from offline.formats import dlq_path, read_records, require_pyarrow
-from tests.offline_data import (DEFAULT_PROFILE, brute_force, dead_letter_keys,
-                                events_to_parquet, random_labels, sample_events,
-                                without_updated_at, write_jsonl)
+from tests.offline_data import (
+    DEFAULT_PROFILE,
+    brute_force,
+    dead_letter_keys,
+    events_to_parquet,
+    random_labels,
+    sample_events,
+    without_updated_at,
+    write_jsonl,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -274,8 +281,9 @@ def test_missing_extra_or_java_is_one_sentence(monkeypatch):
 
 def test_cli_training_set(data, tmp_path):
     cfg, items, events, d = data
-    run = lambda *a: subprocess.run([sys.executable, "-m", "deploy", *a], capture_output=True,
-                                    text=True, cwd=ROOT, timeout=300)
+    def run(*a):
+        return subprocess.run([sys.executable, "-m", "deploy", *a], capture_output=True,
+                              text=True, cwd=ROOT, timeout=300)
     cfg_file = tmp_path / "cfg.yaml"
     cfg_file.write_text(f"mapping_index: {d / 'index.json'}\n")
     labels = write_jsonl(tmp_path / "labels.jsonl", random_labels(events, 5, seed=1))

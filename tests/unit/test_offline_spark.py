@@ -8,8 +8,15 @@ from features.config import parse_config
 from offline import OfflineError, local
 from offline import spark as spark_engine
 from offline.formats import dlq_path, read_records
-from tests.offline_data import (brute_force, dead_letter_keys, events_to_parquet, random_labels,
-                                sample_events, without_updated_at, write_jsonl)
+from tests.offline_data import (
+    brute_force,
+    dead_letter_keys,
+    events_to_parquet,
+    random_labels,
+    sample_events,
+    without_updated_at,
+    write_jsonl,
+)
 
 MASTER = "local[2]"
 

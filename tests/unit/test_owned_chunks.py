@@ -7,8 +7,7 @@ import random
 
 from rocksdict import Options, Rdict
 
-from streams.owned_chunks import (NOT_OPEN, REVOKED, AllUsers, DueUsers, OwnedChunks,
-                                  SampleOfUsers)
+from streams.owned_chunks import NOT_OPEN, REVOKED, AllUsers, DueUsers, OwnedChunks, SampleOfUsers
 from streams.state_table import PARTITION_KEY, due_key, user_key
 
 

@@ -10,8 +10,14 @@ import confluent_kafka
 import pytest
 from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 
-from features.partitioners import (PARTITIONERS, PartitionCheck, crc32_partition, describe,
-                                   murmur2, murmur2_partition)
+from features.partitioners import (
+    PARTITIONERS,
+    PartitionCheck,
+    crc32_partition,
+    describe,
+    murmur2,
+    murmur2_partition,
+)
 
 
 def _librdkafka():
@@ -93,6 +99,7 @@ def test_check_tells_when_keys_are_ignored():
 def test_expected_is_cached_and_bounded():
     check = PartitionCheck("murmur2", 8)
     assert check.expected(b"42") == murmur2_partition(b"42", 8)
-    assert check._expected == {b"42": murmur2_partition(b"42", 8)}
+    assert check._expected == {  # noqa: SLF001 (the cache of expected partitions)
+        b"42": murmur2_partition(b"42", 8)}
     with pytest.raises(ValueError, match="unknown partitioner"):
         PartitionCheck("md5", 8)

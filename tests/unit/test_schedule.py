@@ -17,8 +17,15 @@ from features.drift import compare
 from features.encoding import _HEAD, _HEAD_V1, decode, encode, patch_header, read_header
 from features.events import Event, day_of
 from features.profile import FeatureEngine
-from features.schedule import (NEVER, cron_specs, feature_fingerprint, is_idle,
-                               next_change_day, open_day, retire)
+from features.schedule import (
+    NEVER,
+    cron_specs,
+    feature_fingerprint,
+    is_idle,
+    next_change_day,
+    open_day,
+    retire,
+)
 from features.state import UNKNOWN_DUE, UserState, apply
 from streams.auth import ENV, api_token, authorized
 

@@ -11,13 +11,18 @@ from hypothesis import strategies as st
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tools.demo import profile_table
 from features.config import parse_config
 from features.quality import BusinessKeys, QualitySummary
-from features.trends import TrendHistory, TrendPoint, merge_histories, merge_latest, \
-    points_from_dict
+from features.trends import (
+    TrendHistory,
+    TrendPoint,
+    merge_histories,
+    merge_latest,
+    points_from_dict,
+)
 from streams.dashboard_data import merge_figures
 from streams.monitoring import business_families, quality_families
+from tools.demo import profile_table
 
 
 def summary(users: int, covered: int, confidence: float, levels: dict, types: dict,

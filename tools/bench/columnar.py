@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import gc
 import shutil
-import statistics
 import sys
 import tempfile
 import time
