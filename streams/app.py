@@ -109,7 +109,7 @@ def _add_health(app: faust.App, cfg: ProfileConfig, inst: Instance) -> None:
             "assigned_partitions": assigned,
             "started_at": started_at,
             # the group's generation and this worker's rebalance count: a reader that needs
-            # one consistent assignment (deploy/chaos.py) checks them before and after
+            # one consistent assignment (tools/chaos/run.py) checks them before and after
             "generation": app.consumer_generation_id,
             "rebalancing": bool(app.rebalancing),
             "rebalances": app.rebalancing_count,

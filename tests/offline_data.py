@@ -8,9 +8,9 @@ import orjson
 
 from features.batch import run_batch as reference_batch
 from features.config import ProfileConfig
-from features.sample import END_TS, SampleSpec, write_sample
 from offline.formats import read_records, require_pyarrow
 from offline.steps import PROFILE_FIELDS
+from tools.data.sample import END_TS, SampleSpec, write_sample
 
 D = 86400
 

@@ -7,8 +7,8 @@ from typing import Callable
 
 from deploy.clients import latest_by_key, load_items, produce_events
 from deploy.local import ClusterError, LocalCluster
-from deploy.verify import batch_profiles, compare
-from features.sample import SampleSpec, write_sample
+from tools.data.sample import SampleSpec, write_sample
+from tools.verify import batch_profiles, compare
 
 
 def wait_processed(cluster: LocalCluster, total: int, timeout: float,

@@ -8,10 +8,10 @@ from pathlib import Path
 import click
 
 from deploy import broker as embedded
-from deploy.chaos_schedule import FAULT_KINDS
 from deploy.cli import backup, clients, cluster, config, jobs, offline, tools, worker
 from deploy.cli.common import load as _load
 from deploy.cli.common import say as _say
+from tools.chaos.schedule import FAULT_KINDS
 
 
 @click.group()
@@ -72,7 +72,7 @@ def broker_status(ctx: click.Context) -> None:
 
 
 FINDINGS_HEADING = "## Where the time goes"
-# `profiles bench --only X`: the row groups of deploy.bench.run_bench it runs
+# `profiles bench --only X`: the row groups of tools.bench.suite.run_bench it runs
 BENCH_GROUPS = {"offline": ("offline",), "stream": ("bench", "sparse"), "bench": ("bench",),
                 "sparse": ("sparse",), "producers": ("producers",), "latency": ("latency",)}
 
@@ -113,7 +113,7 @@ def bench(users: int, days: int, workdir: str, out: str, tuned_batch: int, laten
     offline engines. Prints the table and writes OUT."""
     import shutil
     if only == "offline":
-        from deploy.bench import run_offline_only
+        from tools.bench.suite import run_offline_only
         shutil.rmtree(workdir, ignore_errors=True)
         section = run_offline_only(Path(workdir), users, days, say=_say)
         _replace_section(Path(out), section, before=FINDINGS_HEADING)
@@ -121,7 +121,7 @@ def bench(users: int, days: int, workdir: str, out: str, tuned_batch: int, laten
         click.echo(f"written to {out}")
         return
 
-    from deploy.bench import run_bench
+    from tools.bench.suite import run_bench
     shutil.rmtree(workdir, ignore_errors=True)
     table = run_bench(Path(workdir), users, days, say=_say, tuned_batch=tuned_batch,
                       latency_rate=latency_rate, latency_seconds=latency_seconds,
@@ -165,7 +165,7 @@ def chaos(users: int, seed: int, runs: int, hostile: int, kills: int, skip: tupl
     mismatches, lost and double-applied events, users without state and worker exits are 0."""
     import shutil
 
-    from deploy.chaos import run_chaos, runs_table
+    from tools.chaos.run import run_chaos, runs_table
     shutil.rmtree(workdir, ignore_errors=True)
     reports = []
     for s in range(seed, seed + runs):
@@ -203,7 +203,7 @@ def broker_soak(partitions: int, rate: float, batch_records: int, seconds: float
                 workdir: str) -> None:
     """The embedded broker alone under a steady producer and consumer: its CPU against the
     batches and records it holds (docs/BROKER.md)."""
-    from deploy.broker_soak import run_broker_soak
+    from tools.bench.broker_soak import run_broker_soak
     configs = {k: str(v) for k, v in (("retention.ms", retention_ms),
                                       ("retention.bytes", retention_bytes),
                                       ("segment.bytes", segment_bytes)) if v is not None}

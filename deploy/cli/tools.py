@@ -19,7 +19,7 @@ def sample(users, days, n_items, seed, activity, out) -> None:
     """Write deterministic sample data: OUT/item_feat_dict.json and OUT/events.jsonl."""
     import json
 
-    from features.sample import SampleSpec, write_sample
+    from tools.data.sample import SampleSpec, write_sample
     spec = SampleSpec(users, days, n_items, seed, activity=activity)
     click.echo(json.dumps(write_sample(spec, out)))
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from deploy.chaos import run_chaos
-from deploy.chaos_schedule import FAULT_KINDS
 from tests.harness import keep_artifacts
+from tools.chaos.run import run_chaos
+from tools.chaos.schedule import FAULT_KINDS
 
 pytestmark = pytest.mark.integration
 

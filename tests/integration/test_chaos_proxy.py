@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from deploy import broker as embedded
-from deploy.chaos_proxy import BrokerProxy
+from tools.chaos.proxy import BrokerProxy
 
 pytestmark = pytest.mark.integration
 

@@ -15,9 +15,9 @@ import pytest
 from deploy.broker import free_port
 from deploy.clients import load_items, produce_events, tail
 from features.config import load_config
-from features.sample import END_TS, SampleSpec, write_sample
 from tests.harness import profile_worker, wait_for, write_config
 from tests.integration.test_scheduled_jobs import DAY, clock_events, processed, run_cli
+from tools.data.sample import END_TS, SampleSpec, write_sample
 
 pytestmark = pytest.mark.integration
 TWIN = 10_000_000           # user u's twin: the same events under user id u + TWIN

@@ -18,10 +18,8 @@ from deploy.broker import free_port
 from deploy.clients import latest_by_key, load_items, produce_events
 from deploy.cluster import discover
 from deploy.cluster_jobs import run_job
-from deploy.verify import compare
 from deploy.worker_process import worker_argv
 from features.config import load_config
-from features.sample import END_TS, SampleSpec, write_sample
 from streams.auth import api_token
 from streams.cluster import Membership
 from tests.harness import (
@@ -33,6 +31,8 @@ from tests.harness import (
     write_config,
 )
 from tests.integration.test_scheduled_jobs import append_events, clock_events
+from tools.data.sample import END_TS, SampleSpec, write_sample
+from tools.verify import compare
 
 pytestmark = pytest.mark.integration
 DAY = 86400

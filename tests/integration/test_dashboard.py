@@ -18,10 +18,10 @@ import pytest
 from deploy.broker import free_port
 from deploy.clients import load_items, produce_events
 from features.config import load_config
-from features.sample import TOPICS, SampleSpec, write_sample
 from streams.auth import api_token
 from tests.harness import ARTIFACTS, http_json, profile_worker, wait_for, write_config
 from tests.integration.test_cluster_view import settled
+from tools.data.sample import TOPICS, SampleSpec, write_sample
 
 pytestmark = pytest.mark.integration
 LINES = ("c-throughput", "c-latency", "c-lag", "c-quality-trend", "c-pref-trend",

@@ -16,8 +16,8 @@ from deploy.broker import free_port
 from deploy.clients import tail
 from features.config import load_config
 from features.events import EventParser, Rejection
-from features.hostile import hostile_payloads
 from tests.harness import http_json, profile_worker, wait_for, write_config
+from tools.data.hostile import hostile_payloads
 
 pytestmark = pytest.mark.integration
 N = int(os.environ.get("FUZZ_LIVE", "4000"))

@@ -18,9 +18,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.clients import load_items, produce_events, tail
 from features.config import load_config
-from features.sample import SampleSpec, write_sample
 from streams.monitoring import METRIC_NAMES
 from tests.harness import ROOT, keep_artifacts, two_free_ports, wait_for, write_config
+from tools.data.sample import SampleSpec, write_sample
 
 pytestmark = pytest.mark.integration
 

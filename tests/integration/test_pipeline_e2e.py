@@ -10,10 +10,10 @@ import pytest
 
 from deploy.broker import free_port
 from deploy.clients import latest_by_key, load_items, produce_events
-from deploy.verify import batch_profiles, compare
 from features.config import load_config
-from features.sample import SampleSpec, write_sample
 from tests.harness import http_json, profile_worker, wait_for, write_config
+from tools.data.sample import SampleSpec, write_sample
+from tools.verify import batch_profiles, compare
 
 pytestmark = pytest.mark.integration
 

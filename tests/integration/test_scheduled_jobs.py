@@ -20,11 +20,11 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from deploy.broker import free_port
 from deploy.clients import latest_by_key, load_items, produce_events, tail
-from deploy.verify import batch_profiles, compare
 from features.config import load_config
 from features.encoding import decode, encode
-from features.sample import END_TS, SampleSpec, write_sample
 from tests.harness import ROOT, http_json, profile_worker, wait_for, write_config
+from tools.data.sample import END_TS, SampleSpec, write_sample
+from tools.verify import batch_profiles, compare
 
 pytestmark = pytest.mark.integration
 DAY = 86400

@@ -12,11 +12,11 @@ import pytest
 from deploy.broker import free_port
 from deploy.clients import latest_by_key, load_items, produce_events, tail
 from features.config import load_config
-from features.sample import SampleSpec, write_sample
 from offline import local
 from offline.formats import read_records
 from tests.harness import http_json, profile_worker, wait_for, write_config
 from tests.offline_data import write_jsonl
+from tools.data.sample import SampleSpec, write_sample
 
 pytestmark = pytest.mark.integration
 SERVED = ("features", "interest_tags", "behavior_preferences", "activity_level", "user_type",

@@ -10,7 +10,7 @@ import orjson
 
 from features.batch import dlq_path, run_batch
 from features.config import parse_config
-from features.sample import SampleSpec, write_sample
+from tools.data.sample import SampleSpec, write_sample
 
 ROOT = Path(__file__).resolve().parents[2]
 D0 = 20000 * 86400

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from deploy import chaos
-from deploy.chaos import ChaosReport, GroupView, runs_table
+from tools.chaos import run as chaos
+from tools.chaos.run import ChaosReport, GroupView, runs_table
 
 VIEW = GroupView(5, (2, 2, 3), {0: 1, 1: 2, 2: 3})
 

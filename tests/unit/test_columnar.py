@@ -509,8 +509,8 @@ def test_score_ties_and_rounding_follow_the_reference(tmp_path):
 
 
 def test_sample_users_evaluated_together(tmp_path):
-    """Realistic users (features.sample), all evaluated in one call and with apply_events."""
-    from features.sample import SampleSpec, write_sample
+    """Realistic users (tools.data.sample), all evaluated in one call and with apply_events."""
+    from tools.data.sample import SampleSpec, write_sample
     info = write_sample(SampleSpec(users=40, days=33, items=400, seed=3), tmp_path)
     cfg = parse_config({"mapping_index": str(tmp_path / "idx.json"),
                         "interest_tags": {"categories": {

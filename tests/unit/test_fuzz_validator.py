@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from features.config import EventsConfig
 from features.events import REASONS, Event, EventParser, Rejection
-from features.hostile import hostile_payloads
+from tools.data.hostile import hostile_payloads
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "3000"))
 NOW = 1_764_547_200.0

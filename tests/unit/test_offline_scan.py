@@ -16,8 +16,8 @@ import pytest
 from features.batch import iter_events
 from features.config import parse_config
 from features.events import EventParser
-from features.hostile import hostile_payloads
 from offline.scan import Rows, exact_rows, scan_jsonl
+from tools.data.hostile import hostile_payloads
 
 NOW = 1_764_600_000.0
 BASE = {"user_id": 7, "item_id": 12, "timestamp": 1_764_000_000, "action_type": 1,

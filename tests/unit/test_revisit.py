@@ -18,13 +18,13 @@ from features.config import parse_config
 from features.encoding import encode as encode_v2
 from features.events import day_of
 from features.runtime import FeatureRuntime
-from features.sample import END_TS, SampleSpec, write_sample
 from features.schedule import next_change_day
 from features.update import closed_day_metrics
 from streams.jobs.report import PartitionRun
 from streams.jobs.revisit import Revisits
 from streams.owned_chunks import OwnedChunks
 from streams.state_table import FEATURES_KEY, due_key, is_user_key, pack_int
+from tools.data.sample import END_TS, SampleSpec, write_sample
 
 DAY = 86400
 

@@ -30,11 +30,11 @@ from features.encoding import decode as decode_ref
 from features.encoding import encode as encode_ref
 from features.events import Event, day_of
 from features.runtime import FeatureRuntime
-from features.sample import END_TS, TOPICS, SampleSpec, write_sample
 from features.schedule import next_change_day
 from features.state import UserState
 from features.state import apply as apply_ref
 from features.update import day_end
+from tools.data.sample import END_TS, TOPICS, SampleSpec, write_sample
 
 
 def _best(fn: Callable[..., Any], n: int, repeat: int,

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -24,7 +23,7 @@ import rocksdict
 import yaml
 
 from deploy import broker as embedded
-from deploy.bench import ROOT, _cpu_seconds, _machine, _peak_rss_mb
+from deploy.worker_process import spawn, worker_argv
 from deploy.workers import call, ready
 from features import columnar
 from features.batch import BatchReport, build_states
@@ -32,11 +31,12 @@ from features.config import NO_SCHEDULED_RUNS, load_config
 from features.encoding import encode as encode_v2
 from features.events import day_of
 from features.runtime import FeatureRuntime
-from features.sample import END_TS, SampleSpec, write_sample
 from features.schedule import NEVER, feature_fingerprint, next_change_day
 from features.state import NO_CLOSED_DAY
 from streams.auth import api_token
 from streams.state_table import FEATURES_KEY, PARTITION_KEY, PartitionClock, due_key, pack_int
+from tools.bench.suite import ROOT, _cpu_seconds, _machine, _peak_rss_mb
+from tools.data.sample import END_TS, SampleSpec, write_sample
 
 PARTITIONS = 8
 LEGACY = "v2 records as the release before the closed day wrote them"
@@ -131,10 +131,7 @@ def run_bench_jobs(workdir: Path, users: int, due: int, full_daily: bool,
     proc = None
     rows = []
     try:
-        log = open(workdir / "worker.log", "ab")
-        proc = subprocess.Popen([sys.executable, "-m", "deploy", "--config", str(cfg_path),
-                                 "worker"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = spawn(worker_argv(cfg_path), workdir / "worker.log", cwd=ROOT)
         url = f"http://127.0.0.1:{web}"
         deadline = time.monotonic() + 300
         while not ready(url):

@@ -1,4 +1,4 @@
-"""The chaos run's seeded fault schedule (deploy/chaos.py runs it): which faults, when, on
+"""The chaos run's seeded fault schedule (tools/chaos/run.py runs it): which faults, when, on
 which worker. Pure, so the CLI can list the kinds without importing the run."""
 from __future__ import annotations
 

@@ -18,8 +18,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
 
 from deploy import broker as embedded
-from deploy.bench import _cpu_seconds, _rss_mb
 from streams import compat
+from tools.bench.suite import _cpu_seconds, _rss_mb
 
 TOPIC = "broker-soak"
 VALUE = b'{"user_id": 1234567, "item_id": 7654321, "action": "click", "ts": 1700000000}' * 2

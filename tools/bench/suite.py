@@ -17,7 +17,6 @@ import json
 import os
 import platform
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -32,13 +31,14 @@ from aiokafka import AIOKafkaConsumer
 
 from deploy import broker as embedded
 from deploy.clients import event_records, load_items, produce_events, produce_records
+from deploy.worker_process import spawn, worker_argv
 from deploy.workers import ready
 from features.batch import BatchReport, build_states, run_batch
 from features.config import NO_SCHEDULED_RUNS, ProfileConfig, load_config
 from features.encoding import encode
 from features.runtime import FeatureRuntime
-from features.sample import SampleSpec, write_sample
 from streams import compat
+from tools.data.sample import SampleSpec, write_sample
 
 ROOT = Path(__file__).resolve().parents[1]
 SPARSE_USERS = 5000         # users of the sparse sample
@@ -105,9 +105,8 @@ def _timed_processes(name: str, cmds: list[tuple[list[str], str]], total: int, w
     """Start processes, time from the first event counted to `total` (summed over them)."""
     procs = []
     for i, (cmd, url) in enumerate(cmds):
-        log = open(workdir / f"{name.replace(' ', '_')}-{i}.log", "ab")
-        procs.append((subprocess.Popen([sys.executable, *cmd], cwd=ROOT, stdout=log,
-                                       stderr=subprocess.STDOUT, start_new_session=True), url))
+        log_path = workdir / f"{name.replace(' ', '_')}-{i}.log"
+        procs.append((spawn(cmd, log_path, cwd=ROOT), url))
     try:
         t0 = n0 = None
         deadline = time.monotonic() + timeout
@@ -183,8 +182,7 @@ def _config(base: dict, workdir: Path, app_id: str, web_port: int, **sections) -
 
 
 def _worker_cmds(cfg_path: Path, ports: list[int]) -> list[tuple[list[str], str]]:
-    return [(["-m", "deploy", "--config", str(cfg_path), "worker", "--instance-id", str(i + 1),
-              "--web-port", str(port)], f"http://127.0.0.1:{port}")
+    return [(worker_argv(cfg_path, i + 1, port), f"http://127.0.0.1:{port}")
             for i, port in enumerate(ports)]
 
 
@@ -292,15 +290,14 @@ def _steady_run(name: str, base: dict, workdir: Path, events: Path, rate: float,
                        kafka={**base["kafka"], "topics": topics})
     cfg = load_config(cfg_path)
     url = f"http://127.0.0.1:{port}"
-    log = open(workdir / f"{name}-worker.log", "ab")
+    log_path = workdir / f"{name}-worker.log"
     (cmd, _), = _worker_cmds(cfg_path, [port])
-    proc = subprocess.Popen([sys.executable, *cmd], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = spawn(cmd, log_path, cwd=ROOT)
     try:
         deadline = time.monotonic() + 120
         while ready(url) is None:
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{name} run: the worker did not start; see {log.name}")
+                raise RuntimeError(f"{name} run: the worker did not start; see {log_path}")
             time.sleep(0.5)
         n = int(rate * seconds)
         say(f"  {name} run: {n:,} events offered at {rate:,.0f}/s to one worker "
@@ -429,7 +426,7 @@ def _bench_sample_rows(cfg: ProfileConfig, base: dict, workdir: Path, events: Pa
     naive_cfg = _config(base, workdir, "bench-naive", p_naive)
     results.append(_timed_processes(
         "(B) naive Faust, one table update per event",
-        [(["-m", "deploy.bench_baseline", str(naive_cfg), str(p_naive)],
+        [(["-m", "tools.bench.naive_faust", str(naive_cfg), str(p_naive)],
           f"http://127.0.0.1:{p_naive}")], total, workdir, say))
     say(f"  {results[-1].name}: {results[-1].rate:,.0f}/s")
     runs = [(1, batch), (2, batch)] + ([(1, tuned_batch)] if tuned_batch != batch else [])
@@ -814,7 +811,7 @@ def run_sparse_rows(base: dict, workdir: Path, users: int, days: int,
     # its cost per event does not depend on how users mix: timed over the first events only
     results.append(_timed_processes(
         f"(B) naive Faust, one table update per event (the first {SPARSE_NAIVE_EVENTS:,})",
-        [(["-m", "deploy.bench_baseline", str(naive_cfg), str(p_naive)],
+        [(["-m", "tools.bench.naive_faust", str(naive_cfg), str(p_naive)],
           f"http://127.0.0.1:{p_naive}")], min(total, SPARSE_NAIVE_EVENTS), workdir, say))
     say(f"  sparse {results[-1].name}: {results[-1].rate:,.0f}/s")
     port = embedded.free_port()

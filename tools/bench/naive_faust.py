@@ -1,5 +1,5 @@
 """Baseline (B) of `profiles bench`: naive Faust, one table update per event, on our app skeleton
-(same broker settings). Run: python -m deploy.bench_baseline CONFIG WEB_PORT"""
+(same broker settings). Run: python -m tools.bench.naive_faust CONFIG WEB_PORT"""
 import sys
 
 import orjson

@@ -5,10 +5,10 @@ the batch path on the same events.
 Worker faults: SIGKILL of a worker (restarted 1-2 s later), SIGKILL with the worker's RocksDB
 deleted before the restart (full recovery from the changelog), SIGSTOP past the session timeout
 then SIGCONT, a fourth worker joining and leaving (the partition assignment changes twice), and
-a burst of hostile payloads (features.hostile). Broker faults: the embedded broker paused
+a burst of hostile payloads (tools.data.hostile). Broker faults: the embedded broker paused
 (SIGSTOP 20 s, then SIGCONT), every client connection to it cut at once, and 200 ms of added
 latency for 30 s; every Kafka client of the run (workers, producers, readers) reaches the broker
-through a TCP proxy on loopback (deploy/chaos_proxy.py) that makes the last two.
+through a TCP proxy on loopback (tools/chaos/proxy.py) that makes the last two.
 
 The verdict is read in a stable group (`group_view`): every worker healthy, one generation,
 each partition owned once, the same before and after the read.
@@ -33,19 +33,19 @@ import yaml
 from aiokafka import AIOKafkaProducer
 
 from deploy import broker as embedded
-from deploy.chaos_proxy import BrokerProxy
-from deploy.chaos_schedule import BROKER_PAUSE, LATENCY, LATENCY_FOR, fault_schedule
 from deploy.clients import latest_by_key, load_items, produce_events
-from deploy.verify import batch_profiles, compare
 from deploy.worker_process import WorkerProcess, worker_argv
 from deploy.workers import WorkerCallError, call, ready
 from features.batch import BatchReport, build_states
 from features.config import NO_SCHEDULED_RUNS, load_config
 from features.events import Rejection
-from features.hostile import hostile_payloads
 from features.runtime import FeatureRuntime
-from features.sample import SampleSpec, write_sample
 from streams.faust_compat.clients import refresh_metadata
+from tools.chaos.proxy import BrokerProxy
+from tools.chaos.schedule import BROKER_PAUSE, LATENCY, LATENCY_FOR, fault_schedule
+from tools.data.hostile import hostile_payloads
+from tools.data.sample import SampleSpec, write_sample
+from tools.verify import batch_profiles, compare
 
 ROOT = Path(__file__).resolve().parents[1]
 SESSION_TIMEOUT = 10.0          # streams/compat.py, embedded broker

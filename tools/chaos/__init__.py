@@ -1,0 +1,2 @@
+"""The chaos run: seeded worker and broker faults under load, and a verdict read from a
+stable group."""

@@ -1,0 +1,1 @@
+"""Data generators for demos, benchmarks and tests: sample users and events, hostile payloads."""
