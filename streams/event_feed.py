@@ -28,6 +28,11 @@ import faust
 from streams.faust_compat.feed import attach_feed
 
 
+# One message in this many is timed for on_arrival: observing a histogram costs about 1.6 µs,
+# 5-10% of an event's whole cost at the rates the pipeline reaches.
+ARRIVAL_SAMPLE = 16
+
+
 class EventFeed:
     """A bounded buffer of one topic's raw messages (in fetch order), taken in batches."""
 
@@ -35,8 +40,9 @@ class EventFeed:
         self.topic = topic
         self.capacity = capacity
         self.stale_dropped = 0          # records a seek made stale (streams.faust_compat.drain)
-        # called with each message's fetch delay: seconds from its Kafka timestamp to here
+        # called with a sampled message's fetch delay: seconds from its Kafka timestamp to here
         self.on_arrival: Callable[[float], None] | None = None
+        self._arrived = 0
         self._buf: deque = deque()
         self._want = 1                  # wake the taker once this many messages are here
         self._ready: asyncio.Event | None = None
@@ -55,7 +61,9 @@ class EventFeed:
 
     def put(self, message) -> None:
         if self.on_arrival is not None:
-            self.on_arrival(time() - message.timestamp)
+            self._arrived += 1
+            if self._arrived % ARRIVAL_SAMPLE == 0:
+                self.on_arrival(time() - message.timestamp)
         self._buf.append(message)
         if len(self._buf) >= self._want:
             self._events()[0].set()

@@ -93,7 +93,8 @@ class WorkerMonitor:
         # (waiting in the feed, compute, delivery of the batch's outputs).
         self.fetch_delay = Histogram(
             "profiles_fetch_delay_seconds",
-            "Seconds from an event's Kafka record timestamp to its arrival in this worker",
+            "Seconds from an event's Kafka record timestamp to its arrival in this worker "
+            "(one event in 16)",
             buckets=LATENCY_BUCKETS, registry=self.registry)
         pipeline.feed.on_arrival = self.fetch_delay.observe
         self.recent_latency: dict[str, deque] = {"event": deque(maxlen=5000),
