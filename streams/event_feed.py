@@ -27,7 +27,6 @@ import faust
 
 from streams.faust_compat.feed import attach_feed
 
-
 # One message in this many is timed for on_arrival: observing a histogram costs about 1.6 µs,
 # 5-10% of an event's whole cost at the rates the pipeline reaches.
 ARRIVAL_SAMPLE = 16
