@@ -40,7 +40,7 @@ from features.runtime import FeatureRuntime
 from streams import compat
 from tools.data.sample import SampleSpec, write_sample
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]   # the checkout: workers run from it
 SPARSE_USERS = 5000         # users of the sparse sample
 SPARSE_BATCH = 1000         # the batch the "distinct users per batch" figure is taken over
 SPARSE_NAIVE_EVENTS = 100_000   # naive Faust on the sparse sample: timed over these

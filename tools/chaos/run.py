@@ -47,7 +47,7 @@ from tools.data.hostile import hostile_payloads
 from tools.data.sample import SampleSpec, write_sample
 from tools.verify import batch_profiles, compare
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]   # the checkout: workers run from it
 SESSION_TIMEOUT = 10.0          # streams/compat.py, embedded broker
 WORKER_IDS = (1, 2, 3)          # the group; a fourth worker comes and goes (reassign)
 
@@ -202,6 +202,7 @@ def run_chaos(workdir: Path, users: int, seed: int, hostile: int,
               say: Callable[[str], None] = print, kills: int = 5, rate: float = 5000,
               skip: tuple[str, ...] = ()) -> ChaosReport:
     t_start = time.monotonic()
+    workdir = workdir.resolve()     # workers run in the checkout, not in the caller's folder
     workdir.mkdir(parents=True, exist_ok=True)
     logs = workdir / "logs"
     logs.mkdir(exist_ok=True)
