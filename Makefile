@@ -24,7 +24,7 @@ demo: $(STAMP)
 # faults; logs in run/chaos/seed-N/) and 100,000 fuzz cases.
 chaos: $(STAMP)
 	$(BIN)/profiles chaos --runs 5
-	FUZZ_EXAMPLES=100000 FUZZ_LIVE=100000 $(BIN)/python -m pytest -q -s tests/unit/test_fuzz_validator.py tests/integration/test_fuzz_live.py
+	FUZZ_EXAMPLES=100000 FUZZ_LIVE=100000 $(BIN)/python -m pytest -q -s --timeout 1800 tests/unit/test_fuzz_validator.py tests/integration/test_fuzz_live.py
 
 bench: $(STAMP)
 	$(BIN)/profiles bench
