@@ -6,9 +6,13 @@ state cache. Dead letters are staged in the checkpoint's outbox at once.
 
 `flush` (once per commit, streams.pipeline.lifecycle): every dirty user together — profiles
 evaluated in one call (`columnar.finish`, which also gives the closed days' aggregates), the
-changed ones published, the next change days in one call, the due index moved, each state
-encoded (v3) and staged as one state write — so a user costs one evaluation, one encode and one
-table and changelog write per commit however many batches touched them.
+changed ones published (or held back: `real_time_update.update_interval`, features.holdback),
+the next change days in one call, the due index moved, each state encoded (v3) and staged as
+one state write — so a user costs one evaluation, one encode and one table and changelog write
+per commit however many batches touched them.
+
+`stage_held` makes held users whose interval has passed dirty without events, for a commit of
+their own (streams.pipeline.holdback): the flush publishes their latest profile.
 
 Nothing here writes or sends: the table is only read (a user's state, a partition's clock),
 and the lifecycle decides whether the outbox is emitted.
@@ -21,6 +25,7 @@ from typing import Any, Protocol
 
 from features import columnar
 from features.events import Event, Rejection
+from features.holdback import Held, HeldUsers, HoldBack
 from features.partitioners import PartitionCheck, describe
 from features.runtime import FeatureRuntime
 from features.update import mark_published
@@ -45,7 +50,8 @@ class StateReader(Protocol):
 class BatchUpdate:
     def __init__(self, rt: FeatureRuntime, states: StateReader, cache: StateCache,
                  clocks: PartitionClocks, publishing: Publishing, strategy: UpdateStrategy,
-                 partition_check: PartitionCheck, counts: WorkerCounts):
+                 partition_check: PartitionCheck, counts: WorkerCounts,
+                 hold: HoldBack = HoldBack(), held: HeldUsers | None = None):
         self.rt = rt
         self.tz = rt.engine.tz
         self.states = states
@@ -56,8 +62,11 @@ class BatchUpdate:
         self.partition_check = partition_check
         self.counts = counts
         self.time_windows = tuple(rt.cfg.behavior_preferences.time_windows)
-        # the default strategy reads no events: none are kept for it
-        self.keep_events = type(strategy) is not PublishEveryChange
+        self.hold = hold
+        self.held = held if held is not None else HeldUsers()
+        # the default strategy reads no events: none are kept for it (unless publishes are held
+        # back: its calculate_priority orders the held users going out)
+        self.keep_events = type(strategy) is not PublishEveryChange or hold.enabled
 
     @property
     def dirty_count(self) -> int:
@@ -171,15 +180,32 @@ class BatchUpdate:
         columnar.finish(engine, updates, self.time_windows, with_metrics=False)
         publishing = self.publishing
         strategy = self.strategy
+        hold, held, counts = self.hold, self.held, self.counts
+        now_ms = int(time.time() * 1000)
         evaluated: list[DirtyUser] = []
         for d in dirty:
             up, state = d.update, d.state
             if up.profile is not None:
                 evaluated.append(d)
-                if up.changed and strategy.should_update(d.user_id, d.events):
-                    version = mark_published(state, up.profile)
-                    publishing.stage_profile(outbox, up.profile, version, EVENT_TRIGGER,
-                                             d.ingest_ts)
+                # a held change was let through by should_update when it was held
+                if up.changed and (state.held or strategy.should_update(d.user_id, d.events)):
+                    if hold.publish_now(state.published_at, now_ms):
+                        version = mark_published(state, up.profile)
+                        state.published_at = now_ms
+                        if state.held:
+                            state.held = False
+                            held.release(d.partition, d.user_id)
+                            if up.held:
+                                counts.held_flushed += 1
+                        publishing.stage_profile(outbox, up.profile, version, EVENT_TRIGGER,
+                                                 d.ingest_ts)
+                    else:
+                        state.held = True
+                        held.hold(d.partition, d.user_id, hold.due_ms(state.published_at),
+                                  now_ms, d.events)
+                        counts.held += 1
+                elif up.held:
+                    state.held = False      # back to what was published: nothing to send
                 elif up.redelivered and not up.changed and state.version > 0:
                     # A crash may have lost this record before the producer flushed: send it
                     # again (same version, same arrays; the topic is compacted by user).
@@ -200,3 +226,23 @@ class BatchUpdate:
             state.buf = blob        # views over the record until the next change: one copy
             outbox.state_writes.append(StateWrite(d.partition, d.key, blob))
             cache.put(d.user_id, blob, state)
+
+    # ------------------------------------------------------------------ held publishes
+
+    def stage_held(self, due: list[Held]) -> None:
+        """Make the held users of `due` dirty (in this order) for a commit of their own: the
+        flush publishes each one's latest profile. Users no longer held are skipped."""
+        cache = self.cache
+        for h in due:
+            if cache.dirty(h.partition, h.user_id) is not None:
+                continue                    # (not after a commit: the lifecycle commits first)
+            key = user_key(h.user_id)
+            blob = self.states.get(h.partition, key)
+            if blob is None:
+                continue
+            state = cache.get(h.user_id, blob) or columnar.decode(blob, self.tz)
+            if not state.held:
+                continue
+            up = columnar.ColumnarUpdate(h.user_id, state, held=True)
+            cache.mark_dirty(DirtyUser(h.user_id, h.partition, key, state, up,
+                                       events=list(h.events)))
