@@ -54,6 +54,19 @@ class HeldPublishes:
         self.epoch += 1
         self.held.forget()
 
+    async def on_revoked(self) -> None:
+        """Before the worker rejoins the group: the last drain delivered. (Faust waits for the
+        agent's messages in flight; a drain's commit has none, and its state writes must be in
+        the changelog before the partition's next owner reads it.)"""
+        async with self.lifecycle.lock:
+            delivery = self.lifecycle.delivery
+        if delivery is not None:
+            try:
+                await delivery
+            except Exception:
+                log.exception("delivering held publishes before a rebalance failed; their "
+                              "users stay held in the states")
+
     async def run(self, should_stop: Any) -> None:
         while not should_stop():
             await asyncio.sleep(self.tick)
@@ -98,6 +111,8 @@ class HeldPublishes:
             return None             # (no commit forced on the agent while nobody is due)
         lifecycle = self.lifecycle
         async with lifecycle.lock:
+            if self.group.rebalancing:
+                return None         # the index is rebuilt once it is over
             await lifecycle.commit_locked()     # what the agent applied goes first
             due = self.held.take_due(int(time.time() * 1000), self.max_users, self._priority)
             due = [h for h in due if self.group.available(h.partition)]

@@ -117,6 +117,7 @@ class ProfilePipeline:
                 OwnedChunks(self.group, self.states, self.read_lock), strategy,
                 rtu.max_dirty_users)
             app.task(self._send_held)
+            app.on_partitions_revoked.connect(self._held_delivered)
         app.agent(self.topology.events, name="profiles")(self._agent)
         app.task(self._load_items)
 
@@ -131,6 +132,10 @@ class ProfilePipeline:
     async def _send_held(self) -> None:
         assert self.held_publishes is not None
         await self.held_publishes.run(lambda: self.app.should_stop)
+
+    async def _held_delivered(self, *args: Any, **kwargs: Any) -> None:
+        assert self.held_publishes is not None
+        await self.held_publishes.on_revoked()
 
     async def _forget_clocks(self, *args: Any, **kwargs: Any) -> None:
         self.clocks.forget()
