@@ -11,8 +11,10 @@ the next change days in one call, the due index moved, each state encoded (v3) a
 one state write — so a user costs one evaluation, one encode and one table and changelog write
 per commit however many batches touched them.
 
-`stage_held` makes held users whose interval has passed dirty without events, for a commit of
-their own (streams.pipeline.holdback): the flush publishes their latest profile.
+With a hold-back, each flush first takes the held users whose interval has passed (highest
+`calculate_priority` first) into the commit, dirty without events: it publishes their latest
+profile. The timer of streams.pipeline.holdback commits for them when the agent has nothing
+open (an idle stream).
 
 Nothing here writes or sends: the table is only read (a user's state, a partition's clock),
 and the lifecycle decides whether the outbox is emitted.
@@ -51,7 +53,8 @@ class BatchUpdate:
     def __init__(self, rt: FeatureRuntime, states: StateReader, cache: StateCache,
                  clocks: PartitionClocks, publishing: Publishing, strategy: UpdateStrategy,
                  partition_check: PartitionCheck, counts: WorkerCounts,
-                 hold: HoldBack = HoldBack(), held: HeldUsers | None = None):
+                 hold: HoldBack = HoldBack(), held: HeldUsers | None = None,
+                 held_batch: int = 20000):
         self.rt = rt
         self.tz = rt.engine.tz
         self.states = states
@@ -64,6 +67,8 @@ class BatchUpdate:
         self.time_windows = tuple(rt.cfg.behavior_preferences.time_windows)
         self.hold = hold
         self.held = held if held is not None else HeldUsers()
+        self.held_batch = held_batch        # most held users sent by one commit
+        self._priority_failed = False
         # the default strategy reads no events: none are kept for it (unless publishes are held
         # back: its calculate_priority orders the held users going out)
         self.keep_events = type(strategy) is not PublishEveryChange or hold.enabled
@@ -171,18 +176,23 @@ class BatchUpdate:
 
     def flush(self, outbox: Outbox) -> None:
         """Stage every dirty user's outputs and state write in `outbox`; they become clean."""
+        now_ms = int(time.time() * 1000)
+        if self.hold.enabled and self.held:
+            self.stage_held(self.held.take_due(now_ms, self.held_batch, self._priority))
         dirty = self.cache.flushed()
         if not dirty:
             return
         self.counts.state_writes += len(dirty)
         engine = self.rt.engine
+        strategy = self.strategy
+        # within the interval of their last publish: held without an evaluation (the timer
+        # evaluates them when it is due)
+        held_now = self._hold_unevaluated(dirty, now_ms) if self.hold.enabled else []
         updates = [d.update for d in dirty]
         columnar.finish(engine, updates, self.time_windows, with_metrics=False)
         publishing = self.publishing
-        strategy = self.strategy
         hold, held, counts = self.hold, self.held, self.counts
-        now_ms = int(time.time() * 1000)
-        evaluated: list[DirtyUser] = []
+        evaluated: list[DirtyUser] = list(held_now)     # (whose due day is moved below)
         for d in dirty:
             up, state = d.update, d.state
             if up.profile is not None:
@@ -199,11 +209,8 @@ class BatchUpdate:
                                 counts.held_flushed += 1
                         publishing.stage_profile(outbox, up.profile, version, EVENT_TRIGGER,
                                                  d.ingest_ts)
-                    else:
-                        state.held = True
-                        held.hold(d.partition, d.user_id, hold.due_ms(state.published_at),
-                                  now_ms, d.events)
-                        counts.held += 1
+                    else:                       # (a clock that went back)
+                        self._hold(d, now_ms)
                 elif up.held:
                     state.held = False      # back to what was published: nothing to send
                 elif up.redelivered and not up.changed and state.version > 0:
@@ -229,13 +236,51 @@ class BatchUpdate:
 
     # ------------------------------------------------------------------ held publishes
 
+    def _hold_unevaluated(self, dirty: list[DirtyUser], now_ms: int) -> list[DirtyUser]:
+        """Hold the users whose events came within the interval of their last publish, before
+        any evaluation: whether their arrays changed is learnt when the timer sends them (no
+        record then if they did not). should_update is asked for these events as for a change;
+        False holds nothing (a user held already stays held). Redelivered events are evaluated
+        as ever (the record a crash may have lost is sent again)."""
+        hold, strategy = self.hold, self.strategy
+        out = []
+        for d in dirty:
+            up, state = d.update, d.state
+            if up.held or up.redelivered or not up.wants_profile or \
+                    hold.publish_now(state.published_at, now_ms):
+                continue
+            up.evaluate = False
+            out.append(d)
+            if state.held or strategy.should_update(d.user_id, d.events):
+                self._hold(d, now_ms)
+        return out
+
+    def _hold(self, d: DirtyUser, now_ms: int) -> None:
+        d.state.held = True
+        self.held.hold(d.partition, d.user_id, self.hold.due_ms(d.state.published_at), now_ms,
+                       d.events)
+        self.counts.held += 1
+
+    def _priority(self, h: Held) -> float:
+        try:
+            return float(self.strategy.calculate_priority(h.user_id, h.events))
+        except Exception:
+            if not self._priority_failed:
+                self._priority_failed = True
+                log.exception("update strategy: calculate_priority failed; held users go out "
+                              "in due order")
+            return 0.0
+
     def stage_held(self, due: list[Held]) -> None:
-        """Make the held users of `due` dirty (in this order) for a commit of their own: the
-        flush publishes each one's latest profile. Users no longer held are skipped."""
+        """Make the held users of `due` dirty (in this order, after those dirty already) for
+        the flush, which publishes each one's latest profile. Users no longer held are
+        skipped."""
         cache = self.cache
         for h in due:
-            if cache.dirty(h.partition, h.user_id) is not None:
-                continue                    # (not after a commit: the lifecycle commits first)
+            d = cache.dirty(h.partition, h.user_id)
+            if d is not None:               # events of its own in this commit
+                d.update.held = d.state.held
+                continue
             key = user_key(h.user_id)
             blob = self.states.get(h.partition, key)
             if blob is None:

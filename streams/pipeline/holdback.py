@@ -6,13 +6,13 @@ a crash and moves with the partition) and the user into this worker's `HeldUsers
 here, every TICK seconds whether events come or not:
 - indexes each owned partition not indexed since the last rebalance: its users whose state is
   held, read from the state headers a chunk at a time under the pipeline lock;
-- drains the held users whose interval has passed: under the pipeline lock, after the agent's
-  open checkpoint is committed, up to `max_dirty_users` of them, highest
-  `calculate_priority(user_id, events)` first, go into a checkpoint of their own that the
-  ordinary flush evaluates, publishes (`trigger: "event"`, as of the latest applied event) and
-  writes; records are delivered with the state writes that say so, as any commit's. A crash
-  before the state write is delivered leaves the user held: the partition's next owner sends
-  the same record (same version, same state) again.
+- when held users are due and the agent has no checkpoint open (an idle stream), commits an
+  empty checkpoint under the pipeline lock. Every flush (the agent's or this one) first takes
+  the due users, up to `max_dirty_users`, highest `calculate_priority(user_id, events)` first
+  (streams.pipeline.batch_update): it evaluates them, publishes (`trigger: "event"`, as of the
+  latest applied event) and writes them; records are delivered with the state writes that say
+  so, as any commit's. A crash before the state write is delivered leaves the user held: the
+  partition's next owner sends the same record (same version, same state) again.
 """
 from __future__ import annotations
 
@@ -22,11 +22,9 @@ import time
 from typing import Any
 
 from features.columnar.codec import hold_mark
-from features.holdback import Held, HeldUsers, HoldBack
+from features.holdback import HeldUsers, HoldBack
 from streams.owned_chunks import AllUsers, OwnedChunks
-from streams.pipeline.batch_update import BatchUpdate
 from streams.pipeline.lifecycle import BatchLifecycle
-from streams.strategy import UpdateStrategy
 
 log = logging.getLogger(__name__)
 
@@ -34,20 +32,15 @@ MAX_TICK = 0.25             # seconds between drains (a quarter of the interval 
 
 
 class HeldPublishes:
-    def __init__(self, hold: HoldBack, held: HeldUsers, update: BatchUpdate,
-                 lifecycle: BatchLifecycle, group: Any, chunks: OwnedChunks,
-                 strategy: UpdateStrategy, max_users: int):
+    def __init__(self, hold: HoldBack, held: HeldUsers, lifecycle: BatchLifecycle, group: Any,
+                 chunks: OwnedChunks):
         self.hold = hold
         self.held = held
-        self.update = update
         self.lifecycle = lifecycle
         self.group = group
         self.chunks = chunks
-        self.strategy = strategy
-        self.max_users = max_users
         self.tick = max(0.02, min(MAX_TICK, hold.interval / 4))
         self.epoch = 0                  # rebalances seen: an index built across one is redone
-        self._priority_failed = False
 
     def forget(self) -> None:
         """A rebalance: every partition is indexed again from its states."""
@@ -105,30 +98,16 @@ class HeldPublishes:
                     log.info("partition %d: %d held users found in its states", p, found)
 
     async def drain(self) -> asyncio.Task[None] | None:
-        """Send the held users whose interval has passed; their commit's delivery task."""
+        """Commit for the held users whose interval has passed when the agent has nothing open
+        (its next commit takes them otherwise); the commit's delivery task."""
         first = self.held.next_due_ms()
-        if first is None or first > time.time() * 1000:
-            return None             # (no commit forced on the agent while nobody is due)
+        if first is None or first > time.time() * 1000 or self.lifecycle.checkpoint is not None:
+            return None             # (no commit forced on the agent)
         lifecycle = self.lifecycle
         async with lifecycle.lock:
-            if self.group.rebalancing:
-                return None         # the index is rebuilt once it is over
-            await lifecycle.commit_locked()     # what the agent applied goes first
-            due = self.held.take_due(int(time.time() * 1000), self.max_users, self._priority)
-            due = [h for h in due if self.group.available(h.partition)]
-            if not due:
-                return None
-            return await lifecycle.commit_staged(lambda: self.update.stage_held(due))
-
-    def _priority(self, h: Held) -> float:
-        try:
-            return float(self.strategy.calculate_priority(h.user_id, h.events))
-        except Exception:
-            if not self._priority_failed:
-                self._priority_failed = True
-                log.exception("update strategy: calculate_priority failed; held users go out "
-                              "in due order")
-            return 0.0
+            if self.group.rebalancing or lifecycle.checkpoint is not None:
+                return None         # the index is rebuilt once it is over / the agent commits
+            return await lifecycle.commit_staged(lambda: None)     # the flush takes them
 
     def oldest_age(self) -> float:
         """Seconds the user held longest has waited (0: none held)."""

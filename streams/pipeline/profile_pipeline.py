@@ -95,7 +95,7 @@ class ProfilePipeline:
         self.held = HeldUsers()
         self.update = BatchUpdate(self.rt, self.states, self.cache, self.clocks,
                                   self.publishing, strategy, self.partition_check, self.counts,
-                                  hold, self.held)
+                                  hold, self.held, rtu.max_dirty_users)
         # PROFILES_FENCING=off shows what happens without it (docs/RELIABILITY.md)
         fence = Fence(PauseWatch(), float(app.conf.broker_session_timeout), self.counts,
                       enabled=os.environ.get("PROFILES_FENCING", "on") != "off")
@@ -113,9 +113,8 @@ class ProfilePipeline:
         self.held_publishes: HeldPublishes | None = None
         if hold.enabled:
             self.held_publishes = HeldPublishes(
-                hold, self.held, self.update, self.lifecycle, self.group,
-                OwnedChunks(self.group, self.states, self.read_lock), strategy,
-                rtu.max_dirty_users)
+                hold, self.held, self.lifecycle, self.group,
+                OwnedChunks(self.group, self.states, self.read_lock))
             app.task(self._send_held)
             app.on_partitions_revoked.connect(self._held_delivered)
         app.agent(self.topology.events, name="profiles")(self._agent)

@@ -76,7 +76,7 @@ class Clock:
         return self.t
 
 
-def hold_step(tmp_path, interval: float):
+def hold_step(tmp_path, interval: float, strategy=None):
     cfg = parse_config({"mapping_index": str(tmp_path / "idx.json")}, base_dir=tmp_path, env={})
     rt = FeatureRuntime.from_config(cfg)
     counts = WorkerCounts()
@@ -84,7 +84,8 @@ def hold_step(tmp_path, interval: float):
                             rt.engine.tz)
     table = Table()
     update = BatchUpdate(rt, table, StateCache(10), PartitionClocks(table), publishing,
-                         PublishEveryChange(), PartitionCheck("murmur2", cfg.kafka.partitions),
+                         strategy or PublishEveryChange(),
+                         PartitionCheck("murmur2", cfg.kafka.partitions),
                          counts, HoldBack(interval), HeldUsers())
     return cfg, table, update, counts
 
@@ -219,13 +220,13 @@ class ReadyGroup(FakeGroup):
 def test_the_timer_sends_due_users_highest_priority_first_in_a_commit_of_their_own(
         tmp_path, clock):
     from streams.pipeline.lifecycle import BatchLifecycle
-    cfg, table, update, counts = hold_step(tmp_path, 2.0)
+    cfg, table, update, counts = hold_step(tmp_path, 2.0, Strategy())
+    update.held_batch = 2
     log = Log()
     group = ReadyGroup(log)
     outputs = FakeRecords(log, table)
     lifecycle = BatchLifecycle(group, update, outputs, FakeFence(log), counts)
-    sender = HeldPublishes(HoldBack(2.0), update.held, update, lifecycle, group, None,
-                           Strategy(), max_users=2)
+    sender = HeldPublishes(HoldBack(2.0), update.held, lifecycle, group, None)
     users = (3, 1, 2)
     for j, u in enumerate(users):
         update.compute(burst(0, u, 100 * j + 1, D0 + 100, 1, 1), Outbox())
@@ -240,14 +241,18 @@ def test_the_timer_sends_due_users_highest_priority_first_in_a_commit_of_their_o
         clock.t += 1                    # not due yet
         assert await sender.drain() is None
         clock.t += 1
-        task = await sender.drain()     # two of three (max_users), highest priority first
+        task = await sender.drain()     # two of three (held_batch), highest priority first
         await task
         assert [r["user_id"] for r in outputs.sent] == [3, 2]
-        await (await sender.drain())
-        assert [r["user_id"] for r in outputs.sent] == [3, 2, 1]
+        # the agent has a checkpoint open: its commit takes the due user with its own
+        await lifecycle.process(burst(0, 9, 500, D0 + 100, 1, 1))
+        assert await sender.drain() is None
+        await (await lifecycle.commit())
+        assert [r["user_id"] for r in outputs.sent] == [3, 2, 9, 1]
         assert await sender.drain() is None
     asyncio.run(run())
-    assert all(r["version"] == 2 and r["trigger"] == "event" for r in outputs.sent)
+    assert all(r["version"] == 2 and r["trigger"] == "event" for r in outputs.sent
+               if r["user_id"] != 9)
     assert counts.held_flushed == 3 and counts.commits == 2
 
 
