@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import struct
 
-from features.columnar.layout import (AGE_BYTE, FLAGS_AT, FORMAT, HASH_BYTES, HEADER,
-                                      HEADER_SIZE, HEADER_V3, HELD, MAX_AGE, PUBLISHED_AT_AT, N_WIDTHS, RUN_BYTES, RUN_HALF, S_ACT, S_AGE,
+from features.columnar.layout import (AGE_BYTE, FORMAT, HASH_BYTES, HEADER, HEADER_SIZE,
+                                      MAX_AGE, N_WIDTHS, RUN_BYTES, RUN_HALF, S_ACT, S_AGE,
                                       S_CAT, S_CODES, S_DWELL_MS, S_DWELL_N, S_HASH, S_ITEM,
                                       S_NCAT, S_NID, S_NITEM, S_NRUN, S_RUN, W_ACT, W_CCOUNT,
                                       W_CKEY, W_DWELL_MS, W_DWELL_N, W_ITEM, W_NCAT, W_NID,
                                       W_NITEM, W_NRUN, ColumnarState, section_offsets,
                                       uint_bytes, uint_list, width_for)
+from features.columnar.layout import FLAGS_AT, HEADER_V3, HELD, PUBLISHED_AT_AT
 from features.encoding import StateDecodeError
 from features.encoding import decode as decode_reference
 from features.events import day_of

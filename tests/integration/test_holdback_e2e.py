@@ -4,7 +4,6 @@ users are held). With 2 s the latest profile-updates record of every user equals
 path, no user has two records less than 2 s apart, and far fewer records go out."""
 from __future__ import annotations
 
-import asyncio
 import re
 import signal
 import threading
@@ -13,17 +12,14 @@ import urllib.request
 from collections import defaultdict
 from pathlib import Path
 
-import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from deploy.broker import free_port
-from deploy.clients import load_items, produce_events
+from deploy.clients import load_items, produce_events, read_all
 from deploy.verify import batch_profiles, compare
 from features.config import ProfileConfig, load_config
 from features.sample import SampleSpec, write_sample
-from streams.kafka_security import client_kwargs
-from tests.harness import http_json, profile_worker, wait_for, write_config
+from tests.harness import profile_worker, wait_for, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -32,26 +28,9 @@ RATE = 10_000               # events/s produced: the stream lasts about 4 s
 KILL_AFTER = 1.5            # seconds into the stream
 
 
-def all_records(cfg: ProfileConfig, topic: str, idle_timeout: float = 2.0) -> list[dict]:
+def all_records(cfg: ProfileConfig, topic: str) -> list[dict]:
     """Every record of the topic, in order per partition (a user's records are in one)."""
-    async def run() -> list[dict]:
-        consumer = AIOKafkaConsumer(topic, bootstrap_servers=cfg.kafka.bootstrap_servers,
-                                    **client_kwargs(cfg), group_id=None,
-                                    enable_auto_commit=False, auto_offset_reset="earliest")
-        await consumer.start()
-        out: list[dict] = []
-        last = time.monotonic()
-        try:
-            while time.monotonic() - last < idle_timeout:
-                batches = await consumer.getmany(timeout_ms=300, max_records=10000)
-                for records in batches.values():
-                    for r in records:
-                        out.append(orjson.loads(r.value))
-                        last = time.monotonic()
-        finally:
-            await consumer.stop()
-        return out
-    return asyncio.run(run())
+    return [v for _, v in read_all(cfg, topic, idle_timeout=2.0)]
 
 
 def held_users(url: str) -> float:

@@ -25,8 +25,17 @@ from streams.publisher import AiokafkaPublisher
 from streams.state_cache import StateCache
 from streams.state_table import user_key
 from streams.strategy import PublishEveryChange
-from tests.unit.test_lifecycle import (D0, DAY, FakeFence, FakeGroup, FakeOutputs, Log, Msg,
-                                       Table, event)
+from tests.unit.test_lifecycle import (
+    D0,
+    DAY,
+    FakeFence,
+    FakeGroup,
+    FakeOutputs,
+    Log,
+    Msg,
+    Table,
+    event,
+)
 
 
 def test_first_change_goes_at_once_later_ones_wait_the_interval():
@@ -156,14 +165,20 @@ def test_the_flush_holds_a_change_within_the_interval_and_sends_the_latest_after
     assert every[-1]["features"] == sent[0]["features"]
 
 
-def test_a_held_user_whose_interval_passed_goes_out_with_its_next_change(tmp_path, clock):
-    cfg, table, update, counts = hold_step(tmp_path, 2.0)
+def published_then_held(tmp_path, clock):
+    """User 7 published (version 1), then held a second later; (partition, table, update)."""
+    cfg, table, update, _ = hold_step(tmp_path, 2.0)
     p = PartitionCheck("murmur2", cfg.kafka.partitions).expected(b"7")
     update.compute(burst(p, 7, 1, D0 + 100, 1, 1), Outbox())
-    commit(update, table)
+    assert [r["version"] for r in commit(update, table)] == [1]
     clock.t += 1
     update.compute(burst(p, 7, 2, D0 + 3600, 20, 2), Outbox())
     assert commit(update, table) == [] and len(update.held) == 1
+    return p, table, update
+
+
+def test_a_held_user_whose_interval_passed_goes_out_with_its_next_change(tmp_path, clock):
+    p, table, update = published_then_held(tmp_path, clock)
     clock.t += 1.5                      # due, but an event comes before the timer drains it
     update.compute(burst(p, 7, 22, D0 + 7200, 1, 1), Outbox())
     assert [r["version"] for r in commit(update, table)] == [2]
@@ -174,13 +189,7 @@ def test_a_held_user_whose_interval_passed_goes_out_with_its_next_change(tmp_pat
 
 def test_a_held_user_back_at_the_published_profile_is_released_without_a_record(tmp_path,
                                                                                 clock):
-    cfg, table, update, counts = hold_step(tmp_path, 2.0)
-    p = PartitionCheck("murmur2", cfg.kafka.partitions).expected(b"7")
-    update.compute(burst(p, 7, 1, D0 + 100, 1, 1), Outbox())
-    commit(update, table)
-    clock.t += 1
-    update.compute(burst(p, 7, 2, D0 + 3600, 20, 2), Outbox())
-    assert commit(update, table) == [] and len(update.held) == 1
+    p, table, update = published_then_held(tmp_path, clock)
     # the state's data as published (a held mark and nothing else to send)
     state = columnar.decode(table.db(p)[user_key(7)], 0)
     blob = bytearray(columnar.encode(state))

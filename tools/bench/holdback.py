@@ -25,7 +25,6 @@ from deploy.worker_process import WorkerProcess, worker_argv
 from features.config import NO_SCHEDULED_RUNS, load_config
 from features.sample import SampleSpec, write_sample
 
-
 IDLE_SECONDS = 5.0
 
 
