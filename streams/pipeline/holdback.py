@@ -98,10 +98,11 @@ class HeldPublishes:
                     log.info("partition %d: %d held users found in its states", p, found)
 
     async def drain(self) -> asyncio.Task[None] | None:
-        """Commit for the held users whose interval has passed when the agent has nothing open
-        (its next commit takes them otherwise); the commit's delivery task."""
+        """Commit for the held users due for a tick already when the agent has nothing open
+        (while events flow, its commits take them first); the commit's delivery task."""
         first = self.held.next_due_ms()
-        if first is None or first > time.time() * 1000 or self.lifecycle.checkpoint is not None:
+        if first is None or first > time.time() * 1000 - self.tick * 1000 or \
+                self.lifecycle.checkpoint is not None:
             return None             # (no commit forced on the agent)
         lifecycle = self.lifecycle
         async with lifecycle.lock:
