@@ -207,8 +207,9 @@ class BatchUpdate:
                             held.release(d.partition, d.user_id)
                             if up.held:
                                 counts.held_flushed += 1
+                        # updated_at is the publish time the hold-back counts from
                         publishing.stage_profile(outbox, up.profile, version, EVENT_TRIGGER,
-                                                 d.ingest_ts)
+                                                 d.ingest_ts, now_ms / 1000)
                     else:                       # (a clock that went back)
                         self._hold(d, now_ms)
                 elif up.held:

@@ -154,6 +154,8 @@ def test_the_flush_holds_a_change_within_the_interval_and_sends_the_latest_after
         [(2, "event", D0 + DAY + 7 + 120)]
     state = columnar.decode(table.db(p)[user_key(7)], 0)
     assert not state.held and state.version == 2 and state.published_at == t0 + 2_000
+    # the records' updated_at is the publish time the interval counts from
+    assert (first[0]["updated_at"], sent[0]["updated_at"]) == (t0 / 1000, (t0 + 2_000) / 1000)
     assert counts.held_flushed == 1 and len(update.held) == 0
     # the same events published at every change end at the same profile
     _, table0, update0, _ = hold_step(tmp_path, 0)
