@@ -216,8 +216,11 @@ class BatchUpdate:
                     state.held = False      # back to what was published: nothing to send
                 elif up.redelivered and not up.changed and state.version > 0:
                     # A crash may have lost this record before the producer flushed: send it
-                    # again (same version, same arrays; the topic is compacted by user).
-                    publishing.stage_profile(outbox, up.profile, state.version, EVENT_TRIGGER)
+                    # again (same version, same arrays; the topic is compacted by user). The
+                    # hold-back counts from it: the next version waits the interval after it.
+                    state.published_at = now_ms
+                    publishing.stage_profile(outbox, up.profile, state.version, EVENT_TRIGGER,
+                                             at=now_ms / 1000)
             for day, metrics in up.closed_days:
                 outbox.records.append(publishing.aggregates_record(d.user_id, day, metrics))
         if evaluated:
