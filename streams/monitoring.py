@@ -52,8 +52,8 @@ COUNTERS = {               # WorkerCounts field -> (metric name, help)
     "duplicates": ("profiles_events_duplicate", "Events skipped as duplicates (event_id)"),
     "redelivered": ("profiles_events_redelivered", "Events skipped as redelivered (offset)"),
     "aggregates": ("profiles_aggregates_published", "Closed-day aggregates published"),
-    "held": ("profiles_publishes_held", "Changed profiles held back "
-             "(real_time_update.update_interval)"),
+    "held": ("profiles_publishes_held", "Users held back at a commit, their events within "
+             "real_time_update.update_interval of their last publish"),
     "held_flushed": ("profiles_held_flushed", "Held profiles published once their interval "
                      "passed"),
     "partition_mismatch": ("profiles_events_partition_mismatch", "Events that arrived on a "
