@@ -137,22 +137,29 @@ def tail(cfg: ProfileConfig, topic: str, from_beginning: bool = False, limit: in
 
 def latest_by_key(cfg: ProfileConfig, topic: str, idle_timeout: float = 3.0) -> dict[bytes, dict]:
     """Read a compacted topic from the start until idle; the last record per key."""
+    return dict(read_all(cfg, topic, idle_timeout))
+
+
+def read_all(cfg: ProfileConfig, topic: str,
+             idle_timeout: float = 3.0) -> list[tuple[bytes, dict]]:
+    """Read a topic from the start until idle: every (key, JSON value), in order per
+    partition."""
     async def run():
         consumer = AIOKafkaConsumer(topic, bootstrap_servers=cfg.kafka.bootstrap_servers,
                                     **client_kwargs(cfg),
                                     group_id=None, enable_auto_commit=False,
                                     auto_offset_reset="earliest")
         await consumer.start()
-        latest: dict[bytes, dict] = {}
+        out: list[tuple[bytes, dict]] = []
         last = time.monotonic()
         try:
             while time.monotonic() - last < idle_timeout:
                 batches = await consumer.getmany(timeout_ms=300, max_records=10000)
                 for records in batches.values():
                     for r in records:
-                        latest[r.key] = orjson.loads(r.value)
+                        out.append((r.key, orjson.loads(r.value)))
                         last = time.monotonic()
         finally:
             await consumer.stop()
-        return latest
+        return out
     return asyncio.run(run())

@@ -337,7 +337,9 @@ class WorkerConfig(Section):
 
 
 class RealTimeUpdateConfig(Section):
-    update_interval: float = Field(0, ge=0)   # seconds one user's publishes are held back
+    # seconds: a user's profile is published at most once per this many (0: every change);
+    # changes within it are held and the latest goes out when it has passed (docs/STREAMING.md)
+    update_interval: float = Field(0, ge=0)
     batch_size: int = Field(1000, ge=1)
     queue_size: int = Field(10000, ge=1)
     # the write-back state path (docs/STREAMING.md): a user's state, profile and closed days are

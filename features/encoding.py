@@ -27,8 +27,10 @@ FORMAT_VERSION = 2
 _HEAD_V1 = struct.Struct("<BqqqqBI")
 _HEAD = struct.Struct("<BqqqqBIiq")
 _HEADS = {1: _HEAD_V1, 2: _HEAD}
-_COLUMNAR = 3           # features.columnar: the same header fields at the same positions
-_PREFIXES = {**_HEADS, _COLUMNAR: _HEAD}
+# features.columnar: the same header fields at the same positions (4: with the hold-back's
+# fields after the closed day)
+_COLUMNAR_FORMATS = (3, 4)
+_PREFIXES = {**_HEADS, **{f: _HEAD for f in _COLUMNAR_FORMATS}}
 _BOOKKEEPING = struct.Struct("<qq")         # version counter, digest: right after T, offset
 _BOOKKEEPING_AT = 17
 _TAIL = struct.Struct("<iq")                # due day, published as_of: after the v1 fields
@@ -97,7 +99,7 @@ def decode(data: bytes, tz: int, event_ids: bool = True) -> UserState:
     not to apply events or re-encode: scheduled jobs then patch the header instead)."""
     if not data:
         raise StateDecodeError("empty state record")
-    if data[0] == _COLUMNAR:
+    if data[0] in _COLUMNAR_FORMATS:
         return _decode_columnar(data, tz, event_ids)
     head = _HEADS.get(data[0])
     if head is None:
@@ -135,7 +137,7 @@ def read_header(data: bytes) -> Header:
         raise StateDecodeError("not a state record (unknown format or too short)")
     _, T, offset, version, digest, _, _, *v2 = head.unpack_from(data)
     due, as_of = v2 if v2 else (UNKNOWN_DUE, T)
-    closed = _CLOSED.unpack_from(data, _CLOSED_AT)[0] if data[0] == _COLUMNAR and \
+    closed = _CLOSED.unpack_from(data, _CLOSED_AT)[0] if data[0] in _COLUMNAR_FORMATS and \
         len(data) >= _CLOSED_AT + _CLOSED.size else NO_CLOSED_DAY
     return Header(T, offset, version, digest, due, as_of, closed)
 
@@ -144,12 +146,12 @@ def patch_header(data: bytes, state: UserState) -> bytes:
     """`data` with the bookkeeping of `state` (version, digest, due day, published as_of and,
     in v3, the closed day); the rest is unchanged. Only for the current formats (older records
     are re-encoded; a v2 record cannot say that day(T) is closed)."""
-    if data[0] not in (FORMAT_VERSION, _COLUMNAR):
+    if data[0] not in (FORMAT_VERSION, *_COLUMNAR_FORMATS):
         raise StateDecodeError(f"cannot patch a version {data[0]} state record in place")
     out = bytearray(data)
     _BOOKKEEPING.pack_into(out, _BOOKKEEPING_AT, state.version, state.published_digest)
     _TAIL.pack_into(out, _TAIL_AT, state.due_day, state.published_as_of)
-    if data[0] == _COLUMNAR:
+    if data[0] in _COLUMNAR_FORMATS:
         _CLOSED.pack_into(out, _CLOSED_AT, state.closed_day)
     return bytes(out)
 

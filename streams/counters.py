@@ -21,6 +21,8 @@ class WorkerCounts:
     fenced_events: int = 0
     commits: int = 0                    # checkpoints committed (write-back flushes)
     state_writes: int = 0               # user states written (once per user per commit)
+    held: int = 0                       # users held back at a commit (update_interval)
+    held_flushed: int = 0               # held profiles published once their interval passed
     queries_found_off_owner: int = 0    # query answers found on a worker the key does not route to
     query_errors: int = 0               # workers that could not be asked
     dead_letters: Counter[str] = field(default_factory=Counter)     # by reason

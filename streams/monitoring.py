@@ -33,7 +33,8 @@ METRIC_NAMES = (
     "profiles_events_in", "profiles_events_applied", "profiles_events_duplicate",
     "profiles_events_redelivered", "profiles_events_partition_mismatch",
     "profiles_events_partition_unexplained", "profiles_aggregates_published",
-    "profiles_dead_letters",
+    "profiles_publishes_held", "profiles_held_flushed", "profiles_held_users",
+    "profiles_held_oldest_age_seconds", "profiles_dead_letters",
     "profiles_published", "profiles_publish_latency_seconds", "profiles_consumer_lag",
     "profiles_events_per_second", "profiles_publish_rate", "profiles_dlq_rate",
     "profiles_state_bytes", "profiles_alerts_firing", "profiles_quality",
@@ -51,6 +52,10 @@ COUNTERS = {               # WorkerCounts field -> (metric name, help)
     "duplicates": ("profiles_events_duplicate", "Events skipped as duplicates (event_id)"),
     "redelivered": ("profiles_events_redelivered", "Events skipped as redelivered (offset)"),
     "aggregates": ("profiles_aggregates_published", "Closed-day aggregates published"),
+    "held": ("profiles_publishes_held", "Users held back at a commit, their events within "
+             "real_time_update.update_interval of their last publish"),
+    "held_flushed": ("profiles_held_flushed", "Held profiles published once their interval "
+                     "passed"),
     "partition_mismatch": ("profiles_events_partition_mismatch", "Events that arrived on a "
                            "partition kafka.partitioner does not give for their key"),
     "partition_unexplained": ("profiles_events_partition_unexplained", "Events that arrived on "
@@ -192,6 +197,7 @@ class WorkerMonitor:
         return {"instance": self.instance, "at": time.time(), "partitions": self.owned(),
                 "lag": {str(p): v for p, v in sorted(self.lag.items())},
                 "rates": self.rates(), "counts": self.pl.counts.to_dict(),
+                "held": self.pl.held_figures(),
                 "latency": {c: self.percentiles(c) for c in self.recent_latency},
                 "state_bytes": self.state_bytes,
                 "quality_scan": {"at": self.quality_at, **self.quality.to_dict()},
@@ -362,6 +368,7 @@ class _Collector:
                 lag.add_metric([str(p)], v)
         yield lag
         r = mon.rates()
+        held = mon.pl.held_figures()
         for name, doc, v in (
                 ("profiles_events_per_second", "Events read per second (rate window)",
                  r["events_per_second"]),
@@ -369,7 +376,11 @@ class _Collector:
                  r["publishes_per_second"]),
                 ("profiles_dlq_rate", "Dead letters / events read (rate window)", r["dlq_rate"]),
                 ("profiles_state_bytes", "Bytes of the RocksDB state on disk", mon.state_bytes),
-                ("profiles_alerts_firing", "Alert rules firing", len(mon.alerts.active()))):
+                ("profiles_alerts_firing", "Alert rules firing", len(mon.alerts.active())),
+                ("profiles_held_users", "Users whose changed profile is held back now",
+                 held["held_users"]),
+                ("profiles_held_oldest_age_seconds", "Seconds the user held longest has waited",
+                 held["held_oldest_age_seconds"])):
             g = GaugeMetricFamily(name, doc)
             g.add_metric([], v)
             yield g

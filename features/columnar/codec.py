@@ -1,7 +1,9 @@
-"""v3 records (features.columnar.layout) to and from bytes, and to and from the reference state.
+"""v3 records (features.columnar.layout; format 4 since the hold-back's header fields) to and
+from bytes, and to and from the reference state.
 
 `decode` keeps the record's bytes and reads only the header: the sections are views over them.
-v1/v2 records are read through the reference decoder (once per user: the next write is v3).
+v1/v2 records are read through the reference decoder, format-3 records with their shorter
+header copied behind a format-4 one (once per user: the next write is format 4).
 """
 from __future__ import annotations
 
@@ -9,11 +11,15 @@ import struct
 
 from features.columnar.layout import (
     AGE_BYTE,
+    FLAGS_AT,
     FORMAT,
     HASH_BYTES,
     HEADER,
     HEADER_SIZE,
+    HEADER_V3,
+    HELD,
     N_WIDTHS,
+    PUBLISHED_AT_AT,
     RUN_BYTES,
     RUN_HALF,
     S_ACT,
@@ -49,14 +55,16 @@ from features.events import day_of
 from features.state import DayBucket, UserState
 
 _D_AT = 52          # HEADER: the day count's byte
+_I64 = struct.Struct("<q")
+FORMAT_V3 = 3       # the header without published_at (HEADER_V3)
 
 
 def encode(s: ColumnarState) -> bytes:
     """The record's bytes (the header written from the state's fields)."""
     buf = s.buf
-    fields = (FORMAT, s.T, s.source_offset, s.version, s.published_digest, 0,
-              len(buf) - HEADER_SIZE, s.due_day, s.published_as_of, s.A, s.D, s.C, s.R, s.I,
-              s.E, *s.w, s.closed_day)
+    fields = (FORMAT, s.T, s.source_offset, s.version, s.published_digest,
+              HELD if s.held else 0, len(buf) - HEADER_SIZE, s.due_day, s.published_as_of,
+              s.A, s.D, s.C, s.R, s.I, s.E, *s.w, s.closed_day, s.published_at)
     if type(buf) is bytearray:
         HEADER.pack_into(buf, 0, *fields)
         return bytes(buf)
@@ -64,12 +72,15 @@ def encode(s: ColumnarState) -> bytes:
 
 
 def decode(data: bytes, tz: int) -> ColumnarState:
-    """A v3 record as views over `data`; a v1/v2 record converted (tz places its days)."""
+    """A v3 record as views over `data`; a format-3 or v1/v2 record converted (tz places its
+    days)."""
     if not data:
         raise StateDecodeError("empty state record")
     v = data[0]
     if v == FORMAT:
         return _decode_v3(data)
+    if v == FORMAT_V3:
+        return _decode_format3(data)
     if v in (1, 2):
         ref = decode_reference(data, tz)
         try:
@@ -77,7 +88,7 @@ def decode(data: bytes, tz: int) -> ColumnarState:
         except ValueError as e:
             raise StateDecodeError(f"corrupt state record: {e}") from None
     raise StateDecodeError(f"unknown state format version {v} (this build reads versions "
-                           f"[1, 2, {FORMAT}])")
+                           f"[1, 2, 3, {FORMAT}])")
 
 
 def _decode_v3(data: bytes) -> ColumnarState:
@@ -95,6 +106,8 @@ def _decode_v3(data: bytes) -> ColumnarState:
     s.A, s.D, s.C, s.R, s.I, s.E = A, D, C, R, I, E
     s.w = w
     s.closed_day = f[25]
+    s.held = bool(f[5] & HELD)
+    s.published_at = f[26]
     s.off = off = section_offsets(A, D, C, R, I, E, w)
     if off[-1] != len(data) or body != len(data) - HEADER_SIZE:
         raise StateDecodeError(f"corrupt state record: {len(data)} bytes, the header says "
@@ -102,9 +115,27 @@ def _decode_v3(data: bytes) -> ColumnarState:
     return s
 
 
+def _decode_format3(data: bytes) -> ColumnarState:
+    """A format-3 record (83-byte header, no published_at): its body behind a format-4 header."""
+    if len(data) < HEADER_V3.size:
+        raise StateDecodeError("corrupt state record: shorter than its header")
+    f = list(HEADER_V3.unpack_from(data))
+    f[0], f[5] = FORMAT, 0
+    f[6] = len(data) - HEADER_V3.size
+    return _decode_v3(HEADER.pack(*f, 0) + data[HEADER_V3.size:])
+
+
+def hold_mark(blob: bytes) -> tuple[bool, int]:
+    """(held, published_at ms) from a record's header without decoding it; any format (those
+    before format 4 hold nothing)."""
+    if blob[:1] != AGE_BYTE[FORMAT] or len(blob) < HEADER_SIZE:
+        return False, 0
+    return bool(blob[FLAGS_AT] & HELD), _I64.unpack_from(blob, PUBLISHED_AT_AT)[0]
+
+
 def has_data(blob: bytes) -> bool:
     """Whether a record holds any day (False for a retired or never-used state); any format."""
-    if blob[:1] == AGE_BYTE[FORMAT]:
+    if blob[:1] in (AGE_BYTE[FORMAT], AGE_BYTE[FORMAT_V3]):
         return len(blob) > _D_AT and blob[_D_AT] > 0
     return bool(decode_reference(blob, 0).days)
 

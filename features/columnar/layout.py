@@ -5,11 +5,15 @@ width (1-8 bytes) its largest value needs, and the header names each width. Days
 *ages*: ``age = day(T) - day``, 0..29 (the state never holds a day outside the 30-day window
 ending at day(T): `apply` prunes when T moves to a new day).
 
-    header (83 bytes, `HEADER`): the v2 header's fields at the v2 positions (format 3, T,
-        source offset, publish version, published digest, [flags], [body length], due day,
+    header (91 bytes, `HEADER`): the v2 header's fields at the v2 positions (format 4, T,
+        source offset, publish version, published digest, flags, [body length], due day,
         published as_of), then A (action codes), D (days), C (category entries), R (session
-        runs), I (items), E (event ids), the widths of the ten variable-width arrays, and the
-        closed day (the last day whose `profile-aggregates` record was published).
+        runs), I (items), E (event ids), the widths of the ten variable-width arrays, the
+        closed day (the last day whose `profile-aggregates` record was published), and the
+        wall-clock time of the last event publish in ms (`published_at`, 0: none recorded).
+        Flag bit 0 (`HELD`): a changed profile is held back (`real_time_update.update_interval`,
+        streams.holdback) and goes out at published_at + the interval. Format 3 is the same
+        header without published_at (83 bytes), read as published_at 0 and nothing held.
     codes    A x u8          the action codes that have a column, ascending
     age      D x u8          one row per day with data, ages descending (days ascending)
     act      D x A counters  events per (day, action code column), row-major
@@ -35,10 +39,14 @@ from typing import Union
 
 import numpy as np
 
-FORMAT = 3
-HEADER = struct.Struct("<BqqqqBIiqHBIIII10Bi")
-HEADER_SIZE = HEADER.size      # 83
+FORMAT = 4
+HEADER = struct.Struct("<BqqqqBIiqHBIIII10Biq")
+HEADER_SIZE = HEADER.size      # 91
+HEADER_V3 = struct.Struct("<BqqqqBIiqHBIIII10Bi")    # format 3: without published_at
 CLOSED_DAY_AT = 79             # the closed day's i32 (read and patched in place, as the due day)
+FLAGS_AT = 33                  # the flags byte
+HELD = 1                       # flag: a changed profile is held back
+PUBLISHED_AT_AT = 83           # published_at's i64 (format 4)
 NO_CLOSED_DAY = -1             # features.state.NO_CLOSED_DAY (what v1/v2 records read as)
 
 # the ten variable widths, in header order
@@ -130,12 +138,13 @@ class ColumnarState:
     `features.columnar.codec.encode` writes them."""
 
     __slots__ = ("buf", "T", "source_offset", "version", "published_digest", "due_day",
-                 "published_as_of", "closed_day", "A", "D", "C", "R", "I", "E", "w", "off")
+                 "published_as_of", "closed_day", "published_at", "held", "A", "D", "C", "R",
+                 "I", "E", "w", "off")
 
     def __init__(self, buf: Buffer, T: int, source_offset: int, version: int,
                  published_digest: int, due_day: int, published_as_of: int,
                  counts: tuple[int, int, int, int, int, int], widths: list[int],
-                 closed_day: int = NO_CLOSED_DAY):
+                 closed_day: int = NO_CLOSED_DAY, published_at: int = 0, held: bool = False):
         self.buf = buf
         self.T = T
         self.source_offset = source_offset
@@ -144,6 +153,8 @@ class ColumnarState:
         self.due_day = due_day
         self.published_as_of = published_as_of
         self.closed_day = closed_day
+        self.published_at = published_at    # wall-clock ms of the last event publish (0: none)
+        self.held = held                    # a changed profile waits for published_at + S
         self.A, self.D, self.C, self.R, self.I, self.E = counts
         self.w = widths
         self.off = section_offsets(*counts, widths)
@@ -164,7 +175,8 @@ class ColumnarState:
     def copy(self) -> "ColumnarState":
         return ColumnarState(bytes(self.buf), self.T, self.source_offset, self.version,
                              self.published_digest, self.due_day, self.published_as_of,
-                             self.counts(), list(self.w), self.closed_day)
+                             self.counts(), list(self.w), self.closed_day, self.published_at,
+                             self.held)
 
     def writable(self) -> bytearray:
         """The buffer, made a private bytearray on the first change."""

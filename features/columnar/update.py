@@ -286,17 +286,18 @@ class ColumnarUpdate:
     closed_days: list[tuple[int, dict]] = field(default_factory=list)
     profile: Optional["Profile"] = None
     changed: bool = False
+    held: bool = False          # no events: a held profile going out (features.holdback)
 
     @property
     def touched(self) -> bool:
         """Whether the state must be written back."""
         return self.applied > 0 or self.duplicates > 0 or self.redelivered > 0 or \
-            bool(self.too_late)
+            bool(self.too_late) or self.held
 
     @property
     def wants_profile(self) -> bool:
         return self.evaluate and not self.state.empty and \
-            (self.applied > 0 or self.redelivered > 0)
+            (self.applied > 0 or self.redelivered > 0 or self.held)
 
 
 def apply_events(rt: "FeatureRuntime", user_id: int, state: ColumnarState,

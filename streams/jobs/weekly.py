@@ -128,6 +128,7 @@ class WeeklyRebuild:
             fixed.version, fixed.published_digest = live.version, live.published_digest
             fixed.due_day, fixed.published_as_of = live.due_day, live.published_as_of
             fixed.closed_day = live.closed_day
+            fixed.published_at, fixed.held = live.published_at, live.held
             profile = d.rebuilt_profile
             changed = profile.digest() != fixed.published_digest
             if changed:

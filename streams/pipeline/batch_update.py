@@ -6,9 +6,15 @@ state cache. Dead letters are staged in the checkpoint's outbox at once.
 
 `flush` (once per commit, streams.pipeline.lifecycle): every dirty user together — profiles
 evaluated in one call (`columnar.finish`, which also gives the closed days' aggregates), the
-changed ones published, the next change days in one call, the due index moved, each state
-encoded (v3) and staged as one state write — so a user costs one evaluation, one encode and one
-table and changelog write per commit however many batches touched them.
+changed ones published (or held back: `real_time_update.update_interval`, features.holdback),
+the next change days in one call, the due index moved, each state encoded (v3) and staged as
+one state write — so a user costs one evaluation, one encode and one table and changelog write
+per commit however many batches touched them.
+
+With a hold-back, each flush first takes the held users whose interval has passed (highest
+`calculate_priority` first) into the commit, dirty without events: it publishes their latest
+profile. The timer of streams.pipeline.holdback commits for them when the agent has nothing
+open (an idle stream).
 
 Nothing here writes or sends: the table is only read (a user's state, a partition's clock),
 and the lifecycle decides whether the outbox is emitted.
@@ -21,6 +27,7 @@ from typing import Any, Protocol
 
 from features import columnar
 from features.events import Event, Rejection
+from features.holdback import Held, HeldUsers, HoldBack
 from features.partitioners import PartitionCheck, describe
 from features.runtime import FeatureRuntime
 from features.update import mark_published
@@ -45,7 +52,9 @@ class StateReader(Protocol):
 class BatchUpdate:
     def __init__(self, rt: FeatureRuntime, states: StateReader, cache: StateCache,
                  clocks: PartitionClocks, publishing: Publishing, strategy: UpdateStrategy,
-                 partition_check: PartitionCheck, counts: WorkerCounts):
+                 partition_check: PartitionCheck, counts: WorkerCounts,
+                 hold: HoldBack = HoldBack(), held: HeldUsers | None = None,
+                 held_batch: int = 20000):
         self.rt = rt
         self.tz = rt.engine.tz
         self.states = states
@@ -56,8 +65,13 @@ class BatchUpdate:
         self.partition_check = partition_check
         self.counts = counts
         self.time_windows = tuple(rt.cfg.behavior_preferences.time_windows)
-        # the default strategy reads no events: none are kept for it
-        self.keep_events = type(strategy) is not PublishEveryChange
+        self.hold = hold
+        self.held = held if held is not None else HeldUsers()
+        self.held_batch = held_batch        # most held users sent by one commit
+        self._priority_failed = False
+        # the default strategy reads no events: none are kept for it (unless publishes are held
+        # back: its calculate_priority orders the held users going out)
+        self.keep_events = type(strategy) is not PublishEveryChange or hold.enabled
 
     @property
     def dirty_count(self) -> int:
@@ -162,28 +176,51 @@ class BatchUpdate:
 
     def flush(self, outbox: Outbox) -> None:
         """Stage every dirty user's outputs and state write in `outbox`; they become clean."""
+        now_ms = int(time.time() * 1000)
+        if self.hold.enabled and self.held:
+            self.stage_held(self.held.take_due(now_ms, self.held_batch, self._priority))
         dirty = self.cache.flushed()
         if not dirty:
             return
         self.counts.state_writes += len(dirty)
         engine = self.rt.engine
+        strategy = self.strategy
+        # within the interval of their last publish: held without an evaluation (the timer
+        # evaluates them when it is due)
+        held_now = self._hold_unevaluated(dirty, now_ms) if self.hold.enabled else []
         updates = [d.update for d in dirty]
         columnar.finish(engine, updates, self.time_windows, with_metrics=False)
         publishing = self.publishing
-        strategy = self.strategy
-        evaluated: list[DirtyUser] = []
+        hold, held, counts = self.hold, self.held, self.counts
+        evaluated: list[DirtyUser] = list(held_now)     # (whose due day is moved below)
         for d in dirty:
             up, state = d.update, d.state
             if up.profile is not None:
                 evaluated.append(d)
-                if up.changed and strategy.should_update(d.user_id, d.events):
-                    version = mark_published(state, up.profile)
-                    publishing.stage_profile(outbox, up.profile, version, EVENT_TRIGGER,
-                                             d.ingest_ts)
+                # a held change was let through by should_update when it was held
+                if up.changed and (state.held or strategy.should_update(d.user_id, d.events)):
+                    if hold.publish_now(state.published_at, now_ms):
+                        version = mark_published(state, up.profile)
+                        state.published_at = now_ms
+                        if state.held:
+                            state.held = False
+                            held.release(d.partition, d.user_id)
+                            if up.held:
+                                counts.held_flushed += 1
+                        # updated_at is the publish time the hold-back counts from
+                        publishing.stage_profile(outbox, up.profile, version, EVENT_TRIGGER,
+                                                 d.ingest_ts, now_ms / 1000)
+                    else:                       # (a clock that went back)
+                        self._hold(d, now_ms)
+                elif up.held:
+                    state.held = False      # back to what was published: nothing to send
                 elif up.redelivered and not up.changed and state.version > 0:
                     # A crash may have lost this record before the producer flushed: send it
-                    # again (same version, same arrays; the topic is compacted by user).
-                    publishing.stage_profile(outbox, up.profile, state.version, EVENT_TRIGGER)
+                    # again (same version, same arrays; the topic is compacted by user). The
+                    # hold-back counts from it: the next version waits the interval after it.
+                    state.published_at = now_ms
+                    publishing.stage_profile(outbox, up.profile, state.version, EVENT_TRIGGER,
+                                             at=now_ms / 1000)
             for day, metrics in up.closed_days:
                 outbox.records.append(publishing.aggregates_record(d.user_id, day, metrics))
         if evaluated:
@@ -200,3 +237,61 @@ class BatchUpdate:
             state.buf = blob        # views over the record until the next change: one copy
             outbox.state_writes.append(StateWrite(d.partition, d.key, blob))
             cache.put(d.user_id, blob, state)
+
+    # ------------------------------------------------------------------ held publishes
+
+    def _hold_unevaluated(self, dirty: list[DirtyUser], now_ms: int) -> list[DirtyUser]:
+        """Hold the users whose events came within the interval of their last publish, before
+        any evaluation: whether their arrays changed is learnt when the timer sends them (no
+        record then if they did not). should_update is asked for these events as for a change;
+        False holds nothing (a user held already stays held). Redelivered events are evaluated
+        as ever (the record a crash may have lost is sent again)."""
+        hold, strategy = self.hold, self.strategy
+        out = []
+        for d in dirty:
+            up, state = d.update, d.state
+            if up.held or up.redelivered or not up.wants_profile or \
+                    hold.publish_now(state.published_at, now_ms):
+                continue
+            up.evaluate = False
+            out.append(d)
+            if state.held or strategy.should_update(d.user_id, d.events):
+                self._hold(d, now_ms)
+        return out
+
+    def _hold(self, d: DirtyUser, now_ms: int) -> None:
+        d.state.held = True
+        self.held.hold(d.partition, d.user_id, self.hold.due_ms(d.state.published_at), now_ms,
+                       d.events)
+        self.counts.held += 1
+
+    def _priority(self, h: Held) -> float:
+        try:
+            return float(self.strategy.calculate_priority(h.user_id, h.events))
+        except Exception:
+            if not self._priority_failed:
+                self._priority_failed = True
+                log.exception("update strategy: calculate_priority failed; held users go out "
+                              "in due order")
+            return 0.0
+
+    def stage_held(self, due: list[Held]) -> None:
+        """Make the held users of `due` dirty (in this order, after those dirty already) for
+        the flush, which publishes each one's latest profile. Users no longer held are
+        skipped."""
+        cache = self.cache
+        for h in due:
+            d = cache.dirty(h.partition, h.user_id)
+            if d is not None:               # events of its own in this commit
+                d.update.held = d.state.held
+                continue
+            key = user_key(h.user_id)
+            blob = self.states.get(h.partition, key)
+            if blob is None:
+                continue
+            state = cache.get(h.user_id, blob) or columnar.decode(blob, self.tz)
+            if not state.held:
+                continue
+            up = columnar.ColumnarUpdate(h.user_id, state, held=True)
+            cache.mark_dirty(DirtyUser(h.user_id, h.partition, key, state, up,
+                                       events=list(h.events)))

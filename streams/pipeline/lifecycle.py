@@ -271,6 +271,19 @@ class BatchLifecycle:
         self.delivery = task
         return task
 
+    async def commit_staged(self, stage: Callable[[], None]) -> asyncio.Task[None] | None:
+        """(Lock held.) Commit the open checkpoint, then a checkpoint of no events whose dirty
+        users `stage` puts in the state cache (held publishes going out,
+        streams.pipeline.holdback); returns its delivery task (None: dropped)."""
+        await self.commit_locked()
+        cp = self.checkpoint = Checkpoint(self.group.rebalance_count, self.group.generation)
+        try:
+            stage()
+        except BaseException:
+            self._drop(cp)
+            raise
+        return await self.commit_locked()
+
     async def close(self) -> None:
         """Commit what is open and wait for every delivery (shutdown)."""
         await self.commit()

@@ -17,6 +17,7 @@ published at most once. The parts, each in its own module of this package:
 - publishing: profile records, aggregates and dead letters, and who is told of a publish;
 - outputs: the outbox to the producers and the table, and its delivery;
 - fencing, clocks: a zombie worker's batches dropped; each partition's clock;
+- holdback: held publishes going out when `real_time_update.update_interval` has passed;
 - reads: the state as the query API reads it.
 
 This class wires them and is what the scheduled runs, monitoring and the HTTP routes use.
@@ -30,6 +31,7 @@ from typing import Any
 import faust
 
 from features.config import ProfileConfig
+from features.holdback import HeldUsers, HoldBack
 from features.partitioners import PartitionCheck
 from features.profile import Profile
 from features.runtime import FeatureRuntime
@@ -38,10 +40,12 @@ from streams.counters import WorkerCounts
 from streams.faust_compat.group import FaustGroup
 from streams.items import ItemFeed
 from streams.kafka_security import client_kwargs
+from streams.owned_chunks import OwnedChunks
 from streams.pause_watch import PauseWatch
 from streams.pipeline.batch_update import BatchUpdate
 from streams.pipeline.clocks import PartitionClocks
 from streams.pipeline.fencing import Fence
+from streams.pipeline.holdback import HeldPublishes
 from streams.pipeline.lifecycle import BatchLifecycle, CommitPolicy
 from streams.pipeline.outputs import ProducerOutputs
 from streams.pipeline.publishing import Publishing, PublishObserver
@@ -86,9 +90,12 @@ class ProfilePipeline:
                                        capacity=max(rtu.queue_size, 2 * self.batch_size))
         self.cache = StateCache(cfg.performance.memory.max_cache_size)
         self.outputs = ProducerOutputs(app, self.publisher, self.states, self.clocks)
+        strategy = load_strategy(rtu.strategy)
+        hold = HoldBack(rtu.update_interval)
+        self.held = HeldUsers()
         self.update = BatchUpdate(self.rt, self.states, self.cache, self.clocks,
-                                  self.publishing, load_strategy(rtu.strategy),
-                                  self.partition_check, self.counts)
+                                  self.publishing, strategy, self.partition_check, self.counts,
+                                  hold, self.held, rtu.max_dirty_users)
         # PROFILES_FENCING=off shows what happens without it (docs/RELIABILITY.md)
         fence = Fence(PauseWatch(), float(app.conf.broker_session_timeout), self.counts,
                       enabled=os.environ.get("PROFILES_FENCING", "on") != "off")
@@ -102,10 +109,14 @@ class ProfilePipeline:
         # states of the last one, never half a commit.
         self.read_lock = self.lifecycle.lock
         self.reads = ProfileReads(self.rt, self.states)
-        if rtu.update_interval > 0:
-            log.warning("real_time_update.update_interval=%s: holding back publishes is not "
-                        "implemented yet; every change is published (docs/STREAMING.md)",
-                        rtu.update_interval)
+        # update_interval > 0: held publishes go out on a timer (streams.pipeline.holdback)
+        self.held_publishes: HeldPublishes | None = None
+        if hold.enabled:
+            self.held_publishes = HeldPublishes(
+                hold, self.held, self.lifecycle, self.group,
+                OwnedChunks(self.group, self.states, self.read_lock))
+            app.task(self._send_held)
+            app.on_partitions_revoked.connect(self._held_delivered)
         app.agent(self.topology.events, name="profiles")(self._agent)
         app.task(self._load_items)
 
@@ -117,8 +128,18 @@ class ProfilePipeline:
         await self.items.ready.wait()   # events resolve categories against a complete catalog
         await self.lifecycle.run(self.feed, self.batch_size)
 
+    async def _send_held(self) -> None:
+        assert self.held_publishes is not None
+        await self.held_publishes.run(lambda: self.app.should_stop)
+
+    async def _held_delivered(self, *args: Any, **kwargs: Any) -> None:
+        assert self.held_publishes is not None
+        await self.held_publishes.on_revoked()
+
     async def _forget_clocks(self, *args: Any, **kwargs: Any) -> None:
         self.clocks.forget()
+        if self.held_publishes is not None:
+            self.held_publishes.forget()
 
     async def _shutdown(self, *args: Any, **kwargs: Any) -> None:
         try:
@@ -160,6 +181,12 @@ class ProfilePipeline:
     @on_publish.setter
     def on_publish(self, observer: PublishObserver | None) -> None:
         self.publishing.on_publish = observer
+
+    def held_figures(self) -> dict[str, float]:
+        """/metrics and /stats: users held now and the age of the one waiting longest."""
+        hp = self.held_publishes
+        return {"held_users": len(self.held),
+                "held_oldest_age_seconds": hp.oldest_age() if hp is not None else 0.0}
 
     def active_partitions(self) -> list[int]:
         """The partitions of user-events (and of the state table) this worker has active."""

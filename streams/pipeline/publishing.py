@@ -38,8 +38,10 @@ class Publishing:
 
     # ------------------------------------------------------------------ records
 
-    def profile_record(self, profile: Profile, version: int, trigger: str) -> Record:
-        rec = profile.to_record(version, trigger, time.time())
+    def profile_record(self, profile: Profile, version: int, trigger: str,
+                       at: float | None = None) -> Record:
+        """`at`: its `updated_at` (default now)."""
+        rec = profile.to_record(version, trigger, time.time() if at is None else at)
         self.counts.published[trigger] += 1
         return Record(self.topics.profile_updates, user_key(profile.user_id), orjson.dumps(rec))
 
@@ -59,8 +61,8 @@ class Publishing:
     # ------------------------------------------------------------------ inside a batch
 
     def stage_profile(self, outbox: Outbox, profile: Profile, version: int, trigger: str,
-                      ingest_ts: float | None = None) -> None:
-        outbox.records.append(self.profile_record(profile, version, trigger))
+                      ingest_ts: float | None = None, at: float | None = None) -> None:
+        outbox.records.append(self.profile_record(profile, version, trigger, at))
         if self.on_publish is not None:     # latency counts to delivery: told after the flush
             outbox.publications.append(Publication(profile, trigger, ingest_ts))
 

@@ -39,11 +39,14 @@ from features.columnar import (
 )
 from features.columnar import schedule as cschedule
 from features.columnar import update as capply
+from features.columnar.codec import hold_mark
 from features.columnar.evaluate import category_totals_many
 from features.columnar.layout import (
     CLOSED_DAY_AT,
+    FORMAT,
     HASH_BYTES,
     HEADER_SIZE,
+    HEADER_V3,
     MAX_AGE,
     RUN_BYTES,
     S_AGE,
@@ -317,10 +320,42 @@ def test_old_records_are_read_and_rewritten(data):
     col = decode(v2, tz)
     assert to_reference(col, tz) == ref
     v3 = encode(col)
-    assert v3[0] == 3 and read_header(v3) == read_header(v2)
+    assert v3[0] == FORMAT and read_header(v3) == read_header(v2)
     # the reference decoder reads v3 too (through the conversion)
     from features.encoding import decode as decode_ref
     assert decode_ref(v3, tz) == ref
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_format3_record_reads_as_format4_with_nothing_held(data):
+    """Records written before the hold-back's header fields (format 3, an 83-byte header) read
+    as the same state with published_at 0 and nothing held; the hold mark round-trips."""
+    world = data.draw(worlds())
+    tz = world.engine.tz
+    col = from_reference(build(world, data.draw(event_lists(world))), tz)
+    col.version, col.published_digest, col.closed_day = 3, 2 ** 60 + 1, 19_000
+    col.published_at, col.held = data.draw(st.integers(1, 2 ** 62)), data.draw(st.booleans())
+    v4 = encode(col)
+    assert v4[0] == FORMAT and len(v4) == len(col.buf)
+    back = decode(v4, tz)
+    assert (back.published_at, back.held) == (col.published_at, col.held)
+    assert hold_mark(v4) == (col.held, col.published_at)
+    assert to_reference(back, tz) == to_reference(col, tz)
+    # the same state as format 3 wrote it: the v4 header's fields but the last, then the body
+    f = list(HEADER_V3.unpack_from(HEADER_V3.pack(*_v4_fields(v4)[:-1])))
+    f[0], f[5], f[6] = 3, 0, len(v4) - HEADER_SIZE
+    v3 = HEADER_V3.pack(*f) + v4[HEADER_SIZE:]
+    old = decode(v3, tz)
+    assert (old.published_at, old.held) == (0, False) and hold_mark(v3) == (False, 0)
+    assert to_reference(old, tz) == to_reference(col, tz)
+    assert read_header(v3) == read_header(v4) and has_data(v3) == has_data(v4)
+    assert encode(old)[HEADER_SIZE:] == v4[HEADER_SIZE:]
+
+
+def _v4_fields(blob: bytes) -> tuple:
+    from features.columnar.layout import HEADER
+    return HEADER.unpack_from(blob)
 
 
 def test_v1_record_is_read():
@@ -364,7 +399,7 @@ def test_header_read_and_patched_in_place():
     assert read_header(patched).closed_day == day_of(s.T, 0)
     # a v2 record cannot say that day(T) is closed: such a state is written as v3
     ref = to_reference(back, 0)
-    assert encode_v2(ref, 0)[0] == 3 and decode_v2(encode_v2(ref, 0), 0) == ref
+    assert encode_v2(ref, 0)[0] == FORMAT and decode_v2(encode_v2(ref, 0), 0) == ref
     ref.closed_day = day_of(s.T, 0) - 1            # day(T) open: v2, read as NO_CLOSED_DAY
     assert encode_v2(ref, 0)[0] == 2
     assert decode_v2(encode_v2(ref, 0), 0).closed_day == -1

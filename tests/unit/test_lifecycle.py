@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import orjson
 import pytest
 
+from features import columnar
 from features.config import parse_config
 from features.partitioners import PartitionCheck
 from features.runtime import FeatureRuntime
@@ -472,7 +473,7 @@ def test_the_compute_step_stages_dead_letters_and_the_flush_the_rest_once_per_us
     assert profiles[7]["version"] == 1 and profiles[7]["as_of"] == D0 + DAY + 5
     writes = sorted((w.partition, w.key) for w in outbox.state_writes)
     assert writes == [(p7, user_key(7)), (p7, user_key(8))]
-    assert all(w.value[0] == 3 for w in outbox.state_writes)      # the v3 record
+    assert all(w.value[0] == columnar.FORMAT for w in outbox.state_writes)  # the v3 record
     assert [w.key[:4] for w in outbox.local_writes] == [due_key(0, 0)[:4]] * 2  # the due index
     assert (counts.events_in, counts.applied, counts.dead_letters["malformed_json"]) == (4, 3, 1)
     assert counts.published["event"] == 2 and counts.aggregates == 1
