@@ -2,6 +2,8 @@
 a command only parses its arguments and calls the module that does the work."""
 from __future__ import annotations
 
+import faulthandler
+import signal
 import sys
 from pathlib import Path
 
@@ -279,6 +281,8 @@ def seed_form(argv: list[str]) -> list[str]:
 
 
 def main() -> None:
+    # `kill -USR1 PID` prints every thread's stack to stderr: what a command that hangs is doing
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     cli(args=seed_form(sys.argv[1:]), obj={})
 
 

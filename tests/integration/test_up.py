@@ -41,6 +41,7 @@ def _own_broker_config(tmp_path: Path) -> tuple[Path, int]:
 def test_up_then_ctrl_c_leaves_nothing_behind(tmp_path):
     cfg, web_port = _own_broker_config(tmp_path)
     run_dir = tmp_path / "run"
+    started = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "deploy", "--config", str(cfg), "up"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
@@ -61,8 +62,20 @@ def test_up_then_ctrl_c_leaves_nothing_behind(tmp_path):
         worker_pid = int((run_dir / "worker-1.pid").read_text())
         assert _alive(broker_pid) and _alive(worker_pid)
 
+        seen_ok = time.monotonic()
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=60)
+        try:
+            out, _ = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            # seen once in a full suite run, not reproduced alone: keep what `up` was doing
+            proc.send_signal(signal.SIGUSR1)        # its threads' stacks (faulthandler)
+            time.sleep(1)
+            proc.kill()
+            out, _ = proc.communicate()
+            worker_log = (run_dir / "worker-1.log").read_text()[-3000:]
+            pytest.fail(f"`up` still running 60 s after SIGINT (health ok seen "
+                        f"{seen_ok - started:.1f} s after start)\n--- up:\n{out}\n"
+                        f"--- worker log, end:\n{worker_log}")
         assert proc.returncode == 0, out
         assert "worker 1 stopped" in out and "embedded broker stopped" in out
         assert not _alive(worker_pid) and not _alive(broker_pid)
