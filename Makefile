@@ -40,7 +40,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 test: $(STAMP) lint
-	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -ra --durations=15 $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) run data build *.egg-info .pytest_cache .hypothesis test-artifacts
