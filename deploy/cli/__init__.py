@@ -13,6 +13,7 @@ from deploy import broker as embedded
 from deploy.cli import backup, clients, cluster, config, jobs, offline, tools, worker
 from deploy.cli.common import load as _load
 from deploy.cli.common import say as _say
+from tools.bench.report_file import FINDINGS_HEADING, replace_section, write_table
 from tools.chaos.schedule import FAULT_KINDS
 
 
@@ -73,7 +74,6 @@ def broker_status(ctx: click.Context) -> None:
     sys.exit(0 if st.running else 3)
 
 
-FINDINGS_HEADING = "## Where the time goes"
 # `profiles bench --only X`: the row groups of tools.bench.suite.run_bench it runs
 BENCH_GROUPS = {"offline": ("offline",), "stream": ("bench", "sparse"), "bench": ("bench",),
                 "sparse": ("sparse",), "producers": ("producers",), "latency": ("latency",)}
@@ -118,7 +118,7 @@ def bench(users: int, days: int, workdir: str, out: str, tuned_batch: int, laten
         from tools.bench.suite import run_offline_only
         shutil.rmtree(workdir, ignore_errors=True)
         section = run_offline_only(Path(workdir), users, days, say=_say)
-        _replace_section(Path(out), section, before=FINDINGS_HEADING)
+        replace_section(Path(out), section, before=FINDINGS_HEADING)
         click.echo("\n" + section)
         click.echo(f"written to {out}")
         return
@@ -136,12 +136,7 @@ def bench(users: int, days: int, workdir: str, out: str, tuned_batch: int, laten
         click.echo("\n" + table)
         click.echo(f"written to {partial} (a partial run: {out} is left as it is)")
         return
-    findings = ""    # the hand-written profile findings below the table stay
-    if Path(out).exists():
-        previous = Path(out).read_text()
-        if FINDINGS_HEADING in previous:
-            findings = "\n" + previous[previous.index(FINDINGS_HEADING):]
-    Path(out).write_text(table + findings)
+    write_table(Path(out), table)
     click.echo("\n" + table)
     click.echo(f"written to {out}")
 
@@ -236,26 +231,9 @@ def bench_jobs(users: int, due: int, full_daily: bool, legacy_v2: bool, workdir:
     shutil.rmtree(workdir, ignore_errors=True)
     section = run_bench_jobs(Path(workdir), users, due, full_daily, say=_say,
                              legacy_v2=legacy_v2)
-    _replace_section(Path(out), section)
+    replace_section(Path(out), section)
     click.echo("\n" + section)
     click.echo(f"written to {out}")
-
-
-def _replace_section(path: Path, section: str, before: str | None = None) -> None:
-    """Put a `## ...` section into a markdown file, replacing the one with the same heading
-    (a new one goes before the heading `before` when there is one, else at the end)."""
-    heading = section.splitlines()[0]
-    text = path.read_text() if path.exists() else ""
-    if heading in text:
-        start = text.index(heading)
-        nxt = text.find("\n## ", start + len(heading))
-        text = text[:start] + section + (text[nxt + 1:] if nxt >= 0 else "")
-    elif before and before in text:
-        at = text.index(before)
-        text = text[:at] + section + "\n" + text[at:]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
 
 
 SEED_ACTIONS = {"deploy", "status", "health", "restart", "stop"}
