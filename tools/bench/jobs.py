@@ -5,10 +5,10 @@ A pool of real user states (the sample generator's users through the batch path,
 due-index entry each: D users due today, the rest later. Then one worker starts on the embedded
 broker and the hourly and daily runs are triggered over HTTP and timed (the worker's own report,
 and the worker process's CPU time; publishes and changelog writes go to the broker as in
-production). The records are v3 (features.columnar), as the runs write them; `legacy_v2` writes
-v2 records as the release before the closed day left them (no closed day, due days that do not
-count the closing of the last day): the first runs then close those days and rewrite the
-records as v3.
+production). The records are in the current columnar format (4, features.columnar), as the
+runs write them; `legacy_v2` writes v2 records as the release before the closed day left them (no
+closed day, due days that do not count the closing of the last day): the first runs then close
+those days and rewrite the records in the current format.
 """
 from __future__ import annotations
 
@@ -170,7 +170,7 @@ def run_bench_jobs(workdir: Path, users: int, due: int, full_daily: bool,
         "",
         f"{time.strftime('%Y-%m-%d')}: {_machine()}.",
         f"{users:,} users in state ({bytes_on_disk / 2**20:,.0f} MiB of RocksDB, "
-        f"{LEGACY if legacy_v2 else 'v3 records'}, "
+        f"{LEGACY if legacy_v2 else 'format-4 records'}, "
         f"{events_per_user:.0f} events per user in 30 days), {due:,} due, {PARTITIONS} "
         f"partitions, one worker; peak worker RSS {rss or 0:,.0f} MiB. CPU: the worker "
         f"process's user + system time during the run; load: the 1-minute load average "
