@@ -97,9 +97,23 @@ class ChaosReport:
                 f"docs/RELIABILITY.md): {self.stale_publishes}",
                 f"stale state writes (changelog source offset went back; measured): "
                 f"{self.stale_state_writes}",
-                *[f"  differs: {e}" for e in self.examples],
+                *[f"  differs: {_brief(e)}" for e in self.examples],
                 *([f"ERROR: {self.error}"] if self.error else []),
                 "RESULT: " + ("OK, all zero" if self.ok else "FAILED")]
+
+
+def _brief(example: dict) -> str:
+    """One line of an example: a state's differing days, or a mismatched profile with its last
+    records and states (the whole history is in the run's mismatched.json)."""
+    if "profile_updates" not in example:
+        return str(example)
+    recs = [f"p{r['partition']}@{r['offset']} v{r.get('version')} {r.get('trigger')} "
+            f"as_of={r.get('as_of')} {r.get('features')}" for r in example["profile_updates"][-3:]]
+    sts = [f"p{r['partition']}@{r['offset']} src={r.get('source_offset')} v{r.get('version')}"
+           for r in example["changelog"][-3:]]
+    return (f"user {example['user_id']}: published {example['published']['features']}, expected "
+            f"{example['expected']['features']}; {len(example['profile_updates'])} records, last "
+            f"{recs}; {len(example['changelog'])} states, last {sts}")
 
 
 # (column, ChaosReport attribute) of the per-seed table; the last two are measured, not required
@@ -372,20 +386,20 @@ def _lag_zero(w: Workers, cfg) -> bool:
     return len(seen) == cfg.kafka.partitions and all(v == 0 for v in seen.values())
 
 
-def _regressions(cfg) -> tuple[int, int]:
-    """Records that went back in time, in log order: what a worker that woke up after losing
-    its partitions (SIGSTOP past the session timeout) would leave behind."""
-    from features.encoding import StateDecodeError, read_header
+def _scan(cfg, topic: str, on_record: Callable[[object], None]) -> None:
+    """Every record of `topic` from the start until idle, in log order per partition."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    async def scan(topic: str, value_of) -> int:
-        from aiokafka import AIOKafkaConsumer, TopicPartition
+    async def run() -> None:
         c = AIOKafkaConsumer(bootstrap_servers=cfg.kafka.bootstrap_servers, group_id=None,
                              enable_auto_commit=False, auto_offset_reset="earliest")
         await c.start()
-        back, best = 0, {}
         try:
-            tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or
-                                                            await _parts(c, topic))]
+            parts = c.partitions_for_topic(topic)
+            if not parts:
+                await refresh_metadata(c)
+                parts = c.partitions_for_topic(topic) or ()
+            tps = [TopicPartition(topic, p) for p in sorted(parts)]
             c.assign(tps)
             await c.seek_to_beginning(*tps)
             idle = 0
@@ -394,33 +408,92 @@ def _regressions(cfg) -> tuple[int, int]:
                 idle = 0 if batch else idle + 1
                 for recs in batch.values():
                     for r in recs:
-                        v = value_of(r)
-                        if v is None:
-                            continue
-                        if v < best.get(r.key, -1):
-                            back += 1
-                        best[r.key] = max(v, best.get(r.key, -1))
+                        on_record(r)
         finally:
             await c.stop()
-        return back
+    asyncio.run(run())
 
-    async def _parts(c, topic):
-        await refresh_metadata(c)
-        return c.partitions_for_topic(topic) or ()
+
+class _Regressions:
+    """Counts records that went back in time for their key (in log order) and keeps the whole
+    history of the keys asked for."""
+
+    def __init__(self, value_of: Callable[[object], int | None], keep: set[bytes],
+                 describe: Callable[[object], dict]):
+        self.value_of, self.keep, self.describe = value_of, keep, describe
+        self.back = 0
+        self.best: dict[bytes, int] = {}
+        self.best_at: dict[bytes, dict] = {}
+        self.history: dict[bytes, list[dict]] = {}
+        self.examples: list[dict] = []      # the first regressions, with the record they follow
+
+    def __call__(self, r) -> None:
+        if r.key in self.keep:
+            self.history.setdefault(r.key, []).append(self._describe(r))
+        v = self.value_of(r)
+        if v is None:
+            return
+        best = self.best.get(r.key, -1)
+        if v < best:
+            self.back += 1
+            if len(self.examples) < 5:
+                self.examples.append({"key": r.key.decode(errors="replace"),
+                                      "record": self._describe(r),
+                                      "after": self.best_at[r.key]})
+        else:
+            self.best[r.key] = v
+            if len(self.examples) < 5:
+                self.best_at[r.key] = self._describe(r)
+
+    def _describe(self, r) -> dict:
+        return {"partition": r.partition, "offset": r.offset, "timestamp_ms": r.timestamp,
+                **self.describe(r)}
+
+
+def _regressions(cfg, users: list[int] = ()) -> tuple[int, int, dict[int, dict]]:
+    """Records that went back in time, in log order: what a worker that woke up after losing
+    its partitions (SIGSTOP past the session timeout) would leave behind. With `users`, also
+    every profile record and changelog state of those users, in log order."""
+    from features.encoding import StateDecodeError, read_header
+    keys = {str(u).encode() for u in users}
 
     def version(r):
         return orjson.loads(r.value)["version"] if r.value else None
 
-    def source_offset(r):
+    def record(r) -> dict:
+        if not r.value:
+            return {"tombstone": True}
+        v = orjson.loads(r.value)
+        return {k: v.get(k) for k in ("version", "trigger", "as_of", "updated_at", "features")}
+
+    def header(r):
         if not r.value or not r.key[:1].isdigit():
             return None
         try:
-            return read_header(r.value).source_offset
+            return read_header(r.value)
         except StateDecodeError:
             return None
-    changelog = f"{cfg.worker.app_id}-user-state-changelog"
-    return (asyncio.run(scan(cfg.kafka.topics.profile_updates, version)),
-            asyncio.run(scan(changelog, source_offset)))
+
+    def source_offset(r):
+        h = header(r)
+        return None if h is None else h.source_offset
+
+    def state(r) -> dict:
+        h = header(r)
+        return {"tombstone": True} if h is None else {
+            "source_offset": h.source_offset, "T": h.T, "version": h.version,
+            "published_as_of": h.published_as_of, "bytes": len(r.value)}
+
+    published = _Regressions(version, keys, record)
+    states = _Regressions(source_offset, keys, state)
+    _scan(cfg, cfg.kafka.topics.profile_updates, published)
+    _scan(cfg, f"{cfg.worker.app_id}-user-state-changelog", states)
+    histories = {u: {"profile_updates": published.history.get(str(u).encode(), []),
+                     "changelog": states.history.get(str(u).encode(), [])} for u in users}
+    for kind, regressions in (("stale publish", published), ("stale state write", states)):
+        for e in regressions.examples:
+            print(f"  {kind}: {e}", flush=True)
+    return published.back, states.back, histories
 
 
 def _clock(t: float) -> str:
@@ -567,5 +640,14 @@ def _verify(cfg, w: Workers, sample: Path, payloads, report: ChaosReport, workdi
     say(f"states read in a stable group ({_clock(t0)}-{_clock(time.time())}, generation "
         f"{view.generation}, partition owners {view.owners})")
     _count_states(states, live, report)
-    report.stale_publishes, report.stale_state_writes = _regressions(cfg)
+    wrong = [uid for uid, _, _ in c.mismatched[:10]]
+    report.stale_publishes, report.stale_state_writes, histories = _regressions(cfg, wrong)
+    for uid, got, want in c.mismatched[:10]:
+        report.examples.append({"user_id": uid, "published": got, "expected": want,
+                                **histories[uid]})
+    if c.mismatched:
+        # the whole record history of each mismatched user, for the post-mortem
+        (workdir / "mismatched.json").write_bytes(orjson.dumps(report.examples[-len(wrong):],
+                                                               option=orjson.OPT_INDENT_2))
+        say(f"mismatched users' records and states: {workdir / 'mismatched.json'}")
     return report
