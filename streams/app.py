@@ -78,10 +78,10 @@ def create_app(cfg: ProfileConfig, inst: Instance, *,
     )
     if end_offsets_from_fetch is None:
         end_offsets_from_fetch = compat.end_offsets_from_fetch(cfg.compat)
-    install(app, ConsumerHooks(end_offsets_from_fetch,
-                               compat.consumer_fetch_max_wait_ms(cfg.compat),
-                               cfg.kafka.bootstrap_servers, lambda: client_kwargs(cfg)))
-    _add_health(app, cfg, inst)
+    hooks = ConsumerHooks(end_offsets_from_fetch, compat.consumer_fetch_max_wait_ms(cfg.compat),
+                          cfg.kafka.bootstrap_servers, lambda: client_kwargs(cfg))
+    install(app, hooks)
+    _add_health(app, cfg, inst, hooks)
     return app
 
 
@@ -91,7 +91,7 @@ def _credentials(cfg: ProfileConfig) -> dict:
     return {"broker_credentials": creds} if creds is not None else {}
 
 
-def _add_health(app: faust.App, cfg: ProfileConfig, inst: Instance) -> None:
+def _add_health(app: faust.App, cfg: ProfileConfig, inst: Instance, hooks: ConsumerHooks) -> None:
     started_at = time.time()        # tells a restarted process from the one before
 
     @app.page("/health")
@@ -113,5 +113,9 @@ def _add_health(app: faust.App, cfg: ProfileConfig, inst: Instance) -> None:
             "generation": app.consumer_generation_id,
             "rebalancing": bool(app.rebalancing),
             "rebalances": app.rebalancing_count,
+            # seconds since the group coordinator last accepted this worker (a heartbeat's
+            # send time, or an assignment): past half the session timeout it fences itself
+            "membership_confirmed_ago": round(
+                time.monotonic() - hooks.membership.confirmed_at(), 3),
         }
         return web.json(body, status=200 if not recovering else 503)

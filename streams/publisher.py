@@ -110,6 +110,10 @@ class LibrdkafkaPublisher:
             # librdkafka's default (consistent_random, CRC32) would move keys
             "partitioner": "murmur2_random",
             "enable.idempotence": False,        # the embedded broker has no InitProducerId
+            # back within a second of the broker answering again: a record that waited out an
+            # outage must reach the broker before a new owner of its partition can publish
+            # (streams.pipeline.fencing); librdkafka's default backs off up to 10 s
+            "reconnect.backoff.max.ms": 1000,
             "queue.buffering.max.messages": 1_000_000,
             "queue.buffering.max.kbytes": 1_048_576,
             **(settings or {}),

@@ -14,12 +14,15 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
 import yaml
 
 from deploy import broker as embedded
 from deploy import worker_process
 from deploy.worker_process import worker_argv
+from features.batch import BatchReport, build_states
 from features.config import NO_SCHEDULED_RUNS
+from features.runtime import FeatureRuntime
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -154,3 +157,29 @@ def profiles_cli(cfg_path: Path, *args: str, timeout: float = 300,
                        env={**os.environ, **(env or {})})
     print(f"$ profiles {' '.join(args)}  (exit {r.returncode})\n{r.stdout}{r.stderr}")
     return r
+
+
+def write_events(path: Path, users: range, base_ts: int, per_user: int) -> Path:
+    path.write_bytes(b"".join(
+        orjson.dumps({"user_id": u, "item_id": 100 + (u * 7 + i) % 50,
+                      "timestamp": base_ts + i * 600 + u, "event_type": "click",
+                      "event_id": f"{base_ts}-{u}-{i}"}) + b"\n"
+        for u in users for i in range(per_user)))
+    return path
+
+
+def state_diffs(cfg, worker, events: Path, ids: list[int]) -> dict:
+    """Users whose live state summary differs from the batch path's state on `events`."""
+    with open(events, "rb") as f:
+        want = build_states(FeatureRuntime.from_config(cfg), f, BatchReport())
+    status, live = http_json(worker.url("/states?ids=" + ",".join(map(str, ids))), timeout=10)
+    assert status == 200, live
+    diffs = {}
+    for uid in ids:
+        st, have = want.get(uid), live.get(str(uid))
+        expect = None if st is None else {"T": st.T, "event_ids": len(st.event_ids),
+                                          "days": {str(d): b.total for d, b in st.days.items()}}
+        got = None if have is None else {k: have[k] for k in ("T", "event_ids", "days")}
+        if got != expect:
+            diffs[uid] = (got, expect)
+    return diffs

@@ -10,9 +10,13 @@ says which a broker needs); the hooks live on our transport, never on the app:
 - **Raw batches** (`feed`, streams.event_feed): the feed's topic skips Faust's per-event path
   (streams.faust_compat.drain). A feed record whose fetch overlapped a seek is dropped unread
   and its partitions are sought back to their committed offsets (docs/FAUST_INTERNALS.md#seeks).
+And one watch, always on: when the group coordinator last confirmed this worker's membership
+(`membership`, streams.faust_compat.membership), attached when the consumer starts and told of
+every assignment.
 
-These override Faust 0.15 internals (`AIOKafkaConsumerThread._create_worker_consumer` and
-`_highwaters`, `Consumer._drain_messages`); pyproject pins faust-streaming below 0.16.
+These override Faust 0.15 internals (`AIOKafkaConsumerThread._create_worker_consumer`,
+`_highwaters`, `on_start`, `on_partitions_assigned`, `Consumer._drain_messages`); pyproject pins
+faust-streaming below 0.16.
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ from aiokafka.errors import KafkaConnectionError
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from streams.faust_compat.drain import RawFeed, drain_into_feed
+from streams.faust_compat.membership import MembershipWatch
 
 
 @dataclass
@@ -38,6 +43,8 @@ class ConsumerHooks:
     # aiokafka client settings for the fetch that reads end offsets (called when needed)
     client_kwargs: Callable[[], dict[str, Any]] = field(default=dict)
     feed: RawFeed | None = None         # the topic fed raw to streams.event_feed
+    # when the group coordinator last confirmed this worker (streams.pipeline.fencing)
+    membership: MembershipWatch = field(default_factory=MembershipWatch)
 
 
 async def fetched_end_offsets(bootstrap: str, client_kwargs: dict, listed: Mapping[Any, int],
@@ -89,6 +96,14 @@ class ProfilesConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     @property
     def hooks(self) -> ConsumerHooks:
         return self.consumer.transport.hooks
+
+    async def on_start(self) -> None:
+        await super().on_start()
+        self.hooks.membership.attach(self._consumer, self.thread_loop)
+
+    async def on_partitions_assigned(self, assigned, generation_id: int = 0) -> None:
+        self.hooks.membership.joined()
+        await super().on_partitions_assigned(assigned, generation_id)
 
     def _create_worker_consumer(self, transport):
         consumer = super()._create_worker_consumer(transport)

@@ -3,8 +3,8 @@
     take ──► track (in flight) ──► compute into the open checkpoint ──┬─► rebalanced: drop
                                    (under the lock; users dirty)      └─► kept
     commit (under the lock) ─┬─► rebalanced since it opened: drop
-                             ├─► fenced: emit nothing (acked: the old generation's commit is
-                             │   refused)
+                             ├─► fenced: emit nothing, not acked (they come again after the
+                             │   rejoin the fence asks for)
                              └─► flush the dirty users, emit ──► deliver (after the previous
                                  commit's delivery) ──► observers ──► ack every batch of it
 
@@ -94,7 +94,8 @@ class Outputs(Protocol):
 
 class Fencing(Protocol):
     """streams.pipeline.fencing.Fence"""
-    def fenced(self, started: float, n_events: int, generation: int | None) -> bool: ...
+    def fenced(self, started: float, n_events: int, generation: int | None,
+               rebalances: int | None = None) -> bool: ...
 
     def delivered(self, generation: int | None) -> None: ...
 
@@ -258,13 +259,17 @@ class BatchLifecycle:
             if group.generation != cp.generation or (count != cp.taken_in and not in_revoke):
                 self._drop(cp)
                 return None
-        emitted: list[Publication] | None = None
-        if self.fence.fenced(cp.started, len(cp.messages), group.generation):
+        if self.fence.fenced(cp.started, len(cp.messages), group.generation,
+                             group.rebalance_count):
+            # Not acked: this worker may still be a member (the broker out of reach, not past
+            # the session timeout), and an ack would let its position commit past events whose
+            # outputs were dropped. The rejoin the fence asked for seeks back to the commit.
             self.work.discard()
-        else:
-            self.work.flush(cp.outbox)
-            await self.outputs.emit(cp.outbox)
-            emitted = cp.outbox.publications
+            group.untrack(cp.messages)
+            return None
+        self.work.flush(cp.outbox)
+        await self.outputs.emit(cp.outbox)
+        emitted: list[Publication] | None = cp.outbox.publications
         self.counts.commits += 1
         task = asyncio.create_task(self._deliver(cp.messages, emitted, self.delivery))
         task.add_done_callback(_log_failure)

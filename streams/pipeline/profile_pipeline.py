@@ -37,6 +37,7 @@ from features.profile import Profile
 from features.runtime import FeatureRuntime
 from streams import event_feed
 from streams.counters import WorkerCounts
+from streams.faust_compat.consumer import consumer_hooks
 from streams.faust_compat.group import FaustGroup
 from streams.items import ItemFeed
 from streams.kafka_security import client_kwargs
@@ -98,7 +99,8 @@ class ProfilePipeline:
                                   hold, self.held, rtu.max_dirty_users)
         # PROFILES_FENCING=off shows what happens without it (docs/RELIABILITY.md)
         fence = Fence(PauseWatch(), float(app.conf.broker_session_timeout), self.counts,
-                      enabled=os.environ.get("PROFILES_FENCING", "on") != "off")
+                      enabled=os.environ.get("PROFILES_FENCING", "on") != "off",
+                      membership=consumer_hooks(app).membership)
         self.lifecycle = BatchLifecycle(
             self.group, self.update, self.outputs, fence, self.counts, self.publishing.delivered,
             CommitPolicy(rtu.commit_interval, rtu.max_dirty_users))

@@ -7,48 +7,25 @@ A worker started against a restarted broker heals the same way."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
-import orjson
 import pytest
 
 from deploy import broker as embedded
 from deploy.broker import free_port
 from deploy.clients import produce_events
-from features.batch import BatchReport, build_states
 from features.config import load_config
-from features.runtime import FeatureRuntime
-from tests.harness import http_json, profile_worker, wait_for, write_config
+from tests.harness import (
+    http_json,
+    profile_worker,
+    state_diffs,
+    wait_for,
+    write_config,
+    write_events,
+)
 
 pytestmark = pytest.mark.integration
 PARTITIONS = 2
 HEALED = "local state is ahead of its log"
-
-
-def write_events(path: Path, users: range, base_ts: int, per_user: int) -> Path:
-    path.write_bytes(b"".join(
-        orjson.dumps({"user_id": u, "item_id": 100 + (u * 7 + i) % 50,
-                      "timestamp": base_ts + i * 600 + u, "event_type": "click",
-                      "event_id": f"{base_ts}-{u}-{i}"}) + b"\n"
-        for u in users for i in range(per_user)))
-    return path
-
-
-def state_diffs(cfg, worker, events: Path, ids: list[int]) -> dict:
-    """Users whose live state summary differs from the batch path's state on `events`."""
-    with open(events, "rb") as f:
-        want = build_states(FeatureRuntime.from_config(cfg), f, BatchReport())
-    status, live = http_json(worker.url("/states?ids=" + ",".join(map(str, ids))), timeout=10)
-    assert status == 200, live
-    diffs = {}
-    for uid in ids:
-        st, have = want.get(uid), live.get(str(uid))
-        expect = None if st is None else {"T": st.T, "event_ids": len(st.event_ids),
-                                          "days": {str(d): b.total for d, b in st.days.items()}}
-        got = None if have is None else {k: have[k] for k in ("T", "event_ids", "days")}
-        if got != expect:
-            diffs[uid] = (got, expect)
-    return diffs
 
 
 def heal_warnings(worker) -> list[str]:

@@ -61,3 +61,49 @@ def test_a_batch_ack_leaves_the_consumer_as_faust_acking_each_message_does():
     ours, faust_ = consumer_after("batch"), consumer_after("faust")
     assert ours == faust_
     assert ours[0] == {TP("ev", 0): [7, 5, 6], TP("ev", 1): [4]} and ours[3] == 0
+
+
+def test_the_membership_watch_records_when_a_heartbeat_was_sent_that_the_coordinator_accepted():
+    """aiokafka's heartbeat loop calls `self._do_heartbeat()` (True: accepted) and the coordinator
+    has `request_rejoin`: what streams.faust_compat.membership wraps and calls."""
+    import asyncio
+    import inspect
+    import time
+
+    from aiokafka.consumer.group_coordinator import GroupCoordinator
+
+    from streams.faust_compat.membership import MembershipWatch
+    assert "await self._do_heartbeat()" in inspect.getsource(GroupCoordinator._heartbeat_routine)
+    assert callable(GroupCoordinator.request_rejoin)
+
+    class Coordinator:
+        def __init__(self):
+            self.answers, self.rejoins = [True, False], 0
+
+        async def _do_heartbeat(self):
+            await asyncio.sleep(0.05)       # the round trip: the send time is what counts
+            return self.answers.pop(0)
+
+        def request_rejoin(self):
+            self.rejoins += 1
+
+    class Consumer:
+        _coordinator = Coordinator()
+
+    async def run():
+        watch = MembershipWatch()
+        watch.attach(Consumer(), asyncio.get_running_loop())
+        coordinator = Consumer._coordinator
+        before = time.monotonic()
+        assert await coordinator._do_heartbeat() is True
+        accepted = watch.confirmed_at()
+        assert before <= accepted < before + 0.04
+        assert await coordinator._do_heartbeat() is False      # refused: no confirmation
+        assert watch.confirmed_at() == accepted
+        watch.request_rejoin()
+        await asyncio.sleep(0)
+        assert coordinator.rejoins == 1
+        watch.joined()                                          # an assignment confirms
+        assert watch.confirmed_at() > accepted
+
+    asyncio.run(run())

@@ -5,7 +5,8 @@ are fakes behind the lifecycle's protocols, the features and the state table's r
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import orjson
 import pytest
@@ -121,7 +122,7 @@ class FakeFence:
         self.fence = False
         self.delivered_in: list[int | None] = []
 
-    def fenced(self, started, n_events, generation) -> bool:
+    def fenced(self, started, n_events, generation, rebalances=None) -> bool:
         return self.fence
 
     def delivered(self, generation) -> None:
@@ -242,16 +243,18 @@ def test_without_a_rebalance_count_the_batch_is_not_checked():
     asyncio.run(run())
 
 
-def test_a_fenced_checkpoint_emits_nothing_yet_is_acked():
+def test_a_fenced_checkpoint_emits_nothing_and_is_not_acked():
     async def run():
         lc, log, group, work, outputs, fence, told = lifecycle()
         await take_and_process(lc, group, [1])
         await take_and_process(lc, group, [2])
         fence.fence = True
-        await (await lc.commit())
+        assert await lc.commit() is None
         assert outputs.emitted == [] and ("deliver", 0) not in log
         assert ("flush", [1, 2]) not in log
-        assert group.acked == [1, 2]        # its late commit is refused for the old generation
+        # the worker may still be a member: an ack would let its position commit past them;
+        # untracked, so the rejoin the fence asks for does not wait for them
+        assert group.acked == [] and group.in_flight == set()
         assert work.discarded == 1 and told == [] and fence.delivered_in == []
     asyncio.run(run())
 
@@ -401,6 +404,44 @@ def test_after_a_pause_past_the_session_timeout_batches_are_fenced_until_a_new_g
     assert (counts.fenced_batches, counts.fenced_events) == (2, 12)
     off = Fence(Pauses(60.0), 10.0, WorkerCounts(), enabled=False)
     assert not off.fenced(0.0, 1, generation=1)
+
+
+@dataclass
+class Membership:
+    """The coordinator's last confirmation of this worker (monotonic time) and the rejoins asked."""
+    confirmed: float = field(default_factory=time.monotonic)
+    rejoins: int = 0
+    joins: int = 0
+
+    def confirmed_at(self) -> float:
+        return self.confirmed
+
+    def request_rejoin(self) -> None:
+        self.rejoins += 1
+
+
+def test_unconfirmed_for_half_the_session_timeout_a_worker_is_fenced_until_a_rebalance():
+    # the broker paused or out of reach: not a process pause, yet the broker may expire this
+    # worker and hand its partitions over while it goes on emitting
+    member, counts = Membership(), WorkerCounts()
+    fence = Fence(Pauses(), session_timeout=10.0, counts=counts, membership=member)
+    assert not fence.fenced(0.0, 5, generation=3, rebalances=7)
+    member.confirmed = time.monotonic() - 4.0           # heartbeats late, under 5 s
+    assert not fence.fenced(0.0, 5, generation=3, rebalances=7)
+    member.confirmed = time.monotonic() - 6.0
+    assert fence.fenced(0.0, 5, generation=3, rebalances=7)
+    assert member.rejoins == 1                           # asked: the broker may not have
+    member.confirmed = time.monotonic()                  # expired it
+    assert fence.fenced(0.0, 2, generation=3, rebalances=7)     # no rebalance yet
+    # the embedded broker can give the same generation number after a rebalance
+    assert not fence.fenced(0.0, 1, generation=3, rebalances=8)
+    assert (counts.fenced_batches, counts.fenced_events) == (2, 7) and member.rejoins == 1
+    # fenced while a rebalance was under way: the assignment that ends it (positions back at
+    # the committed offsets) lifts the fence, whatever the counts say
+    member.confirmed = time.monotonic() - 6.0
+    assert fence.fenced(0.0, 1, generation=3, rebalances=8)
+    member.confirmed, member.joins = time.monotonic(), member.joins + 1
+    assert not fence.fenced(0.0, 1, generation=3, rebalances=8)
 
 
 # ---------------------------------------------------------------- the compute step
