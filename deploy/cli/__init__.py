@@ -217,7 +217,8 @@ def broker_soak(partitions: int, rate: float, batch_records: int, seconds: float
 @click.option("--full-daily", is_flag=True, help="Also time a daily run that re-evaluates "
               "every user (the run after a feature config change).")
 @click.option("--legacy-v2", is_flag=True, help="Start from v2 records as the release before "
-              "the closed day wrote them (the runs close their days and rewrite them as v3).")
+              "the closed day wrote them (the runs close their days and rewrite them in the "
+              "current format).")
 @click.option("--workdir", type=click.Path(file_okay=False), default="run/bench-jobs",
               show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), default="BENCHMARKS.md",
