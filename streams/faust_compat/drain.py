@@ -73,10 +73,16 @@ async def drain_into_feed(self: ProfilesConsumer, fetcher: Any, feed: RawFeed) -
             if self.should_stop:
                 continue
             stale = 0
+            other_stale: dict[Any, list[int]] = {}
             async for tp, message in ait:
                 if message.topic == feed_topic and stale_fetch():
                     stale += 1
                     continue
+                if message.topic != feed_topic and stale_fetch():
+                    # diagnostic only: a changelog record fetched before the latest seek
+                    # (docs/RELIABILITY.md, "make chaos, per seed": the standby that missed
+                    # records)
+                    other_stale.setdefault(tp, []).append(message.offset)
                 since_yield += 1
                 if since_yield > YIELD_EVERY:
                     await sleep(0)
@@ -84,6 +90,9 @@ async def drain_into_feed(self: ProfilesConsumer, fetcher: Any, feed: RawFeed) -
                 offset = message.offset
                 r_offset = get_read_offset(tp)
                 if r_offset is not None and offset < r_offset:
+                    if message.topic != feed_topic:
+                        self.log.warning("%s: record at offset %d dropped as already read (read "
+                                         "offset %d)", tp, offset, r_offset)
                     continue                        # already read (Faust drops these too)
                 gap = offset - (r_offset or 0)
                 if gap > 1 and r_offset and acks_enabled_for(message.topic):
@@ -112,6 +121,9 @@ async def drain_into_feed(self: ProfilesConsumer, fetcher: Any, feed: RawFeed) -
                     await self.wait_first(callback(message), self.suspend_flow.wait())
                 set_read_offset(tp, offset)
             unset_flag(flag_consumer_fetching)
+            for tp, offsets in other_stale.items():
+                self.log.warning("%s: %d records (offsets %d..%d) fetched before the latest seek "
+                                 "handed on", tp, len(offsets), offsets[0], offsets[-1])
             if stale:
                 feed.stale_dropped += stale
                 await self.seek_after_stale(stale)
