@@ -334,6 +334,12 @@ class WorkerConfig(Section):
     # `all` (every endpoint but /health and /metrics: profiles are personal data; set it
     # wherever web_host is reachable beyond this machine).
     auth: Literal["writes", "all"] = "writes"
+    # Standby copies of each partition's states kept on other workers (Faust's
+    # table_standby_replicas): a new owner starts from its copy instead of the whole changelog.
+    # Off by default: a copy built by faust-streaming 0.15's standby reader once lacked records
+    # it counted as read, and a worker that took the partition over trusted it
+    # (docs/RELIABILITY.md, "make chaos, per seed", attempt 2).
+    standby_replicas: int = Field(0, ge=0, le=3)
 
 
 class RealTimeUpdateConfig(Section):

@@ -73,6 +73,8 @@ def create_app(cfg: ProfileConfig, inst: Instance, *,
         producer_max_batch_size=CHANGELOG_BATCH_BYTES,
         # local state ahead of its changelog is dropped and rebuilt (faust_compat.table_recovery)
         TableManager=table_recovery.HealingTableManager,
+        # off by default: a new owner rebuilds from the changelog (worker.standby_replicas)
+        table_standby_replicas=cfg.worker.standby_replicas,
         **compat.faust_settings(cfg.compat),
         **_credentials(cfg),
     )
