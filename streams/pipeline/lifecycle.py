@@ -5,8 +5,9 @@
     commit (under the lock) ─┬─► rebalanced since it opened: drop
                              ├─► fenced: emit nothing, not acked (they come again after the
                              │   rejoin the fence asks for)
-                             └─► flush the dirty users, emit ──► deliver (after the previous
-                                 commit's delivery) ──► observers ──► ack every batch of it
+                             └─► flush the dirty users, emit the states ──► deliver (after the
+                                 previous commit's delivery: the states, then the records)
+                                 ──► observers ──► ack every batch of it
 
 A checkpoint is what one commit covers: the batches computed since the last commit (their
 messages stay in flight, so Faust neither commits their offsets nor finishes a rebalance
@@ -89,7 +90,7 @@ class Outputs(Protocol):
     """Where an outbox goes (streams.pipeline.outputs.ProducerOutputs)."""
     async def emit(self, outbox: Outbox) -> None: ...
 
-    async def deliver(self) -> None: ...
+    async def deliver(self, outbox: Outbox) -> None: ...
 
 
 class Fencing(Protocol):
@@ -271,7 +272,7 @@ class BatchLifecycle:
         await self.outputs.emit(cp.outbox)
         emitted: list[Publication] | None = cp.outbox.publications
         self.counts.commits += 1
-        task = asyncio.create_task(self._deliver(cp.messages, emitted, self.delivery))
+        task = asyncio.create_task(self._deliver(cp.messages, emitted, self.delivery, cp.outbox))
         task.add_done_callback(_log_failure)
         self.delivery = task
         return task
@@ -296,12 +297,12 @@ class BatchLifecycle:
             await self.delivery
 
     async def _deliver(self, messages: list[Any], emitted: list[Publication] | None,
-                       after: asyncio.Task[None] | None) -> None:
+                       after: asyncio.Task[None] | None, outbox: Outbox) -> None:
         try:
             if after is not None:
                 await after             # acks stay in order; a failure there stops this one
             if emitted is not None:     # None: nothing was emitted
-                await self.outputs.deliver()
+                await self.outputs.deliver(outbox)
         except BaseException:
             # Not acked, so never committed: the events come again after a restart. Untracked,
             # so a rebalance does not wait for them.

@@ -1,6 +1,7 @@
-"""Where a checkpoint's outbox goes: records to the output producer (streams.publisher), state
-writes to the table and its changelog (Faust's producer), local writes to the partitions'
-RocksDB; and delivering all of it before the batch's events are acked."""
+"""Where a checkpoint's outbox goes: state writes to the table and its changelog (Faust's
+producer), local writes to the partitions' RocksDB, then, once the changelog has them, records
+to the output producer (streams.publisher); all of it delivered before the batch's events are
+acked."""
 from __future__ import annotations
 
 import asyncio
@@ -24,8 +25,8 @@ class ProducerOutputs:
         self.clocks = clocks
 
     async def emit(self, outbox: Outbox) -> None:
-        """Hand the outbox to the producers and write it to the table (not yet delivered)."""
-        await self.publisher.send_many(outbox.records)
+        """Write the outbox's states to the table (its changelog records go to Faust's producer)
+        and to the partitions' RocksDB; its records wait for `deliver`."""
         states = self.states
         for w in outbox.state_writes:
             states.set(w.partition, w.key, w.value)
@@ -39,10 +40,20 @@ class ProducerOutputs:
             else:
                 db.put(lw.key, lw.value)
 
-    async def deliver(self) -> None:
-        """Deliver every state write and record emitted so far (both producers at once); Faust's
-        own flush before a commit can leave changelog records behind
+    async def deliver(self, outbox: Outbox) -> None:
+        """Deliver the state writes emitted so far, then the outbox's records. States first: a
+        crash between the two leaves a state that says its profile was published with the
+        events not acked, and their redelivery publishes it again
+        (streams.pipeline.batch_update); the other way round a published record could outlive
+        the state that knew of it, and the next owner would not publish over it. Faust's own
+        flush before a commit can leave changelog records behind
         (docs/FAUST_INTERNALS.md#changelog-buffer)."""
+        await drain_changelog(self.app)
+        await self.publisher.send_many(outbox.records)
+        await self.publisher.flush()
+
+    async def deliver_all(self) -> None:
+        """Deliver every state write and record handed over so far (both producers at once)."""
         await asyncio.gather(drain_changelog(self.app), self.publisher.flush())
 
     async def deliver_records(self) -> None:

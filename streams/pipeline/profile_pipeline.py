@@ -172,7 +172,7 @@ class ProfilePipeline:
 
     async def flush_writes(self) -> None:
         """Deliver every state write and record so far."""
-        await self.outputs.deliver()
+        await self.outputs.deliver_all()
 
     # ------------------------------------------------------------------ for monitoring and reads
 

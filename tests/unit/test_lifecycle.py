@@ -106,7 +106,7 @@ class FakeOutputs:
         self.emitted.append(outbox)
         self.log.append(("emit", [int(r.value) for r in outbox.records]))
 
-    async def deliver(self) -> None:
+    async def deliver(self, outbox: Outbox | None = None) -> None:
         n = self._deliveries
         self._deliveries += 1
         if n < len(self.gates):
