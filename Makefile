@@ -9,27 +9,30 @@ STAMP  := $(VENV)/.installed-stamp
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[embedded,test,spark]'
+	$(BIN)/python -m pip install --quiet -e '.[test,spark]'
 	@touch $(STAMP)
 
+# The Python packages, then the embedded Apache Kafka broker: checks for a Java 17+ and resolves
+# the broker's jars through Maven into build/kafka-<version>/ (once; deploy/broker/pom.xml).
 install: $(STAMP)
+	@$(BIN)/profiles broker install
 
-run: $(STAMP)
+run: install
 	$(BIN)/profiles demo
 
-demo: $(STAMP)
+demo: install
 	$(BIN)/profiles demo --exit
 
 # Fault injection, 5 seeds (about 230,000 events each through 3 workers, worker and broker
 # faults; logs in run/chaos/seed-N/) and 100,000 fuzz cases.
-chaos: $(STAMP)
+chaos: install
 	$(BIN)/profiles chaos --runs 5
 	FUZZ_EXAMPLES=100000 FUZZ_LIVE=100000 $(BIN)/python -m pytest -q -s --timeout 1800 tests/unit/test_fuzz_validator.py tests/integration/test_fuzz_live.py
 
-bench: $(STAMP)
+bench: install
 	$(BIN)/profiles bench
 
-bench-jobs: $(STAMP)
+bench-jobs: install
 	$(BIN)/profiles bench-jobs
 
 # ruff (pyflakes, pycodestyle, import order, private access outside streams/faust_compat/) and
@@ -39,7 +42,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/mypy
 
-test: $(STAMP) lint
+test: install lint
 	$(BIN)/python -m pytest -q -ra --durations=15 $(PYTEST_ARGS)
 
 clean:

@@ -13,8 +13,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from features.batch import iter_events
 from features.catalog import read_item_file
 from features.config import ProfileConfig
-from streams import compat
 from streams.kafka_security import client_kwargs
+from streams.producer_settings import aiokafka_producer_kwargs
 from streams.topics import ensure_topics
 
 
@@ -62,13 +62,13 @@ class Pacer:
 
 
 async def produce_records(cfg: ProfileConfig, topic: str, records, rate: float | None,
-                          progress: IO | None, label: str, settings: dict) -> tuple[int, float]:
+                          progress: IO | None, label: str) -> tuple[int, float]:
     """Send (key, value) records to `topic`, at `rate` events/s if given."""
     # Create the topics first: a broker that auto-creates them would pick its own partition
     # count, which the state table's changelog would then not match.
     await ensure_topics(cfg)
     producer = AIOKafkaProducer(bootstrap_servers=cfg.kafka.bootstrap_servers,
-                                **client_kwargs(cfg), acks="all", **{"linger_ms": 5, **settings})
+                                **aiokafka_producer_kwargs(cfg))
     await producer.start()
     pacer = Pacer(rate, progress, label)
     try:
@@ -89,8 +89,7 @@ def produce_events(cfg: ProfileConfig, path: str | Path, rate: float | None = No
                    progress: IO | None = sys.stderr) -> tuple[int, float]:
     """Send every event of the file to `user-events`, keyed by user_id. Returns (n, events/s)."""
     return asyncio.run(produce_records(cfg, cfg.kafka.topics.user_events, event_records(path),
-                                       rate, progress, "produce",
-                                       compat.event_producer_settings(cfg.compat)))
+                                       rate, progress, "produce"))
 
 
 def load_items(cfg: ProfileConfig, path: str | Path,
@@ -99,8 +98,7 @@ def load_items(cfg: ProfileConfig, path: str | Path,
     records = ((str(i).encode(), orjson.dumps({"item_id": i, "features": f}))
                for i, f in read_item_file(path))
     return asyncio.run(produce_records(cfg, cfg.kafka.topics.item_features, records, None,
-                                       progress, "items",
-                                       compat.aiokafka_producer_settings(cfg.compat)))
+                                       progress, "items"))
 
 
 async def _tail(cfg: ProfileConfig, topic: str, from_beginning: bool, limit: int | None,

@@ -31,7 +31,6 @@ ENV_OVERRIDES = {
     "PROFILES_ADVERTISED_HOST": ("worker", "advertised_host"),
     "PROFILES_RUN_DIR": ("embedded_broker", "run_dir"),
     "PROFILES_BROKER_PORT": ("embedded_broker", "port"),
-    "PROFILES_KAFKA_COMPAT": ("kafka", "compat"),
     "PROFILES_WORKER_AUTH": ("worker", "auth"),
 }
 
@@ -269,11 +268,34 @@ class KafkaSecurityConfig(Section):
         return self
 
 
+class KafkaClientConfig(Section):
+    """Client settings of the workers and of the `profiles` command's own producers, with the
+    trade-off each one makes (defaults measured on Apache Kafka: docs/BROKER.md, "Client
+    settings")."""
+    # A worker that stops heartbeating loses its partitions after this long: a shorter session
+    # moves a dead worker's users sooner; too short, and a worker starved of CPU is expired
+    # while alive (a rebalance, and a fence: streams/pipeline/fencing.py)
+    session_timeout_seconds: float = Field(10.0, ge=1, le=300)
+    heartbeat_interval_seconds: float = Field(1.0, gt=0)
+    # How long the broker may hold a fetch that has no data yet; data is answered at once
+    fetch_max_wait_ms: int = Field(500, ge=0, le=30000)
+    # How long a producer waits to fill a batch: each record's latency against fewer, larger
+    # requests (the changelog, the output topics, `profiles produce`)
+    linger_ms: float = Field(5.0, ge=0, le=1000)
+    # "all": a write is acknowledged once every in-sync replica has it; 1: the leader alone
+    # (a leader lost right after may lose acknowledged records)
+    acks: Literal["all", 1] = "all"
+
+    @model_validator(mode="after")
+    def _heartbeat(self) -> "KafkaClientConfig":
+        if self.heartbeat_interval_seconds * 3 > self.session_timeout_seconds:
+            raise ValueError("heartbeat_interval_seconds must be at most a third of "
+                             "session_timeout_seconds")
+        return self
+
+
 class KafkaConfig(Section):
     broker: str = "kafka://127.0.0.1:19092"
-    # tansu: apply BROKER.md workarounds; kafka: client defaults; auto: tansu when the broker
-    # is the embedded one (loopback at embedded_broker.port), else kafka.
-    compat: Literal["auto", "tansu", "kafka"] = "auto"
     partitions: int = Field(8, ge=1, le=1024)
     replication: int = Field(1, ge=1)
     topics: TopicNames = Field(default_factory=TopicNames)
@@ -284,6 +306,7 @@ class KafkaConfig(Section):
     # the client that writes profile-updates, profile-aggregates, the DLQ and alerts
     # (streams.publisher; the table changelog is always Faust's)
     output_client: Literal["librdkafka", "aiokafka"] = "librdkafka"
+    client: KafkaClientConfig = Field(default_factory=KafkaClientConfig)
 
     @field_validator("partitioner", mode="before")
     @classmethod
@@ -313,7 +336,8 @@ class KafkaConfig(Section):
 class EmbeddedBrokerConfig(Section):
     port: int = Field(19092, ge=1, le=65535)
     run_dir: str = "run"
-    start_timeout_seconds: float = Field(20, gt=0)
+    # the JVM's start; a first start also resolves the jars through Maven
+    start_timeout_seconds: float = Field(60, gt=0)
 
 
 class WorkerConfig(Section):
@@ -550,12 +574,6 @@ class ProfileConfig(Section):
         servers = self.kafka.bootstrap_servers.split(",")
         return len(servers) == 1 and servers[0] in (
             f"127.0.0.1:{self.embedded_broker.port}", f"localhost:{self.embedded_broker.port}")
-
-    @property
-    def compat(self) -> Literal["tansu", "kafka"]:
-        if self.kafka.compat != "auto":
-            return self.kafka.compat
-        return "tansu" if self.uses_embedded_broker else "kafka"
 
 
 def _format_error(err: ValidationError, source: str) -> str:

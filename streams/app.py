@@ -10,13 +10,10 @@ from pathlib import Path
 import faust
 
 from features.config import ProfileConfig
-from streams import compat
 from streams.auth import auth_middleware
 from streams.faust_compat import table_recovery
 from streams.faust_compat.consumer import ConsumerHooks, install
-from streams.kafka_security import client_kwargs
 
-CHANGELOG_LINGER = 0.005               # seconds
 CHANGELOG_BATCH_BYTES = 512 * 1024     # Faust's max request (1 MB) holds two
 
 
@@ -44,11 +41,10 @@ def use_event_loop() -> None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def create_app(cfg: ProfileConfig, inst: Instance, *,
-               end_offsets_from_fetch: bool | None = None) -> faust.App:
-    """The Faust app of a worker (our consumer installed). `end_offsets_from_fetch`: None for what
-    `compat` needs (False shows the embedded broker's defect: tests/apps/counter_worker.py)."""
+def create_app(cfg: ProfileConfig, inst: Instance) -> faust.App:
+    """The Faust app of a worker (our consumer installed)."""
     use_event_loop()
+    client = cfg.kafka.client
     inst.data_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         cfg.worker.app_id,
@@ -66,22 +62,21 @@ def create_app(cfg: ProfileConfig, inst: Instance, *,
         topic_partitions=cfg.kafka.partitions,
         topic_replication_factor=cfg.kafka.replication,
         consumer_auto_offset_reset="earliest",
+        broker_session_timeout=client.session_timeout_seconds,
+        broker_heartbeat_interval=client.heartbeat_interval_seconds,
         # The table changelog: a commit writes each dirty user's state at once, so batch them
         # into few large produce requests (Faust's default, 16 KiB batches sent at once, made a
         # socket write per few records: 10% of the worker's GIL time on the sparse sample).
-        producer_linger=CHANGELOG_LINGER,
+        producer_linger=client.linger_ms / 1000,
         producer_max_batch_size=CHANGELOG_BATCH_BYTES,
+        producer_acks=-1 if client.acks == "all" else client.acks,
         # local state ahead of its changelog is dropped and rebuilt (faust_compat.table_recovery)
         TableManager=table_recovery.HealingTableManager,
         # off by default: a new owner rebuilds from the changelog (worker.standby_replicas)
         table_standby_replicas=cfg.worker.standby_replicas,
-        **compat.faust_settings(cfg.compat),
         **_credentials(cfg),
     )
-    if end_offsets_from_fetch is None:
-        end_offsets_from_fetch = compat.end_offsets_from_fetch(cfg.compat)
-    hooks = ConsumerHooks(end_offsets_from_fetch, compat.consumer_fetch_max_wait_ms(cfg.compat),
-                          cfg.kafka.bootstrap_servers, lambda: client_kwargs(cfg))
+    hooks = ConsumerHooks(client.fetch_max_wait_ms)
     install(app, hooks)
     _add_health(app, cfg, inst, hooks)
     return app
@@ -106,7 +101,6 @@ def _add_health(app: faust.App, cfg: ProfileConfig, inst: Instance, hooks: Consu
             "status": "recovering" if recovering else "ok",
             "app": app.conf.id,
             "instance": inst.instance_id,
-            "compat": cfg.compat,
             "recovery_completed": recovery.completed.is_set(),
             "assigned_partitions": assigned,
             "started_at": started_at,

@@ -8,10 +8,6 @@ librdkafka costs less CPU per record than aiokafka (BENCHMARKS.md, "Output produ
 aiokafka builds each batch in Python on the event loop. Its partitioner is murmur2_random,
 aiokafka's and Java's murmur2 for keyed records: a key lands in the same partition of the
 compacted topics whichever client wrote it.
-
-On the embedded broker `end_offsets` of these topics can read low (BROKER.md defect 1); consumers
-should rely on the fetch high watermark (as `profiles tail` does), or on a real Kafka cluster
-where the defect does not exist.
 """
 from __future__ import annotations
 
@@ -22,7 +18,7 @@ from typing import Any, Iterable, Protocol
 from aiokafka import AIOKafkaProducer
 
 from features.config import ProfileConfig
-from streams.kafka_security import client_kwargs, librdkafka_settings
+from streams.producer_settings import aiokafka_producer_kwargs, librdkafka_producer_settings
 
 MAX_REQUEST = 4 * 1024 * 1024       # a dead letter keeps up to 256 KiB of the original, base64
 
@@ -46,14 +42,14 @@ class Publisher(Protocol):
 def open_publisher(cfg: ProfileConfig) -> Publisher:
     """The configured output client (`kafka.output_client`), not yet connected."""
     if cfg.kafka.output_client == "aiokafka":
-        return AiokafkaPublisher(cfg.kafka.bootstrap_servers, client_kwargs(cfg))
-    return LibrdkafkaPublisher(cfg.kafka.bootstrap_servers, librdkafka_settings(cfg))
+        return AiokafkaPublisher(cfg.kafka.bootstrap_servers, aiokafka_producer_kwargs(cfg))
+    return LibrdkafkaPublisher(cfg.kafka.bootstrap_servers, librdkafka_producer_settings(cfg))
 
 
 class AiokafkaPublisher:
-    def __init__(self, bootstrap: str, client_kwargs: dict | None = None):
+    def __init__(self, bootstrap: str, producer_kwargs: dict | None = None):
         self.bootstrap = bootstrap
-        self.client_kwargs = client_kwargs or {}
+        self.producer_kwargs = producer_kwargs or {}
         self._producer: AIOKafkaProducer | None = None
         self._starting = asyncio.Lock()
 
@@ -61,9 +57,10 @@ class AiokafkaPublisher:
         if self._producer is None:
             async with self._starting:
                 if self._producer is None:
-                    p = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all",
-                                         linger_ms=20, max_batch_size=512 * 1024,
-                                         max_request_size=MAX_REQUEST, **self.client_kwargs)
+                    p = AIOKafkaProducer(bootstrap_servers=self.bootstrap,
+                                         max_batch_size=512 * 1024,
+                                         max_request_size=MAX_REQUEST,
+                                         **{"acks": "all", **self.producer_kwargs})
                     await p.start()
                     self._producer = p
         return self._producer
@@ -109,7 +106,6 @@ class LibrdkafkaPublisher:
             # murmur2 for keyed records (aiokafka's and Java's), random for keyless ones;
             # librdkafka's default (consistent_random, CRC32) would move keys
             "partitioner": "murmur2_random",
-            "enable.idempotence": False,        # the embedded broker has no InitProducerId
             # back within a second of the broker answering again: a record that waited out an
             # outage must reach the broker before a new owner of its partition can publish
             # (streams.pipeline.fencing); librdkafka's default backs off up to 10 s

@@ -19,6 +19,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _requested: list[bool] = []
+HARD_RESTART_AFTER = 30.0       # seconds a restart in place waits for the graceful stop
+
+
+def restart_in_place(reason: str, hard_after: float = HARD_RESTART_AFTER) -> None:
+    """Stop as on SIGTERM, then run the same command line again in this process. A stop that
+    takes longer than `hard_after` seconds is cut short (RocksDB's write-ahead log keeps what
+    was written)."""
+    log.warning("restarting in place: %s", reason)
+    _requested.append(True)
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.2, os.kill, os.getpid(), signal.SIGTERM)
+    loop.call_later(hard_after, exec_again_if_requested)
 
 
 def add_restart_route(app: faust.App, jobs: ScheduledJobs, instance_id: int) -> None:
@@ -30,9 +42,7 @@ def add_restart_route(app: faust.App, jobs: ScheduledJobs, instance_id: int) -> 
         async def post(self, request: Request) -> Response:
             if jobs.running:
                 return self.json({"error": f"the {jobs.running} job is running"}, status=409)
-            _requested.append(True)
-            log.warning("restart requested over HTTP: stopping, then starting again")
-            asyncio.get_running_loop().call_later(0.2, os.kill, os.getpid(), signal.SIGTERM)
+            restart_in_place("requested over HTTP")
             return self.json({"restarting": instance_id}, status=202)
 
 

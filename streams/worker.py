@@ -23,6 +23,7 @@ def build_worker(cfg: ProfileConfig, inst: Instance) -> WorkerContext:
     monitoring, and their HTTP routes."""
     from streams.api import add_routes
     from streams.cluster import add_cluster_routes
+    from streams.cluster_identity import ClusterIdentityWatch
     from streams.job_routes import add_job_routes
     from streams.jobs import ScheduledJobs
     from streams.monitor_routes import add_monitor_routes
@@ -39,6 +40,7 @@ def build_worker(cfg: ProfileConfig, inst: Instance) -> WorkerContext:
     add_monitor_routes(app, monitor)
     add_cluster_routes(app, cfg, inst.instance_id)
     add_restart_route(app, jobs, inst.instance_id)
+    ClusterIdentityWatch(app, cfg)
     return worker
 
 

@@ -183,3 +183,13 @@ def state_diffs(cfg, worker, events: Path, ids: list[int]) -> dict:
         if got != expect:
             diffs[uid] = (got, expect)
     return diffs
+
+
+def published_vs_batch(cfg, events: Path, out: Path):
+    """Every user's latest `profile-updates` record against the batch path on `events`
+    (tools.verify.Comparison: .ok, .summary(), .mismatched)."""
+    from deploy.clients import latest_by_key
+    from tools.verify import batch_profiles, compare
+    expected = batch_profiles(cfg, None, events, out)
+    published = {int(k): v for k, v in latest_by_key(cfg, cfg.kafka.topics.profile_updates).items()}
+    return compare(published, expected)

@@ -38,7 +38,20 @@ for _group in (config, worker, clients, offline, cluster, jobs, backup, tools):
 
 @cli.group()
 def broker() -> None:
-    """The embedded Tansu broker for local runs (data in memory only)."""
+    """The embedded Apache Kafka broker for local runs (one KRaft node on 127.0.0.1, its data in
+    embedded_broker.run_dir)."""
+
+
+@broker.command("install")
+def broker_install() -> None:
+    """Check the Java version and resolve the broker's jars through Maven (once; `make install`
+    runs it)."""
+    try:
+        java = embedded.checked_java()
+        dist = embedded.resolve(say=click.echo)
+    except embedded.BrokerError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"embedded broker: Apache Kafka {dist.version} in {dist.libs} (java: {java})")
 
 
 @broker.command("start")
@@ -51,13 +64,13 @@ def broker_start(ctx: click.Context, port: int | None) -> None:
         st, started = embedded.start(cfg.run_dir, port, cfg.embedded_broker.start_timeout_seconds)
     except embedded.BrokerError as e:
         raise click.ClickException(str(e)) from None
-    verb = "started" if started else "already running"
-    click.echo(f"embedded broker {verb} (pid {st.pid}) on 127.0.0.1:{st.port}; log {st.log_file}")
+    click.echo(st.describe("started" if started else "already running"))
 
 
 @broker.command("stop")
 @click.pass_context
 def broker_stop(ctx: click.Context) -> None:
+    """A controlled shutdown; the data stays in the run dir for the next start."""
     cfg = _load(ctx)
     if embedded.stop(cfg.run_dir):
         click.echo("embedded broker stopped")
@@ -177,38 +190,6 @@ def chaos(users: int, seed: int, runs: int, hostile: int, kills: int, skip: tupl
             click.echo(line)
     if not all(r.ok for r in reports):
         sys.exit(1)
-
-
-@cli.command("broker-soak")
-@click.option("--partitions", type=click.IntRange(1), default=8, show_default=True)
-@click.option("--rate", type=click.FloatRange(1), default=5000, show_default=True,
-              help="Records per second.")
-@click.option("--batch-records", type=click.IntRange(1), default=5, show_default=True,
-              help="Records per produced batch (one stored object each on the embedded broker).")
-@click.option("--seconds", type=click.FloatRange(10), default=180, show_default=True)
-@click.option("--interval", type=click.FloatRange(1), default=15, show_default=True)
-@click.option("--retention-ms", type=int, help="Topic config retention.ms.")
-@click.option("--retention-bytes", type=int, help="Topic config retention.bytes.")
-@click.option("--segment-bytes", type=int, help="Topic config segment.bytes.")
-@click.option("--delete-records-every", type=click.FloatRange(1),
-              help="Seconds between DeleteRecords calls up to what the consumer has read.")
-@click.option("--workdir", type=click.Path(file_okay=False), default="run/broker-soak",
-              show_default=True)
-def broker_soak(partitions: int, rate: float, batch_records: int, seconds: float,
-                interval: float, retention_ms: int | None, retention_bytes: int | None,
-                segment_bytes: int | None, delete_records_every: float | None,
-                workdir: str) -> None:
-    """The embedded broker alone under a steady producer and consumer: its CPU against the
-    batches and records it holds (docs/BROKER.md)."""
-    from tools.bench.broker_soak import run_broker_soak
-    configs = {k: str(v) for k, v in (("retention.ms", retention_ms),
-                                      ("retention.bytes", retention_bytes),
-                                      ("segment.bytes", segment_bytes)) if v is not None}
-    res = run_broker_soak(Path(workdir), partitions, rate, batch_records, seconds, interval,
-                          configs, delete_records_every, say=click.echo)
-    click.echo(f"broker alive at the end: {'yes' if res.broker_alive else 'no'}; first "
-               f"offset a new reader gets on partition 0: {res.oldest_offset_readable}"
-               + (f"; DeleteRecords: {res.delete_records}" if res.delete_records else ""))
 
 
 @cli.command("bench-jobs")

@@ -25,7 +25,7 @@ def config_check(ctx: click.Context, file: str | None) -> None:
         sys.exit(1)
     n_rules = len(cfg.behavior_preferences.rules)
     click.echo(f"config OK: {len(cfg.interest_tags.categories)} categories, {n_rules} preference "
-               f"rules, broker {cfg.kafka.bootstrap_servers} (compat {cfg.compat}), "
+               f"rules, broker {cfg.kafka.bootstrap_servers}, "
                f"{cfg.kafka.partitions} partitions")
 
 

@@ -1,12 +1,9 @@
 """The Faust consumer of every app on our skeleton (installed by streams.app.create_app).
 
-Three changes to Faust's aiokafka consumer, each switched by `ConsumerHooks` (streams.compat
-says which a broker needs); the hooks live on our transport, never on the app:
-- **End offsets from fetch responses** (`end_offsets_from_fetch`): on the embedded broker
-  ListOffsets(latest) is low (BROKER.md defect 1), so the end offsets table recovery asks for
-  are read from a fetch at the newest batch (docs/FAUST_INTERNALS.md#end-offsets).
-- **Fetch max wait** (`fetch_max_wait_ms`): Faust passes a fixed 1,500 ms, and the embedded
-  broker answers a fetch only after most of its max wait, not when data arrives.
+Two changes to Faust's aiokafka consumer, set by `ConsumerHooks`; the hooks live on our
+transport, never on the app:
+- **Fetch max wait** (`fetch_max_wait_ms`, `kafka.client.fetch_max_wait_ms`): Faust passes a
+  fixed 1,500 ms.
 - **Raw batches** (`feed`, streams.event_feed): the feed's topic skips Faust's per-event path
   (streams.faust_compat.drain). A feed record whose fetch overlapped a seek is dropped unread
   and its partitions are sought back to their committed offsets (docs/FAUST_INTERNALS.md#seeks).
@@ -15,19 +12,17 @@ And one watch, always on: when the group coordinator last confirmed this worker'
 every assignment.
 
 These override Faust 0.15 internals (`AIOKafkaConsumerThread._create_worker_consumer`,
-`_highwaters`, `on_start`, `on_partitions_assigned`, `Consumer._drain_messages`); pyproject pins
+`on_start`, `on_partitions_assigned`, `Consumer._drain_messages`); pyproject pins
 faust-streaming below 0.16.
 """
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import faust
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaConnectionError
+from aiokafka import TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from streams.faust_compat.drain import RawFeed, drain_into_feed
@@ -37,59 +32,10 @@ from streams.faust_compat.membership import MembershipWatch
 @dataclass
 class ConsumerHooks:
     """What our consumer needs to know, held by the app's transport."""
-    end_offsets_from_fetch: bool
-    fetch_max_wait_ms: int | None
-    bootstrap: str
-    # aiokafka client settings for the fetch that reads end offsets (called when needed)
-    client_kwargs: Callable[[], dict[str, Any]] = field(default=dict)
+    fetch_max_wait_ms: int | None = None     # None: Faust's own
     feed: RawFeed | None = None         # the topic fed raw to streams.event_feed
     # when the group coordinator last confirmed this worker (streams.pipeline.fencing)
     membership: MembershipWatch = field(default_factory=MembershipWatch)
-
-
-async def fetched_end_offsets(bootstrap: str, client_kwargs: dict, listed: Mapping[Any, int],
-                              timeout: float = 90.0) -> dict[Any, int]:
-    """The end offset of each partition from a fetch response's high watermark, given the
-    (possibly low) ListOffsets answers `listed`: a fetch at listed - 1 (inside the newest
-    batch) reports it. Keys are kept as given. Waits out a broker that does not answer for up
-    to `timeout` (the app's broker_request_timeout, as Faust's own ListOffsets call does): a
-    shorter limit crashed table recovery during a 20 s broker pause."""
-    out = dict(listed)
-    need = {tp: off for tp, off in listed.items() if off is not None and off > 0}
-    if not need:
-        return out
-    deadline = time.monotonic() + timeout
-    while True:
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                                    enable_auto_commit=False, fetch_max_wait_ms=100,
-                                    **client_kwargs)
-        try:
-            await consumer.start()
-            break
-        except KafkaConnectionError:        # e.g. every connection cut while bootstrapping
-            await consumer.stop()
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(1.0)
-    try:
-        parts = {tp: TopicPartition(tp[0], tp[1]) for tp in need}
-        consumer.assign(list(parts.values()))
-        for tp, off in need.items():
-            consumer.seek(parts[tp], off - 1)
-        while True:
-            await consumer.getmany(timeout_ms=200, max_records=1)
-            seen = {tp: consumer.highwater(part) for tp, part in parts.items()}
-            if all(hw is not None for hw in seen.values()):
-                break
-            if time.monotonic() > deadline:
-                missing = sorted(str(tp) for tp, hw in seen.items() if hw is None)
-                raise RuntimeError(f"no fetch response for {missing} in {timeout:.0f} s: "
-                                   "cannot tell where their changelogs end")
-        for tp, hw in seen.items():
-            out[tp] = max(hw, need[tp])
-        return out
-    finally:
-        await consumer.stop()
 
 
 class ProfilesConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -111,14 +57,6 @@ class ProfilesConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         if wait_ms is not None:
             consumer._fetch_max_wait_ms = wait_ms
         return consumer
-
-    async def _highwaters(self, partitions):
-        listed = await super()._highwaters(partitions)
-        hooks = self.hooks
-        if not hooks.end_offsets_from_fetch or self.consumer.in_transaction:
-            return listed
-        return await fetched_end_offsets(hooks.bootstrap, hooks.client_kwargs(), listed,
-                                         float(self.app.conf.broker_request_timeout))
 
 
 class ProfilesConsumer(faust_aiokafka.Consumer):

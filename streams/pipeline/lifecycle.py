@@ -6,7 +6,8 @@
                              ├─► fenced: emit nothing, not acked (they come again after the
                              │   rejoin the fence asks for)
                              └─► flush the dirty users, emit the states ──► deliver (after the
-                                 previous commit's delivery: the states, then the records)
+                                 previous commit's delivery: the states; fenced meanwhile:
+                                 no records, not acked; else the records)
                                  ──► observers ──► ack every batch of it
 
 A checkpoint is what one commit covers: the batches computed since the last commit (their
@@ -90,7 +91,9 @@ class Outputs(Protocol):
     """Where an outbox goes (streams.pipeline.outputs.ProducerOutputs)."""
     async def emit(self, outbox: Outbox) -> None: ...
 
-    async def deliver(self, outbox: Outbox) -> None: ...
+    async def deliver(self, outbox: Outbox, still_ours: Callable[[], bool]) -> bool:
+        """The states, then, unless `still_ours()` says otherwise, the records (True)."""
+        ...
 
 
 class Fencing(Protocol):
@@ -272,7 +275,8 @@ class BatchLifecycle:
         await self.outputs.emit(cp.outbox)
         emitted: list[Publication] | None = cp.outbox.publications
         self.counts.commits += 1
-        task = asyncio.create_task(self._deliver(cp.messages, emitted, self.delivery, cp.outbox))
+        task = asyncio.create_task(self._deliver(cp, emitted, self.delivery,
+                                                 group.generation, group.rebalance_count))
         task.add_done_callback(_log_failure)
         self.delivery = task
         return task
@@ -296,13 +300,23 @@ class BatchLifecycle:
         if self.delivery is not None:
             await self.delivery
 
-    async def _deliver(self, messages: list[Any], emitted: list[Publication] | None,
-                       after: asyncio.Task[None] | None, outbox: Outbox) -> None:
+    async def _deliver(self, cp: Checkpoint, emitted: list[Publication] | None,
+                       after: asyncio.Task[None] | None, generation: int | None,
+                       rebalances: int | None) -> None:
+        messages = cp.messages
+
+        def still_ours() -> bool:
+            # The process may have been paused, or cut off from the coordinator, while the
+            # states were on their way (a SIGSTOP in the changelog drain): its records would
+            # land after a new owner's. Not acked: the states say what was published, and the
+            # redelivery after the rejoin sends it again (streams.pipeline.batch_update).
+            return not self.fence.fenced(cp.started, len(messages), generation, rebalances)
         try:
             if after is not None:
                 await after             # acks stay in order; a failure there stops this one
-            if emitted is not None:     # None: nothing was emitted
-                await self.outputs.deliver(outbox)
+            if emitted is not None and not await self.outputs.deliver(cp.outbox, still_ours):
+                self.group.untrack(messages)
+                return
         except BaseException:
             # Not acked, so never committed: the events come again after a restart. Untracked,
             # so a rebalance does not wait for them.

@@ -5,6 +5,7 @@ acked."""
 from __future__ import annotations
 
 import asyncio
+from typing import Callable
 
 import faust
 
@@ -40,17 +41,20 @@ class ProducerOutputs:
             else:
                 db.put(lw.key, lw.value)
 
-    async def deliver(self, outbox: Outbox) -> None:
-        """Deliver the state writes emitted so far, then the outbox's records. States first: a
-        crash between the two leaves a state that says its profile was published with the
-        events not acked, and their redelivery publishes it again
-        (streams.pipeline.batch_update); the other way round a published record could outlive
-        the state that knew of it, and the next owner would not publish over it. Faust's own
-        flush before a commit can leave changelog records behind
+    async def deliver(self, outbox: Outbox, still_ours: Callable[[], bool]) -> bool:
+        """Deliver the state writes emitted so far, then, if `still_ours()` after that, the
+        outbox's records (True). States first: a crash between the two leaves a state that says
+        its profile was published with the events not acked, and their redelivery publishes it
+        again (streams.pipeline.batch_update); the other way round a published record could
+        outlive the state that knew of it, and the next owner would not publish over it.
+        Faust's own flush before a commit can leave changelog records behind
         (docs/FAUST_INTERNALS.md#changelog-buffer)."""
         await drain_changelog(self.app)
+        if not still_ours():
+            return False
         await self.publisher.send_many(outbox.records)
         await self.publisher.flush()
+        return True
 
     async def deliver_all(self) -> None:
         """Deliver every state write and record handed over so far (both producers at once)."""

@@ -1,12 +1,10 @@
 """A minimal Faust app on our app skeleton: counts per key in a RocksDB table with a changelog.
 
-Used to show the embedded broker's end-offset defect and its cure (tests/integration/
+Used to show that a table comes back exactly from its changelog (tests/integration/
 test_changelog_recovery.py). The producer batches with a linger, so the last batch of every
-changelog partition holds several records; `COUNTER_END_OFFSETS=listoffsets` switches the cure
-(end offsets from fetch responses, streams.faust_compat.consumer) off.
+changelog partition holds several records.
 Run: python -m tests.apps.counter_worker CONFIG INSTANCE_ID WEB_PORT
 """
-import os
 import sys
 
 from features.config import load_config
@@ -16,9 +14,7 @@ from streams.worker import run_worker
 INPUT_TOPIC = "recovery-input"
 
 cfg = load_config(sys.argv[1])
-listoffsets = os.environ.get("COUNTER_END_OFFSETS") == "listoffsets"
-app = create_app(cfg, instance_for(cfg, int(sys.argv[2]), int(sys.argv[3])),
-                 end_offsets_from_fetch=False if listoffsets else None)
+app = create_app(cfg, instance_for(cfg, int(sys.argv[2]), int(sys.argv[3])))
 app.conf.producer_linger = 0.1
 
 source = app.topic(INPUT_TOPIC, key_type=bytes, value_type=bytes,

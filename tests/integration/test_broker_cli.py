@@ -1,8 +1,10 @@
-"""`profiles broker start|stop|status`: idempotent start, stop of our own process only, and one
-clear sentence for a busy port or a missing binary."""
+"""`profiles broker start|stop|status`: idempotent start, the status an operator needs (version,
+pid, ports, data dir), data kept across a stop, stop of our own process only, and one clear
+sentence for a busy port, a missing or old Java, and missing jars without Maven."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -11,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deploy.broker import free_port
+from deploy.broker import distribution, free_port
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,14 +36,22 @@ def cfg(tmp_path):
     profiles(p, "broker", "stop")
 
 
-def test_start_twice_status_stop(cfg):
+def test_start_twice_status_stop_and_start_again_from_disk(cfg, tmp_path):
+    port = yaml.safe_load(cfg.read_text())["embedded_broker"]["port"]
+    version = distribution().version
     first = profiles(cfg, "broker", "start")
-    assert first.returncode == 0 and "started (pid" in first.stdout, first.stderr
+    assert first.returncode == 0 and f"Apache Kafka {version} started (pid" in first.stdout, \
+        first.stderr
     pid = int(first.stdout.split("pid ")[1].split(")")[0])
     second = profiles(cfg, "broker", "start")
     assert second.returncode == 0 and f"already running (pid {pid})" in second.stdout
     st = profiles(cfg, "broker", "status")
-    assert st.returncode == 0 and f"running (pid {pid})" in st.stdout
+    data = tmp_path / "run" / "broker" / "data"
+    assert st.returncode == 0 and f"Apache Kafka {version} running (pid {pid})" in st.stdout
+    assert f"127.0.0.1:{port}, controller 127.0.0.1:" in st.stdout and str(data) in st.stdout
+    cluster = st.stdout.split("cluster ")[1].split(",")[0]
+    assert (data / "meta.properties").read_text().count(f"cluster.id={cluster}") == 1
+    assert (tmp_path / "run" / "broker.log").stat().st_size > 0
     stop = profiles(cfg, "broker", "stop")
     assert stop.returncode == 0 and "stopped" in stop.stdout
     proc = Path(f"/proc/{pid}")
@@ -50,6 +60,8 @@ def test_start_twice_status_stop(cfg):
     assert st2.returncode == 3 and "not running" in st2.stdout
     again = profiles(cfg, "broker", "stop")
     assert again.returncode == 0 and "not running" in again.stdout
+    restarted = profiles(cfg, "broker", "start")          # the same cluster, from its log dirs
+    assert restarted.returncode == 0 and f"cluster {cluster}," in restarted.stdout
 
 
 def test_busy_port_is_one_clear_sentence(cfg):
@@ -62,10 +74,37 @@ def test_busy_port_is_one_clear_sentence(cfg):
     assert f"port {port} on 127.0.0.1 is busy" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_missing_binary_is_one_clear_sentence(cfg, tmp_path):
-    r = profiles(cfg, "broker", "start", env={"PROFILES_BROKER_BIN": str(tmp_path / "nope")})
-    assert r.returncode == 1
-    assert "is not an executable file" in r.stderr and "Traceback" not in r.stderr
+def _path_with(tmp_path: Path, **scripts: str) -> str:
+    """A PATH holding only the given fake commands (name -> shell script body)."""
+    bin_dir = tmp_path / "fake-bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name, body in scripts.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    return str(bin_dir)
+
+
+def test_no_java_is_one_clear_sentence(cfg, tmp_path):
+    r = profiles(cfg, "broker", "start", env={"PATH": _path_with(tmp_path), "JAVA_HOME": ""})
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "needs Java 17 or newer and none was found: install a JDK 17+" in r.stderr
+
+
+def test_an_old_java_is_one_clear_sentence(cfg, tmp_path):
+    path = _path_with(tmp_path, java='echo \'openjdk version "11.0.22" 2024-01-16\' >&2')
+    r = profiles(cfg, "broker", "start", env={"PATH": path, "JAVA_HOME": ""})
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "is Java 11; Apache Kafka 4 needs Java 17 or newer: install a JDK 17+" in r.stderr
+
+
+def test_missing_jars_without_maven_is_one_clear_sentence(cfg, tmp_path):
+    java = shutil.which("java")
+    assert java, "the machine has a JDK (make install checks it)"
+    env = {"PATH": _path_with(tmp_path, java=f'exec {java} "$@"'), "JAVA_HOME": "",
+           "PROFILES_KAFKA_HOME": str(tmp_path / "no-kafka-here")}
+    r = profiles(cfg, "broker", "start", env=env)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "fetching them needs Maven: install it" in r.stderr
 
 
 def test_stop_leaves_other_processes_alone(cfg, tmp_path):

@@ -1,11 +1,15 @@
-"""Restarts that heal: the embedded broker (memory only) restarts under a running worker with
-local state. The worker rejoins by itself, finds its RocksDB ahead of the now empty changelog
-(one warning per partition), drops it and rebuilds it, and afterwards holds exactly what the
-batch path gives for the events produced after the restart (the events from before are gone
-with the broker; a kept state would also have skipped the new events at offsets it had seen).
-A worker started against a restarted broker heals the same way."""
+"""The embedded broker (Apache Kafka, log dirs on disk) restarting under running workers:
+- SIGKILLed while events stream in, then started again from its log dirs: nothing is lost or
+  applied twice, every state and latest profile equals the batch path, and the worker was never
+  restarted;
+- a controlled restart of the broker process, the same;
+- its data lost (log dirs wiped, a new cluster id): the worker finds its RocksDB ahead of the now
+  empty changelog (one warning per partition), drops it and rebuilds it, and afterwards holds
+  exactly what the batch path gives for the events produced after the loss. A worker started
+  against such a broker heals the same way. No manual step in either case."""
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -17,6 +21,7 @@ from features.config import load_config
 from tests.harness import (
     http_json,
     profile_worker,
+    published_vs_batch,
     state_diffs,
     wait_for,
     write_config,
@@ -33,7 +38,47 @@ def heal_warnings(worker) -> list[str]:
             if HEALED in line]
 
 
-def test_worker_heals_after_the_broker_restarts_under_it(broker, workers, tmp_path):
+@pytest.mark.parametrize("fault", ["sigkill", "restart"])
+def test_the_broker_goes_down_under_load_and_comes_back_from_its_log_dirs(
+        fault, broker, workers, tmp_path):
+    cfg_path = write_config(tmp_path / "cfg.yaml", broker, kafka={"partitions": PARTITIONS})
+    cfg = load_config(cfg_path, env={})
+    w = profile_worker(workers, cfg_path, 1, free_port(), "w").start()
+    w.wait_healthy()
+    now = int(time.time())
+    ids = list(range(1, 301))
+    events = write_events(tmp_path / "events.jsonl", ids, now - 4 * 86400, 20)   # 6,000
+    cluster_id = embedded.BrokerFiles(broker.run_dir).cluster_id()
+    produced: dict = {}
+
+    def produce() -> None:
+        try:
+            produced["n"] = produce_events(cfg, events, rate=1500, progress=None)[0]
+        except BaseException as e:          # shown by the assertion below
+            produced["error"] = repr(e)
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    time.sleep(1.5)                         # a third of the events sent
+    if fault == "sigkill":
+        assert embedded.kill(broker.run_dir) is not None
+        time.sleep(1.0)
+    else:
+        assert embedded.stop(broker.run_dir)
+    st, started = embedded.start(broker.run_dir, broker.port)
+    assert started and st.cluster_id == cluster_id        # the same cluster, from disk
+    producer.join(120)
+    assert produced.get("n") == 6000, produced
+
+    assert wait_for(lambda: not state_diffs(cfg, w, events, ids), 120, 1,
+                    what="states equal to the batch path"), state_diffs(cfg, w, events, ids)
+    c = published_vs_batch(cfg, events, tmp_path / "batch.jsonl")
+    assert c.ok, (c.summary(), c.mismatched[:3])
+    assert w.proc.poll() is None, "the worker was restarted, not reconnected"
+    assert not heal_warnings(w), "a broker that kept its data made the worker drop its state"
+
+
+def test_worker_heals_after_the_broker_loses_its_data(broker, workers, tmp_path):
     cfg_path = write_config(tmp_path / "cfg.yaml", broker, kafka={"partitions": PARTITIONS})
     cfg = load_config(cfg_path, env={})
     w = profile_worker(workers, cfg_path, 1, free_port(), "w").start()
@@ -45,19 +90,24 @@ def test_worker_heals_after_the_broker_restarts_under_it(broker, workers, tmp_pa
 
     produce_events(cfg, before, progress=None)
     assert wait_for(lambda: not state_diffs(cfg, w, before, ids), 60, 1,
-                    what="states equal to the batch path before the restart"), \
+                    what="states equal to the batch path before the loss"), \
         state_diffs(cfg, w, before, ids)
     assert "ConsistencyError" not in w.log_path.read_text(errors="replace")
 
-    embedded.stop(broker.run_dir)
-    embedded.start(broker.run_dir, broker.port)       # empty: every topic is gone
+    def lose_the_data() -> None:
+        old = embedded.BrokerFiles(broker.run_dir).cluster_id()
+        embedded.stop(broker.run_dir)
+        embedded.wipe(broker.run_dir)
+        st, _ = embedded.start(broker.run_dir, broker.port)    # empty: every topic is gone
+        assert st.cluster_id not in (None, old)
 
-    assert wait_for(lambda: len(heal_warnings(w)) >= PARTITIONS, 60, 0.5,
+    lose_the_data()
+    assert wait_for(lambda: len(heal_warnings(w)) >= PARTITIONS, 90, 0.5,
                     what="a heal warning per partition"), w.tail()
-    w.wait_healthy(60)
+    w.wait_healthy(90)
     produce_events(cfg, after, progress=None)
-    diffs = wait_for(lambda: not state_diffs(cfg, w, after, ids), 60, 1,
-                     what="states equal to the batch path on the events after the restart")
+    diffs = wait_for(lambda: not state_diffs(cfg, w, after, ids), 90, 1,
+                     what="states equal to the batch path on the events after the loss")
     assert diffs, state_diffs(cfg, w, after, ids)
     assert w.proc.poll() is None, "the worker was restarted, not healed"
     warnings = heal_warnings(w)
@@ -73,12 +123,11 @@ def test_worker_heals_after_the_broker_restarts_under_it(broker, workers, tmp_pa
     status, body = http_json(w.url("/profiles?ids=" + ",".join(map(str, range(1, 31)))))
     assert status == 200 and len(body["missing"]) == 30     # only in the events that are gone
 
-    # a bare `profiles worker` started against a restarted broker heals the same way
+    # a bare `profiles worker` started against a broker that lost its data heals the same way
     w.stop()
-    embedded.stop(broker.run_dir)
-    embedded.start(broker.run_dir, broker.port)
+    lose_the_data()
     w2 = profile_worker(workers, cfg_path, 1, free_port(), "w-again").start()
-    w2.wait_healthy(60)
+    w2.wait_healthy(90)
     assert len(heal_warnings(w2)) == PARTITIONS, w2.tail()
     _, states = http_json(w2.url("/states?ids=" + ",".join(map(str, ids))))
     assert set(states.values()) == {None}                   # nothing left of the old log

@@ -1,6 +1,8 @@
 """Hostile payloads through a live worker: it keeps running, and every payload is either applied
 or dead-lettered with the reason the validator gives it; the counts match the DLQ topic.
-FUZZ_LIVE sets the count (`make chaos`: 100,000; `make test`: 4,000)."""
+FUZZ_LIVE sets the count (`make chaos`: 100,000; `make test`: 4,000). Two payloads are 10 MiB:
+Kafka refuses records over a topic's `max.message.bytes` (1 MiB by default), so `user-events` is
+created here allowing 16 MiB, as a cluster that takes large records would have it."""
 from __future__ import annotations
 
 import asyncio
@@ -11,6 +13,7 @@ from collections import Counter
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from deploy.broker import free_port
 from deploy.clients import tail
@@ -21,11 +24,23 @@ from tools.data.hostile import hostile_payloads
 
 pytestmark = pytest.mark.integration
 N = int(os.environ.get("FUZZ_LIVE", "4000"))
+BIG_RECORDS = 16 * 1024 * 1024
+
+
+async def _create_topic(bootstrap: str, name: str, partitions: int, configs: dict) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, partitions, 1, topic_configs=configs)])
+    finally:
+        await admin.close()
 
 
 def test_live_worker_survives_hostile_input_with_matching_counts(broker, workers, tmp_path):
     cfg_path = write_config(tmp_path / "cfg.yaml", broker, kafka={"partitions": 2})
     cfg = load_config(cfg_path, env={})
+    asyncio.run(_create_topic(cfg.kafka.bootstrap_servers, cfg.kafka.topics.user_events, 2,
+                              {"max.message.bytes": str(BIG_RECORDS)}))
     w = profile_worker(workers, cfg_path, 1, free_port(), "w1").start()
     w.wait_healthy()
     payloads = list(hostile_payloads(N, seed=9, big_messages=2))
@@ -33,17 +48,17 @@ def test_live_worker_survives_hostile_input_with_matching_counts(broker, workers
 
     async def send():
         p = AIOKafkaProducer(bootstrap_servers=cfg.kafka.bootstrap_servers,
-                             max_request_size=16 * 1024 * 1024)
+                             max_request_size=BIG_RECORDS)
         await p.start()
-        sent = []
+        sent, delivered = [], []
         try:
             for raw, key, _ in payloads:
                 try:
-                    await p.send(cfg.kafka.topics.user_events, raw, key=key)
+                    delivered.append(await p.send(cfg.kafka.topics.user_events, raw, key=key))
                     sent.append((raw, key))
                 except Exception as e:        # refused before the broker: none expected
                     print(f"not sent ({len(raw):,} bytes): {e}")
-            await p.flush()
+            await asyncio.gather(*delivered)  # refused by the broker: raises
         finally:
             await p.stop()
         return sent

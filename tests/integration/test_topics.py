@@ -8,8 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from tests.harness import write_config
 
@@ -26,20 +25,22 @@ async def _partitions(bootstrap: str, topic: str) -> int:
         await admin.close()
 
 
-async def _autocreate(bootstrap: str, topic: str) -> None:
-    p = AIOKafkaProducer(bootstrap_servers=bootstrap)
-    await p.start()
+async def _create(bootstrap: str, topic: str, partitions: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
     try:
-        await p.send_and_wait(topic, b"{}", key=b"1")
+        await admin.create_topics([NewTopic(topic, partitions, 1)])
     finally:
-        await p.stop()
+        await admin.close()
 
 
 def test_worker_refuses_a_user_events_topic_with_other_partitions(broker, tmp_path):
     cfg = write_config(tmp_path / "cfg.yaml", broker, kafka={"partitions": 3})
-    asyncio.run(_autocreate(broker.bootstrap, "user-events"))     # the broker's default count
+    # created before the system did, e.g. by a broker that auto-creates topics with its default
+    # count (the embedded broker does not auto-create)
+    asyncio.run(_create(broker.bootstrap, "user-events", 1))
     n = asyncio.run(_partitions(broker.bootstrap, "user-events"))
-    assert n != 3
+    assert n == 1
     r = subprocess.run([sys.executable, "-m", "deploy", "--config", str(cfg), "worker"],
                        cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode != 0

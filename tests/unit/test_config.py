@@ -67,7 +67,8 @@ def test_defaults_and_the_shipped_config_agree_with_the_spec():
     assert shipped.kafka.partitions == 8 and shipped.worker.web_host == "127.0.0.1"
     assert shipped.kafka.partitioner == default.kafka.partitioner == "murmur2"
     assert shipped.monitoring.alerts == default.monitoring.alerts
-    assert shipped.compat == "tansu"          # auto: the embedded broker's address
+    assert shipped.uses_embedded_broker       # the embedded broker's address
+    assert shipped.kafka.client == default.kafka.client
     assert shipped.mapping_index_path == ROOT / "data" / "mapping_index.json"
 
 
@@ -85,9 +86,23 @@ def test_env_overrides_deployment_settings():
                                 "PROFILES_WEB_PORT": "7000"})
     assert cfg.kafka.bootstrap_servers == "k1:9092,k2:9092"
     assert str(cfg.data_dir) == "/srv/profiles" and cfg.worker.web_port == 7000
-    assert cfg.compat == "kafka"
+    assert not cfg.uses_embedded_broker
     with pytest.raises(ConfigError, match="worker.web_port"):
         parse_config({}, env={"PROFILES_WEB_PORT": "http"})
+
+
+def test_client_settings_are_checked_and_the_retired_compat_key_is_refused():
+    cfg = parse_config({"kafka": {"client": {"session_timeout_seconds": 30,
+                                             "heartbeat_interval_seconds": 3, "acks": 1}}},
+                       env={})
+    assert cfg.kafka.client.session_timeout_seconds == 30 and cfg.kafka.client.acks == 1
+    with pytest.raises(ConfigError, match="at most a third of session_timeout_seconds"):
+        parse_config({"kafka": {"client": {"session_timeout_seconds": 6,
+                                           "heartbeat_interval_seconds": 3}}}, env={})
+    with pytest.raises(ConfigError, match="kafka.client.acks"):
+        parse_config({"kafka": {"client": {"acks": 0}}}, env={})
+    with pytest.raises(ConfigError, match="kafka.compat: unknown key"):
+        parse_config({"kafka": {"compat": "kafka"}}, env={})
 
 
 def test_yaml_is_never_executed(tmp_path):

@@ -106,14 +106,18 @@ class FakeOutputs:
         self.emitted.append(outbox)
         self.log.append(("emit", [int(r.value) for r in outbox.records]))
 
-    async def deliver(self, outbox: Outbox | None = None) -> None:
+    async def deliver(self, outbox: Outbox, still_ours) -> bool:
         n = self._deliveries
         self._deliveries += 1
         if n < len(self.gates):
             await self.gates[n].wait()
         if self.fail_delivery is not None:
             raise self.fail_delivery
+        if not still_ours():
+            self.log.append(("states only", n))
+            return False
         self.log.append(("deliver", n))
+        return True
 
 
 class FakeFence:
@@ -256,6 +260,24 @@ def test_a_fenced_checkpoint_emits_nothing_and_is_not_acked():
         # untracked, so the rejoin the fence asks for does not wait for them
         assert group.acked == [] and group.in_flight == set()
         assert work.discarded == 1 and told == [] and fence.delivered_in == []
+    asyncio.run(run())
+
+
+def test_fenced_while_the_states_are_delivered_no_record_goes_out_and_nothing_is_acked():
+    """A SIGSTOP between the fence check and the changelog drain: the states were handed over
+    before, the records must not follow them once the process wakes up a zombie."""
+    async def run():
+        lc, log, group, work, outputs, fence, told = lifecycle()
+        outputs.gates = [asyncio.Event()]
+        await take_and_process(lc, group, [1, 2])
+        delivery = await lc.commit()
+        assert ("emit", [1, 2]) in log                   # states handed to the producers
+        fence.fence = True                               # ... then the process was frozen
+        outputs.gates[0].set()
+        await delivery
+        assert ("states only", 0) in log and ("deliver", 0) not in log
+        assert group.acked == [] and group.in_flight == set() and told == []
+        assert fence.delivered_in == []
     asyncio.run(run())
 
 

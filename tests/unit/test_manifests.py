@@ -1,5 +1,6 @@
-"""The Docker, Compose, Kubernetes and Grafana files agree with the config and the code. Docker
-cannot run on these machines, so nothing here builds or applies them (docs/OPERATIONS.md)."""
+"""The Docker, Compose, Kubernetes and Grafana files agree with the config, the code and each
+other. Docker cannot run on these machines, so nothing here builds or applies them
+(docs/OPERATIONS.md); test_manifest_validators.py runs the ecosystem's validators on them."""
 from __future__ import annotations
 
 import json
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from features.config import ENV_OVERRIDES, parse_config
+from features.config import ENV_OVERRIDES, ProfileConfig, parse_config
 from streams.monitoring import METRIC_NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,18 +55,28 @@ def test_compose_kafka_kraft_and_workers():
         assert w["volumes"][0].endswith(":" + env["PROFILES_DATA_DIR"])
         # the environment makes a valid config
         cfg = parse_config({}, env={k: v for k, v in env.items() if k in ENV_OVERRIDES})
-        assert cfg.compat == "kafka" and cfg.worker.web_host == "0.0.0.0"
-        assert cfg.worker.auth == "all"
+        assert cfg.worker.web_host == "0.0.0.0" and cfg.worker.auth == "all"
     assert len(host_ports) == len(workers)
+    # the broker's log dir is on a volume, as the workers' state is
+    mounts = dict(v.split(":") for v in svc["kafka"]["volumes"])
+    assert kafka["KAFKA_LOG_DIRS"] in mounts.values()
+    assert set(mounts) <= set(doc["volumes"])
+
+
+def k8s_docs(name: str) -> dict[str, dict]:
+    return {d["kind"] + "/" + d["metadata"]["name"]: d
+            for d in yaml.safe_load_all((ROOT / "deploy/k8s" / name).read_text()) if d}
+
+
+def k8s_config() -> ProfileConfig:
+    return parse_config(yaml.safe_load(k8s_docs("profiles.yaml")["ConfigMap/profiles-config"]
+                                       ["data"]["profile_config.yaml"]), env={})
 
 
 def test_kubernetes_statefulset_service_probes_and_config():
-    docs = {d["kind"] + "/" + d["metadata"]["name"]: d
-            for d in yaml.safe_load_all((ROOT / "deploy/k8s/profiles.yaml").read_text())}
-    cfg = parse_config(yaml.safe_load(docs["ConfigMap/profiles-config"]["data"]
-                                      ["profile_config.yaml"]), env={})
-    assert cfg.compat == "kafka" and cfg.worker.web_host == "0.0.0.0"
-    assert cfg.worker.auth == "all"
+    docs = k8s_docs("profiles.yaml")
+    cfg = k8s_config()
+    assert cfg.worker.web_host == "0.0.0.0" and cfg.worker.auth == "all"
     assert cfg.kafka.topics == DEFAULT.kafka.topics
     sts = docs["StatefulSet/profiles"]
     headless = docs[f"Service/{sts['spec']['serviceName']}"]
@@ -87,6 +98,58 @@ def test_kubernetes_statefulset_service_probes_and_config():
         assert svc["spec"]["selector"] == sts["spec"]["selector"]["matchLabels"]
     ann = sts["spec"]["template"]["metadata"]["annotations"]
     assert ann["prometheus.io/path"] == "/metrics" and int(ann["prometheus.io/port"]) == port
+
+
+def test_kubernetes_kafka_is_the_broker_the_config_names():
+    """kafka.yaml's one KRaft node is at the address profiles.yaml's ConfigMap names."""
+    docs = k8s_docs("kafka.yaml")
+    cfg = k8s_config()
+    [url] = cfg.kafka.broker.split(";")
+    host, port = re.fullmatch(r"kafka://([\w.-]+):(\d+)", url).groups()
+    pod, service_name = host.split(".")
+    assert {f"Service/{service_name}", "StatefulSet/kafka"} <= set(docs), (url, list(docs))
+    svc, sts = docs[f"Service/{service_name}"], docs["StatefulSet/kafka"]
+    # a StatefulSet's pod N is <name>-N.<serviceName> through its headless Service
+    assert svc["spec"]["clusterIP"] == "None" and sts["spec"]["serviceName"] == service_name
+    assert pod == f"{sts['metadata']['name']}-0"
+    assert svc["spec"]["selector"] == sts["spec"]["selector"]["matchLabels"] \
+        == sts["spec"]["template"]["metadata"]["labels"]
+    assert svc["spec"]["selector"] != k8s_docs("profiles.yaml")["StatefulSet/profiles"][
+        "spec"]["selector"]["matchLabels"]                      # the workers' Services miss it
+    pod_spec = sts["spec"]["template"]["spec"]
+    [c] = pod_spec["containers"]
+    container_ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    svc_ports = {p["port"]: p["targetPort"] for p in svc["spec"]["ports"]}
+    assert int(port) in svc_ports, (url, svc_ports)
+    assert container_ports[svc_ports[int(port)]] == int(port)
+    env = {e["name"]: e["value"] for e in c["env"]}
+    # clients are sent on to the advertised address: the same one
+    assert env["KAFKA_ADVERTISED_LISTENERS"] == f"PLAINTEXT://{host}:{port}"
+    assert f"PLAINTEXT://:{port}" in env["KAFKA_LISTENERS"].split(",")
+    # KRaft, one node: broker and controller, the only voter is this pod's controller port
+    assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
+    assert sts["spec"]["replicas"] == 1
+    node, voter = env["KAFKA_CONTROLLER_QUORUM_VOTERS"].split("@")
+    voter_host, voter_port = voter.rsplit(":", 1)
+    assert node == env["KAFKA_NODE_ID"] and voter_host == host
+    assert int(voter_port) in svc_ports, (voter, svc_ports)
+    assert container_ports[svc_ports[int(voter_port)]] == int(voter_port)
+    assert f"CONTROLLER://:{voter_port}" in env["KAFKA_LISTENERS"].split(",")
+    # one node holds one copy: neither the workers' topics nor Kafka's own may ask for more
+    assert cfg.kafka.replication <= sts["spec"]["replicas"], \
+        f"kafka.replication {cfg.kafka.replication} > kafka.yaml's {sts['spec']['replicas']} node"
+    for key in ("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR",
+                "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
+                "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR"):
+        assert int(env[key]) <= sts["spec"]["replicas"], key
+    assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"    # workers create topics
+    # the image makes every KAFKA_* variable a server property: no Service link variables
+    assert pod_spec["enableServiceLinks"] is False
+    # the log dirs on the pod's volume claim, and a readiness probe
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    claim = sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"]
+    assert env["KAFKA_LOG_DIRS"].startswith(mounts[claim].rstrip("/") + "/")
+    assert c["readinessProbe"]
 
 
 def test_grafana_dashboard_uses_exposed_metrics():

@@ -47,11 +47,31 @@ def test_records_go_to_the_producer_only_after_the_changelog_has_the_states(monk
     async def run():
         await out.emit(outbox)
         assert log == [("state", b"7")]                 # emit hands over no record
-        delivery = asyncio.create_task(out.deliver(outbox))
+        delivery = asyncio.create_task(out.deliver(outbox, lambda: True))
         await asyncio.sleep(0.01)
         assert ("record", b"7") not in log              # the changelog is not drained yet
         drained.set()
-        await delivery
+        assert await delivery
 
     asyncio.run(run())
     assert log == [("state", b"7"), ("drain starts",), ("drained",), ("record", b"7"), ("flush",)]
+
+
+def test_no_record_goes_out_when_the_worker_is_fenced_once_the_states_are_delivered(
+        monkeypatch):
+    log: list = []
+
+    async def drain_changelog(app):
+        log.append(("drained",))
+
+    monkeypatch.setattr(outputs_module, "drain_changelog", drain_changelog)
+    out = ProducerOutputs(app=None, publisher=Publisher(log), states=Table(log), clocks=None)
+    outbox = Outbox(records=[Record("profile-updates", b"7", b"{}")],
+                    state_writes=[StateWrite(0, b"7", b"state")])
+
+    async def run():
+        await out.emit(outbox)
+        return await out.deliver(outbox, lambda: False)
+
+    assert asyncio.run(run()) is False
+    assert log == [("state", b"7"), ("drained",)]

@@ -37,7 +37,6 @@ from features.batch import BatchReport, build_states, run_batch
 from features.config import NO_SCHEDULED_RUNS, ProfileConfig, load_config
 from features.encoding import encode
 from features.runtime import FeatureRuntime
-from streams import compat
 from tools.data.sample import SampleSpec, write_sample
 
 ROOT = Path(__file__).resolve().parents[2]   # the checkout: workers run from it
@@ -308,8 +307,7 @@ def _steady_run(name: str, base: dict, workdir: Path, events: Path, rate: float,
         def produce():
             try:
                 result["sent"], result["rate"] = asyncio.run(produce_records(
-                    cfg, topics["user_events"], steady_records(events, n), rate, None, "steady",
-                    compat.event_producer_settings(cfg.compat)))
+                    cfg, topics["user_events"], steady_records(events, n), rate, None, "steady"))
             finally:
                 done.set()
 
@@ -882,7 +880,8 @@ def run_producer_rows(cfg: ProfileConfig, say: Callable[[str], None],
                       n: int = PRODUCER_RECORDS, repeat: int = 3) -> list[str]:
     """CPU µs per record delivered, aiokafka against librdkafka (streams.publisher), for each
     kind of record the output producer writes; best of `repeat` (the machine is shared)."""
-    from streams.kafka_security import client_kwargs, librdkafka_settings
+    from streams.kafka_security import client_kwargs
+    from streams.producer_settings import aiokafka_producer_kwargs, librdkafka_producer_settings
     from streams.publisher import AiokafkaPublisher, LibrdkafkaPublisher
     kinds = _output_records(cfg, n)
     topics = [_producer_topic(kind, client) for kind in kinds
@@ -903,9 +902,11 @@ def run_producer_rows(cfg: ProfileConfig, say: Callable[[str], None],
             await admin.close()
         for attempt in range(repeat):
             for client in ("aiokafka", "librdkafka"):
-                pub = AiokafkaPublisher(cfg.kafka.bootstrap_servers, client_kwargs(cfg)) \
+                pub = AiokafkaPublisher(cfg.kafka.bootstrap_servers,
+                                        aiokafka_producer_kwargs(cfg)) \
                     if client == "aiokafka" else \
-                    LibrdkafkaPublisher(cfg.kafka.bootstrap_servers, librdkafka_settings(cfg))
+                    LibrdkafkaPublisher(cfg.kafka.bootstrap_servers,
+                                        librdkafka_producer_settings(cfg))
                 try:
                     for kind, records in kinds.items():
                         secs = await _producer_cpu(pub, records, _producer_topic(kind, client))

@@ -6,9 +6,11 @@ Worker faults: SIGKILL of a worker (restarted 1-2 s later), SIGKILL with the wor
 deleted before the restart (full recovery from the changelog), SIGSTOP past the session timeout
 then SIGCONT, a fourth worker joining and leaving (the partition assignment changes twice), and
 a burst of hostile payloads (tools.data.hostile). Broker faults: the embedded broker paused
-(SIGSTOP 20 s, then SIGCONT), every client connection to it cut at once, and 200 ms of added
-latency for 30 s; every Kafka client of the run (workers, producers, readers) reaches the broker
-through a TCP proxy on loopback (tools/chaos/proxy.py) that makes the last two.
+(SIGSTOP 20 s, then SIGCONT), SIGKILLed and started again 1-2 s later from its log dirs,
+restarted (a controlled shutdown, then a start), every client connection to it cut at once, and
+200 ms of added latency for 30 s; every Kafka client of the run (workers, producers, readers)
+reaches the broker through a TCP proxy on loopback (tools/chaos/proxy.py) that makes the last
+two.
 
 The verdict is read in a stable group (`group_view`): every worker healthy, one generation,
 each partition owned once, the same before and after the read.
@@ -48,7 +50,6 @@ from tools.data.sample import SampleSpec, write_sample
 from tools.verify import batch_profiles, compare
 
 ROOT = Path(__file__).resolve().parents[2]   # the checkout: workers run from it
-SESSION_TIMEOUT = 10.0          # streams/compat.py, embedded broker
 WORKER_IDS = (1, 2, 3)          # the group; a fourth worker comes and goes (reassign)
 
 
@@ -221,10 +222,8 @@ def run_chaos(workdir: Path, users: int, seed: int, hostile: int,
     logs = workdir / "logs"
     logs.mkdir(exist_ok=True)
     port, proxy_port, base = embedded.free_port(), embedded.free_port(), _ports(4)
-    # Every client goes through the proxy; the broker advertises it (kafka.compat is given:
-    # the proxy's address is not the embedded broker's own, which `auto` looks for).
-    raw = {"kafka": {"broker": f"kafka://127.0.0.1:{proxy_port}", "partitions": 6,
-                     "compat": "tansu"},
+    # Every client goes through the proxy; the broker advertises it.
+    raw = {"kafka": {"broker": f"kafka://127.0.0.1:{proxy_port}", "partitions": 6},
            "embedded_broker": {"port": port, "run_dir": str(workdir / "run")},
            "mapping_index": str(workdir / "mapping_index.json"),
            "worker": {"data_dir": str(workdir / "data"), "log_level": "info"},
@@ -283,7 +282,7 @@ def run_chaos(workdir: Path, users: int, seed: int, hostile: int,
                 w.start(f.worker)
             elif f.kind == "sigstop":
                 w.signal(f.worker, signal.SIGSTOP)
-                time.sleep(SESSION_TIMEOUT + 5)
+                time.sleep(cfg.kafka.client.session_timeout_seconds + 5)
                 w.signal(f.worker, signal.SIGCONT)
             elif f.kind == "reassign":
                 w.start(4)
@@ -295,6 +294,17 @@ def run_chaos(workdir: Path, users: int, seed: int, hostile: int,
             elif f.kind == "broker-pause":
                 _pause_broker(cfg.run_dir, BROKER_PAUSE)
                 note = f" ({BROKER_PAUSE:.0f} s)"
+            elif f.kind == "broker-kill":
+                pid = embedded.kill(cfg.run_dir)
+                time.sleep(random.Random(seed + int(f.at * 10)).uniform(1, 2))
+                t_up = time.monotonic()
+                embedded.start(cfg.run_dir, port, advertised_port=proxy_port)
+                note = f" (pid {pid}; answering {time.monotonic() - t_up:.1f} s after its start)"
+            elif f.kind == "broker-restart":
+                t_down = time.monotonic()
+                embedded.stop(cfg.run_dir)
+                embedded.start(cfg.run_dir, port, advertised_port=proxy_port)
+                note = f" (down and up in {time.monotonic() - t_down:.1f} s)"
             elif f.kind == "cut":
                 note = f" ({proxy.cut_all()} connections)"
             elif f.kind == "latency":

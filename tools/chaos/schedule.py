@@ -18,7 +18,7 @@ class Fault:
 
 
 WORKER_FAULTS = ("sigkill", "wipe", "sigstop", "reassign", "hostile")
-BROKER_FAULTS = ("broker-pause", "cut", "latency")
+BROKER_FAULTS = ("broker-pause", "broker-kill", "broker-restart", "cut", "latency")
 FAULT_KINDS = WORKER_FAULTS + BROKER_FAULTS
 BROKER_PAUSE = 20.0             # seconds the broker is stopped
 LATENCY, LATENCY_FOR = 0.2, 30.0    # seconds added to every forwarded chunk, and for how long
