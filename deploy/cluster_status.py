@@ -50,6 +50,12 @@ class ClusterStatus:
     def assigned(self) -> set[int]:
         return {p for w in self.answering if w.monitor for p in w.monitor["partitions"]}
 
+    def recovering(self) -> list[int]:
+        """Partitions an answering worker is still restoring from the changelog: their users'
+        states are not all there yet, and scheduled runs wait for them."""
+        return sorted({p for w in self.answering
+                       for p in (w.health or {}).get("recovering_partitions", [])})
+
     def unowned(self) -> list[int]:
         """Partitions no answering worker owns."""
         have = self.assigned()
@@ -77,6 +83,7 @@ class ClusterStatus:
         """`profiles status --json`."""
         return {"asked": self.asked, "generation": self.generation,
                 "partitions": self.partitions, "unowned": self.unowned(),
+                "recovering": self.recovering(),
                 "workers": [w.__dict__ for w in self.workers],
                 "quality": self.quality().to_dict(), "alerts": self.alerts()}
 
@@ -94,13 +101,16 @@ def _member_status(cluster: Cluster, m: Member, local: dict | None) -> WorkerSta
                       pid_alive(pid) if pid else None,
                       restarts=(local or {}).get("restarts", 0))
     try:
-        ws.health = cluster.call(m, "/health", timeout=3)
+        try:
+            ws.health = cluster.call(m, "/health", timeout=3)
+        except WorkerCallError as e:
+            if e.status != 503:
+                raise
+            ws.health = e.body or {"status": "recovering"}      # answering, but recovering
         ws.instance_id = ws.health.get("instance", ws.instance_id)
         ws.monitor = cluster.call(m, "/monitor", timeout=5)
     except WorkerCallError as e:
         ws.error, ws.refused = str(e), e.refused
-        if e.status == 503:             # answering, but recovering
-            ws.health = {"status": "recovering"}
     return ws
 
 
@@ -152,7 +162,9 @@ def verdict(status: ClusterStatus) -> tuple[int, list[str]]:
         elif w.health is None:
             reasons.append(f"{_name(w)} does not answer ({w.error})")
         elif w.health.get("status") != "ok":
-            reasons.append(f"{_name(w)} is {w.health.get('status')}")
+            parts = w.health.get("recovering_partitions")
+            reasons.append(f"{_name(w)} is {w.health.get('status')}"
+                           + (f" (partitions {','.join(map(str, parts))})" if parts else ""))
     if status.rebalancing:
         reasons.append(f"the group is rebalancing (generation {status.generation})")
     if status.unowned():
@@ -189,8 +201,11 @@ def render(status: ClusterStatus) -> list[str]:
             continue
         m = w.monitor or {}
         lag = [v for v in m.get("lag", {}).values() if v is not None]
+        state = w.health.get("status")
+        if w.health.get("recovering_partitions"):
+            state += " " + ",".join(map(str, w.health["recovering_partitions"]))
         lines.append(
-            f"{head}  {w.health.get('status')}  partitions "
+            f"{head}  {state}  partitions "
             f"{','.join(map(str, m.get('partitions', []))) or '-'}  lag "
             f"{n(sum(lag) if lag else None)}  events/s "
             f"{n(m.get('rates', {}).get('events_per_second'))}  publishes/s "
@@ -203,6 +218,9 @@ def render(status: ClusterStatus) -> list[str]:
     if status.unowned():
         lines.append(f"partitions no answering worker owns: "
                      f"{','.join(map(str, status.unowned()))}")
+    if status.recovering():
+        lines.append(f"partitions recovering (restored from their changelog; scheduled runs "
+                     f"wait for them): {','.join(map(str, status.recovering()))}")
     q = status.quality()
     if q.users:
         qq = q.quality()

@@ -28,15 +28,17 @@ class LocalCluster:
     workers: list[WorkerProcess] = field(default_factory=list)
     started_broker: bool = False
 
-    def start(self, instances: int = 1, timeout: float = 90.0) -> None:
+    def start(self, instances: int = 1, timeout: float = 90.0, fresh: bool = False) -> None:
+        """`fresh`: when this starts the embedded broker, it starts on empty log dirs and the
+        workers on empty local state (the demo: a replay checked against the batch path)."""
         from streams.topics import ensure_topics
         cfg = self.cfg
         if cfg.uses_embedded_broker:
+            if fresh and not embedded.status(cfg.run_dir).running:
+                clear_local_data(cfg, self.say)
             st, self.started_broker = embedded.start(cfg.run_dir, cfg.embedded_broker.port,
                                                      cfg.embedded_broker.start_timeout_seconds)
-            self.say(f"embedded broker on 127.0.0.1:{st.port} (pid {st.pid})")
-            if self.started_broker:
-                drop_stale_worker_state(cfg, self.say)
+            self.say(st.describe("started" if self.started_broker else "already running"))
         created = asyncio.run(ensure_topics(cfg))
         self.say(f"topics ready ({len(created)} created)")
         for i in range(1, instances + 1):
@@ -107,14 +109,14 @@ def stop_local(cfg: ProfileConfig) -> list[str]:
     return done
 
 
-def drop_stale_worker_state(cfg: ProfileConfig, say: Callable[[str], None]) -> None:
-    """A new embedded broker starts empty (memory only), so local table state from an earlier
-    run points at changelog offsets that no longer exist. The workers would drop it themselves
-    (streams.faust_compat.table_recovery); clearing it first is quicker and says so. The mapping
-    index and the backups beside it are kept: ids never change meaning."""
+def clear_local_data(cfg: ProfileConfig, say: Callable[[str], None]) -> None:
+    """Empty the stopped embedded broker's log dirs and every worker's local state, for a run
+    that starts from nothing. The mapping index and the backups beside it are kept: ids never
+    change meaning."""
+    embedded.wipe(cfg.run_dir)
     stale = sorted(cfg.data_dir.glob("instance-*"))
     for d in stale:
         shutil.rmtree(d)
-    if stale:
-        say(f"new embedded broker: cleared worker state of an earlier run "
-            f"({', '.join(d.name for d in stale)})")
+    say("a fresh start: the embedded broker's log dirs cleared"
+        + (f", and the worker state of an earlier run ({', '.join(d.name for d in stale)})"
+           if stale else ""))

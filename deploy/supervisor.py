@@ -105,15 +105,12 @@ class Supervisor:
         self.stopping = True
 
     def _start_broker(self) -> None:
-        from deploy.local import drop_stale_worker_state
         from streams.topics import ensure_topics
         cfg = self.cfg
         if cfg.uses_embedded_broker:
             st, self.started_broker = embedded.start(cfg.run_dir, cfg.embedded_broker.port,
                                                      cfg.embedded_broker.start_timeout_seconds)
-            log.info("embedded broker on 127.0.0.1:%s (pid %s)", st.port, st.pid)
-            if self.started_broker:
-                drop_stale_worker_state(cfg, log.info)
+            log.info(st.describe("started" if self.started_broker else "already running"))
         asyncio.run(ensure_topics(cfg))
 
     def _process(self, instance_id: int) -> WorkerProcess:

@@ -17,10 +17,12 @@ class WorkerCallError(RuntimeError):
     `unreachable` when no connection was made (nothing was sent, so trying another way is
     safe even for a POST)."""
 
-    def __init__(self, message: str, status: int | None = None, unreachable: bool = False):
+    def __init__(self, message: str, status: int | None = None, unreachable: bool = False,
+                 body: dict | None = None):
         super().__init__(message)
         self.status = status
         self.unreachable = unreachable
+        self.body = body                # the worker's JSON answer, when it gave one
 
     @property
     def refused(self) -> bool:
@@ -98,10 +100,12 @@ def call(url: str, method: str = "GET", token: str | None = None,
             raise WorkerCallError(f"{url}: refused {sent} (HTTP {e.code}); {HINT}",
                                   e.code) from None
         try:
-            msg = json.loads(e.read() or b"{}").get("error", e.reason)
+            body = json.loads(e.read() or b"{}")
         except ValueError:
-            msg = e.reason
-        raise WorkerCallError(f"{url}: {msg} (HTTP {e.code})", e.code) from None
+            body = None
+        msg = body.get("error", e.reason) if isinstance(body, dict) else e.reason
+        raise WorkerCallError(f"{url}: {msg} (HTTP {e.code})", e.code,
+                              body=body if isinstance(body, dict) else None) from None
     except urllib.error.URLError as e:      # raised while connecting and sending
         raise WorkerCallError(f"no worker answers at {url}: {e.reason}",
                               unreachable=True) from None

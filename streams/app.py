@@ -94,14 +94,18 @@ def _add_health(app: faust.App, cfg: ProfileConfig, inst: Instance, hooks: Consu
     @app.page("/health")
     async def health(web, request):
         recovery = app.tables.recovery
-        recovering = bool(recovery.active_tps or recovery.standby_tps) and \
-            not recovery.completed.is_set()
+        # the scheduled runs' test of readiness (streams.faust_compat.group.FaustGroup.ready):
+        # recovery done, and none begun since
+        recovering = not recovery.completed.is_set() or recovery.in_recovery
         assigned = sorted(f"{tp.topic}:{tp.partition}" for tp in app.assignor.assigned_actives())
         body = {
             "status": "recovering" if recovering else "ok",
             "app": app.conf.id,
             "instance": inst.instance_id,
             "recovery_completed": recovery.completed.is_set(),
+            # changelog partitions this worker is reading into its tables (none when ok)
+            "recovering_partitions": sorted(tp.partition for tp in recovery.active_tps)
+            if recovering else [],
             "assigned_partitions": assigned,
             "started_at": started_at,
             # the group's generation and this worker's rebalance count: a reader that needs

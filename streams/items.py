@@ -68,8 +68,7 @@ class ItemFeed:
 
     @staticmethod
     async def _caught_up(consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> bool:
-        # The high watermark from fetch responses is right on every broker; ListOffsets is not
-        # on the embedded one (BROKER.md defect 1).
+        # the high watermark of the fetch responses: no extra request per check
         for tp in tps:
             hw = consumer.highwater(tp)
             if hw is None or await consumer.position(tp) < hw:

@@ -1,8 +1,8 @@
 """Monitoring of one worker: Prometheus metrics, rates and lag, the quality/business scan, and
 alert evaluation (alerts go to `profile-alerts`, the log and an optional webhook).
 
-Lag is the fetch high watermark (right on every broker, BROKER.md defect 1) minus the next offset
-the pipeline will process, per partition. Counters come straight from the pipeline's counts.
+Lag is the fetch high watermark minus the next offset the pipeline will process, per
+partition. Counters come straight from the pipeline's counts.
 """
 from __future__ import annotations
 

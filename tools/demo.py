@@ -55,7 +55,7 @@ def run_demo(cluster: LocalCluster, users: int, days: int, instances: int,
              say: Callable[[str], None], timeout: float = 600) -> bool:
     """Returns True when every user's published profile equals the batch path's."""
     cfg = cluster.cfg
-    cluster.start(instances)
+    cluster.start(instances, fresh=True)
     sample_dir = cfg.data_dir / "sample"
     say(f"writing sample data for {users:,} users over {days} days to {sample_dir}")
     info = write_sample(SampleSpec(users=users, days=days), sample_dir)

@@ -9,7 +9,7 @@ from pathlib import Path
 # The JVM: a small heap and the serial collector (one node, short-lived runs on 2 cores); the C1
 # compiler alone starts the broker in about 2 s where C2 warms up for longer. Measured in
 # docs/BROKER.md ("Start-up and JVM").
-JVM_OPTIONS = ("-Xms256m", "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+JVM_OPTIONS = ("-Xms256m", "-Xmx512m", "-XX:+UseSerialGC",
                "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true")
 
 

@@ -1,19 +1,26 @@
 """The Faust consumer of every app on our skeleton (installed by streams.app.create_app).
 
-Two changes to Faust's aiokafka consumer, set by `ConsumerHooks`; the hooks live on our
-transport, never on the app:
+Three changes to Faust's aiokafka consumer, the first two set by `ConsumerHooks`; the hooks live
+on our transport, never on the app:
 - **Fetch max wait** (`fetch_max_wait_ms`, `kafka.client.fetch_max_wait_ms`): Faust passes a
   fixed 1,500 ms.
 - **Raw batches** (`feed`, streams.event_feed): the feed's topic skips Faust's per-event path
   (streams.faust_compat.drain). A feed record whose fetch overlapped a seek is dropped unread
   and its partitions are sought back to their committed offsets (docs/FAUST_INTERNALS.md#seeks).
+- **The leader topic is never fetched**: Faust's `<app id>-__assignor-__leader` partition carries
+  no record (its assignment alone says which worker leads), but aiokafka fetches it like any
+  other. aiokafka sends one fetch at a time to a broker, and only for partitions with nothing
+  fetched left unconsumed: a busy worker's fetch could hold the leader partition alone, which
+  the broker keeps for the whole fetch max wait while the events pile up behind it (the stall
+  at 20,000 events/s: docs/FAUST_INTERNALS.md#fetches). It is paused in aiokafka at each
+  assignment (Faust's own pause only stops Faust from asking for its records).
 And one watch, always on: when the group coordinator last confirmed this worker's membership
 (`membership`, streams.faust_compat.membership), attached when the consumer starts and told of
 every assignment.
 
 These override Faust 0.15 internals (`AIOKafkaConsumerThread._create_worker_consumer`,
-`on_start`, `on_partitions_assigned`, `Consumer._drain_messages`); pyproject pins
-faust-streaming below 0.16.
+`on_start`, `on_partitions_assigned`, `Consumer._drain_messages`, `App._leader_assignor`);
+pyproject pins faust-streaming below 0.16.
 """
 from __future__ import annotations
 
@@ -49,7 +56,17 @@ class ProfilesConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
     async def on_partitions_assigned(self, assigned, generation_id: int = 0) -> None:
         self.hooks.membership.joined()
+        self._pause_leader_partition(assigned)
         await super().on_partitions_assigned(assigned, generation_id)
+
+    def _pause_leader_partition(self, assigned) -> None:
+        """(The consumer thread: aiokafka's rebalance listener.) A new assignment gives every
+        partition a fresh, unpaused fetch state."""
+        if self.app.conf.topic_disable_leader:
+            return
+        leader = self.app._leader_assignor._leader_tp
+        if leader in assigned:
+            self._consumer.pause(TopicPartition(leader.topic, leader.partition))
 
     def _create_worker_consumer(self, transport):
         consumer = super()._create_worker_consumer(transport)

@@ -7,7 +7,10 @@
   feature and correct it.
 
 Jobs run one at a time and take the pipeline's lock per chunk of users (streams.owned_chunks),
-so the agent keeps running between chunks and never sees a half-updated user.
+so the agent keeps running between chunks and never sees a half-updated user. A run waits up to
+RECOVERY_WAIT seconds for table recovery (a rebalance restores partitions from their
+changelogs); a partition a recovery interrupts while it stays this worker's is run again once
+the recovery is over (the report keeps the run that finished).
 """
 from __future__ import annotations
 
@@ -22,13 +25,15 @@ from streams import backups
 from streams.jobs.report import JobReport, PartitionRun
 from streams.jobs.revisit import Revisits
 from streams.jobs.weekly import WeeklyRebuild
-from streams.owned_chunks import OwnedChunks
+from streams.owned_chunks import REVOKED, OwnedChunks
 
 if TYPE_CHECKING:
     from streams.pipeline.profile_pipeline import ProfilePipeline
 
 log = logging.getLogger(__name__)
 INDEX_CHECK_INTERVAL = 2.0      # seconds between looks for partitions whose index is unchecked
+RECOVERY_WAIT = 120.0           # seconds a run waits for table recovery, each time it waits
+PARTITION_ATTEMPTS = 3          # runs of a partition that recoveries keep interrupting
 
 
 class JobBusy(RuntimeError):
@@ -108,8 +113,8 @@ class ScheduledJobs:
             raise ValueError(f"unknown job {job!r}; one of {', '.join(JOBS)}")
         if self.running in JOBS:
             raise JobBusy(f"the {self.running} job is running")
-        if not self.group.ready():
-            raise NotReady("table recovery is not complete")
+        if not await self.wait_recovered():
+            raise NotReady(f"table recovery is not complete after {RECOVERY_WAIT:.0f} s")
         async with self._job_lock:         # (waits for a background index check)
             if self.running in JOBS:
                 raise JobBusy(f"the {self.running} job is running")
@@ -119,9 +124,7 @@ class ScheduledJobs:
             log.info("%s run started on partitions %s", job, self.owned())
             try:
                 for p in self.owned():
-                    run = PartitionRun(p, self.pl.clock(p).stream_time)
-                    report.partitions.append(run)
-                    await self.per_partition[job](p, run, full)
+                    report.partitions.append(await self.run_partition(job, p, full))
                 if job == "daily":
                     report.backup = await self._backup(report)
             except Exception as e:          # a failed job is reported, never kills the worker
@@ -134,6 +137,27 @@ class ScheduledJobs:
             self.last[job] = out
             log.info("%s run done in %.2fs: %s", job, report.seconds, out["totals"])
             return out
+
+    async def wait_recovered(self, wait: float = RECOVERY_WAIT) -> bool:
+        """Whether table recovery is over, waiting up to `wait` seconds for it."""
+        deadline = time.monotonic() + wait
+        while not self.group.ready():
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.2)
+        return True
+
+    async def run_partition(self, job: str, p: int, full: bool) -> PartitionRun:
+        run = PartitionRun(p)
+        for attempt in range(1, PARTITION_ATTEMPTS + 1):
+            run = PartitionRun(p, self.pl.clock(p).stream_time)
+            await self.per_partition[job](p, run, full)
+            if run.aborted != REVOKED or attempt == PARTITION_ATTEMPTS:
+                return run
+            if not await self.wait_recovered() or p not in self.owned():
+                return run                      # revoked (or a recovery that does not end)
+            log.info("%s run of partition %d interrupted by a table recovery: again", job, p)
+        return run
 
     async def _backup(self, report: JobReport) -> str | None:
         parts = [r.partition for r in report.partitions if not r.aborted]

@@ -1,6 +1,6 @@
-"""Fencing, as far as the framework allows (no transactions on the embedded broker). A worker
-stops emitting when the group may have given its partitions to another worker, which redoes
-the events from the last commit:
+"""Fencing, as far as the framework allows without Kafka transactions. A worker stops emitting
+when the group may have given its partitions to another worker, which redoes the events from
+the last commit:
 - the whole process was paused longer than the session timeout (SIGSTOP, a frozen VM);
 - the group coordinator has not confirmed this worker's membership (a heartbeat answered, an
   assignment) for half the session timeout: the broker paused or out of reach. A worker the

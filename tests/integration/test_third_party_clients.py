@@ -1,6 +1,5 @@
 """Third-party clients both ways: events produced with confluent-kafka (librdkafka) and with
-kafkajs (npm) are processed, and both read profile-updates. (Debian's kcat cannot talk to the
-embedded broker, BROKER.md defect 6.)"""
+kafkajs (npm) are processed, and both read profile-updates."""
 from __future__ import annotations
 
 import shutil

@@ -3,6 +3,7 @@ every process it started."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -106,17 +107,21 @@ def test_demo_exit_replays_sample_and_shows_profiles(tmp_path):
     assert not (tmp_path / "run" / "broker.pid").exists()
 
 
-def test_second_run_with_a_new_embedded_broker_clears_stale_worker_state(tmp_path):
-    """The embedded broker keeps data in memory: a second `make run` starts it empty, and the
-    first run's table state must not make the worker refuse to start (ConsistencyError)."""
+def test_each_demo_starts_from_a_fresh_broker_and_empty_worker_state(tmp_path):
+    """The embedded broker keeps its data on disk, but each `make run` replays a sample and
+    checks it against the batch path: a second run, with another sample, starts from empty log
+    dirs and worker state, and matches exactly."""
     cfg, _ = _own_broker_config(tmp_path)
     runs = []
-    for _ in range(2):
+    for users in (40, 30):
         r = subprocess.run([sys.executable, "-m", "deploy", "--config", str(cfg), "demo",
-                            "--exit", "--users", "40"], cwd=ROOT, capture_output=True, text=True,
-                           timeout=300)
+                            "--exit", "--users", str(users)], cwd=ROOT, capture_output=True,
+                           text=True, timeout=300)
         runs.append(r)
         assert r.returncode == 0, r.stdout + r.stderr
-    assert "cleared worker state of an earlier run (instance-1)" in runs[1].stdout
-    assert "0 mismatched, 0 missing" in runs[1].stdout
+    assert "log dirs cleared, and the worker state of an earlier run (instance-1)" in \
+        runs[1].stdout
+    m = re.search(r"stream vs batch path: (\d+) users: (\d+) match, 0 mismatched, 0 missing, "
+                  r"0 unexpected", runs[1].stdout)
+    assert m and m.group(1) == m.group(2), runs[1].stdout
     assert (tmp_path / "mapping_index.json").exists()     # the mapping index is kept

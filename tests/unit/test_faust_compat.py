@@ -107,3 +107,27 @@ def test_the_membership_watch_records_when_a_heartbeat_was_sent_that_the_coordin
         assert watch.confirmed_at() > accepted
 
     asyncio.run(run())
+
+
+def test_the_leader_partition_is_paused_in_aiokafka_at_each_assignment(tmp_path):
+    """Faust's leader topic carries no record; fetched alone it held every fetch to its broker
+    for the whole fetch max wait (docs/FAUST_INTERNALS.md#fetches)."""
+    from types import SimpleNamespace
+
+    from aiokafka import TopicPartition
+    from faust.types import TP
+
+    from features.config import parse_config
+    from streams.app import create_app, instance_for
+    from streams.faust_compat.consumer import ProfilesConsumerThread
+    cfg = parse_config({"worker": {"data_dir": str(tmp_path)}}, env={})
+    app = create_app(cfg, instance_for(cfg, 1))
+    leader = app._leader_assignor._leader_tp          # the seam: Faust's own leader partition
+    assert leader == TP(f"{cfg.worker.app_id}-__assignor-__leader", 0)
+    paused: list = []
+    thread = SimpleNamespace(app=app, _consumer=SimpleNamespace(pause=paused.append))
+    events = TP("user-events", 0)
+    ProfilesConsumerThread._pause_leader_partition(thread, {events, leader})
+    assert paused == [TopicPartition(leader.topic, 0)]
+    ProfilesConsumerThread._pause_leader_partition(thread, {events})     # another leads
+    assert paused == [TopicPartition(leader.topic, 0)]

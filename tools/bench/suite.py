@@ -30,6 +30,7 @@ import yaml
 from aiokafka import AIOKafkaConsumer
 
 from deploy import broker as embedded
+from deploy.broker.properties import JVM_OPTIONS
 from deploy.clients import event_records, load_items, produce_events, produce_records
 from deploy.worker_process import spawn, worker_argv
 from deploy.workers import ready
@@ -43,6 +44,10 @@ ROOT = Path(__file__).resolve().parents[2]   # the checkout: workers run from it
 SPARSE_USERS = 5000         # users of the sparse sample
 SPARSE_BATCH = 1000         # the batch the "distinct users per batch" figure is taken over
 SPARSE_NAIVE_EVENTS = 100_000   # naive Faust on the sparse sample: timed over these
+# The steady runs' latency quantiles leave out their first seconds: the first publishes wait
+# for connections and caches (p99 over a whole 60 s run at 5,000/s was up to 1.4 s, the
+# steady state's per-second worst about 0.5 s); the whole run's p99 is reported beside them.
+WARMUP_SECONDS = 10.0
 
 
 @dataclass
@@ -52,6 +57,8 @@ class Result:
     seconds: float
     peak_rss_mb: float | None = None
     cpu_seconds: float | None = None    # of the measured process(es) over the timed span
+    broker_cpu: float | None = None     # the broker's CPU seconds per second over that span
+    broker_rss_mb: float | None = None  # the broker's RSS at its end
 
     @property
     def rate(self) -> float:
@@ -99,8 +106,21 @@ def _cpu_seconds(pid: int) -> float:
         return 0.0
 
 
+@dataclass(frozen=True)
+class BrokerProbe:
+    """The embedded broker's process, measured beside every row."""
+    pid: int
+
+    def cpu(self) -> float:
+        return _cpu_seconds(self.pid)
+
+    def rss_mb(self) -> float | None:
+        return _rss_mb(self.pid)
+
+
 def _timed_processes(name: str, cmds: list[tuple[list[str], str]], total: int, workdir: Path,
-                     say: Callable[[str], None], timeout: float = 900) -> Result:
+                     say: Callable[[str], None], broker: BrokerProbe,
+                     timeout: float = 900) -> Result:
     """Start processes, time from the first event counted to `total` (summed over them)."""
     procs = []
     for i, (cmd, url) in enumerate(cmds):
@@ -118,6 +138,7 @@ def _timed_processes(name: str, cmds: list[tuple[list[str], str]], total: int, w
             if t0 is None and n > 0:
                 t0, n0 = now, n
                 cpu0 = sum(_cpu_seconds(p.pid) for p, _ in procs)
+                bcpu0 = broker.cpu()
             if n >= total:
                 break
             if any(p.poll() is not None for p, _ in procs):
@@ -131,7 +152,8 @@ def _timed_processes(name: str, cmds: list[tuple[list[str], str]], total: int, w
         seconds = time.monotonic() - t0
         cpu = sum(_cpu_seconds(p.pid) for p, _ in procs) - cpu0
         rss = max((_peak_rss_mb(p.pid) or 0) for p, _ in procs)
-        return Result(name, total - n0, seconds, rss, cpu)
+        return Result(name, total - n0, seconds, rss, cpu, (broker.cpu() - bcpu0) / seconds,
+                      broker.rss_mb())
     finally:
         for p, _ in procs:
             p.terminate()
@@ -142,7 +164,7 @@ def _timed_processes(name: str, cmds: list[tuple[list[str], str]], total: int, w
                 p.kill()
 
 
-async def _read_ceiling(cfg: ProfileConfig, total: int) -> Result:
+async def _read_ceiling(cfg: ProfileConfig, total: int, broker: BrokerProbe) -> Result:
     consumer = AIOKafkaConsumer(cfg.kafka.topics.user_events,
                                 bootstrap_servers=cfg.kafka.bootstrap_servers,
                                 group_id=f"bench-ceiling-{time.time_ns()}",
@@ -154,7 +176,7 @@ async def _read_ceiling(cfg: ProfileConfig, total: int) -> Result:
         while n < total:
             batches = await consumer.getmany(timeout_ms=1000, max_records=10000)
             if t0 is None and batches:
-                t0, cpu0 = time.monotonic(), time.process_time()
+                t0, cpu0, bcpu0 = time.monotonic(), time.process_time(), broker.cpu()
             for records in batches.values():
                 for r in records:
                     try:
@@ -162,8 +184,10 @@ async def _read_ceiling(cfg: ProfileConfig, total: int) -> Result:
                     except orjson.JSONDecodeError:
                         pass
                     n += 1
-        return Result("(C) read ceiling: aiokafka getmany + orjson", n,
-                      time.monotonic() - t0, None, time.process_time() - cpu0)
+        seconds = time.monotonic() - t0
+        return Result("(C) read ceiling: aiokafka getmany + orjson", n, seconds, None,
+                      time.process_time() - cpu0, (broker.cpu() - bcpu0) / seconds,
+                      broker.rss_mb())
     finally:
         await consumer.stop()
 
@@ -203,7 +227,10 @@ class Steady:
     offered_rate: float                    # what the producer achieved
     worker_cpu: float                      # the worker's CPU seconds per wall second
     broker_cpu: float                      # the same for the embedded broker
-    broker_rss_mb: float                   # the broker's RSS at the end (it keeps all in memory)
+    broker_rss_mb: float                   # the broker's RSS at the end
+    linger_ms: float                       # every producer's (kafka.client.linger_ms)
+    p99_all_ms: float | None               # the p99 over the whole run, warm-up included
+    warmup_s: float                        # the quantiles above leave out this first span
 
     def rss_at(self, fraction: float) -> float:
         t_end = self.rss_mb[-1][0]
@@ -237,14 +264,9 @@ def steady_records(events: Path, n: int) -> Iterator[tuple[bytes, bytes]]:
             sent += 1
 
 
-def _histogram_quantiles(metrics_text: str, qs: tuple[float, ...],
-                         name: str = "profiles_publish_latency_seconds",
-                         labels: dict[str, str] | None = None
-                         ) -> tuple[list[float | None], int]:
-    """Quantiles of a histogram from /metrics (linear within a bucket); by default the
-    ingest-clock publish latency."""
+def _histogram_buckets(metrics_text: str, name: str,
+                       want: dict[str, str]) -> list[tuple[float, float]]:
     from prometheus_client.parser import text_string_to_metric_families
-    want = {"clock": "ingest"} if labels is None else labels
     buckets = []
     for fam in text_string_to_metric_families(metrics_text):
         if fam.name != name:
@@ -253,7 +275,21 @@ def _histogram_quantiles(metrics_text: str, qs: tuple[float, ...],
             if smp.name.endswith("_bucket") and all(smp.labels.get(k) == v
                                                     for k, v in want.items()):
                 buckets.append((float(smp.labels["le"]), smp.value))
-    buckets.sort()
+    return sorted(buckets)
+
+
+def _histogram_quantiles(metrics_text: str, qs: tuple[float, ...],
+                         name: str = "profiles_publish_latency_seconds",
+                         labels: dict[str, str] | None = None, since: str | None = None
+                         ) -> tuple[list[float | None], int]:
+    """Quantiles of a histogram from /metrics (linear within a bucket); by default the
+    ingest-clock publish latency. `since`: an earlier /metrics text, whose counts are taken
+    off (the observations in between)."""
+    want = {"clock": "ingest"} if labels is None else labels
+    buckets = _histogram_buckets(metrics_text, name, want)
+    if since is not None:
+        before = dict(_histogram_buckets(since, name, want))
+        buckets = [(le, n - before.get(le, 0.0)) for le, n in buckets]
     total = buckets[-1][1] if buckets else 0
     out: list[float | None] = []
     for q in qs:
@@ -315,8 +351,11 @@ def _steady_run(name: str, base: dict, workdir: Path, events: Path, rate: float,
         t0, cpu0, bcpu0 = time.monotonic(), _cpu_seconds(proc.pid), _cpu_seconds(broker_pid)
         rss: list[tuple[float, float]] = []
         last_say = t0
+        warm: str | None = None
         while not done.wait(2.0):
             now = time.monotonic()
+            if warm is None and now - t0 >= WARMUP_SECONDS:
+                warm = _get(url + "/metrics").decode()
             rss.append((now - t0, _rss_mb(proc.pid) or 0.0))
             if now - last_say >= 30:
                 say(f"  {name} run: {now - t0:,.0f} s, RSS {rss[-1][1]:,.0f} MiB")
@@ -335,13 +374,17 @@ def _steady_run(name: str, base: dict, workdir: Path, events: Path, rate: float,
             time.sleep(0.5)
         rss.append((time.monotonic() - t0, _rss_mb(proc.pid) or 0.0))
         metrics = _get(url + "/metrics").decode()
-        (p50, p99), count = _histogram_quantiles(metrics, (0.5, 0.99))
+        (p50, p99), count = _histogram_quantiles(metrics, (0.5, 0.99), since=warm)
+        (_, p99_all), _ = _histogram_quantiles(metrics, (0.5, 0.99))
         (f50, f99), _ = _histogram_quantiles(metrics, (0.5, 0.99),
-                                             "profiles_fetch_delay_seconds", {})
+                                             "profiles_fetch_delay_seconds", {}, since=warm)
         cache = json.loads(_get(url + "/stats")).get("state_cache", {})
-        return Steady(name, rate, seconds, n, processed, p50 and p50 * 1000,
-                      p99 and p99 * 1000, count, f50 and f50 * 1000, f99 and f99 * 1000, rss,
-                      cache, result["rate"], cpu, broker_cpu, _rss_mb(broker_pid) or 0.0)
+        ms = 1000.0
+        return Steady(name, rate, seconds, n, processed, p50 and p50 * ms, p99 and p99 * ms,
+                      count, f50 and f50 * ms, f99 and f99 * ms, rss,
+                      cache, result["rate"], cpu, broker_cpu, _rss_mb(broker_pid) or 0.0,
+                      cfg.kafka.client.linger_ms, p99_all and p99_all * ms,
+                      WARMUP_SECONDS if warm is not None else 0.0)
     finally:
         proc.terminate()
         try:
@@ -379,28 +422,40 @@ def run_bench(workdir: Path, users: int, days: int, say: Callable[[str], None] =
     sparse: SparseRows | None = None
     steady: list[Steady] = []
     producers: list[str] = []
+    startup: BrokerStartup | None = None
     if {"bench", "sparse", "producers", "latency"} & set(rows):
-        embedded.start(cfg.run_dir, port)
+        t_start = time.monotonic()
+        st, _ = embedded.start(cfg.run_dir, port)
+        startup = BrokerStartup(time.monotonic() - t_start)
+        say(f"embedded broker: Apache Kafka {st.version} answering {startup.first:.1f} s after "
+            "`start` (storage format included)")
+        broker = BrokerProbe(st.pid)
         try:
             load_items(cfg, items, progress=None)
             if "bench" in rows:
                 results = _bench_sample_rows(cfg, base, workdir, events, total, batch,
-                                             tuned_batch, say)
+                                             tuned_batch, broker, say)
             if "sparse" in rows:
-                sparse = run_sparse_rows(base, workdir, sparse_users, days, say)
+                sparse = run_sparse_rows(base, workdir, sparse_users, days, broker, say)
             if "producers" in rows:
                 producers = run_producer_rows(cfg, say)
             if "latency" in rows:
-                broker_pid = embedded.status(cfg.run_dir).pid
-                steady = [_steady_run(name, base, workdir, events, rate, secs, broker_pid, say)
+                steady = [_steady_run(name, base, workdir, events, rate, secs, broker.pid, say)
                           for name, rate, secs in (
                               ("latency", latency_rate, latency_seconds),
                               (f"latency-{high_latency_rate:.0f}", high_latency_rate,
                                latency_seconds),
                               ("soak", soak_rate, soak_seconds)) if secs > 0]
+            startup.data_mib = _tree_mib(st.data_dir)
+            t_stop = time.monotonic()
+            embedded.stop(cfg.run_dir)
+            startup.stop = time.monotonic() - t_stop
+            t_start = time.monotonic()
+            embedded.start(cfg.run_dir, port)
+            startup.restart = time.monotonic() - t_start
         finally:
             embedded.stop(cfg.run_dir)
-    out = _report(results, sparse, steady, total, users, days, batch)
+    out = _report(results, sparse, steady, total, users, days, batch, startup)
     if producers:
         out += "\n" + "\n".join(producers) + "\n"
     if "batch" in rows:
@@ -410,22 +465,44 @@ def run_bench(workdir: Path, users: int, days: int, say: Callable[[str], None] =
     return out
 
 
+@dataclass
+class BrokerStartup:
+    first: float                # seconds from `start` to an answer, the storage format included
+    stop: float | None = None   # a controlled shutdown at the end of the run
+    restart: float | None = None    # `start` again on the run's log dirs, to an answer
+    data_mib: float | None = None   # what the log dirs held then
+
+    def line(self) -> str:
+        out = (f"Embedded broker start-up: {self.first:.1f} s from `profiles broker start` to "
+               "its first Metadata answer, the storage format included")
+        if self.restart is not None:
+            out += (f"; at the end of the run a controlled stop took {self.stop:.1f} s and a "
+                    f"start again on its log dirs ({self.data_mib:,.0f} MiB) {self.restart:.1f} s")
+        return out + "."
+
+
+def _tree_mib(path: Path | None) -> float:
+    if path is None:
+        return 0.0
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2 ** 20
+
+
 def _bench_sample_rows(cfg: ProfileConfig, base: dict, workdir: Path, events: Path,
-                       total: int, batch: int, tuned_batch: int,
+                       total: int, batch: int, tuned_batch: int, broker: BrokerProbe,
                        say: Callable[[str], None]) -> list[Result]:
     """(C), (B) and our pipeline (1 and 2 workers, and 1 at `tuned_batch`) on the bench
     sample, produced to `user-events`."""
     results: list[Result] = []
     n, _ = produce_events(cfg, events, progress=None)
     say(f"produced {n:,} events to user-events (8 partitions); measuring")
-    results.append(asyncio.run(_read_ceiling(cfg, total)))
+    results.append(asyncio.run(_read_ceiling(cfg, total, broker)))
     say(f"  {results[-1].name}: {results[-1].rate:,.0f}/s")
     p_naive = embedded.free_port()
     naive_cfg = _config(base, workdir, "bench-naive", p_naive)
     results.append(_timed_processes(
         "(B) naive Faust, one table update per event",
         [(["-m", "tools.bench.naive_faust", str(naive_cfg), str(p_naive)],
-          f"http://127.0.0.1:{p_naive}")], total, workdir, say))
+          f"http://127.0.0.1:{p_naive}")], total, workdir, say, broker))
     say(f"  {results[-1].name}: {results[-1].rate:,.0f}/s")
     runs = [(1, batch), (2, batch)] + ([(1, tuned_batch)] if tuned_batch != batch else [])
     for workers, size in runs:
@@ -436,7 +513,8 @@ def _bench_sample_rows(cfg: ProfileConfig, base: dict, workdir: Path, events: Pa
                                          "queue_size": max(10000, 2 * size)})
         name = f"(A) our pipeline, {workers} worker{'s' if workers > 1 else ''}, " \
                f"batch_size {size:,}"
-        results.append(_timed_processes(name, _worker_cmds(wcfg, ports), total, workdir, say))
+        results.append(_timed_processes(name, _worker_cmds(wcfg, ports), total, workdir, say,
+                                        broker))
         say(f"  {results[-1].name}: {results[-1].rate:,.0f}/s")
     return results
 
@@ -472,11 +550,14 @@ def _machine() -> str:
     except OSError:
         pass
     return (f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
-            f"{platform.system()} {platform.release()}; broker: embedded Tansu on the same machine")
+            f"{platform.system()} {platform.release()}; broker: embedded Apache Kafka "
+            f"{embedded.distribution().version} (one KRaft node, JVM `{' '.join(JVM_OPTIONS)}`) "
+            "on the same machine")
 
 
 def _report(results: list[Result], sparse: "SparseRows | None", steady: list[Steady],
-            total: int, users: int, days: int, batch: int) -> str:
+            total: int, users: int, days: int, batch: int,
+            startup: BrokerStartup | None = None) -> str:
     lines = [
         "# Benchmarks",
         "",
@@ -486,6 +567,8 @@ def _report(results: list[Result], sparse: "SparseRows | None", steady: list[Ste
         f"The config's `real_time_update.batch_size` is {batch:,}.",
         "",
     ]
+    if startup is not None:
+        lines += [startup.line(), ""]
     if results:
         lines += _throughput_table(results) + [""]
     if sparse is not None:
@@ -507,8 +590,9 @@ def _throughput_table(results: list[Result]) -> list[str]:
     of the same table."""
     by = {r.name[:3]: r for r in results}
     b, c = by.get("(B)"), by.get("(C)")
-    lines = ["| what | events/s | A/B | A/C | CPU µs/event | A/B by CPU | peak RSS |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| what | events/s | A/B | A/C | CPU µs/event | A/B by CPU | peak RSS "
+             "| broker CPU/s | broker RSS |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         rss = f"{r.peak_rss_mb:.0f} MiB" if r.peak_rss_mb else "-"
         ours = r.name.startswith("(A)")
@@ -516,7 +600,10 @@ def _throughput_table(results: list[Result]) -> list[str]:
         ac = f"{r.rate / c.rate:.3f}" if ours and c else "-"
         cpu = f"{r.cpu_us:.1f}" if r.cpu_us else "-"
         ab_cpu = f"{b.cpu_us / r.cpu_us:.2f}" if ours and b and b.cpu_us and r.cpu_us else "-"
-        lines.append(f"| {r.name} | {r.rate:,.0f} | {ab} | {ac} | {cpu} | {ab_cpu} | {rss} |")
+        bcpu = f"{r.broker_cpu:.2f}" if r.broker_cpu is not None else "-"
+        brss = f"{r.broker_rss_mb:,.0f} MiB" if r.broker_rss_mb else "-"
+        lines.append(f"| {r.name} | {r.rate:,.0f} | {ab} | {ac} | {cpu} | {ab_cpu} | {rss} "
+                     f"| {bcpu} | {brss} |")
     return lines
 
 
@@ -531,14 +618,16 @@ def _steady_lines(run: Steady) -> list[str]:
                        f"(±{50 * (hi - lo) / max((hi + lo) / 2, 1e-9):.1f}%)")
     return [
         f"{what}: {run.offered:,} events offered at {run.rate:,.0f}/s (achieved "
-        f"{run.offered_rate:,.0f}/s) to one worker for {run.seconds:,.0f} s "
+        f"{run.offered_rate:,.0f}/s; every producer's linger {run.linger_ms:g} ms) to one "
+        f"worker for {run.seconds:,.0f} s "
         f"({run.processed:,} processed). CPU seconds per second: worker {run.worker_cpu:.2f}, "
         f"embedded broker {run.broker_cpu:.2f} (broker RSS at the end "
-        f"{run.broker_rss_mb:,.0f} MiB: it keeps every topic in memory).",
+        f"{run.broker_rss_mb:,.0f} MiB).",
         "",
-        f"- event-to-publish latency over {run.latency_count:,} published profiles (Kafka "
-        f"timestamp of the event to delivery of the record; from the worker's histogram, linear "
-        f"within a bucket): **p50 {p(run.p50_ms)}, p99 {p(run.p99_ms)}**; of which the "
+        f"- event-to-publish latency over {run.latency_count:,} published profiles after the "
+        f"first {run.warmup_s:g} s (Kafka timestamp of the event to delivery of the record; "
+        f"from the worker's histogram, linear within a bucket): **p50 {p(run.p50_ms)}, p99 "
+        f"{p(run.p99_ms)}** (p99 with the first seconds: {p(run.p99_all_ms)}); of which the "
         f"broker's share (Kafka timestamp to the event's arrival in the worker, "
         f"`profiles_fetch_delay_seconds`): p50 {p(run.fetch_p50_ms)}, p99 {p(run.fetch_p99_ms)};",
         "- worker RSS: " + ", ".join(f"{run.rss_at(f):,.0f} MiB at {f:.0%}"
@@ -783,7 +872,7 @@ class SparseRows:
         ]
 
 
-def run_sparse_rows(base: dict, workdir: Path, users: int, days: int,
+def run_sparse_rows(base: dict, workdir: Path, users: int, days: int, broker: BrokerProbe,
                     say: Callable[[str], None]) -> SparseRows:
     """(C), (B) and our pipeline with one worker on the sparse sample, on topics of its own
     (the broker is running)."""
@@ -802,7 +891,7 @@ def run_sparse_rows(base: dict, workdir: Path, users: int, days: int,
     n, _ = produce_events(cfg, events, progress=None)
     say(f"produced {n:,} sparse events ({info['distinct_mean']:,.0f} distinct users per "
         f"{SPARSE_BATCH:,} on average, at least {info['distinct_min']:,}); measuring")
-    results = [asyncio.run(_read_ceiling(cfg, total))]
+    results = [asyncio.run(_read_ceiling(cfg, total, broker))]
     say(f"  sparse {results[-1].name}: {results[-1].rate:,.0f}/s")
     p_naive = embedded.free_port()
     naive_cfg = _config(base, workdir, "bench-sparse-naive", p_naive, kafka=kafka)
@@ -810,12 +899,13 @@ def run_sparse_rows(base: dict, workdir: Path, users: int, days: int,
     results.append(_timed_processes(
         f"(B) naive Faust, one table update per event (the first {SPARSE_NAIVE_EVENTS:,})",
         [(["-m", "tools.bench.naive_faust", str(naive_cfg), str(p_naive)],
-          f"http://127.0.0.1:{p_naive}")], min(total, SPARSE_NAIVE_EVENTS), workdir, say))
+          f"http://127.0.0.1:{p_naive}")], min(total, SPARSE_NAIVE_EVENTS), workdir, say,
+        broker))
     say(f"  sparse {results[-1].name}: {results[-1].rate:,.0f}/s")
     port = embedded.free_port()
     wcfg = _config(base, workdir, "bench-sparse-pipeline", port, kafka=kafka)
     results.append(_timed_processes("(A) our pipeline, 1 worker", _worker_cmds(wcfg, [port]),
-                                    total, workdir, say))
+                                    total, workdir, say, broker))
     say(f"  sparse {results[-1].name}: {results[-1].rate:,.0f}/s")
     return SparseRows(users, days, total, info["distinct_mean"], info["distinct_min"],
                       info["time_order_distinct_mean"], results)
