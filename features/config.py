@@ -277,8 +277,10 @@ class KafkaClientConfig(Section):
     # while alive (a rebalance, and a fence: streams/pipeline/fencing.py)
     session_timeout_seconds: float = Field(10.0, ge=1, le=300)
     heartbeat_interval_seconds: float = Field(1.0, gt=0)
-    # How long the broker may hold a fetch that has no data yet; data is answered at once
-    fetch_max_wait_ms: int = Field(500, ge=0, le=30000)
+    # How long the broker may hold a fetch that has no data yet (data is answered at once). It
+    # also bounds how long a quiet partition fetched alone (a standby's changelog) holds up the
+    # next fetch of the events: aiokafka has one fetch at a time in flight to a broker
+    fetch_max_wait_ms: int = Field(100, ge=0, le=30000)
     # How long a producer waits to fill a batch: each record's latency against fewer, larger
     # requests (the changelog, the output topics, `profiles produce`)
     linger_ms: float = Field(5.0, ge=0, le=1000)

@@ -231,6 +231,7 @@ class Steady:
     linger_ms: float                       # every producer's (kafka.client.linger_ms)
     p99_all_ms: float | None               # the p99 over the whole run, warm-up included
     warmup_s: float                        # the quantiles above leave out this first span
+    rebalances: int                        # the worker's: above 1, the group expired it
 
     def rss_at(self, fraction: float) -> float:
         t_end = self.rss_mb[-1][0]
@@ -379,12 +380,13 @@ def _steady_run(name: str, base: dict, workdir: Path, events: Path, rate: float,
         (f50, f99), _ = _histogram_quantiles(metrics, (0.5, 0.99),
                                              "profiles_fetch_delay_seconds", {}, since=warm)
         cache = json.loads(_get(url + "/stats")).get("state_cache", {})
+        rebalances = int(json.loads(_get(url + "/health")).get("rebalances", 0))
         ms = 1000.0
         return Steady(name, rate, seconds, n, processed, p50 and p50 * ms, p99 and p99 * ms,
                       count, f50 and f50 * ms, f99 and f99 * ms, rss,
                       cache, result["rate"], cpu, broker_cpu, _rss_mb(broker_pid) or 0.0,
                       cfg.kafka.client.linger_ms, p99_all and p99_all * ms,
-                      WARMUP_SECONDS if warm is not None else 0.0)
+                      WARMUP_SECONDS if warm is not None else 0.0, rebalances)
     finally:
         proc.terminate()
         try:
@@ -622,7 +624,8 @@ def _steady_lines(run: Steady) -> list[str]:
         f"worker for {run.seconds:,.0f} s "
         f"({run.processed:,} processed). CPU seconds per second: worker {run.worker_cpu:.2f}, "
         f"embedded broker {run.broker_cpu:.2f} (broker RSS at the end "
-        f"{run.broker_rss_mb:,.0f} MiB).",
+        f"{run.broker_rss_mb:,.0f} MiB). Rebalances of the worker: {run.rebalances} (1: its "
+        "own join; more: the group expired it under load).",
         "",
         f"- event-to-publish latency over {run.latency_count:,} published profiles after the "
         f"first {run.warmup_s:g} s (Kafka timestamp of the event to delivery of the record; "
