@@ -19,12 +19,14 @@ And one watch, always on: when the group coordinator last confirmed this worker'
 every assignment.
 
 These override Faust 0.15 internals (`AIOKafkaConsumerThread._create_worker_consumer`,
-`on_start`, `on_partitions_assigned`, `Consumer._drain_messages`, `App._leader_assignor`);
+`on_start`, `on_partitions_assigned`, `Consumer._drain_messages`, `App._leader_assignor`,
+`Transport._get_controller_node`, which topic creation waits in for a broker);
 pyproject pins faust-streaming below 0.16.
 """
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +36,8 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from streams.faust_compat.drain import RawFeed, drain_into_feed
 from streams.faust_compat.membership import MembershipWatch
+
+CONTROLLER_WAIT = 300.0     # seconds topic creation waits for the metadata to name a broker
 
 
 @dataclass
@@ -158,6 +162,22 @@ class ProfilesTransport(faust_aiokafka.Transport):
     def __init__(self, url, app: faust.App, hooks: ConsumerHooks, loop=None) -> None:
         super().__init__(url, app, loop=loop)
         self.hooks = hooks
+
+    async def _get_controller_node(self, owner, client, timeout: int = 30000):
+        """Faust's topic creation at start-up asks the metadata for a broker and raises at once
+        when it names none, as a broker in its controlled shutdown answers: a worker started
+        while the broker restarted exited with "Controller node not found" (a chaos run).
+        Wait for a broker instead, as the start-up topic check does."""
+        deadline = time.monotonic() + CONTROLLER_WAIT
+        while not client.cluster.brokers() and not owner.should_stop and \
+                time.monotonic() < deadline:
+            owner.log.warning("no broker in the cluster metadata; asking again in 1 s")
+            await asyncio.sleep(1.0)
+            try:
+                await client.force_metadata_update()
+            except Exception as exc:        # the broker is still down: the next round asks
+                owner.log.info("metadata update failed: %r", exc)
+        return await super()._get_controller_node(owner, client, timeout)
 
 
 def install(app: faust.App, hooks: ConsumerHooks) -> None:

@@ -152,6 +152,9 @@ class BatchUpdate:
                               columnar.ColumnarUpdate(user_id, state),
                               ingest_ts=items[0][2].timestamp)
             cache.mark_dirty(dirty)
+            if blob is not None and state.version > 0 and \
+                    items[0][0] <= state.source_offset < items[-1][0]:
+                self._send_published_again(outbox, dirty)
         up = columnar.apply_events(self.rt, user_id, state, [(off, e) for off, e, _ in items])
         c = self.counts
         c.applied += up.applied
@@ -171,6 +174,25 @@ class BatchUpdate:
                 outbox.records.append(publishing.dead_letter_record(
                     "too_late", f"day of timestamp {ev.ts} is before the user's 30-day window "
                     f"(user T {state.T})", by_offset[off]))
+
+    def _send_published_again(self, outbox: Outbox, d: DirtyUser) -> None:
+        """Events come again (a crash or a rebalance after the state was written) and newer ones
+        follow them. States reach the changelog before records go out, so a crash between the
+        two can have lost the record of the state's version: send it again first (same
+        version, same arrays, as of the state's T), then the newer events' version follows it
+        and versions still grow by one (FEATURES.md §7). When the record was delivered, this is
+        the same record twice. Skipped when the state does not give the published arrays back
+        (nothing to send that would be the same)."""
+        state = d.state
+        profile = columnar.evaluate_many(self.rt.engine, [d.user_id], [state.copy()],
+                                         with_metrics=False)[0]
+        if profile.digest() != state.published_digest:
+            return
+        now_ms = int(time.time() * 1000)
+        state.published_at = now_ms
+        self.counts.sent_again += 1
+        self.publishing.stage_profile(outbox, profile, state.version, EVENT_TRIGGER,
+                                      at=now_ms / 1000)
 
     # ------------------------------------------------------------------ per commit
 

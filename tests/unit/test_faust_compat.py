@@ -131,3 +131,41 @@ def test_the_leader_partition_is_paused_in_aiokafka_at_each_assignment(tmp_path)
     assert paused == [TopicPartition(leader.topic, 0)]
     ProfilesConsumerThread._pause_leader_partition(thread, {events})     # another leads
     assert paused == [TopicPartition(leader.topic, 0)]
+
+
+def test_topic_creation_waits_for_the_metadata_to_name_a_broker(tmp_path, monkeypatch):
+    """A broker in its controlled shutdown answers Metadata with no brokers; Faust raised
+    "Controller node not found" at once and the starting worker exited (a chaos run)."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from features.config import parse_config
+    from streams.app import create_app, instance_for
+    from streams.faust_compat import consumer as compat_consumer
+    cfg = parse_config({"worker": {"data_dir": str(tmp_path)}}, env={})
+    transport = create_app(cfg, instance_for(cfg, 1)).transport
+    answers = [[], [], [SimpleNamespace(nodeId=1)]]     # no broker twice, then one
+    asked: list[str] = []
+
+    class Client:
+        cluster = SimpleNamespace(brokers=lambda: answers[0])
+
+        async def force_metadata_update(self):
+            asked.append("metadata")
+            answers.pop(0)
+
+        async def send(self, node_id, request):
+            return SimpleNamespace(controller_id=node_id)
+
+    class Owner:
+        should_stop = False
+        log = SimpleNamespace(warning=lambda *a: None, info=lambda *a: None)
+
+        async def wait(self, coro, timeout):
+            return SimpleNamespace(stopped=False, result=await coro)
+
+    async def no_sleep(_):
+        return None
+    monkeypatch.setattr(compat_consumer.asyncio, "sleep", no_sleep)
+    assert asyncio.run(transport._get_controller_node(Owner(), Client())) == 1
+    assert asked == ["metadata", "metadata"]
