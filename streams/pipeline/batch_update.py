@@ -152,8 +152,7 @@ class BatchUpdate:
                               columnar.ColumnarUpdate(user_id, state),
                               ingest_ts=items[0][2].timestamp)
             cache.mark_dirty(dirty)
-            if blob is not None and state.version > 0 and \
-                    items[0][0] <= state.source_offset < items[-1][0]:
+            if blob is not None and state.version > 0 and items[0][0] <= state.source_offset:
                 self._send_published_again(outbox, dirty)
         up = columnar.apply_events(self.rt, user_id, state, [(off, e) for off, e, _ in items])
         c = self.counts
@@ -176,13 +175,14 @@ class BatchUpdate:
                     f"(user T {state.T})", by_offset[off]))
 
     def _send_published_again(self, outbox: Outbox, d: DirtyUser) -> None:
-        """Events come again (a crash or a rebalance after the state was written) and newer ones
-        follow them. States reach the changelog before records go out, so a crash between the
-        two can have lost the record of the state's version: send it again first (same
-        version, same arrays, as of the state's T), then the newer events' version follows it
-        and versions still grow by one (FEATURES.md §7). When the record was delivered, this is
-        the same record twice. Skipped when the state does not give the published arrays back
-        (nothing to send that would be the same)."""
+        """A user's events come again (after a crash, or a rebalance that was not clean): the
+        state already holds them. States reach the changelog before records go out, so a crash
+        between the two can have lost the record of the state's version: send it again, first
+        (same version, same arrays, as of the state's T; the topic is compacted by user), and
+        whatever newer events change follows it as the next version, so versions grow by one
+        (FEATURES.md §7). When the record was delivered, this is the same record twice. The
+        hold-back counts from it. Skipped when the state does not give the published arrays
+        back (nothing to send that would be the same)."""
         state = d.state
         profile = columnar.evaluate_many(self.rt.engine, [d.user_id], [state.copy()],
                                          with_metrics=False)[0]
@@ -236,13 +236,6 @@ class BatchUpdate:
                         self._hold(d, now_ms)
                 elif up.held:
                     state.held = False      # back to what was published: nothing to send
-                elif up.redelivered and not up.changed and state.version > 0:
-                    # A crash may have lost this record before the producer flushed: send it
-                    # again (same version, same arrays; the topic is compacted by user). The
-                    # hold-back counts from it: the next version waits the interval after it.
-                    state.published_at = now_ms
-                    publishing.stage_profile(outbox, up.profile, state.version, EVENT_TRIGGER,
-                                             at=now_ms / 1000)
             for day, metrics in up.closed_days:
                 outbox.records.append(publishing.aggregates_record(d.user_id, day, metrics))
         if evaluated:
