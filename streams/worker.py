@@ -23,13 +23,14 @@ def build_worker(cfg: ProfileConfig, inst: Instance) -> WorkerContext:
     monitoring, and their HTTP routes."""
     from streams.api import add_routes
     from streams.cluster import add_cluster_routes
-    from streams.cluster_identity import ClusterIdentityWatch
+    from streams.faust_compat.consumer import consumer_hooks
     from streams.job_routes import add_job_routes
     from streams.jobs import ScheduledJobs
     from streams.monitor_routes import add_monitor_routes
     from streams.monitoring import WorkerMonitor
     from streams.pipeline import ProfilePipeline
     from streams.restart import add_restart_route
+    from streams.self_heal import SelfHeal
     app = create_app(cfg, inst)
     pipeline = ProfilePipeline(app, cfg)
     jobs = ScheduledJobs(pipeline, inst.instance_id)
@@ -40,7 +41,7 @@ def build_worker(cfg: ProfileConfig, inst: Instance) -> WorkerContext:
     add_monitor_routes(app, monitor)
     add_cluster_routes(app, cfg, inst.instance_id)
     add_restart_route(app, jobs, inst.instance_id)
-    ClusterIdentityWatch(app, cfg)
+    SelfHeal(app, cfg, consumer_hooks(app).membership.confirmed_at)
     return worker
 
 

@@ -63,6 +63,13 @@ class ProfilesConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         self._pause_leader_partition(assigned)
         await super().on_partitions_assigned(assigned, generation_id)
 
+    def verify_event_path(self, now: float, tp) -> None:
+        """Faust logs an error every few seconds for an assigned partition aiokafka has not
+        fetched: the paused leader partition is never fetched, by design."""
+        if not self.app.conf.topic_disable_leader and tp == self.app._leader_assignor._leader_tp:
+            return None
+        return super().verify_event_path(now, tp)
+
     def _pause_leader_partition(self, assigned) -> None:
         """(The consumer thread: aiokafka's rebalance listener.) A new assignment gives every
         partition a fresh, unpaused fetch state."""
