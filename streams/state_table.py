@@ -16,6 +16,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Iterator, Protocol
 
+from features.encoding import StateDecodeError, read_header
 from features.schedule import NEVER
 from features.state import UserState
 
@@ -30,6 +31,31 @@ FAUST_OFFSET_KEY = b"__faust\x00offset__"
 
 def user_key(user_id: int) -> bytes:
     return str(user_id).encode()
+
+
+def processed_offset(key: bytes, value: bytes) -> int | None:
+    """The last source offset a changelog value says it applied: a user's state (its header) or
+    the partition's clock; None for the other keys, and for a value that cannot be read."""
+    try:
+        if is_user_key(key):
+            return read_header(value).source_offset
+        if key == PARTITION_KEY:
+            return PartitionClock.unpack(value).offset
+    except (StateDecodeError, struct.error):
+        pass
+    return None
+
+
+def not_older(key: bytes, stored: bytes | None, incoming: bytes) -> bool:
+    """Whether a changelog value may replace the stored one at a restore: a user's state and the
+    partition's clock never go back in the source offsets they applied. An older one is a
+    worker's that froze after handing it to its producer and sent it when it thawed, after the
+    partition's next owner had written newer ones (docs/RELIABILITY.md); it must not become the
+    state a restore starts from."""
+    if stored is None:
+        return True
+    new, old = processed_offset(key, incoming), processed_offset(key, stored)
+    return new is None or old is None or new >= old
 
 
 def is_user_key(key: bytes) -> bool:

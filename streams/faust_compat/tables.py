@@ -8,12 +8,15 @@ RocksDB (rocksdict) is reached through the store's `_db_for_partition` / `_dbs`.
 from __future__ import annotations
 
 import contextlib
+import logging
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from faust.streams import _current_event  # the context Faust's tables take the partition from
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -98,3 +101,34 @@ class PartitionedTable:
     def partition_path(self, partition: int) -> Path:
         """Where the partition's RocksDB lives."""
         return Path(self.table.data.partition_path(partition))
+
+
+def guard_changelog(table: Any, may_replace: Callable[[bytes, bytes | None, bytes], bool]
+                    ) -> None:
+    """Restores (active recovery and standbys) write a changelog record into the partition's
+    RocksDB only when `may_replace(key, stored value, incoming value)` (Faust's
+    `Table.apply_changelog_batch`, wrapped on this table); deletions always apply. A record it
+    refuses is counted in the log, once per batch."""
+    apply = table.apply_changelog_batch
+
+    def guarded(batch: Any) -> None:
+        kept, refused = [], 0
+        latest: dict[tuple[int, bytes], bytes | None] = {}
+        for event in batch:
+            msg = event.message
+            at = (msg.partition, msg.key)
+            if msg.value is not None:
+                stored = latest[at] if at in latest else \
+                    partition_db(table, msg.partition).get(msg.key)
+                if not may_replace(msg.key, stored, msg.value):
+                    refused += 1
+                    continue
+            latest[at] = msg.value
+            kept.append(event)
+        if refused:
+            log.warning("%s: %d changelog records not restored: older than the value they "
+                        "would replace", table.name, refused)
+        apply(kept)
+
+    table.apply_changelog_batch = guarded
+

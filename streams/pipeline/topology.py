@@ -8,8 +8,8 @@ import faust
 
 from features.config import ProfileConfig
 from streams.faust_compat import table_recovery
-from streams.faust_compat.tables import PartitionedTable
-from streams.state_table import PARTITION_KEY, PartitionClock
+from streams.faust_compat.tables import PartitionedTable, guard_changelog
+from streams.state_table import PARTITION_KEY, PartitionClock, not_older
 
 STATE_TABLE = "user-state"
 
@@ -38,4 +38,6 @@ def declare(app: faust.App, cfg: ProfileConfig) -> Topology:
     # a partition whose clock is past the end of its user-events partition is dropped and
     # rebuilt: its states would skip the events at offsets it says it applied
     table_recovery.check_source(app, table, t.user_events, _processed_offset)
+    # a restore never takes a user's state back to fewer events (a frozen worker's late write)
+    guard_changelog(table, not_older)
     return Topology(*topics, PartitionedTable(table, t.user_events))
