@@ -585,6 +585,14 @@ def run_log(update, table, messages, sizes, commit_every, published) -> int:
     return committed
 
 
+def clean_pass(tmp_path, messages) -> list:
+    """What one pass over the messages publishes, a commit after every batch of 7."""
+    clean_table, clean = Table(), []
+    _, update = update_step(tmp_path, clean_table)
+    run_log(update, clean_table, messages, [7], 1, clean)
+    return clean
+
+
 def test_after_a_crash_the_replay_publishes_the_same_versions_and_arrays_as_before(tmp_path):
     """Write-back: a crash loses the batches since the last commit (never published); the
     events since the consumer's last commit come again, the applied ones are skipped by offset
@@ -599,9 +607,7 @@ def test_after_a_crash_the_replay_publishes_the_same_versions_and_arrays_as_befo
     for seed in range(12):
         rng = random.Random(seed)
         messages = random_log(rng, 160)
-        clean_table, clean = Table(), []
-        cfg, update = update_step(tmp_path, clean_table)
-        run_log(update, clean_table, messages, [7], 1, clean)
+        clean = clean_pass(tmp_path, messages)
 
         table, published = Table(), []
         cfg, update = update_step(tmp_path, table)
@@ -640,9 +646,7 @@ def test_a_crash_between_the_states_and_the_records_leaves_no_gap_in_the_version
     for seed in range(12):
         rng = random.Random(seed)
         messages = random_log(rng, 160)
-        clean_table, clean = Table(), []
-        cfg, update = update_step(tmp_path, clean_table)
-        run_log(update, clean_table, messages, [7], 1, clean)
+        clean = clean_pass(tmp_path, messages)
 
         table, published, counts = Table(), [], WorkerCounts()
         cfg, update = update_step(tmp_path, table, counts)

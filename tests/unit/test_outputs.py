@@ -30,6 +30,16 @@ class Publisher:
         self.log.append(("flush",))
 
 
+def one_user_outputs(monkeypatch, log: list, drain_changelog) -> tuple:
+    """ProducerOutputs on fakes that log what reaches them, with `drain_changelog` for the
+    changelog's delivery; and an outbox of one state and one record."""
+    monkeypatch.setattr(outputs_module, "drain_changelog", drain_changelog)
+    out = ProducerOutputs(app=None, publisher=Publisher(log), states=Table(log), clocks=None)
+    outbox = Outbox(records=[Record("profile-updates", b"7", b"{}")],
+                    state_writes=[StateWrite(0, b"7", b"state")])
+    return out, outbox
+
+
 def test_records_go_to_the_producer_only_after_the_changelog_has_the_states(monkeypatch):
     log: list = []
     drained = asyncio.Event()
@@ -39,10 +49,7 @@ def test_records_go_to_the_producer_only_after_the_changelog_has_the_states(monk
         await drained.wait()
         log.append(("drained",))
 
-    monkeypatch.setattr(outputs_module, "drain_changelog", drain_changelog)
-    out = ProducerOutputs(app=None, publisher=Publisher(log), states=Table(log), clocks=None)
-    outbox = Outbox(records=[Record("profile-updates", b"7", b"{}")],
-                    state_writes=[StateWrite(0, b"7", b"state")])
+    out, outbox = one_user_outputs(monkeypatch, log, drain_changelog)
 
     async def run():
         await out.emit(outbox)
@@ -64,10 +71,7 @@ def test_no_record_goes_out_when_the_worker_is_fenced_once_the_states_are_delive
     async def drain_changelog(app):
         log.append(("drained",))
 
-    monkeypatch.setattr(outputs_module, "drain_changelog", drain_changelog)
-    out = ProducerOutputs(app=None, publisher=Publisher(log), states=Table(log), clocks=None)
-    outbox = Outbox(records=[Record("profile-updates", b"7", b"{}")],
-                    state_writes=[StateWrite(0, b"7", b"state")])
+    out, outbox = one_user_outputs(monkeypatch, log, drain_changelog)
 
     async def run():
         await out.emit(outbox)
