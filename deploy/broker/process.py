@@ -169,11 +169,16 @@ def _controller_port(files: BrokerFiles, port: int) -> int:
             return candidate
 
 
-def _format(java: str, dist: Distribution, files: BrokerFiles) -> None:
+def format_storage(java: str, dist: Distribution, files: BrokerFiles,
+                   cluster_id: str | None = None) -> None:
+    """A new cluster in `files.data_dir` (a random id unless given)."""
+    cluster_id = cluster_id or new_cluster_id()
     proc = subprocess.run(
         [java, *JVM_OPTIONS, f"-Dlog4j2.configurationFile={files.log4j2}", "-cp",
-         dist.classpath, "kafka.tools.StorageTool", "format", "-t", new_cluster_id(),
-         "-c", str(files.server_properties)],
+         dist.classpath, "kafka.tools.StorageTool", "format",
+         # one argument: an id may start with "-" (a sixty-fourth of them), which the tool's
+         # argument parser would take for an option (a make chaos run failed so)
+         f"--cluster-id={cluster_id}", "--config", str(files.server_properties)],
         capture_output=True, text=True, timeout=120)
     if proc.returncode != 0:
         said = (proc.stderr or proc.stdout).strip()[-800:]
@@ -201,7 +206,7 @@ def start(run_dir: Path, port: int, timeout: float = 60.0,
         server_properties(port, controller_port, files.data_dir, advertised_port))
     files.log4j2.write_text(LOG4J2)
     if files.cluster_id() is None:
-        _format(java, dist, files)
+        format_storage(java, dist, files)
     with open(files.log_file, "ab") as log:
         proc = subprocess.Popen(
             [java, *JVM_OPTIONS, f"-Dlog4j2.configurationFile={files.log4j2}",

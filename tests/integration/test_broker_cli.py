@@ -120,3 +120,19 @@ def test_stop_leaves_other_processes_alone(cfg, tmp_path):
     finally:
         other.kill()
         other.wait()
+
+
+def test_a_cluster_id_that_starts_with_a_dash_is_formatted(tmp_path):
+    """URL-safe base64 ids start with "-" one time in 64; the storage tool once took one for an
+    option and the broker did not start (a make chaos run)."""
+    from deploy.broker import BrokerFiles, checked_java
+    from deploy.broker.distribution import installed_distribution
+    from deploy.broker.process import format_storage
+    from deploy.broker.properties import LOG4J2, server_properties
+    files = BrokerFiles(tmp_path / "run")
+    files.home.mkdir(parents=True)
+    files.server_properties.write_text(server_properties(free_port(), free_port(),
+                                                         files.data_dir))
+    files.log4j2.write_text(LOG4J2)
+    format_storage(checked_java(), installed_distribution(), files, "-QbJ5uYfRFuwbw2E0sF9Og")
+    assert files.cluster_id() == "-QbJ5uYfRFuwbw2E0sF9Og"

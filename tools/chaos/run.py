@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import random
 import shutil
@@ -221,6 +222,7 @@ def run_chaos(workdir: Path, users: int, seed: int, hostile: int,
     workdir.mkdir(parents=True, exist_ok=True)
     logs = workdir / "logs"
     logs.mkdir(exist_ok=True)
+    clients_log = _log_clients_to(logs / "clients.log")
     port, proxy_port, base = embedded.free_port(), embedded.free_port(), _ports(4)
     # Every client goes through the proxy; the broker advertises it.
     raw = {"kafka": {"broker": f"kafka://127.0.0.1:{proxy_port}", "partitions": 6},
@@ -337,9 +339,24 @@ def run_chaos(workdir: Path, users: int, seed: int, hostile: int,
             say(f"a worker ended by itself: {e}")
         embedded.stop(cfg.run_dir)
         proxy.stop()
+        client = logging.getLogger("aiokafka")
+        client.removeHandler(clients_log)
+        client.propagate = True
+        clients_log.close()
     report.seconds = time.monotonic() - t_start
     (workdir / "report.json").write_text(json.dumps(report.__dict__, indent=2, default=str))
     return report
+
+
+def _log_clients_to(path: Path) -> logging.Handler:
+    """This process's Kafka clients (the producers, the verdict's readers) log every retry while
+    the broker is down: into the run's logs, not onto the terminal."""
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("[%(asctime)s] [%(levelname)s] %(name)s: %(message)s"))
+    client = logging.getLogger("aiokafka")
+    client.addHandler(handler)
+    client.propagate = False
+    return handler
 
 
 def _pause_broker(run_dir: Path, seconds: float) -> None:
