@@ -136,6 +136,16 @@ class ProfilesConsumer(faust_aiokafka.Consumer):
         if fresh:
             await self._thread.seek_to_beginning(*fresh)
 
+    async def offsets_kept(self, tp, offset: int) -> bool:
+        """Whether `offset` of `tp` is still in the log (retention has not deleted it). When it
+        cannot tell, True: reading again costs time, counting unread events as acked loses them."""
+        try:
+            earliest = (await self.earliest_offsets(tp)).get(tp)
+        except Exception as exc:
+            self.log.warning("%s: no earliest offset (%r); reading again", tp, exc)
+            return True
+        return earliest is None or offset >= earliest
+
     async def seek_after_stale(self, dropped: int) -> None:
         """The client's position is past the dropped records: until something seeks, they
         would never come again. A rebalance ends with a seek of its own."""

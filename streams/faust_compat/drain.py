@@ -9,7 +9,10 @@ easy to carry over. What differs, and why (docs/FAUST_INTERNALS.md#drain-loop):
   being passed to the callback; other topics' messages still go to the callback;
 - a feed record fetched before the latest seek is dropped unread and the partitions are sought
   back to their committed offsets (docs/FAUST_INTERNALS.md#seeks);
-- a gap on the feed's topic is logged (it is not expected there);
+- a gap on the feed's topic (the client's position jumped past offsets this worker never read)
+  is never counted as acked while those offsets are still in the log: the records are dropped
+  unread and the partitions sought back to their committed offsets, as for stale ones; only
+  offsets retention has deleted count as acked, with a warning;
 - it yields to the event loop every 1,000 messages, not 100 (a feed put costs far less than
   Faust's callback, and the loop would otherwise spend its time switching).
 
@@ -47,6 +50,11 @@ class RawFeed(Protocol):
     async def wait_space(self) -> None: ...
 
 
+class FeedConsumer(Protocol):
+    """What the drain loop needs of our consumer beyond Faust's (ProfilesConsumer)."""
+    async def offsets_kept(self, tp: Any, offset: int) -> bool: ...
+
+
 async def drain_into_feed(self: ProfilesConsumer, fetcher: Any, feed: RawFeed) -> None:
     # (`self`: written as the method it replaces, so it reads beside the original)
     callback = self.callback
@@ -73,6 +81,7 @@ async def drain_into_feed(self: ProfilesConsumer, fetcher: Any, feed: RawFeed) -
             if self.should_stop:
                 continue
             stale = 0
+            jumped: dict[Any, int] = {}         # feed partitions with a gap: records dropped
             other_stale: dict[Any, list[int]] = {}
             async for tp, message in ait:
                 if message.topic == feed_topic and stale_fetch():
@@ -94,12 +103,24 @@ async def drain_into_feed(self: ProfilesConsumer, fetcher: Any, feed: RawFeed) -
                         self.log.warning("%s: record at offset %d dropped as already read (read "
                                          "offset %d)", tp, offset, r_offset)
                     continue                        # already read (Faust drops these too)
+                if tp in jumped:
+                    jumped[tp] += 1
+                    continue
                 gap = offset - (r_offset or 0)
                 if gap > 1 and r_offset and acks_enabled_for(message.topic):
                     if message.topic == feed_topic:
-                        # not expected on the feed's topic (not compacted, no transactions)
-                        self.log.warning("%s: offsets %d..%d were never fetched; Faust "
-                                         "counts them as acked", tp, r_offset + 1, offset - 1)
+                        # not expected on the feed's topic (not compacted, no transactions): the
+                        # position jumped; acked, the commit would pass over events nobody read
+                        if await cast("FeedConsumer", self).offsets_kept(tp, r_offset + 1):
+                            self.log.warning("%s: fetched offset %d after %d: offsets %d..%d "
+                                             "were never read; reading again from the "
+                                             "committed offset", tp, offset, r_offset,
+                                             r_offset + 1, offset - 1)
+                            jumped[tp] = 1
+                            continue
+                        self.log.warning("%s: offsets %d..%d are no longer in the log "
+                                         "(retention); Faust counts them as acked", tp,
+                                         r_offset + 1, offset - 1)
                     await self._add_gap(tp, r_offset + 1, offset)
                 if commit_every is not None and self._n_acked >= commit_every:
                     self._n_acked = 0
@@ -124,9 +145,9 @@ async def drain_into_feed(self: ProfilesConsumer, fetcher: Any, feed: RawFeed) -
             for tp, offsets in other_stale.items():
                 self.log.warning("%s: %d records (offsets %d..%d) fetched before the latest seek "
                                  "handed on", tp, len(offsets), offsets[0], offsets[-1])
-            if stale:
-                feed.stale_dropped += stale
-                await self.seek_after_stale(stale)
+            if stale or jumped:
+                feed.stale_dropped += stale + sum(jumped.values())
+                await self.seek_after_stale(stale + sum(jumped.values()))
     except self.consumer_stopped_errors:
         if self.transport.app.should_stop:
             self.log.info("Broker stopped consumer, shutting down...")

@@ -122,3 +122,56 @@ def test_a_partition_without_a_commit_is_read_again_from_the_start_after_a_seek(
     client = PartitionLog(end=400, position=120, committed=None)
     _, after, _, _ = _seek_while_holding_a_fetch(tmp_path, client, 200)
     assert after == list(range(0, after[-1] + 1))
+
+
+class JumpingLog(PartitionLog):
+    """A fetch answers from far ahead of what was read (as a make chaos run on Apache Kafka saw:
+    the drain took offset 20,770 after 2,226, and Faust counted the rest acked); the log starts
+    at `start` (retention deleted what came before)."""
+
+    def __init__(self, end: int, committed: int, jump_at: int, jump_to: int, start: int = 0):
+        super().__init__(end, committed, committed)
+        self.jump_at, self.jump_to, self.start, self.sought = jump_at, jump_to, start, 0
+
+    async def seek_to_committed(self):
+        self.sought += 1
+        return await super().seek_to_committed()
+
+    async def getmany(self, active_partitions, timeout):
+        if self.jump_to is not None and self.position >= self.jump_at:
+            self.position, self.jump_to = self.jump_to, None
+        return await super().getmany(active_partitions, timeout)
+
+    async def earliest_offsets(self, *tps):
+        return {tp: self.start for tp in tps}
+
+
+def _drain_until(tmp_path, client: PartitionLog, last: int):
+    async def run():
+        app, consumer, feed = _drain(tmp_path, client, capacity=10_000)
+        await consumer.perform_seek()           # the end of a rebalance: at the committed offset
+        fetcher = _Fetcher()
+        drain = asyncio.create_task(consumer._drain_messages(fetcher))
+        seen = await _take_until(feed, last)
+        seen = seen[:seen.index(last) + 1]
+        fetcher._stopped.set()
+        consumer._stopped.set()
+        await asyncio.wait_for(drain, 10)
+        return seen, consumer
+    return asyncio.run(run())
+
+
+def test_a_position_that_jumps_ahead_is_read_again_never_acked(tmp_path):
+    client = JumpingLog(end=700, committed=100, jump_at=150, jump_to=500)
+    seen, consumer = _drain_until(tmp_path, client, 650)
+    assert not consumer._gap[TP]                # nothing counted as acked without a read
+    assert client.sought == 2                   # sought back to the committed offset
+    again = seen.index(100, 1)                  # read again from the committed offset, in order
+    assert seen[:again] == list(range(100, 150)) and seen[again:] == list(range(100, 651))
+
+
+def test_a_jump_over_offsets_retention_deleted_goes_on(tmp_path):
+    client = JumpingLog(end=700, committed=100, jump_at=150, jump_to=500, start=400)
+    seen, consumer = _drain_until(tmp_path, client, 650)
+    assert client.sought == 1                   # not sought back: those offsets are gone
+    assert seen == list(range(100, 150)) + list(range(500, 651))
