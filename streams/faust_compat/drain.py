@@ -107,8 +107,9 @@ async def drain_into_feed(self: ProfilesConsumer, fetcher: Any, feed: RawFeed) -
                     jumped[tp] += 1
                     continue
                 gap = offset - (r_offset or 0)
-                if gap > 1 and r_offset and acks_enabled_for(message.topic):
-                    if message.topic == feed_topic:
+                on_feed = message.topic == feed_topic
+                if gap > 1 and r_offset and (on_feed or acks_enabled_for(message.topic)):
+                    if on_feed:
                         # not expected on the feed's topic (not compacted, no transactions): the
                         # position jumped; acked, the commit would pass over events nobody read
                         if await cast("FeedConsumer", self).offsets_kept(tp, r_offset + 1):
