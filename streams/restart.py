@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 _requested: list[bool] = []
 HARD_RESTART_AFTER = 30.0       # seconds a restart in place waits for the graceful stop
+# the epoch second until which a start that failed on the broker runs again (streams/worker.py);
+# in the environment because each attempt is a new exec of the same command line
+START_DEADLINE_ENV = "PROFILES_START_DEADLINE"
 
 
 def restart_in_place(reason: str, hard_after: float = HARD_RESTART_AFTER) -> None:
@@ -27,7 +30,9 @@ def restart_in_place(reason: str, hard_after: float = HARD_RESTART_AFTER) -> Non
     takes longer than `hard_after` seconds is cut short (RocksDB's write-ahead log keeps what
     was written)."""
     log.warning("restarting in place: %s", reason)
-    _requested.append(True)
+    # a new run of starts: the broker wait of streams/worker.py counts from now
+    os.environ.pop(START_DEADLINE_ENV, None)
+    request_exec_again()
     loop = asyncio.get_running_loop()
     loop.call_later(0.2, os.kill, os.getpid(), signal.SIGTERM)
     loop.call_later(hard_after, exec_again_if_requested)
@@ -44,6 +49,11 @@ def add_restart_route(app: faust.App, jobs: ScheduledJobs, instance_id: int) -> 
                 return self.json({"error": f"the {jobs.running} job is running"}, status=409)
             restart_in_place("requested over HTTP")
             return self.json({"restarting": instance_id}, status=202)
+
+
+def request_exec_again() -> None:
+    """Run the same command line again once the worker has stopped."""
+    _requested.append(True)
 
 
 def exec_again_if_requested() -> None:

@@ -3,19 +3,46 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 
 import faust
-from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, RequestTimedOutError
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from features.config import ProfileConfig
 from streams.app import Instance, create_app
 from streams.context import WorkerContext
-from streams.restart import exec_again_if_requested
+from streams.restart import START_DEADLINE_ENV, exec_again_if_requested, request_exec_again
 from streams.topics import TopicMismatch, ensure_topics
 
 log = logging.getLogger(__name__)
 BROKER_WAIT_SECONDS = 300.0     # how long a starting worker waits for the broker to answer
+RETRY_EVERY_SECONDS = 2.0
+
+
+def broker_unavailable(exc: BaseException | None) -> KafkaError | None:
+    """The Kafka error behind `exc` (its cause or context chain) when it says the broker did not
+    answer for now (a retriable error, or a client-side timeout), else None."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, KafkaError) and (exc.retriable or isinstance(exc, KafkaTimeoutError)):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def start_deadline(wait: float = BROKER_WAIT_SECONDS) -> float:
+    """The deadline of this run of starts: set by the first attempt, read by the ones after."""
+    held = os.environ.get(START_DEADLINE_ENV)
+    if held:
+        try:
+            return float(held)
+        except ValueError:
+            pass
+    deadline = time.time() + wait
+    os.environ[START_DEADLINE_ENV] = repr(deadline)
+    return deadline
 
 
 def build_worker(cfg: ProfileConfig, inst: Instance) -> WorkerContext:
@@ -45,22 +72,42 @@ def build_worker(cfg: ProfileConfig, inst: Instance) -> WorkerContext:
     return worker
 
 
-def ensure_topics_waiting(cfg: ProfileConfig, wait: float = BROKER_WAIT_SECONDS,
-                          retry_every: float = 2.0) -> None:
+def ensure_topics_waiting(cfg: ProfileConfig, deadline: float,
+                          retry_every: float = RETRY_EVERY_SECONDS) -> None:
     """Create missing topics, waiting while the broker does not answer: a worker (re)started
-    during a broker outage (the chaos run pauses the broker) waits for it instead of exiting."""
-    deadline = time.monotonic() + wait
+    during a broker outage (the chaos run pauses, kills and restarts the broker, and cuts its
+    connections) waits for it instead of exiting."""
     while True:
         try:
             asyncio.run(ensure_topics(cfg))
             return
-        except (KafkaConnectionError, KafkaTimeoutError, RequestTimedOutError) as e:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"cannot start: no broker answered at "
-                                 f"{cfg.kafka.bootstrap_servers} for {wait:.0f} s ({e})") from None
-            log.warning("no answer from the broker at %s (%s); trying again in %.0f s",
-                        cfg.kafka.bootstrap_servers, e, retry_every)
-            time.sleep(retry_every)
+        except KafkaError as e:
+            if broker_unavailable(e) is None:
+                raise
+            wait_or_give_up(cfg, e, deadline, retry_every)
+
+
+def wait_or_give_up(cfg: ProfileConfig, error: BaseException, deadline: float,
+                    retry_every: float) -> None:
+    """Sleep before the next attempt, or exit with one sentence once the deadline has passed."""
+    if time.time() > deadline:
+        raise SystemExit(f"cannot start: no broker answered at {cfg.kafka.bootstrap_servers} "
+                         f"for {BROKER_WAIT_SECONDS:.0f} s ({error!r})") from None
+    log.warning("no answer from the broker at %s (%r); trying again in %.0f s",
+                cfg.kafka.bootstrap_servers, error, retry_every)
+    time.sleep(retry_every)
+
+
+def start_again_after(stopped: SystemExit, cfg: ProfileConfig, deadline: float,
+                      retry_every: float = RETRY_EVERY_SECONDS) -> bool:
+    """Whether a worker that stopped with `stopped` starts again in place: Faust's start gives
+    up on its first failed connection (a producer's bootstrap during a connection cut or a
+    broker restart), so the worker waits a little and starts again, until the deadline."""
+    error = broker_unavailable(stopped.__context__) if stopped.code else None
+    if error is None:
+        return False
+    wait_or_give_up(cfg, error, deadline, retry_every)
+    return True
 
 
 LEVELS = {"crit": "CRITICAL", "error": "ERROR", "warn": "WARNING", "info": "INFO",
@@ -84,8 +131,9 @@ def logging_config(cfg: ProfileConfig, log_file: str) -> dict:
 def run_worker(app: faust.App, cfg: ProfileConfig, log_file: str | None = None) -> None:
     """Create missing topics, then run the Faust worker until SIGTERM/SIGINT."""
     logging.basicConfig(level=logging.INFO)
+    deadline = start_deadline()
     try:
-        ensure_topics_waiting(cfg)
+        ensure_topics_waiting(cfg, deadline)
     except TopicMismatch as e:
         raise SystemExit(f"cannot start: {e}") from None
     extra = {"logging_config": logging_config(cfg, log_file)} if log_file else {}
@@ -96,5 +144,9 @@ def run_worker(app: faust.App, cfg: ProfileConfig, log_file: str | None = None) 
     worker.spinner = None
     try:
         worker.execute_from_commandline()
+    except SystemExit as stopped:
+        if start_again_after(stopped, cfg, deadline):
+            request_exec_again()
+        raise
     finally:
         exec_again_if_requested()

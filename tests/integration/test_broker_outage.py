@@ -2,12 +2,16 @@
 run):
 - a worker (re)started meanwhile waits it out: its start-up topic check once gave up after 10 s
   and the process exited (a chaos run lost a worker to it);
+- a worker started while every connection to the broker is cut again and again starts again in
+  place until one holds (Faust's start gives up on its first failed bootstrap: make chaos on
+  Apache Kafka lost two workers to it);
 - a running worker sees that the group coordinator stopped confirming it (the fencing signal,
   streams.faust_compat.membership), then rejoins by itself with every state and profile exact."""
 from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 
 import pytest
@@ -16,6 +20,7 @@ from deploy import broker as embedded
 from deploy.clients import produce_events
 from features.config import load_config
 from tests.harness import (
+    Broker,
     http_json,
     profile_worker,
     published_vs_batch,
@@ -24,6 +29,7 @@ from tests.harness import (
     write_config,
     write_events,
 )
+from tools.chaos.proxy import BrokerProxy
 
 pytestmark = pytest.mark.integration
 
@@ -42,6 +48,37 @@ def test_a_worker_started_during_a_broker_pause_waits_it_out(broker, workers, tm
     finally:
         os.kill(pid, signal.SIGCONT)
     assert w.wait_healthy(120)["status"] == "ok"
+
+
+def test_a_worker_started_while_its_connections_are_cut_starts_again_in_place(workers,
+                                                                             tmp_path):
+    port, proxy_port = embedded.free_port(), embedded.free_port()
+    run_dir = tmp_path / "broker-run"
+    embedded.start(run_dir, port, timeout=30, advertised_port=proxy_port)
+    proxy = BrokerProxy(proxy_port, port).start()
+    stop_cutting = threading.Event()
+
+    def cut_again_and_again() -> None:
+        while not stop_cutting.wait(0.2):
+            proxy.cut_all()
+
+    try:
+        cfg = write_config(tmp_path / "cfg.yaml", Broker(proxy_port, run_dir))
+        w = profile_worker(workers, cfg, 1, embedded.free_port(), "worker").start()
+        cutter = threading.Thread(target=cut_again_and_again, daemon=True)
+        cutter.start()
+        time.sleep(PAUSE)
+        stop_cutting.set()
+        cutter.join(5)
+        assert w.proc.poll() is None, f"the worker exited while its connections were cut:\n" \
+                                      f"{w.tail()}"
+        assert proxy.cuts > 50
+        assert w.wait_healthy(120)["status"] == "ok"
+        assert w.proc.poll() is None
+    finally:
+        stop_cutting.set()
+        proxy.stop()
+        embedded.stop(run_dir)
 
 
 def test_a_worker_the_coordinator_stops_confirming_knows_it_and_comes_back_exact(
