@@ -129,6 +129,45 @@ def guard_changelog(table: Any, may_replace: Callable[[bytes, bytes | None, byte
             log.warning("%s: %d changelog records not restored: older than the value they "
                         "would replace", table.name, refused)
         apply(kept)
+        # the store has read up to the batch's last record, refused or not: the persisted offset
+        # says so, or the next write of this worker would not follow it (see guard_persisted)
+        ends: dict[Any, int] = {}
+        for event in batch:
+            tp = event.message.tp
+            ends[tp] = max(event.message.offset, ends.get(tp, -1))
+        for tp, end in ends.items():
+            held = table.data.persisted_offset(tp)
+            if held is None or end > held:
+                table.data.set_persisted_offset(tp, end)
 
     table.apply_changelog_batch = guarded
+
+
+def guard_persisted(table: Any) -> None:
+    """A changelog write of this worker, once acknowledged, moves the partition's persisted
+    offset (where the next restore starts reading) only when it directly follows the offset the
+    store holds. Faust moves it to every acknowledged write (`Table._on_changelog_sent`, replaced
+    on this table), so the late write of a worker frozen past its session, landing after the new
+    owner's, moved it past records this store never applied: when the partition came back, the
+    restore began after them and the events they held were lost (make chaos on Apache Kafka,
+    docs/FAUST_INTERNALS.md). Held back, the next restore reads from the last offset this store
+    has everything up to, and the changelog guard keeps each user's newest state."""
+    behind: set[Any] = set()
+
+    def on_sent(fut: Any) -> None:
+        res = fut.result()
+        tp, offset = res.topic_partition, res.offset
+        held = table.data.persisted_offset(tp)
+        if (held is None and offset == 0) or (held is not None and offset == held + 1):
+            table.data.set_persisted_offset(tp, offset)
+            behind.discard(tp)
+        elif held is None or offset > held + 1:
+            if tp not in behind:
+                behind.add(tp)
+                log.warning("%s: changelog %s[%d] has records at offsets %s..%d this worker did "
+                            "not write; its persisted offset stays until a restore reads them",
+                            table.name, tp.topic, tp.partition,
+                            0 if held is None else held + 1, offset - 1)
+
+    table._on_changelog_sent = on_sent
 

@@ -8,7 +8,7 @@ import faust
 
 from features.config import ProfileConfig
 from streams.faust_compat import table_recovery
-from streams.faust_compat.tables import PartitionedTable, guard_changelog
+from streams.faust_compat.tables import PartitionedTable, guard_changelog, guard_persisted
 from streams.state_table import PARTITION_KEY, PartitionClock, not_older
 
 STATE_TABLE = "user-state"
@@ -40,4 +40,6 @@ def declare(app: faust.App, cfg: ProfileConfig) -> Topology:
     table_recovery.check_source(app, table, t.user_events, _processed_offset)
     # a restore never takes a user's state back to fewer events (a frozen worker's late write)
     guard_changelog(table, not_older)
+    # a restore starts after the last changelog record this store has everything up to
+    guard_persisted(table)
     return Topology(*topics, PartitionedTable(table, t.user_events))

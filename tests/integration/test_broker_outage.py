@@ -34,6 +34,7 @@ from tools.chaos.proxy import BrokerProxy
 pytestmark = pytest.mark.integration
 
 PAUSE = 20.0
+CUTTING = 12.0
 
 
 def test_a_worker_started_during_a_broker_pause_waits_it_out(broker, workers, tmp_path):
@@ -67,12 +68,12 @@ def test_a_worker_started_while_its_connections_are_cut_starts_again_in_place(wo
         w = profile_worker(workers, cfg, 1, embedded.free_port(), "worker").start()
         cutter = threading.Thread(target=cut_again_and_again, daemon=True)
         cutter.start()
-        time.sleep(PAUSE)
+        time.sleep(CUTTING)             # Faust's start is 2-4 s after the process's
         stop_cutting.set()
         cutter.join(5)
         assert w.proc.poll() is None, f"the worker exited while its connections were cut:\n" \
                                       f"{w.tail()}"
-        assert proxy.cuts > 50
+        assert proxy.cuts > 30
         assert w.wait_healthy(120)["status"] == "ok"
         assert w.proc.poll() is None
     finally:
