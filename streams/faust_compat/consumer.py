@@ -14,6 +14,11 @@ on our transport, never on the app:
   the broker keeps for the whole fetch max wait while the events pile up behind it (the stall
   at 20,000 events/s: docs/FAUST_INTERNALS.md#fetches). It is paused in aiokafka at each
   assignment (Faust's own pause only stops Faust from asking for its records).
+- **Metadata refreshed while a subscribed topic is unknown**: the group leader assigns only the
+  partitions its metadata knows, and aiokafka rejoins when a metadata update shows more, by
+  default 5 minutes later (`metadata_max_age_ms`). An assignment made while the broker was
+  restarting gave nobody anything for 5 minutes 15 s in make chaos on Apache Kafka; each
+  assignment now refreshes the metadata every second until every subscribed topic is known.
 And one watch, always on: when the group coordinator last confirmed this worker's membership
 (`membership`, streams.faust_compat.membership), attached when the consumer starts and told of
 every assignment.
@@ -38,6 +43,30 @@ from streams.faust_compat.drain import RawFeed, drain_into_feed
 from streams.faust_compat.membership import MembershipWatch
 
 CONTROLLER_WAIT = 300.0     # seconds topic creation waits for the metadata to name a broker
+METADATA_REFRESH_EVERY = 1.0    # seconds between refreshes while a subscribed topic is unknown
+METADATA_REFRESH_FOR = 300.0    # ... for at most (then aiokafka's own periodic refresh)
+
+
+def unknown_topics(cluster: Any, topics: set[str]) -> set[str]:
+    """The topics of `topics` the metadata `cluster` knows no partition of."""
+    return {t for t in topics if not cluster.partitions_for_topic(t)}
+
+
+async def refresh_until_known(client: Any, topics: set[str],
+                              every: float = METADATA_REFRESH_EVERY,
+                              bound: float = METADATA_REFRESH_FOR) -> bool:
+    """Refresh aiokafka's metadata every `every` s until it knows every topic of `topics`;
+    the group coordinator's metadata listener then rejoins. False: still unknown after `bound`."""
+    deadline = time.monotonic() + bound
+    while unknown_topics(client.cluster, topics):
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(every)
+        try:
+            await client.force_metadata_update()
+        except Exception:       # the broker is away: the next round asks again
+            pass
+    return True
 
 
 @dataclass
@@ -58,10 +87,23 @@ class ProfilesConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         await super().on_start()
         self.hooks.membership.attach(self._consumer, self.thread_loop)
 
+    _metadata_refresh: asyncio.Future | None = None
+
     async def on_partitions_assigned(self, assigned, generation_id: int = 0) -> None:
         self.hooks.membership.joined()
         self._pause_leader_partition(assigned)
+        self._refresh_metadata_while_topics_unknown()
         await super().on_partitions_assigned(assigned, generation_id)
+
+    def _refresh_metadata_while_topics_unknown(self) -> None:
+        """(The consumer thread: aiokafka's rebalance listener.)"""
+        client = self._consumer._client
+        unknown = unknown_topics(client.cluster, set(self._consumer.subscription()))
+        if unknown and (self._metadata_refresh is None or self._metadata_refresh.done()):
+            self.log.warning("assigned while the metadata knows no partition of %s: refreshing "
+                             "it every %.0f s until it does", sorted(unknown),
+                             METADATA_REFRESH_EVERY)
+            self._metadata_refresh = asyncio.ensure_future(refresh_until_known(client, unknown))
 
     def verify_event_path(self, now: float, tp) -> None:
         """Faust logs an error every few seconds for an assigned partition aiokafka has not
