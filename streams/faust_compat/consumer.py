@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import faust
 from aiokafka import TopicPartition
@@ -52,14 +52,13 @@ def unknown_topics(cluster: Any, topics: set[str]) -> set[str]:
     return {t for t in topics if not cluster.partitions_for_topic(t)}
 
 
-async def refresh_until_known(client: Any, topics: set[str],
-                              every: float = METADATA_REFRESH_EVERY,
-                              bound: float = METADATA_REFRESH_FOR) -> bool:
-    """Refresh aiokafka's metadata every `every` s until it knows every topic of `topics`;
-    the group coordinator's metadata listener then rejoins. False: still unknown after `bound`."""
+async def refresh_metadata_until(client: Any, done: Callable[[], bool], every: float,
+                                 bound: float, stop: Callable[[], bool] = lambda: False) -> bool:
+    """Refresh aiokafka's metadata every `every` s until `done()`; False when it is still not
+    after `bound` s (or `stop()`)."""
     deadline = time.monotonic() + bound
-    while unknown_topics(client.cluster, topics):
-        if time.monotonic() >= deadline:
+    while not done():
+        if stop() or time.monotonic() >= deadline:
             return False
         await asyncio.sleep(every)
         try:
@@ -67,6 +66,15 @@ async def refresh_until_known(client: Any, topics: set[str],
         except Exception:       # the broker is away: the next round asks again
             pass
     return True
+
+
+async def refresh_until_known(client: Any, topics: set[str],
+                              every: float = METADATA_REFRESH_EVERY,
+                              bound: float = METADATA_REFRESH_FOR) -> bool:
+    """Refresh aiokafka's metadata until it knows every topic of `topics`; the group
+    coordinator's metadata listener then rejoins. False: still unknown after `bound`."""
+    return await refresh_metadata_until(
+        client, lambda: not unknown_topics(client.cluster, topics), every, bound)
 
 
 @dataclass
@@ -227,15 +235,10 @@ class ProfilesTransport(faust_aiokafka.Transport):
         when it names none, as a broker in its controlled shutdown answers: a worker started
         while the broker restarted exited with "Controller node not found" (a chaos run).
         Wait for a broker instead, as the start-up topic check does."""
-        deadline = time.monotonic() + CONTROLLER_WAIT
-        while not client.cluster.brokers() and not owner.should_stop and \
-                time.monotonic() < deadline:
-            owner.log.warning("no broker in the cluster metadata; asking again in 1 s")
-            await asyncio.sleep(1.0)
-            try:
-                await client.force_metadata_update()
-            except Exception as exc:        # the broker is still down: the next round asks
-                owner.log.info("metadata update failed: %r", exc)
+        if not client.cluster.brokers():
+            owner.log.warning("no broker in the cluster metadata; asking again every 1 s")
+            await refresh_metadata_until(client, lambda: bool(client.cluster.brokers()), 1.0,
+                                         CONTROLLER_WAIT, stop=lambda: owner.should_stop)
         return await super()._get_controller_node(owner, client, timeout)
 
 

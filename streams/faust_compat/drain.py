@@ -50,11 +50,6 @@ class RawFeed(Protocol):
     async def wait_space(self) -> None: ...
 
 
-class FeedConsumer(Protocol):
-    """What the drain loop needs of our consumer beyond Faust's (ProfilesConsumer)."""
-    async def offsets_kept(self, tp: Any, offset: int) -> bool: ...
-
-
 async def drain_into_feed(self: ProfilesConsumer, fetcher: Any, feed: RawFeed) -> None:
     # (`self`: written as the method it replaces, so it reads beside the original)
     callback = self.callback
@@ -112,7 +107,7 @@ async def drain_into_feed(self: ProfilesConsumer, fetcher: Any, feed: RawFeed) -
                     if on_feed:
                         # not expected on the feed's topic (not compacted, no transactions): the
                         # position jumped; acked, the commit would pass over events nobody read
-                        if await cast("FeedConsumer", self).offsets_kept(tp, r_offset + 1):
+                        if await self.offsets_kept(tp, r_offset + 1):
                             self.log.warning("%s: fetched offset %d after %d: offsets %d..%d "
                                              "were never read; reading again from the "
                                              "committed offset", tp, offset, r_offset,

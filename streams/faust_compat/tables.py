@@ -114,8 +114,10 @@ def guard_changelog(table: Any, may_replace: Callable[[bytes, bytes | None, byte
     def guarded(batch: Any) -> None:
         kept, refused = [], 0
         latest: dict[tuple[int, bytes], bytes | None] = {}
+        ends: dict[Any, int] = {}           # changelog partition -> the batch's last offset
         for event in batch:
             msg = event.message
+            ends[msg.tp] = max(msg.offset, ends.get(msg.tp, -1))
             at = (msg.partition, msg.key)
             if msg.value is not None:
                 stored = latest[at] if at in latest else \
@@ -131,10 +133,6 @@ def guard_changelog(table: Any, may_replace: Callable[[bytes, bytes | None, byte
         apply(kept)
         # the store has read up to the batch's last record, refused or not: the persisted offset
         # says so, or the next write of this worker would not follow it (see guard_persisted)
-        ends: dict[Any, int] = {}
-        for event in batch:
-            tp = event.message.tp
-            ends[tp] = max(event.message.offset, ends.get(tp, -1))
         for tp, end in ends.items():
             held = table.data.persisted_offset(tp)
             if held is None or end > held:
