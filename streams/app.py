@@ -12,6 +12,7 @@ import faust
 from features.config import ProfileConfig
 from streams.auth import auth_middleware
 from streams.faust_compat import table_recovery
+from streams.faust_compat.clients import install_rebootstrap
 from streams.faust_compat.consumer import ConsumerHooks, install
 
 CHANGELOG_BATCH_BYTES = 512 * 1024     # Faust's max request (1 MB) holds two
@@ -77,6 +78,7 @@ def create_app(cfg: ProfileConfig, inst: Instance) -> faust.App:
         **_credentials(cfg),
     )
     hooks = ConsumerHooks(client.fetch_max_wait_ms)
+    install_rebootstrap()
     install(app, hooks)
     _add_health(app, cfg, inst, hooks)
     return app

@@ -27,6 +27,9 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
     """Streaming user profiles: features 106/107/108/110 kept up to date from Kafka."""
     ctx.ensure_object(dict)
     ctx.obj["config_path"] = config_path
+    # every Kafka client of the command finds the broker again after a restart
+    from streams.faust_compat.clients import install_rebootstrap
+    install_rebootstrap()
 
 
 for _group in (config, worker, clients, offline, cluster, jobs, backup, tools):

@@ -11,7 +11,8 @@ ruff's SLF001 is allowed here only.
 - `table_recovery`: table recovery that drops local state ahead of its log.
 - `producer`: draining the changelog producer's `send_soon` buffer.
 - `group`: the group, the assignment and table recovery as the app knows them.
-- `clients`: aiokafka calls with no public API.
+- `clients`: aiokafka calls with no public API, and the client that re-bootstraps when it
+  knows no broker.
 
 Modules are imported where needed: importing this package imports neither library.
 """

@@ -43,7 +43,7 @@ from features.batch import BatchReport, build_states
 from features.config import NO_SCHEDULED_RUNS, load_config
 from features.events import Rejection
 from features.runtime import FeatureRuntime
-from streams.faust_compat.clients import refresh_metadata
+from streams.faust_compat.clients import install_rebootstrap, refresh_metadata
 from tools.chaos.proxy import BrokerProxy
 from tools.chaos.schedule import BROKER_PAUSE, LATENCY, LATENCY_FOR, fault_schedule
 from tools.data.hostile import hostile_payloads
@@ -218,6 +218,7 @@ def run_chaos(workdir: Path, users: int, seed: int, hostile: int,
               say: Callable[[str], None] = print, kills: int = 5, rate: float = 5000,
               skip: tuple[str, ...] = ()) -> ChaosReport:
     t_start = time.monotonic()
+    install_rebootstrap()       # this process's producers and readers live through the faults
     workdir = workdir.resolve()     # workers run in the checkout, not in the caller's folder
     workdir.mkdir(parents=True, exist_ok=True)
     logs = workdir / "logs"
@@ -324,7 +325,7 @@ def run_chaos(workdir: Path, users: int, seed: int, hostile: int,
             latency_off.join()
         say(f"{_clock(time.time())} all produced; waiting for the workers to catch up")
         _wait(lambda: all(w.healthy(i) for i in WORKER_IDS) and _lag_zero(w, cfg), 600,
-              "lag 0 on every partition", w)
+              "lag 0 on every partition", w, explain=lambda: _stall_report(w))
         sent = payloads if any(f.kind == "hostile" for f in plan) else []
         report = _verify(cfg, w, sample, sent, report, workdir, say)
     except (RuntimeError, WorkerCallError, OSError) as e:
@@ -389,8 +390,10 @@ def _ports(n: int) -> int:
     raise RuntimeError("no free port range")
 
 
-def _wait(pred, timeout: float, what: str, w: Workers | None = None) -> None:
-    """Until pred(); a worker that ends by itself meanwhile ends the wait (it would never come)."""
+def _wait(pred, timeout: float, what: str, w: Workers | None = None,
+          explain: Callable[[], list[str]] | None = None) -> None:
+    """Until pred(); a worker that ends by itself meanwhile ends the wait (it would never come).
+    On a timeout the error carries explain()'s lines: a CI run keeps only its output."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if w is not None and w.check_exits():
@@ -398,7 +401,36 @@ def _wait(pred, timeout: float, what: str, w: Workers | None = None) -> None:
         if pred():
             return
         time.sleep(1)
-    raise RuntimeError(f"timed out waiting for {what}")
+    detail = "".join(f"\n  {line}" for line in explain()) if explain is not None else ""
+    raise RuntimeError(f"timed out waiting for {what}{detail}")
+
+
+STALL_FIELDS = ("status", "recovering_partitions", "assigned_partitions", "generation",
+                "rebalancing", "rebalances", "membership_confirmed_ago")
+
+
+def _stall_report(w: Workers, log_lines: int = 12) -> list[str]:
+    """What each worker says of itself (health, lag) and the last warnings in its log."""
+    out = []
+    for i in WORKER_IDS:
+        try:
+            h = call(w.url(i) + "/health", timeout=5)
+            state = ", ".join(f"{k} {h.get(k)}" for k in STALL_FIELDS)
+        except (WorkerCallError, ValueError) as e:
+            state = f"no health answer ({e})"
+        try:
+            lag = call(w.url(i) + "/monitor", timeout=5).get("lag")
+        except (WorkerCallError, ValueError) as e:
+            lag = f"no monitor answer ({e})"
+        out.append(f"worker {i}: {state}; lag {lag}")
+        log = w.logs / f"worker-{i}-{w.starts.get(i, 1)}.log"
+        try:
+            lines = log.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        warned = [line[:300] for line in lines if "[WARNING]" in line or "[ERROR]" in line]
+        out += [f"  {line}" for line in warned[-log_lines:]]
+    return out
 
 
 def _lag_zero(w: Workers, cfg) -> bool:
