@@ -92,7 +92,8 @@ def broker_status(ctx: click.Context) -> None:
 
 # `profiles bench --only X`: the row groups of tools.bench.suite.run_bench it runs
 BENCH_GROUPS = {"offline": ("offline",), "stream": ("bench", "sparse"), "bench": ("bench",),
-                "sparse": ("sparse",), "producers": ("producers",), "latency": ("latency",)}
+                "sparse": ("sparse",), "peers-large": ("peers-large",),
+                "producers": ("producers",), "latency": ("latency",)}
 
 
 @cli.command()
@@ -116,19 +117,24 @@ BENCH_GROUPS = {"offline": ("offline",), "stream": ("bench", "sparse"), "bench":
               show_default=True, help="Events/s offered in the second latency run.")
 @click.option("--sparse-users", type=click.IntRange(100), default=5000, show_default=True,
               help="Users of the sparse sample (each batch mostly distinct users).")
+@click.option("--large-peer-users", type=click.IntRange(100), default=25000, show_default=True,
+              help="Users of the large sparse sample the peers run on (about 80 events each).")
 @click.option("--only", type=click.Choice(list(BENCH_GROUPS)), default=None,
               help="Run some rows alone: offline (batch and training-set on every engine; "
                    "replaces that section of OUT), stream (throughput on the bench and the "
-                   "sparse sample), bench, sparse, producers (CPU per record of the output "
+                   "sparse sample, with the peers), bench, sparse, peers-large (the peers on "
+                   "the large sparse sample), producers (CPU per record of the output "
                    "producers), latency (the steady runs). A partial stream "
                    "run prints its table and writes it to WORKDIR/partial.md, not OUT.")
 def bench(users: int, days: int, workdir: str, out: str, tuned_batch: int, latency_rate: float,
           latency_seconds: float, soak_rate: float, soak_seconds: float,
-          high_latency_rate: float, sparse_users: int, only: str | None) -> None:
+          high_latency_rate: float, sparse_users: int, large_peer_users: int,
+          only: str | None) -> None:
     """Side-by-side on one embedded broker: our pipeline (1 and 2 workers, and 1 with a larger
     batch), naive Faust, the read ceiling, on the bench sample and (one worker) on a sparse
-    sample; the batch path; then latency at two steady rates and RSS over a soak run; then the
-    offline engines. Prints the table and writes OUT."""
+    sample, where quixstreams and Kafka Streams run too, as on a larger sparse sample; the batch
+    path; then latency at two steady rates and RSS over a soak run; then the offline engines.
+    Prints the table and writes OUT."""
     import shutil
     if only == "offline":
         from tools.bench.suite import run_offline_only
@@ -145,6 +151,7 @@ def bench(users: int, days: int, workdir: str, out: str, tuned_batch: int, laten
                       latency_rate=latency_rate, latency_seconds=latency_seconds,
                       soak_rate=soak_rate, soak_seconds=soak_seconds,
                       high_latency_rate=high_latency_rate, sparse_users=sparse_users,
+                      large_peer_users=large_peer_users,
                       **({"rows": BENCH_GROUPS[only]} if only else {}))
     if only:
         partial = Path(workdir) / "partial.md"

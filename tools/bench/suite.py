@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -38,6 +39,7 @@ from features.batch import BatchReport, build_states, run_batch
 from features.config import NO_SCHEDULED_RUNS, ProfileConfig, load_config
 from features.encoding import encode
 from features.runtime import FeatureRuntime
+from tools.bench.peers.rows import PeerRows, run_peer_rows
 from tools.data.sample import SampleSpec, write_sample
 
 ROOT = Path(__file__).resolve().parents[2]   # the checkout: workers run from it
@@ -395,14 +397,17 @@ def _steady_run(name: str, base: dict, workdir: Path, events: Path, rate: float,
             proc.kill()
 
 
-STREAM_ROWS = ("bench", "sparse", "producers", "latency", "batch", "offline")   # row groups
+STREAM_ROWS = ("bench", "sparse", "peers-large", "producers", "latency", "batch",
+               "offline")   # row groups
+LARGE_PEER_USERS = 25_000   # users of the large sparse sample (about 2M events)
 
 
 def run_bench(workdir: Path, users: int, days: int, say: Callable[[str], None] = print,
               tuned_batch: int = 5000, latency_rate: float = 5000,
               latency_seconds: float = 60, soak_rate: float = 5000,
               soak_seconds: float = 600, high_latency_rate: float = 20000,
-              sparse_users: int = SPARSE_USERS, rows: tuple[str, ...] = STREAM_ROWS) -> str:
+              sparse_users: int = SPARSE_USERS, large_peer_users: int = LARGE_PEER_USERS,
+              rows: tuple[str, ...] = STREAM_ROWS) -> str:
     """Every row of `make bench`, or those of the groups in `rows`: "bench" (throughput on the
     bench sample), "sparse" (throughput on the sparse sample), "latency" (the steady runs),
     "producers" (CPU per record of the output producers), "batch" (the batch path and the state
@@ -425,7 +430,8 @@ def run_bench(workdir: Path, users: int, days: int, say: Callable[[str], None] =
     steady: list[Steady] = []
     producers: list[str] = []
     startup: BrokerStartup | None = None
-    if {"bench", "sparse", "producers", "latency"} & set(rows):
+    large: PeerRows | None = None
+    if {"bench", "sparse", "peers-large", "producers", "latency"} & set(rows):
         t_start = time.monotonic()
         st, _ = embedded.start(cfg.run_dir, port)
         startup = BrokerStartup(time.monotonic() - t_start)
@@ -439,6 +445,8 @@ def run_bench(workdir: Path, users: int, days: int, say: Callable[[str], None] =
                                              tuned_batch, broker, say)
             if "sparse" in rows:
                 sparse = run_sparse_rows(base, workdir, sparse_users, days, broker, say)
+            if "peers-large" in rows:
+                large = run_large_peer_rows(base, workdir, large_peer_users, days, broker, say)
             if "producers" in rows:
                 producers = run_producer_rows(cfg, say)
             if "latency" in rows:
@@ -458,6 +466,8 @@ def run_bench(workdir: Path, users: int, days: int, say: Callable[[str], None] =
         finally:
             embedded.stop(cfg.run_dir)
     out = _report(results, sparse, steady, total, users, days, batch, startup)
+    if large is not None:
+        out += "\n" + "\n".join(large.lines()) + "\n"
     if producers:
         out += "\n" + "\n".join(producers) + "\n"
     if "batch" in rows:
@@ -862,6 +872,7 @@ class SparseRows:
     distinct_min: int
     time_order_distinct: float  # the same in time order
     results: list[Result]
+    peers: PeerRows | None = None
 
     def lines(self) -> list[str]:
         return [
@@ -872,11 +883,12 @@ class SparseRows:
             f"{self.time_order_distinct:,.0f}). Topics of its own, one worker.",
             "",
             *_throughput_table(self.results),
+            *(["", *self.peers.lines()] if self.peers else []),
         ]
 
 
 def run_sparse_rows(base: dict, workdir: Path, users: int, days: int, broker: BrokerProbe,
-                    say: Callable[[str], None]) -> SparseRows:
+                    say: Callable[[str], None], with_peers: bool = True) -> SparseRows:
     """(C), (B) and our pipeline with one worker on the sparse sample, on topics of its own
     (the broker is running)."""
     say(f"sparse sample: {users:,} users, {days} days")
@@ -910,8 +922,51 @@ def run_sparse_rows(base: dict, workdir: Path, users: int, days: int, broker: Br
     results.append(_timed_processes("(A) our pipeline, 1 worker", _worker_cmds(wcfg, [port]),
                                     total, workdir, say, broker))
     say(f"  sparse {results[-1].name}: {results[-1].rate:,.0f}/s")
+    peers = _peer_rows(f"Peers on the sparse sample ({total:,} events)", base, workdir,
+                       "sparse-peers", kafka, results[0].rate, say) if with_peers else None
     return SparseRows(users, days, total, info["distinct_mean"], info["distinct_min"],
-                      info["time_order_distinct_mean"], results)
+                      info["time_order_distinct_mean"], results, peers)
+
+
+def _peer_rows(title: str, base: dict, workdir: Path, name: str, kafka: dict,
+               ceiling_rate: float | None, say: Callable[[str], None]) -> PeerRows:
+    """Our worker, quixstreams and Kafka Streams on `kafka`'s user-events topic (filled)."""
+    port = embedded.free_port()
+    app_id = f"bench-{name}-ours"
+    cfg_path = _config(base, workdir, app_id, port, kafka=kafka)
+    cfg = load_config(cfg_path)
+    say(f"{title}: our worker, quixstreams and Kafka Streams, each from its process start "
+        "until its group has committed every partition's end")
+    return run_peer_rows(
+        f"{title}, one process each, timed from the process start until its consumer group "
+        "had committed every partition's end (tools/bench/peers):", cfg.kafka.bootstrap_servers,
+        cfg.kafka.topics.user_events, workdir / name,
+        ([sys.executable, *worker_argv(cfg_path, 1, port)], app_id, None), say,
+        ceiling_rate=ceiling_rate, cwd=ROOT)
+
+
+def run_large_peer_rows(base: dict, workdir: Path, users: int, days: int, broker: BrokerProbe,
+                        say: Callable[[str], None]) -> PeerRows:
+    """The read ceiling, then our worker and the peers, on a sparse sample of `users` users
+    (start-up counts less than on the smaller one)."""
+    say(f"large sparse sample: {users:,} users, {days} days")
+    info = write_sparse_sample(workdir / "large", users, days)
+    topics = {key: f"large-{value}" for key, value in
+              {"user_events": "user-events", "profile_updates": "profile-updates",
+               "profile_aggregates": "profile-aggregates", "dlq": "user-events-dlq",
+               "alerts": "profile-alerts"}.items()}
+    kafka = {**base["kafka"], "topics": topics}
+    cfg = load_config(_config(base, workdir, "bench-large-producer", embedded.free_port(),
+                              kafka=kafka))
+    load_items(cfg, workdir / "large" / "item_feat_dict.json", progress=None)
+    n, _ = produce_events(cfg, workdir / "large" / "events.jsonl", progress=None)
+    say(f"produced {n:,} events ({info['distinct_mean']:,.0f} distinct users per "
+        f"{SPARSE_BATCH:,} on average); measuring")
+    ceiling = asyncio.run(_read_ceiling(cfg, info["events"], broker))
+    say(f"  large {ceiling.name}: {ceiling.rate:,.0f}/s")
+    return _peer_rows(f"Peers on a sparse sample of {users:,} users ({info['events']:,} "
+                      f"events; read ceiling {ceiling.rate:,.0f}/s)", base, workdir,
+                      "large-peers", kafka, ceiling.rate, say)
 
 
 # ---------------------------------------------------------------- the output producers
