@@ -39,7 +39,8 @@ from features.batch import BatchReport, build_states, run_batch
 from features.config import NO_SCHEDULED_RUNS, ProfileConfig, load_config
 from features.encoding import encode
 from features.runtime import FeatureRuntime
-from tools.bench.peers.rows import PeerRows, run_peer_rows
+from tools.bench import targets
+from tools.bench.peers.rows import KSTREAMS, OURS, QUIX, PeerRows, run_peer_rows
 from tools.data.sample import SampleSpec, write_sample
 
 ROOT = Path(__file__).resolve().parents[2]   # the checkout: workers run from it
@@ -468,6 +469,9 @@ def run_bench(workdir: Path, users: int, days: int, say: Callable[[str], None] =
     out = _report(results, sparse, steady, total, users, days, batch, startup)
     if large is not None:
         out += "\n" + "\n".join(large.lines()) + "\n"
+    if results or sparse or large or steady:
+        out += "\n" + "\n".join(_target_lines(results, sparse, large, steady, batch,
+                                               high_latency_rate)) + "\n"
     if producers:
         out += "\n" + "\n".join(producers) + "\n"
     if "batch" in rows:
@@ -475,6 +479,32 @@ def run_bench(workdir: Path, users: int, days: int, say: Callable[[str], None] =
     if "offline" in rows:
         out += "\n" + run_offline_bench(workdir / "offline", cfg, items, events, say)
     return out
+
+
+def _target_lines(results: list[Result], sparse: "SparseRows | None", large: PeerRows | None,
+                  steady: list[Steady], batch: int, high_rate: float) -> list[str]:
+    """The fast path's targets (issue 25) against this run."""
+    def rate(rows: list[Result], prefix: str) -> float | None:
+        return next((r.rate for r in rows if r.name.startswith(prefix)), None)
+
+    def peer_ratio(rows: PeerRows | None, other: str) -> float | None:
+        by = {r.name: r.rate for r in rows.runs} if rows else {}
+        return targets.ratio(by.get(OURS), by.get(other))
+
+    def p99(name: str) -> float | None:
+        return next((r.p99_ms for r in steady if r.name == name), None)
+
+    one = f"(A) our pipeline, 1 worker, batch_size {batch:,}"
+    sp = sparse.results if sparse else []
+    return ["Targets of the fast path (issue 25) against this run; the batch path, the "
+            "scheduled runs and the Spark engine have their own sections.", "",
+            *targets.table(targets.stream_targets(
+                sparse_vs_quix=peer_ratio(sparse.peers if sparse else None, QUIX),
+                large_vs_kstreams=peer_ratio(large, KSTREAMS),
+                sparse_vs_ceiling=targets.ratio(rate(sp, "(A)"), rate(sp, "(C)")),
+                sparse_vs_naive=targets.ratio(rate(sp, "(A)"), rate(sp, "(B)")),
+                bench_vs_naive=targets.ratio(rate(results, one), rate(results, "(B)")),
+                p99_5k_ms=p99("latency"), p99_20k_ms=p99(f"latency-{high_rate:.0f}")))]
 
 
 @dataclass
