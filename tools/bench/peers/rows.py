@@ -53,19 +53,19 @@ def run_peer_rows(title: str, bootstrap: str, topic: str, workdir: Path,
     cmd, group, env = ours
     runs.append(time_group(OURS, [cmd], [workdir / "ours.log"], bootstrap, group, topic, say,
                            cwd=cwd, env=env))
-    say(f"  {title}: {runs[-1].name}: {runs[-1].rate:,.0f}/s from start")
+    say(f"  {workdir.name}: {runs[-1].name}: {runs[-1].rate:,.0f}/s from start")
     quix_group = f"peer-quix-{workdir.name}"
     runs.append(time_group(QUIX, [quix_command(bootstrap, topic, f"{quix_group}-out", quix_group,
                                                workdir / "quix-state", say=say)],
                            [workdir / "quix.log"], bootstrap, quix_group, topic, say,
                            out_topic=f"{quix_group}-out"))
-    say(f"  {title}: {runs[-1].name}: {runs[-1].rate:,.0f}/s from start")
+    say(f"  {workdir.name}: {runs[-1].name}: {runs[-1].rate:,.0f}/s from start")
     ks_app = f"peer-kstreams-{workdir.name}"
     runs.append(time_group(KSTREAMS, [kstreams_command(bootstrap, topic, f"{ks_app}-out", ks_app,
                                                        workdir / "kstreams-state", say=say)],
                            [workdir / "kstreams.log"], bootstrap, ks_app, topic, say,
                            out_topic=f"{ks_app}-out"))
-    say(f"  {title}: {runs[-1].name}: {runs[-1].rate:,.0f}/s from start")
+    say(f"  {workdir.name}: {runs[-1].name}: {runs[-1].rate:,.0f}/s from start")
     return PeerRows(title, runs, ceiling_rate,
                     compare_outputs(bootstrap, f"{quix_group}-out", f"{ks_app}-out"))
 
