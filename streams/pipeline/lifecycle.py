@@ -2,13 +2,14 @@
 
     take ──► track (in flight) ──► compute into the open checkpoint ──┬─► rebalanced: drop
                                    (under the lock; users dirty)      └─► kept
-    commit (under the lock) ─┬─► rebalanced since it opened: drop
+    commit (under the lock, once the previous commit has delivered)
+                             ┬─► the previous delivery failed: drop
+                             ├─► rebalanced since it opened: drop
                              ├─► fenced: emit nothing, not acked (they come again after the
                              │   rejoin the fence asks for)
-                             └─► flush the dirty users, emit the states ──► deliver (after the
-                                 previous commit's delivery: the states; fenced meanwhile:
-                                 no records, not acked; else the records)
-                                 ──► observers ──► ack every batch of it
+                             └─► flush the dirty users, emit the states ──► deliver (the
+                                 states; fenced meanwhile: no records, not acked; else the
+                                 records) ──► observers ──► ack every batch of it
 
 A checkpoint is what one commit covers: the batches computed since the last commit (their
 messages stay in flight, so Faust neither commits their offsets nor finishes a rebalance
@@ -161,7 +162,8 @@ class BatchLifecycle:
     # ------------------------------------------------------------------ the agent's loop
 
     async def run(self, source: BatchSource, batch_size: int) -> None:
-        """Take, compute, commit when due; one commit delivering while the next computes."""
+        """Take, compute, commit when due; one commit delivering while the next computes (the
+        next commit emits once it has delivered)."""
         while True:
             batch = await self._take(source, batch_size)
             if batch is None:           # nothing came within COMMIT_POLL: commit what is open
@@ -192,9 +194,9 @@ class BatchLifecycle:
     async def _commit_and_pace(self) -> None:
         before = self.delivery
         await self.commit()
-        if before is not None and before is not self.delivery:
+        if before is not None and (before is not self.delivery or before.done()):
             await before        # raises if its delivery failed (the agent restarts, nothing
-                                # acked)
+                                # acked; the commit after it emitted nothing)
 
     # ------------------------------------------------------------------ batches
 
@@ -249,13 +251,25 @@ class BatchLifecycle:
             return await self.commit_locked()
 
     async def commit_locked(self) -> asyncio.Task[None] | None:
-        """(Lock held.) Flush and emit the open checkpoint unless a rebalance that is over (or
-        beyond the one under way) began since it opened (dropped) or the worker was fenced
-        (emits nothing, acked); its delivery then acks it."""
+        """(Lock held.) Once the previous commit has delivered, flush and emit the open
+        checkpoint unless that delivery failed or a rebalance that is over (or beyond the one
+        under way) began since it opened (dropped) or the worker was fenced (emits nothing,
+        acked); its delivery then acks it."""
         cp = self.checkpoint
         if cp is None:
             return None
+        previous = self.delivery
+        if previous is not None and not previous.done():
+            # No state goes out before every earlier checkpoint's records are delivered: a
+            # crash can then lose the records of one commit only, the one whose states the next
+            # owner sends again; with two, a version would go unpublished (docs/RELIABILITY.md)
+            await asyncio.wait([previous])
         self.checkpoint = None
+        if previous is not None and (previous.cancelled() or previous.exception() is not None):
+            # not emitted, not acked: its events come again, after the earlier ones
+            self.work.discard()
+            self.group.untrack(cp.messages)
+            return None
         group = self.group
         if cp.taken_in is not None:
             count = group.rebalance_count
