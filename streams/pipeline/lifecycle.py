@@ -187,7 +187,10 @@ class BatchLifecycle:
         cp = self.checkpoint
         if cp is None:
             return False
-        return (not len(source) or self.group.rebalancing
+        # caught up while the previous commit delivers: compute on instead of waiting for it
+        # (a commit emits once that delivery is done), so more goes into this one
+        caught_up = not len(source) and (self.delivery is None or self.delivery.done())
+        return (caught_up or self.group.rebalancing
                 or time.monotonic() - cp.started >= self.policy.interval
                 or self.work.dirty_count >= self.policy.max_dirty)
 

@@ -16,6 +16,7 @@ from features.config import parse_config
 from features.partitioners import PartitionCheck
 from features.runtime import FeatureRuntime
 from streams.counters import WorkerCounts
+from streams.pipeline import lifecycle as lifecycle_module
 from streams.pipeline.batch_update import BatchUpdate
 from streams.pipeline.clocks import PartitionClocks
 from streams.pipeline.fencing import Fence
@@ -393,6 +394,41 @@ def test_the_agent_stops_on_a_failed_delivery_and_the_commit_after_it_emits_noth
             await asyncio.wait_for(lc.run(Batches([[1], [2], [3]]), batch_size=1), 1)
         assert [e for e in log if e[0] == "emit"] == [("emit", [1])]
         assert group.acked == [] and group.in_flight == set() and told == []
+    asyncio.run(run())
+
+
+def test_caught_up_while_a_commit_delivers_the_agent_computes_on_into_the_next_one(monkeypatch):
+    # an open checkpoint commits after COMMIT_POLL without new events: long here, so that only
+    # being caught up could commit [2] before [3] comes
+    monkeypatch.setattr(lifecycle_module, "COMMIT_POLL", 5.0)
+
+    async def run():
+        lc, log, group, work, outputs, fence, told = lifecycle()
+        gate = asyncio.Event()
+        outputs.gates = [gate]              # the first delivery waits
+        feed: asyncio.Queue = asyncio.Queue()
+
+        class Trickle:                      # one batch at a time: caught up after each
+            def __len__(self) -> int:
+                return feed.qsize()
+
+            async def take(self, max_n: int, within: float):
+                return await feed.get()
+        agent = asyncio.create_task(lc.run(Trickle(), batch_size=10))
+        for batch in ([1], [2], [3]):
+            feed.put_nowait(batch)
+            await asyncio.sleep(0.01)
+        assert [e for e in log if e[0] == "emit"] == [("emit", [1])]
+        gate.set()
+        await asyncio.sleep(0.01)           # the first delivery is done
+        feed.put_nowait([4])                # caught up again after it: [2, 3, 4] commit
+        for _ in range(200):
+            await asyncio.sleep(0.005)
+            if group.acked == [1, 2, 3]:
+                break
+        agent.cancel()
+        assert [e for e in log if e[0] == "emit"][:2] == [("emit", [1]), ("emit", [2, 3, 4])]
+        assert group.acked[:3] == [1, 2, 3]
     asyncio.run(run())
 
 
