@@ -72,6 +72,10 @@ class BatchUpdate:
         # the default strategy reads no events: none are kept for it (unless publishes are held
         # back: its calculate_priority orders the held users going out)
         self.keep_events = type(strategy) is not PublishEveryChange or hold.enabled
+        # (partition, user) whose published record this worker has sent again since it got the
+        # partition (local only): once delivered, sending it at each later commit that reads
+        # more of the user's redelivered events only repeats it
+        self.sent_again: set[tuple[int, int]] = set()
 
     @property
     def dirty_count(self) -> int:
@@ -79,8 +83,13 @@ class BatchUpdate:
 
     def discard(self) -> None:
         """The open checkpoint's outputs are not emitted: every cached state goes (the dirty
-        ones and any advanced in place)."""
+        ones and any advanced in place), and so do the records sent again."""
         self.cache.clear()
+        self.sent_again.clear()
+
+    def forget_sent_again(self) -> None:
+        """A rebalance: a partition may come back with states another worker wrote."""
+        self.sent_again.clear()
 
     # ------------------------------------------------------------------ per batch
 
@@ -152,7 +161,8 @@ class BatchUpdate:
                               columnar.ColumnarUpdate(user_id, state),
                               ingest_ts=items[0][2].timestamp)
             cache.mark_dirty(dirty)
-            if blob is not None and state.version > 0 and items[0][0] <= state.source_offset:
+            if blob is not None and state.version > 0 and items[0][0] <= state.source_offset \
+                    and (partition, user_id) not in self.sent_again:
                 self._send_published_again(outbox, dirty)
         up = columnar.apply_events(self.rt, user_id, state, [(off, e) for off, e, _ in items])
         c = self.counts
@@ -182,7 +192,9 @@ class BatchUpdate:
         whatever newer events change follows it as the next version, so versions grow by one
         (FEATURES.md §7). When the record was delivered, this is the same record twice. The
         hold-back counts from it. Skipped when the state does not give the published arrays
-        back (nothing to send that would be the same)."""
+        back (nothing to send that would be the same). Tried once per user until a rebalance or
+        a dropped checkpoint."""
+        self.sent_again.add((d.partition, d.user_id))
         state = d.state
         profile = columnar.evaluate_many(self.rt.engine, [d.user_id], [state.copy()],
                                          with_metrics=False)[0]

@@ -140,6 +140,7 @@ class ProfilePipeline:
 
     async def _forget_clocks(self, *args: Any, **kwargs: Any) -> None:
         self.clocks.forget()
+        self.update.forget_sent_again()
         if self.held_publishes is not None:
             self.held_publishes.forget()
 
