@@ -207,6 +207,14 @@ def _config(base: dict, workdir: Path, app_id: str, web_port: int, **sections) -
     return p
 
 
+def _own_topics(prefix: str) -> dict[str, str]:
+    """Topic names of a run's own: PREFIX-user-events and so on."""
+    return {key: f"{prefix}-{value}" for key, value in
+            {"user_events": "user-events", "profile_updates": "profile-updates",
+             "profile_aggregates": "profile-aggregates", "dlq": "user-events-dlq",
+             "alerts": "profile-alerts"}.items()}
+
+
 def _worker_cmds(cfg_path: Path, ports: list[int]) -> list[tuple[list[str], str]]:
     return [(worker_argv(cfg_path, i + 1, port), f"http://127.0.0.1:{port}")
             for i, port in enumerate(ports)]
@@ -321,10 +329,7 @@ def _get(url: str) -> bytes:
 def _steady_run(name: str, base: dict, workdir: Path, events: Path, rate: float, seconds: float,
                 broker_pid: int, say: Callable[[str], None]) -> Steady:
     port = embedded.free_port()
-    topics = {key: f"{name}-{value}" for key, value in
-              {"user_events": "user-events", "profile_updates": "profile-updates",
-               "profile_aggregates": "profile-aggregates", "dlq": "user-events-dlq",
-               "alerts": "profile-alerts"}.items()}
+    topics = _own_topics(name)
     cfg_path = _config(base, workdir, f"bench-{name}", port,
                        kafka={**base["kafka"], "topics": topics})
     cfg = load_config(cfg_path)
@@ -924,10 +929,7 @@ def run_sparse_rows(base: dict, workdir: Path, users: int, days: int, broker: Br
     say(f"sparse sample: {users:,} users, {days} days")
     info = write_sparse_sample(workdir / "sparse", users, days)
     items, events = workdir / "sparse" / "item_feat_dict.json", workdir / "sparse" / "events.jsonl"
-    topics = {key: f"sparse-{value}" for key, value in
-              {"user_events": "user-events", "profile_updates": "profile-updates",
-               "profile_aggregates": "profile-aggregates", "dlq": "user-events-dlq",
-               "alerts": "profile-alerts"}.items()}
+    topics = _own_topics("sparse")
     kafka = {**base["kafka"], "topics": topics}
     cfg = load_config(_config(base, workdir, "bench-sparse-producer", embedded.free_port(),
                               kafka=kafka))
@@ -981,10 +983,7 @@ def run_large_peer_rows(base: dict, workdir: Path, users: int, days: int, broker
     (start-up counts less than on the smaller one)."""
     say(f"large sparse sample: {users:,} users, {days} days")
     info = write_sparse_sample(workdir / "large", users, days)
-    topics = {key: f"large-{value}" for key, value in
-              {"user_events": "user-events", "profile_updates": "profile-updates",
-               "profile_aggregates": "profile-aggregates", "dlq": "user-events-dlq",
-               "alerts": "profile-alerts"}.items()}
+    topics = _own_topics("large")
     kafka = {**base["kafka"], "topics": topics}
     cfg = load_config(_config(base, workdir, "bench-large-producer", embedded.free_port(),
                               kafka=kafka))

@@ -49,25 +49,22 @@ def run_peer_rows(title: str, bootstrap: str, topic: str, workdir: Path,
                   ceiling_rate: float | None = None, cwd: Path | None = None) -> PeerRows:
     """Our worker (`ours`: its command, its group, extra environment), then quixstreams and
     Kafka Streams, each alone on `topic` (already filled), each with a group of its own."""
-    runs = []
     cmd, group, env = ours
-    runs.append(time_group(OURS, [cmd], [workdir / "ours.log"], bootstrap, group, topic, say,
-                           cwd=cwd, env=env))
+    runs = [time_group(OURS, [cmd], [workdir / "ours.log"], bootstrap, group, topic, say,
+                       cwd=cwd, env=env)]
     say(f"  {workdir.name}: {runs[-1].name}: {runs[-1].rate:,.0f}/s from start")
-    quix_group = f"peer-quix-{workdir.name}"
-    runs.append(time_group(QUIX, [quix_command(bootstrap, topic, f"{quix_group}-out", quix_group,
-                                               workdir / "quix-state", say=say)],
-                           [workdir / "quix.log"], bootstrap, quix_group, topic, say,
-                           out_topic=f"{quix_group}-out"))
-    say(f"  {workdir.name}: {runs[-1].name}: {runs[-1].rate:,.0f}/s from start")
-    ks_app = f"peer-kstreams-{workdir.name}"
-    runs.append(time_group(KSTREAMS, [kstreams_command(bootstrap, topic, f"{ks_app}-out", ks_app,
-                                                       workdir / "kstreams-state", say=say)],
-                           [workdir / "kstreams.log"], bootstrap, ks_app, topic, say,
-                           out_topic=f"{ks_app}-out"))
-    say(f"  {workdir.name}: {runs[-1].name}: {runs[-1].rate:,.0f}/s from start")
-    return PeerRows(title, runs, ceiling_rate,
-                    compare_outputs(bootstrap, f"{quix_group}-out", f"{ks_app}-out"))
+    outs = []
+    for name, kind, command in ((QUIX, "quix", quix_command),
+                                (KSTREAMS, "kstreams", kstreams_command)):
+        peer_group = f"peer-{kind}-{workdir.name}"     # (Kafka Streams: its application id)
+        out = f"{peer_group}-out"
+        outs.append(out)
+        runs.append(time_group(name, [command(bootstrap, topic, out, peer_group,
+                                              workdir / f"{kind}-state", say=say)],
+                               [workdir / f"{kind}.log"], bootstrap, peer_group, topic, say,
+                               out_topic=out))
+        say(f"  {workdir.name}: {runs[-1].name}: {runs[-1].rate:,.0f}/s from start")
+    return PeerRows(title, runs, ceiling_rate, compare_outputs(bootstrap, *outs))
 
 
 def compare_outputs(bootstrap: str, quix_out: str, ks_out: str) -> str:
