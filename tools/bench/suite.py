@@ -41,6 +41,7 @@ from features.encoding import encode
 from features.runtime import FeatureRuntime
 from tools.bench import targets
 from tools.bench.peers.rows import KSTREAMS, OURS, QUIX, PeerRows, run_peer_rows
+from tools.bench.proc import cpu_seconds, peak_rss_mb, rss_mb
 from tools.data.sample import SampleSpec, write_sample
 
 ROOT = Path(__file__).resolve().parents[2]   # the checkout: workers run from it
@@ -82,43 +83,16 @@ def _get_count(url: str) -> int | None:
         return None
 
 
-def _status_mb(pid: int, field: str) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
-
-
-def _peak_rss_mb(pid: int) -> float | None:
-    return _status_mb(pid, "VmHWM")
-
-
-def _rss_mb(pid: int) -> float | None:
-    return _status_mb(pid, "VmRSS")
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
 @dataclass(frozen=True)
 class BrokerProbe:
     """The embedded broker's process, measured beside every row."""
     pid: int
 
     def cpu(self) -> float:
-        return _cpu_seconds(self.pid)
+        return cpu_seconds(self.pid)
 
     def rss_mb(self) -> float | None:
-        return _rss_mb(self.pid)
+        return rss_mb(self.pid)
 
 
 def _timed_processes(name: str, cmds: list[tuple[list[str], str]], total: int, workdir: Path,
@@ -140,7 +114,7 @@ def _timed_processes(name: str, cmds: list[tuple[list[str], str]], total: int, w
             now = time.monotonic()
             if t0 is None and n > 0:
                 t0, n0 = now, n
-                cpu0 = sum(_cpu_seconds(p.pid) for p, _ in procs)
+                cpu0 = sum(cpu_seconds(p.pid) for p, _ in procs)
                 bcpu0 = broker.cpu()
             if n >= total:
                 break
@@ -153,8 +127,8 @@ def _timed_processes(name: str, cmds: list[tuple[list[str], str]], total: int, w
         if n < total:
             raise RuntimeError(f"{name}: only {n:,} of {total:,} events in {timeout:.0f} s")
         seconds = time.monotonic() - t0
-        cpu = sum(_cpu_seconds(p.pid) for p, _ in procs) - cpu0
-        rss = max((_peak_rss_mb(p.pid) or 0) for p, _ in procs)
+        cpu = sum(cpu_seconds(p.pid) for p, _ in procs) - cpu0
+        rss = max((peak_rss_mb(p.pid) or 0) for p, _ in procs)
         return Result(name, total - n0, seconds, rss, cpu, (broker.cpu() - bcpu0) / seconds,
                       broker.rss_mb())
     finally:
@@ -357,7 +331,7 @@ def _steady_run(name: str, base: dict, workdir: Path, events: Path, rate: float,
                 done.set()
 
         threading.Thread(target=produce, daemon=True).start()
-        t0, cpu0, bcpu0 = time.monotonic(), _cpu_seconds(proc.pid), _cpu_seconds(broker_pid)
+        t0, cpu0, bcpu0 = time.monotonic(), cpu_seconds(proc.pid), cpu_seconds(broker_pid)
         rss: list[tuple[float, float]] = []
         last_say = t0
         warm: str | None = None
@@ -365,15 +339,15 @@ def _steady_run(name: str, base: dict, workdir: Path, events: Path, rate: float,
             now = time.monotonic()
             if warm is None and now - t0 >= WARMUP_SECONDS:
                 warm = _get(url + "/metrics").decode()
-            rss.append((now - t0, _rss_mb(proc.pid) or 0.0))
+            rss.append((now - t0, rss_mb(proc.pid) or 0.0))
             if now - last_say >= 30:
                 say(f"  {name} run: {now - t0:,.0f} s, RSS {rss[-1][1]:,.0f} MiB")
                 last_say = now
         if "sent" not in result:
             raise RuntimeError(f"{name} run: the producer failed")
         wall = time.monotonic() - t0
-        cpu = (_cpu_seconds(proc.pid) - cpu0) / wall
-        broker_cpu = (_cpu_seconds(broker_pid) - bcpu0) / wall
+        cpu = (cpu_seconds(proc.pid) - cpu0) / wall
+        broker_cpu = (cpu_seconds(broker_pid) - bcpu0) / wall
         processed = 0
         drain_until = time.monotonic() + 60
         while time.monotonic() < drain_until:
@@ -381,7 +355,7 @@ def _steady_run(name: str, base: dict, workdir: Path, events: Path, rate: float,
             if processed >= n:
                 break
             time.sleep(0.5)
-        rss.append((time.monotonic() - t0, _rss_mb(proc.pid) or 0.0))
+        rss.append((time.monotonic() - t0, rss_mb(proc.pid) or 0.0))
         metrics = _get(url + "/metrics").decode()
         (p50, p99), count = _histogram_quantiles(metrics, (0.5, 0.99), since=warm)
         (_, p99_all), _ = _histogram_quantiles(metrics, (0.5, 0.99))
@@ -392,7 +366,7 @@ def _steady_run(name: str, base: dict, workdir: Path, events: Path, rate: float,
         ms = 1000.0
         return Steady(name, rate, seconds, n, processed, p50 and p50 * ms, p99 and p99 * ms,
                       count, f50 and f50 * ms, f99 and f99 * ms, rss,
-                      cache, result["rate"], cpu, broker_cpu, _rss_mb(broker_pid) or 0.0,
+                      cache, result["rate"], cpu, broker_cpu, rss_mb(broker_pid) or 0.0,
                       cfg.kafka.client.linger_ms, p99_all and p99_all * ms,
                       WARMUP_SECONDS if warm is not None else 0.0, rebalances)
     finally:

@@ -16,6 +16,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from streams.faust_compat.clients import refresh_metadata
+from tools.bench.proc import cpu_seconds, peak_rss_mb
 
 POLL = 0.1                  # seconds between looks at the group
 
@@ -120,26 +121,6 @@ async def _watch(bootstrap: str, group: str, ends: dict[TopicPartition, int],
         await admin.close()
 
 
-def process_cpu_seconds(pid: int) -> float:
-    """CPU seconds of a process and its waited-for children (Linux /proc)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    ticks = sum(int(f) for f in fields[11:15])      # utime stime cutime cstime
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def peak_rss_mb(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
-
-
 def time_group(name: str, cmds: list[list[str]], logs: list[Path], bootstrap: str, group: str,
                topic: str, say: Callable[[str], None], cwd: Path | None = None,
                env: dict[str, str] | None = None, out_topic: str | None = None,
@@ -163,7 +144,7 @@ def time_group(name: str, cmds: list[list[str]], logs: list[Path], bootstrap: st
         joined, done = asyncio.run(_watch(bootstrap, group, ends, started,
                                           lambda: all(p.poll() is None for p in procs),
                                           timeout, say, name))
-        cpu = sum(process_cpu_seconds(p.pid) for p in procs)
+        cpu = sum(cpu_seconds(p.pid) for p in procs)
         rss = max((peak_rss_mb(p.pid) or 0.0) for p in procs)
         return GroupRun(name, sum(ends.values()), joined, done, cpu, rss)
     finally:
