@@ -1,6 +1,7 @@
 """The work of the stream on the columnar core (features.columnar, docs/COLUMNAR.md).
 
-`compute` (once per micro-batch): validate the events, group them by user, and apply each
+`compute` (once per micro-batch): validate the events together (features.event_columns),
+group them by user, and apply each
 user's events to their state in place (`columnar.apply_events`); the user is then dirty in the
 state cache. Dead letters are staged in the checkpoint's outbox at once.
 
@@ -26,7 +27,8 @@ import time
 from typing import Any, Protocol
 
 from features import columnar
-from features.events import Event, Rejection
+from features.event_columns import parse_batch
+from features.events import Event
 from features.holdback import Held, HeldUsers, HoldBack
 from features.partitioners import PartitionCheck, describe
 from features.runtime import FeatureRuntime
@@ -97,16 +99,14 @@ class BatchUpdate:
         now = time.time()
         by_user: dict[int, UserItems] = {}
         max_ts: dict[int, int] = {}     # partition -> largest event timestamp in the batch
-        parse = self.rt.parser.parse_message
         self.counts.events_in += len(messages)
-        for msg in messages:
-            value = msg.value
-            parsed = parse(value, msg.key, now) if value is not None else \
-                Rejection("malformed_json", "empty message (no value)")
-            if type(parsed) is Rejection:
-                outbox.records.append(
-                    self.publishing.dead_letter_record(parsed.reason, parsed.message, msg))
-                continue
+        parsed_batch = parse_batch(self.rt.parser, [m.value for m in messages],
+                                   [m.key for m in messages], now)
+        for i, rejection in parsed_batch.rejected:
+            outbox.records.append(self.publishing.dead_letter_record(
+                rejection.reason, rejection.message, messages[i]))
+        for i, parsed in parsed_batch.events:
+            msg = messages[i]
             items = by_user.get(parsed.user_id)
             if items is None:
                 by_user[parsed.user_id] = [(msg.offset, parsed, msg)]
