@@ -95,9 +95,7 @@ class Offsets:
 
 
 def writer_with(producer, offsets):
-    w = ChangelogWriter("app-user-state-changelog", {}, offsets, "user-state")
-    w._producer = producer
-    return w
+    return ChangelogWriter("app-user-state-changelog", {}, offsets, "user-state", producer)
 
 
 def test_a_flush_delivers_the_records_in_order_and_sets_each_offset_once():
