@@ -51,7 +51,7 @@ class ChangelogWriter:
     FLUSH_STEP = 0.5        # seconds per librdkafka flush call
 
     def __init__(self, topic: str, settings: dict[str, Any], persisted: PersistedOffsets,
-                 table_name: str = "table", producer: Any = None):
+                 table_name: str = "table"):
         self.topic = topic
         self.settings = {"linger.ms": 5, "batch.size": 1024 * 1024,
                          "queue.buffering.max.messages": 1_000_000,
@@ -60,7 +60,7 @@ class ChangelogWriter:
                          "acks": "all", "enable.idempotence": True}
         self.persisted = persisted
         self.table_name = table_name
-        self._producer: Any = producer       # (librdkafka's, made at the first write)
+        self._producer: Any = None
         self._lock = threading.Lock()
         self._acked: dict[int, list[int]] = {}      # partition -> offsets acknowledged
         self._failures = 0

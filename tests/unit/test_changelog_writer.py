@@ -95,7 +95,9 @@ class Offsets:
 
 
 def writer_with(producer, offsets):
-    return ChangelogWriter("app-user-state-changelog", {}, offsets, "user-state", producer)
+    w = ChangelogWriter("app-user-state-changelog", {}, offsets, "user-state")
+    w._producer = producer
+    return w
 
 
 def test_a_flush_delivers_the_records_in_order_and_sets_each_offset_once():
