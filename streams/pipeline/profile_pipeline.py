@@ -150,11 +150,7 @@ class ProfilePipeline:
         except Exception:
             log.exception("committing the open checkpoint at shutdown failed; its events come "
                           "again after the restart")
-        try:
-            await self.publisher.stop()
-        finally:
-            if self.states.changelog is not None:
-                await self.states.changelog.stop()
+        await self.publisher.stop()
 
     # ------------------------------------------------------------------ for the scheduled runs
 
