@@ -203,3 +203,28 @@ def test_integers_beyond_64_bits_leave_the_batch_to_the_reference():
     got = parse_batch(parser, values, keys, NOW)
     assert [r.reason for _, r in got.rejected] == ["out_of_range"]
     assert [e.user_id for _, e in got.events] == [5]
+
+
+def test_hostile_payloads_mixed_with_valid_events_get_the_reference_verdicts():
+    """The chaos run's hostile generator (random bytes, deep JSON, huge numbers, wrong types,
+    oversized messages, bad keys) shuffled among valid events, in batches of 500."""
+    import random
+
+    from tools.data.hostile import hostile_payloads
+    parser = PARSERS["auto"]
+    rng = random.Random(7)
+    mixed = [(v, k) for v, k, _ in hostile_payloads(3000, seed=7, big_messages=3)]
+    for u in range(3000):
+        obj = {"user_id": u, "item_id": rng.randrange(500), "timestamp": now_s - rng.randrange(
+            30 * 86400), "action_type": rng.choice(ACTIONS), "event_id": f"u{u}"}
+        if rng.random() < 0.5:
+            obj["dwell_time"] = round(rng.uniform(0, 600), 3)
+        mixed.append((orjson.dumps(obj), str(u).encode()))
+    rng.shuffle(mixed)
+    for b in range(0, len(mixed), 500):
+        values = [v for v, _ in mixed[b:b + 500]]
+        keys = [k for _, k in mixed[b:b + 500]]
+        got = parse_batch(parser, values, keys, NOW)
+        merged = [v for _, v in sorted(got.events + got.rejected, key=lambda p: p[0])]
+        assert merged == reference(parser, values, keys)
+        assert got.events                   # valid ones were there to judge in bulk
