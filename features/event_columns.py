@@ -23,12 +23,13 @@ from features.events import (
     MAX_EVENT_BYTES,
     MAX_EVENT_ID_CHARS,
     MAX_TIMESTAMP,
+    MS_THRESHOLD,
     Event,
     EventParser,
     Rejection,
 )
 
-MS_THRESHOLD_INT = 100_000_000_000      # features.events.MS_THRESHOLD for an integer timestamp
+MS_THRESHOLD_INT = int(MS_THRESHOLD)    # (for an integer timestamp)
 EMPTY = Rejection("malformed_json", "empty message (no value)")
 
 

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 from features import columnar
 from features.columnar import ColumnarState
 from features.drift import compare_columnar, empty_drift_counts
-from features.events import Event, Rejection, day_of
+from features.event_columns import parse_batch
+from features.events import Event, day_of
 from features.update import mark_published
 from streams.event_log import read_partition
 from streams.jobs.report import DriftReport, PartitionRun
@@ -77,7 +78,7 @@ class WeeklyRebuild:
         """Apply the log's events start..upto of partition p to `states`, as the stream did;
         returns the first offset read (None: the log had nothing there)."""
         first = None
-        parse = self.rt.parser.parse_message
+        parser = self.rt.parser
         now = time.time()
         async for records in read_partition(self.cfg.kafka.bootstrap_servers, self.topic, p,
                                             upto, start,
@@ -85,12 +86,11 @@ class WeeklyRebuild:
             if first is None:
                 first = records[0].offset
             by_user: dict[int, list[tuple[int, Event]]] = defaultdict(list)
-            for r in records:
-                ev = parse(r.value, r.key, now) if r.value is not None else None
-                if ev is None or type(ev) is Rejection:
-                    continue
+            parsed = parse_batch(parser, [r.value for r in records], [r.key for r in records],
+                                 now)
+            for i, ev in parsed.events:         # (the stream's validation, dead letters aside)
                 if only is None or ev.user_id in only:
-                    by_user[ev.user_id].append((r.offset, ev))
+                    by_user[ev.user_id].append((records[i].offset, ev))
             for uid, evs in by_user.items():
                 st = states.get(uid)
                 if st is None:
