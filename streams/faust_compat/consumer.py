@@ -159,11 +159,15 @@ class ProfilesConsumer(faust_aiokafka.Consumer):
         """Whether the records being drained were fetched before the latest seek (stale)."""
         return self._seek_epoch != self._fetch_epoch
 
+    async def on_partitions_assigned(self, assigned, generation_id: int = 0) -> None:
+        forget_offsets(self, assigned)
+        await super().on_partitions_assigned(assigned, generation_id)
+
     async def perform_seek(self) -> None:
         self._seek_epoch += 1
         try:
             await super().perform_seek()
-            await self._seek_uncommitted_feed_partitions()
+            await self._seek_feed_partitions_from_the_broker_answer()
         finally:
             self._seek_epoch += 1
 
@@ -174,15 +178,39 @@ class ProfilesConsumer(faust_aiokafka.Consumer):
         finally:
             self._seek_epoch += 1
 
-    async def _seek_uncommitted_feed_partitions(self) -> None:
-        """Faust's seek to committed offsets leaves a partition without a commit wherever the
-        client is; put the feed's at the start (the app's auto_offset_reset is "earliest"),
-        so records dropped as stale are fetched again there too."""
+    _committed_answer: dict = {}        # the broker's committed offsets at the latest seek
+
+    async def seek_to_committed(self):
+        answer = await super().seek_to_committed()
+        self._committed_answer = {(tp.topic, tp.partition): offset
+                                  for tp, offset in answer.items()}
+        return answer
+
+    async def _seek_feed_partitions_from_the_broker_answer(self) -> None:
+        """After Faust's seek to the committed offsets, the feed's partitions are set from what
+        the broker answered, never from the consumer's own bookkeeping (which can say a commit
+        happened that failed: docs/FAUST_INTERNALS.md#offsets-after-a-revoke):
+        - a partition without a commit is put at the start (the app's auto_offset_reset is
+          "earliest"; Faust leaves it wherever the client is), so records dropped as stale are
+          fetched again there too;
+        - its committed offset is the broker's;
+        - its read offset is the one before the next to read (the log's start: 0), so the drain
+          loop's gap check covers the first record as well (streams.faust_compat.drain)."""
         feed = self.hooks.feed
         if feed is None:
             return
-        fresh = [TopicPartition(tp.topic, tp.partition) for tp in self.assignment()
-                 if tp.topic == feed.topic and not self._committed_offset.get(tp)]
+        fresh = []
+        for tp in self.assignment():
+            if tp.topic != feed.topic:
+                continue
+            committed = self._committed_answer.get((tp.topic, tp.partition))
+            if committed:
+                self._committed_offset[tp] = committed
+                self._read_offset[tp] = committed - 1
+            else:
+                self._committed_offset[tp] = None
+                self._read_offset[tp] = -1
+                fresh.append(TopicPartition(tp.topic, tp.partition))
         if fresh:
             await self._thread.seek_to_beginning(*fresh)
 
@@ -240,6 +268,18 @@ class ProfilesTransport(faust_aiokafka.Transport):
             await refresh_metadata_until(client, lambda: bool(client.cluster.brokers()), 1.0,
                                          CONTROLLER_WAIT, stop=lambda: owner.should_stop)
         return await super()._get_controller_node(owner, client, timeout)
+
+
+def forget_offsets(consumer: faust_aiokafka.Consumer, assigned) -> None:
+    """Drop the consumer's bookkeeping of `assigned` partitions: Faust clears it when partitions
+    are revoked, but code of the revoke writes it again afterwards (the commit in its wait for
+    in-flight messages records an offset as committed when the commit failed). Left over, the
+    next assignment of the partition to this worker reads and commits from it
+    (docs/FAUST_INTERNALS.md#offsets-after-a-revoke)."""
+    for tp in assigned:
+        for book in (consumer._read_offset, consumer._committed_offset, consumer._acked,
+                     consumer._acked_index, consumer._gap):
+            book.pop(tp, None)
 
 
 def install(app: faust.App, hooks: ConsumerHooks) -> None:

@@ -103,7 +103,10 @@ async def drain_into_feed(self: ProfilesConsumer, fetcher: Any, feed: RawFeed) -
                     continue
                 gap = offset - (r_offset or 0)
                 on_feed = message.topic == feed_topic
-                if gap > 1 and r_offset and (on_feed or acks_enabled_for(message.topic)):
+                # a feed partition's read offset is set at every seek, -1 before offset 0
+                # (streams.faust_compat.consumer); Faust's own check skips a read offset of 0
+                known = r_offset is not None if on_feed else bool(r_offset)
+                if gap > 1 and known and (on_feed or acks_enabled_for(message.topic)):
                     if on_feed:
                         # not expected on the feed's topic (not compacted, no transactions): the
                         # position jumped; acked, the commit would pass over events nobody read

@@ -49,6 +49,9 @@ class PartitionLog:
     def seek(self, tp, offset):
         self.position = offset
 
+    async def commit(self, offsets):
+        return False        # as Faust's driver answers a commit the group refused (rebalanced)
+
     def assignment(self):
         return {TP}
 
@@ -83,7 +86,7 @@ async def _take_until(feed, last: int) -> list[int]:
     return seen
 
 
-def _seek_while_holding_a_fetch(tmp_path, client: PartitionLog, last: int):
+def _seek_while_holding_a_fetch(tmp_path, client: PartitionLog, last: int, before_seek=None):
     """Fill a 5-message feed (the drain loop then holds the next record, waiting for room),
     empty it, seek to the committed offsets as the end of a rebalance does, and take what the
     feed gets until offset `last`. Returns (offsets taken before the seek, after it, consumer,
@@ -96,6 +99,8 @@ def _seek_while_holding_a_fetch(tmp_path, client: PartitionLog, last: int):
             await asyncio.sleep(0.001)
         before = [m.offset for m in await feed.take(5, within=0)]
         feed.clear()
+        if before_seek is not None:
+            await before_seek(consumer)
         # Faust's seek resets its read offsets to the committed ones
         await consumer.perform_seek()
         after = await _take_until(feed, last)
@@ -129,13 +134,17 @@ class JumpingLog(PartitionLog):
     the drain took offset 20,770 after 2,226, and Faust counted the rest acked); the log starts
     at `start` (retention deleted what came before)."""
 
-    def __init__(self, end: int, committed: int, jump_at: int, jump_to: int, start: int = 0):
-        super().__init__(end, committed, committed)
+    def __init__(self, end: int, committed: int | None, jump_at: int, jump_to: int,
+                 start: int = 0):
+        super().__init__(end, committed or start, committed)
         self.jump_at, self.jump_to, self.start, self.sought = jump_at, jump_to, start, 0
 
     async def seek_to_committed(self):
         self.sought += 1
         return await super().seek_to_committed()
+
+    async def seek_to_beginning(self, *tps):
+        self.position = self.start
 
     async def getmany(self, active_partitions, timeout):
         if self.jump_to is not None and self.position >= self.jump_at:
@@ -175,3 +184,66 @@ def test_a_jump_over_offsets_retention_deleted_goes_on(tmp_path):
     seen, consumer = _drain_until(tmp_path, client, 650)
     assert client.sought == 1                   # not sought back: those offsets are gone
     assert seen == list(range(100, 150)) + list(range(500, 651))
+
+
+# make chaos seed 45 on Apache Kafka (docs/FAUST_INTERNALS.md#offsets-after-a-revoke): a worker
+# lost partition 0 in a rebalance while its last commit of it was on its way; the commit failed
+# (the group had rebalanced) and Faust recorded the offset as committed anyway, after the revoke
+# had cleared its bookkeeping. The partition came back to the same worker with no commit on the
+# broker: the seek after a stale fetch left it where the dropped fetch had ended (the recorded
+# offset said it had a commit), the drain took the next record as the first (no read offset to
+# compare), and 622 events were never applied.
+
+async def _failed_commit_then_new_assignment(consumer) -> None:
+    """What the revoke's wait for in-flight messages did, then the next assignment."""
+    consumer._acked[TP].extend(range(0, 50))
+    consumer._acked_index[TP].update(range(0, 50))
+    assert await consumer._commit_offsets({TP: 50}) is False
+    # Faust records the refused commit as done: what the next assignment must not trust
+    assert consumer._committed_offset[TP] == 50
+    # and a batch delivered after the revoke is acked into the cleared bookkeeping
+    consumer._acked[TP].extend(range(50, 60))
+    consumer._acked_index[TP].update(range(50, 60))
+    consumer._on_partitions_assigned = _nothing
+    await consumer.on_partitions_assigned({TP}, 7)
+
+
+async def _nothing(*args, **kwargs) -> None:
+    return None
+
+
+def test_a_commit_refused_in_a_revoke_is_forgotten_at_the_next_assignment(tmp_path):
+    client = PartitionLog(end=400, position=120, committed=None)
+    _, after, consumer, _ = _seek_while_holding_a_fetch(
+        tmp_path, client, 200, before_seek=_failed_commit_then_new_assignment)
+    assert after == list(range(0, after[-1] + 1))       # from the start: nothing was committed
+    assert consumer._committed_offset[TP] is None
+    assert not consumer._acked[TP] and not consumer._acked_index[TP]
+
+
+async def _recorded_commit_without_a_broker_commit(consumer) -> None:
+    consumer._committed_offset[TP] = 50
+
+
+def test_a_partition_the_broker_has_no_commit_of_is_read_from_the_start(tmp_path):
+    # whatever the consumer's bookkeeping says: the broker's answer decides
+    client = PartitionLog(end=400, position=120, committed=None)
+    _, after, consumer, _ = _seek_while_holding_a_fetch(
+        tmp_path, client, 200, before_seek=_recorded_commit_without_a_broker_commit)
+    assert after == list(range(0, after[-1] + 1))
+    assert consumer._committed_offset[TP] is None
+
+
+def test_a_jump_before_the_first_record_of_an_uncommitted_partition_is_read_again(tmp_path):
+    client = JumpingLog(end=700, committed=None, jump_at=0, jump_to=500)
+    seen, consumer = _drain_until(tmp_path, client, 650)
+    assert not consumer._gap[TP]
+    assert client.sought == 2                   # sought back to the start
+    assert seen[0] == 0 and seen == list(range(0, 651))
+
+
+def test_a_jump_past_the_committed_offset_before_the_first_record_is_read_again(tmp_path):
+    client = JumpingLog(end=700, committed=100, jump_at=100, jump_to=101)
+    seen, consumer = _drain_until(tmp_path, client, 650)
+    assert not consumer._gap[TP]
+    assert seen == list(range(100, 651))        # 100 was not passed over
