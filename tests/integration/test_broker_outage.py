@@ -63,9 +63,10 @@ def test_a_worker_started_while_its_connections_are_cut_starts_again_in_place(wo
         while not stop_cutting.wait(0.2):
             proxy.cut_all()
 
+    cfg = write_config(tmp_path / "cfg.yaml", Broker(proxy_port, run_dir))
+    w = profile_worker(workers, cfg, 1, embedded.free_port(), "worker")
     try:
-        cfg = write_config(tmp_path / "cfg.yaml", Broker(proxy_port, run_dir))
-        w = profile_worker(workers, cfg, 1, embedded.free_port(), "worker").start()
+        w.start()
         cutter = threading.Thread(target=cut_again_and_again, daemon=True)
         cutter.start()
         time.sleep(CUTTING)             # Faust's start is 2-4 s after the process's
@@ -78,6 +79,7 @@ def test_a_worker_started_while_its_connections_are_cut_starts_again_in_place(wo
         assert w.proc.poll() is None
     finally:
         stop_cutting.set()
+        w.stop()            # before its broker: a worker that cannot leave the group waits 20 s
         proxy.stop()
         embedded.stop(run_dir)
 
