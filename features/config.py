@@ -287,13 +287,33 @@ class KafkaClientConfig(Section):
     # "all": a write is acknowledged once every in-sync replica has it; 1: the leader alone
     # (a leader lost right after may lose acknowledged records)
     acks: Literal["all", 1] = "all"
+    # How long the output producer (librdkafka) may hold a record before it gives up on it (the
+    # checkpoint then fails and its events come again). Below the time a frozen worker's
+    # partitions take to move (the session timeout less a heartbeat), so a record it held
+    # through the freeze is dropped when it thaws, never published after the new owner's. A
+    # longer timeout waits out longer outages without a redo. Default (None): the session
+    # timeout less a heartbeat less 2 s, at least half of the session timeout less a heartbeat.
+    delivery_timeout_seconds: float | None = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _heartbeat(self) -> "KafkaClientConfig":
         if self.heartbeat_interval_seconds * 3 > self.session_timeout_seconds:
             raise ValueError("heartbeat_interval_seconds must be at most a third of "
                              "session_timeout_seconds")
+        bound = self.session_timeout_seconds - self.heartbeat_interval_seconds
+        if self.delivery_timeout_seconds is not None and self.delivery_timeout_seconds >= bound:
+            raise ValueError(
+                f"delivery_timeout_seconds must be below session_timeout_seconds less "
+                f"heartbeat_interval_seconds ({bound:g} s): a record a frozen worker held "
+                "longer could be published after its partition's next owner's")
         return self
+
+    def delivery_timeout_ms(self) -> int:
+        """The output producer's delivery timeout (`delivery_timeout_seconds` or its default)."""
+        if self.delivery_timeout_seconds is not None:
+            return max(1, int(self.delivery_timeout_seconds * 1000))
+        bound = self.session_timeout_seconds - self.heartbeat_interval_seconds
+        return int(max(bound / 2, bound - 2.0) * 1000)
 
 
 class KafkaConfig(Section):

@@ -19,5 +19,8 @@ def aiokafka_producer_kwargs(cfg: ProfileConfig) -> dict[str, Any]:
 
 def librdkafka_producer_settings(cfg: ProfileConfig) -> dict[str, Any]:
     client = cfg.kafka.client
+    # a record older than the delivery timeout is dropped, never sent: checked by librdkafka
+    # before it sends, also when the process thaws (kafka.client.delivery_timeout_seconds)
     return {"acks": str(client.acks), "linger.ms": client.linger_ms,
-            "enable.idempotence": client.acks == "all", **librdkafka_settings(cfg)}
+            "enable.idempotence": client.acks == "all",
+            "message.timeout.ms": client.delivery_timeout_ms(), **librdkafka_settings(cfg)}

@@ -105,6 +105,26 @@ def test_client_settings_are_checked_and_the_retired_compat_key_is_refused():
         parse_config({"kafka": {"compat": "kafka"}}, env={})
 
 
+def test_the_delivery_timeout_stays_below_the_time_a_frozen_workers_partitions_take_to_move():
+    def client(**kw):
+        return parse_config({"kafka": {"client": kw}}, env={}).kafka.client
+
+    assert client().delivery_timeout_ms() == 7000                   # 10 s less 1 s less 2 s
+    assert client(session_timeout_seconds=6, heartbeat_interval_seconds=2) \
+        .delivery_timeout_ms() == 2000                              # half of 6 less 2
+    assert client(delivery_timeout_seconds=8.5).delivery_timeout_ms() == 8500
+    for kw in ({}, {"session_timeout_seconds": 3, "heartbeat_interval_seconds": 1},
+               {"session_timeout_seconds": 300, "heartbeat_interval_seconds": 100}):
+        c = client(**kw)
+        assert 0 < c.delivery_timeout_ms() < \
+            (c.session_timeout_seconds - c.heartbeat_interval_seconds) * 1000
+    with pytest.raises(ConfigError, match="delivery_timeout_seconds must be below"):
+        client(delivery_timeout_seconds=9)
+    from streams.producer_settings import librdkafka_producer_settings
+    cfg = parse_config({"kafka": {"client": {"delivery_timeout_seconds": 4}}}, env={})
+    assert librdkafka_producer_settings(cfg)["message.timeout.ms"] == 4000
+
+
 def test_yaml_is_never_executed(tmp_path):
     p = tmp_path / "evil.yaml"
     p.write_text("interest_tags: !!python/object/apply:os.system ['echo pwned']\n")
