@@ -3,7 +3,8 @@
     take ──► track (in flight) ──► compute into the open checkpoint ──┬─► rebalanced: drop
                                    (under the lock; users dirty)      └─► kept
     commit (under the lock, once the previous commit has delivered)
-                             ┬─► the previous delivery failed: drop
+                             ┬─► the previous delivery failed: drop (the failure is told
+                             │   to `on_delivery_failed`: the worker restarts)
                              ├─► rebalanced since it opened: drop
                              ├─► fenced: emit nothing, not acked (they come again after the
                              │   rejoin the fence asks for)
@@ -146,7 +147,8 @@ class BatchLifecycle:
     def __init__(self, group: GroupSide, work: BatchWork, outputs: Outputs, fence: Fencing,
                  counts: WorkerCounts,
                  on_delivered: Callable[[list[Publication]], None] | None = None,
-                 policy: CommitPolicy = CommitPolicy()):
+                 policy: CommitPolicy = CommitPolicy(),
+                 on_delivery_failed: Callable[[BaseException], None] | None = None):
         self.group = group
         self.work = work
         self.outputs = outputs
@@ -154,6 +156,10 @@ class BatchLifecycle:
         self.counts = counts
         self.on_delivered = on_delivered
         self.policy = policy
+        # A failed delivery drops every later checkpoint (nothing goes out after a state whose
+        # records may be missing), so this worker emits nothing until its events come again
+        # from the last commit: the worker's restart (streams.pipeline.profile_pipeline).
+        self.on_delivery_failed = on_delivery_failed
         self.lock = asyncio.Lock()      # the agent's; others take `others_lock`
         self.others_lock = CommittingLock(self)
         self.checkpoint: Checkpoint | None = None
@@ -294,9 +300,15 @@ class BatchLifecycle:
         self.counts.commits += 1
         task = asyncio.create_task(self._deliver(cp, emitted, self.delivery,
                                                  group.generation, group.rebalance_count))
-        task.add_done_callback(_log_failure)
+        task.add_done_callback(self._delivery_done)
         self.delivery = task
         return task
+
+    def _delivery_done(self, task: asyncio.Task[None]) -> None:
+        _log_failure(task)
+        if self.on_delivery_failed is not None and not task.cancelled() and \
+                task.exception() is not None:
+            self.on_delivery_failed(task.exception())
 
     async def commit_staged(self, stage: Callable[[], None]) -> asyncio.Task[None] | None:
         """(Lock held.) Commit the open checkpoint, then a checkpoint of no events whose dirty

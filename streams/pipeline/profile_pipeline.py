@@ -53,6 +53,7 @@ from streams.pipeline.publishing import Publishing, PublishObserver
 from streams.pipeline.reads import ProfileReads
 from streams.pipeline.topology import declare
 from streams.publisher import open_publisher
+from streams.restart import restart_in_place
 from streams.state_cache import StateCache
 from streams.state_table import PartitionClock
 from streams.strategy import load_strategy
@@ -103,7 +104,7 @@ class ProfilePipeline:
                       membership=consumer_hooks(app).membership)
         self.lifecycle = BatchLifecycle(
             self.group, self.update, self.outputs, fence, self.counts, self.publishing.delivered,
-            CommitPolicy(rtu.commit_interval, rtu.max_dirty_users))
+            CommitPolicy(rtu.commit_interval, rtu.max_dirty_users), self._delivery_failed)
         # Scheduled jobs and the agent change the same states: one of them at a time. Taken by
         # anyone but the agent, it commits the agent's open checkpoint first.
         self.lock = self.lifecycle.others_lock
@@ -121,6 +122,19 @@ class ProfilePipeline:
             app.on_partitions_revoked.connect(self._held_delivered)
         app.agent(self.topology.events, name="profiles")(self._agent)
         app.task(self._load_items)
+
+    _restarting = False
+
+    def _delivery_failed(self, exc: BaseException) -> None:
+        """A checkpoint's states or records were not delivered (the broker away for longer than
+        `kafka.client.delivery_timeout_seconds`, or a record refused). Nothing of it was acked,
+        and every checkpoint after it is dropped: the worker restarts in place, so it reads its
+        events again from the last commit on the states its table and changelog hold, as after
+        a crash."""
+        if self._restarting:
+            return
+        self._restarting = True
+        restart_in_place(f"delivering a checkpoint failed ({exc}); its events come again")
 
     async def _load_items(self) -> None:
         await self.items.run()

@@ -323,6 +323,29 @@ def test_a_failed_delivery_leaves_that_commit_and_the_next_unacked_and_not_in_fl
     asyncio.run(run())
 
 
+def test_a_failed_delivery_is_told_once_and_a_delivered_one_never():
+    async def run():
+        lc, log, group, work, outputs, fence, told = lifecycle()
+        failures: list[BaseException] = []
+        lc.on_delivery_failed = failures.append
+        await take_and_process(lc, group, [1])
+        await (await lc.commit())
+        await asyncio.sleep(0)              # done callbacks run
+        assert failures == []
+        outputs.fail_delivery = RuntimeError("broker gone")
+        await take_and_process(lc, group, [2])
+        failed = await lc.commit()
+        with pytest.raises(RuntimeError):
+            await failed
+        await asyncio.sleep(0)
+        assert [str(e) for e in failures] == ["broker gone"]
+        await take_and_process(lc, group, [3])
+        assert await lc.commit() is None    # dropped: nothing more delivered, nothing told
+        await asyncio.sleep(0)
+        assert len(failures) == 1 and group.acked == [1]
+    asyncio.run(run())
+
+
 def test_others_taking_the_lock_commit_the_open_checkpoint_first():
     async def run():
         lc, log, group, work, outputs, fence, told = lifecycle()
