@@ -306,6 +306,9 @@ class KafkaClientConfig(Section):
                 f"delivery_timeout_seconds must be below session_timeout_seconds less "
                 f"heartbeat_interval_seconds ({bound:g} s): a record a frozen worker held "
                 "longer could be published after its partition's next owner's")
+        if self.delivery_timeout_ms() <= self.linger_ms:
+            raise ValueError(f"the delivery timeout ({self.delivery_timeout_ms()} ms) must be "
+                             f"above linger_ms ({self.linger_ms:g}): librdkafka refuses it")
         return self
 
     def delivery_timeout_ms(self) -> int:

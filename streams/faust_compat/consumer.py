@@ -115,8 +115,12 @@ class ProfilesConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
     def verify_event_path(self, now: float, tp) -> None:
         """Faust logs an error every few seconds for an assigned partition aiokafka has not
-        fetched: the paused leader partition is never fetched, by design."""
+        fetched: the paused leader partition is never fetched, by design. And it reads the
+        client's position, which a seek to the start leaves unset until the next fetch resets
+        it (aiokafka resets lazily): the read raised, and the consumer crashed (make chaos)."""
         if not self.app.conf.topic_disable_leader and tp == self.app._leader_assignor._leader_tp:
+            return None
+        if not position_known(self._consumer, tp):
             return None
         return super().verify_event_path(now, tp)
 
@@ -200,10 +204,11 @@ class ProfilesConsumer(faust_aiokafka.Consumer):
         if feed is None:
             return
         fresh = []
+        answer = self._committed_answer
         for tp in self.assignment():
-            if tp.topic != feed.topic:
-                continue
-            committed = self._committed_answer.get((tp.topic, tp.partition))
+            if tp.topic != feed.topic or (tp.topic, tp.partition) not in answer:
+                continue            # (assigned after the answer: its own seek comes)
+            committed = answer[(tp.topic, tp.partition)]
             if committed:
                 self._committed_offset[tp] = committed
                 self._read_offset[tp] = committed - 1
@@ -268,6 +273,17 @@ class ProfilesTransport(faust_aiokafka.Transport):
             await refresh_metadata_until(client, lambda: bool(client.cluster.brokers()), 1.0,
                                          CONTROLLER_WAIT, stop=lambda: owner.should_stop)
         return await super()._get_controller_node(owner, client, timeout)
+
+
+def position_known(client: Any, tp) -> bool:
+    """Whether aiokafka's client has a fetch position for `tp` (none while a reset is pending,
+    or when `tp` is not assigned)."""
+    try:
+        assignment = client._fetcher._subscriptions.subscription.assignment
+        state = assignment.state_value(TopicPartition(tp.topic, tp.partition))
+    except AttributeError:      # no subscription or assignment (a rebalance under way)
+        return False
+    return state is not None and state.has_valid_position
 
 
 def forget_offsets(consumer: faust_aiokafka.Consumer, assigned) -> None:

@@ -124,6 +124,7 @@ class ProfilePipeline:
         app.task(self._load_items)
 
     _restarting = False
+    _closing = False
 
     def _delivery_failed(self, exc: BaseException) -> None:
         """A checkpoint's states or records were not delivered (the broker away for longer than
@@ -131,8 +132,8 @@ class ProfilePipeline:
         and every checkpoint after it is dropped: the worker restarts in place, so it reads its
         events again from the last commit on the states its table and changelog hold, as after
         a crash."""
-        if self._restarting:
-            return
+        if self._restarting or self._closing or self.app.should_stop:
+            return          # (a delivery at shutdown: its events come again after the start)
         self._restarting = True
         restart_in_place(f"delivering a checkpoint failed ({exc}); its events come again")
 
@@ -159,6 +160,7 @@ class ProfilePipeline:
             self.held_publishes.forget()
 
     async def _shutdown(self, *args: Any, **kwargs: Any) -> None:
+        self._closing = True
         try:
             await self.lifecycle.close()    # the consumer has waited for it: usually a no-op
         except Exception:

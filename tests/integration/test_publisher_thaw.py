@@ -67,16 +67,24 @@ async def _read_all(bootstrap: str) -> list[dict]:
         await consumer.stop()
 
 
+def _stopped(pid: int) -> bool:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] == "T"
+
+
 def test_records_held_through_a_freeze_are_dropped_not_published_late(broker, tmp_path):
     import asyncio
     cfg_path = write_config(tmp_path / "cfg.yaml", broker, kafka={"client": CLIENT})
     assert load_config(cfg_path).kafka.client.delivery_timeout_ms() < FROZEN * 1000
     asyncio.run(_create(broker.bootstrap))
+    # publishes for 9 s and stops itself 2 s in, right after handing over a burst
     proc = subprocess.Popen([sys.executable, "-m", "tests.apps.steady_publisher", str(cfg_path),
-                             TOPIC, "9"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+                             TOPIC, "9", "2"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
-        time.sleep(2.0)                                 # publishing steadily by now
-        proc.send_signal(signal.SIGSTOP)
+        deadline = time.monotonic() + 60
+        while not _stopped(proc.pid):
+            assert proc.poll() is None and time.monotonic() < deadline, "it never froze"
+            time.sleep(0.01)
         frozen_at = time.time()
         time.sleep(1.0)
         asyncio.run(_marker(broker.bootstrap))          # the next owner's record
@@ -92,3 +100,5 @@ def test_records_held_through_a_freeze_are_dropped_not_published_late(broker, tm
     assert at > 100 and len(records) > at + 100, (at, len(records), result)
     assert not late, f"{len(late)} records handed over before the freeze landed after the " \
                      f"marker (oldest {frozen_at - min(r['t'] for r in late):.2f} s before it)"
+    # the records it held were dropped, and its flush said so
+    assert result["error"] and "timed out" in result["error"], result
