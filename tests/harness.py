@@ -138,11 +138,17 @@ def two_free_ports() -> int:
 
 
 def wait_for(predicate, timeout: float, interval: float = 1.0, what: str = "condition"):
-    """Poll until predicate() returns a truthy value; returns it (or the last falsy one)."""
+    """Poll until predicate() returns a truthy value; returns it (or the last falsy one). A
+    predicate that cannot reach a worker (OSError: connection refused, a timeout) counts as not
+    yet: a worker restarts in place after a failed delivery, its HTTP port closed meanwhile
+    (kafka.client.delivery_timeout_seconds); one that stays away fails at the deadline."""
     deadline = time.monotonic() + timeout
     result = None
     while time.monotonic() < deadline:
-        result = predicate()
+        try:
+            result = predicate()
+        except OSError:
+            result = None
         if result:
             return result
         time.sleep(interval)
