@@ -16,6 +16,7 @@ from pathlib import Path
 
 import orjson
 import yaml
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from deploy import broker as embedded
 from deploy import worker_process
@@ -135,6 +136,16 @@ def two_free_ports() -> int:
                 continue
             return p
     raise RuntimeError("no two consecutive free ports")
+
+
+async def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
+    """Create `topic` (replication 1) with aiokafka's admin client."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, partitions, 1)])
+    finally:
+        await admin.close()
 
 
 def wait_for(predicate, timeout: float, interval: float = 1.0, what: str = "condition"):

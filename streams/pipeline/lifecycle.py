@@ -137,12 +137,6 @@ class Rebalanced(Exception):
     changelog after its own."""
 
 
-def _log_failure(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("delivering a checkpoint failed; its events stay unacked and come again",
-                  exc_info=task.exception())
-
-
 class BatchLifecycle:
     def __init__(self, group: GroupSide, work: BatchWork, outputs: Outputs, fence: Fencing,
                  counts: WorkerCounts,
@@ -305,10 +299,13 @@ class BatchLifecycle:
         return task
 
     def _delivery_done(self, task: asyncio.Task[None]) -> None:
-        _log_failure(task)
-        if self.on_delivery_failed is not None and not task.cancelled() and \
-                task.exception() is not None:
-            self.on_delivery_failed(task.exception())
+        exc = None if task.cancelled() else task.exception()
+        if exc is None:
+            return
+        log.error("delivering a checkpoint failed; its events stay unacked and come again",
+                  exc_info=exc)
+        if self.on_delivery_failed is not None:
+            self.on_delivery_failed(exc)
 
     async def commit_staged(self, stage: Callable[[], None]) -> asyncio.Task[None] | None:
         """(Lock held.) Commit the open checkpoint, then a checkpoint of no events whose dirty

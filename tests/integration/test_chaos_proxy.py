@@ -8,9 +8,9 @@ import time
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from deploy import broker as embedded
+from tests.harness import create_topic
 from tools.chaos.proxy import BrokerProxy
 
 pytestmark = pytest.mark.integration
@@ -26,20 +26,11 @@ def proxied(tmp_path):
     embedded.stop(tmp_path / "run")
 
 
-async def _create(bootstrap: str, topic: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, 2, 1)])
-    finally:
-        await admin.close()
-
-
 def test_clients_reconnect_through_the_proxy_after_a_cut(proxied):
     proxy, bootstrap = proxied
 
     async def run():
-        await _create(bootstrap, "t")
+        await create_topic(bootstrap, "t", 2)
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
         consumer = AIOKafkaConsumer("t", bootstrap_servers=bootstrap, group_id=None,
                                     auto_offset_reset="earliest", fetch_max_wait_ms=50)
@@ -84,7 +75,7 @@ def test_added_delay_holds_every_round_trip(proxied):
         finally:
             await producer.stop()
 
-    asyncio.run(_create(bootstrap, "d"))
+    asyncio.run(create_topic(bootstrap, "d", 2))
     proxy.set_delay(0.2)
     # a produce is a request and a response, each held 0.2 s (a lower bound: load can only
     # add to it)

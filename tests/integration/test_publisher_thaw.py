@@ -19,25 +19,15 @@ import time
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from features.config import load_config
-from tests.harness import ROOT, write_config
+from tests.harness import ROOT, create_topic, write_config
 
 pytestmark = pytest.mark.integration
 
 TOPIC = "thaw-test"
 CLIENT = {"session_timeout_seconds": 6, "heartbeat_interval_seconds": 1}     # delivery: 3 s
 FROZEN = 5.0
-
-
-async def _create(bootstrap: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(TOPIC, 1, 1)])
-    finally:
-        await admin.close()
 
 
 async def _marker(bootstrap: str) -> None:
@@ -76,7 +66,7 @@ def test_records_held_through_a_freeze_are_dropped_not_published_late(broker, tm
     import asyncio
     cfg_path = write_config(tmp_path / "cfg.yaml", broker, kafka={"client": CLIENT})
     assert load_config(cfg_path).kafka.client.delivery_timeout_ms() < FROZEN * 1000
-    asyncio.run(_create(broker.bootstrap))
+    asyncio.run(create_topic(broker.bootstrap, TOPIC, 1))
     # publishes for 9 s and stops itself 2 s in, right after handing over a burst
     proc = subprocess.Popen([sys.executable, "-m", "tests.apps.steady_publisher", str(cfg_path),
                              TOPIC, "9", "2"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
