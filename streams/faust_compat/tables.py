@@ -15,6 +15,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from faust.streams import _current_event  # the context Faust's tables take the partition from
+from faust.types import TP
+
+from streams.changelog_writer import ChangelogWriter
+from streams.faust_compat.producer import drain_changelog
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +58,36 @@ def open_partition_db(table: Any, partition: int) -> Any | None:
     return table.data._dbs.get(partition)
 
 
+class StorePersistedOffsets:
+    """The persisted offsets of a Faust table's RocksDB store, by partition (where Faust's
+    restore of the partition starts)."""
+
+    def __init__(self, table: Any):
+        self.table = table
+        self.topic: str = table.changelog_topic.get_topic_name()
+
+    def get(self, partition: int) -> int | None:
+        return self.table.data.persisted_offset(TP(self.topic, partition))
+
+    def set(self, partition: int, offset: int) -> None:
+        self.table.data.set_persisted_offset(TP(self.topic, partition), offset)
+
+
+def changelog_topic(table: Any) -> str:
+    return table.changelog_topic.get_topic_name()
+
+
 class PartitionedTable:
     """A changelog-backed Faust table of bytes keys and values, by partition: `set` writes the
     partition's RocksDB and its changelog partition, as a write from a stream event of that
-    partition of `source_topic` would."""
+    partition of `source_topic` would. With a `changelog` writer (streams.changelog_writer) the
+    record goes to it, delivered by `flush`; without, through Faust's table."""
 
-    def __init__(self, table: Any, source_topic: str):
+    def __init__(self, table: Any, source_topic: str, changelog: ChangelogWriter | None = None):
         self.table = table              # the faust Table (for Faust's own APIs)
         self.name: str = table.name
         self.source_topic = source_topic
+        self.changelog = changelog
         self._events: dict[int, _PartitionEvent] = {}
 
     def _event(self, partition: int) -> weakref.ref:
@@ -79,11 +104,21 @@ class PartitionedTable:
         return partition_db(self.table, partition).get(key)
 
     def set(self, partition: int, key: bytes, value: bytes) -> None:
+        if self.changelog is not None:
+            partition_db(self.table, partition).put(key, value)
+            self.changelog.write(partition, key, value)
+            return
         token = _current_event.set(self._event(partition))
         try:
             self.table[key] = value
         finally:
             _current_event.reset(token)
+
+    async def flush(self) -> None:
+        """Deliver the changelog records of every write so far (Faust's producer buffer too)."""
+        await drain_changelog(self.table.app)
+        if self.changelog is not None:
+            await self.changelog.flush()
 
     def db(self, partition: int) -> Any:
         """The partition's RocksDB, opened if needed (local only: no changelog)."""

@@ -1,7 +1,7 @@
-"""Where a checkpoint's outbox goes: state writes to the table and its changelog (Faust's
-producer), local writes to the partitions' RocksDB, then, once the changelog has them, records
-to the output producer (streams.publisher); all of it delivered before the batch's events are
-acked."""
+"""Where a checkpoint's outbox goes: state writes to the table and its changelog
+(streams.changelog_writer), local writes to the partitions' RocksDB, then, once the changelog
+has them, records to the output producer (streams.publisher); all of it delivered before the
+batch's events are acked."""
 from __future__ import annotations
 
 import asyncio
@@ -9,7 +9,6 @@ from typing import Callable
 
 import faust
 
-from streams.faust_compat.producer import drain_changelog
 from streams.faust_compat.tables import PartitionedTable
 from streams.pipeline.clocks import PartitionClocks
 from streams.pipeline.outbox import Outbox
@@ -26,7 +25,7 @@ class ProducerOutputs:
         self.clocks = clocks
 
     async def emit(self, outbox: Outbox) -> None:
-        """Write the outbox's states to the table (its changelog records go to Faust's producer)
+        """Write the outbox's states to the table (its changelog records are queued)
         and to the partitions' RocksDB; its records wait for `deliver`."""
         states = self.states
         for w in outbox.state_writes:
@@ -49,7 +48,7 @@ class ProducerOutputs:
         outlive the state that knew of it, and the next owner would not publish over it.
         Faust's own flush before a commit can leave changelog records behind
         (docs/FAUST_INTERNALS.md#changelog-buffer)."""
-        await drain_changelog(self.app)
+        await self.states.flush()
         if not still_ours():
             return False
         await self.publisher.send_many(outbox.records)
@@ -58,7 +57,7 @@ class ProducerOutputs:
 
     async def deliver_all(self) -> None:
         """Deliver every state write and record handed over so far (both producers at once)."""
-        await asyncio.gather(drain_changelog(self.app), self.publisher.flush())
+        await asyncio.gather(self.states.flush(), self.publisher.flush())
 
     async def deliver_records(self) -> None:
         """Deliver the records only (scheduled runs: records before the states that say they

@@ -166,7 +166,11 @@ class ProfilePipeline:
         except Exception:
             log.exception("committing the open checkpoint at shutdown failed; its events come "
                           "again after the restart")
-        await self.publisher.stop()
+        try:
+            await self.publisher.stop()
+        finally:
+            if self.states.changelog is not None:
+                await self.states.changelog.stop()
 
     # ------------------------------------------------------------------ for the scheduled runs
 

@@ -7,8 +7,16 @@ from typing import Any
 import faust
 
 from features.config import ProfileConfig
+from streams.changelog_writer import ChangelogWriter
 from streams.faust_compat import table_recovery
-from streams.faust_compat.tables import PartitionedTable, guard_changelog, guard_persisted
+from streams.faust_compat.tables import (
+    PartitionedTable,
+    StorePersistedOffsets,
+    changelog_topic,
+    guard_changelog,
+    guard_persisted,
+)
+from streams.producer_settings import librdkafka_producer_settings
 from streams.state_table import PARTITION_KEY, PartitionClock, not_older
 
 STATE_TABLE = "user-state"
@@ -42,4 +50,9 @@ def declare(app: faust.App, cfg: ProfileConfig) -> Topology:
     guard_changelog(table, not_older)
     # a restore starts after the last changelog record this store has everything up to
     guard_persisted(table)
-    return Topology(*topics, PartitionedTable(table, t.user_events))
+    # the changelog records of our writes go out in bulk (streams.changelog_writer)
+    writer = ChangelogWriter(changelog_topic(table),
+                             {"bootstrap.servers": cfg.kafka.bootstrap_servers,
+                              **librdkafka_producer_settings(cfg)},
+                             StorePersistedOffsets(table), STATE_TABLE)
+    return Topology(*topics, PartitionedTable(table, t.user_events, writer))

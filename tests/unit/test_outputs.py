@@ -6,17 +6,22 @@ from __future__ import annotations
 
 import asyncio
 
-from streams.pipeline import outputs as outputs_module
 from streams.pipeline.outbox import Outbox, Record, StateWrite
 from streams.pipeline.outputs import ProducerOutputs
 
 
 class Table:
-    def __init__(self, log: list):
+    """PartitionedTable's writes and `flush` (the changelog's delivery: `drain_changelog`)."""
+
+    def __init__(self, log: list, drain_changelog):
         self.log = log
+        self.drain_changelog = drain_changelog
 
     def set(self, partition, key, value):
         self.log.append(("state", key))
+
+    async def flush(self):
+        await self.drain_changelog(None)
 
 
 class Publisher:
@@ -33,8 +38,8 @@ class Publisher:
 def one_user_outputs(monkeypatch, log: list, drain_changelog) -> tuple:
     """ProducerOutputs on fakes that log what reaches them, with `drain_changelog` for the
     changelog's delivery; and an outbox of one state and one record."""
-    monkeypatch.setattr(outputs_module, "drain_changelog", drain_changelog)
-    out = ProducerOutputs(app=None, publisher=Publisher(log), states=Table(log), clocks=None)
+    out = ProducerOutputs(app=None, publisher=Publisher(log),
+                          states=Table(log, drain_changelog), clocks=None)
     outbox = Outbox(records=[Record("profile-updates", b"7", b"{}")],
                     state_writes=[StateWrite(0, b"7", b"state")])
     return out, outbox
