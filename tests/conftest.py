@@ -17,8 +17,8 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.fixture
 def broker(tmp_path):
-    """A fresh embedded broker on a free port (Apache Kafka: ready about 3 s after the start,
-    the storage format included)."""
+    """A fresh embedded broker on a free port (Apache Kafka: ready about 2 s after the start,
+    docs/BROKER.md "Start-up and JVM")."""
     b = start_broker(tmp_path / "broker-run")
     yield b
     embedded.stop(b.run_dir)

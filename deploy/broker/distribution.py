@@ -5,6 +5,7 @@ Maven is needed only for that first resolve; the folder is reused afterwards (`m
 fills it, `profiles broker start` fills it when it is missing)."""
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -78,8 +79,10 @@ def java_executable() -> str:
     return found
 
 
+@functools.lru_cache(maxsize=8)
 def java_major(java: str) -> int:
-    """The major version `java -version` reports (8 for 1.8)."""
+    """The major version `java -version` reports (8 for 1.8); asked once per executable and
+    process (a JVM start each time: the tests start many brokers)."""
     try:
         out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired) as e:

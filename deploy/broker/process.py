@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,19 @@ from pathlib import Path
 from deploy.broker.distribution import Distribution, checked_java, installed_distribution
 from deploy.broker.errors import BrokerError
 from deploy.broker.ports import free_port, port_is_free
-from deploy.broker.properties import JVM_OPTIONS, LOG4J2, new_cluster_id, server_properties
+from deploy.broker.properties import (
+    JVM_OPTIONS,
+    LOG4J2,
+    NODE_ID,
+    new_cluster_id,
+    server_properties,
+)
+from deploy.broker.warm_start import (
+    archive_options,
+    archive_path,
+    ensure_template,
+    format_from_template,
+)
 
 STOP_GRACE = 30.0     # seconds a stop waits for a controlled shutdown before SIGKILL
 
@@ -186,11 +199,26 @@ def format_storage(java: str, dist: Distribution, files: BrokerFiles,
                           f"(exit {proc.returncode}): {said}")
 
 
+def new_storage(java: str, dist: Distribution, files: BrokerFiles) -> None:
+    """A new cluster in `files.data_dir`: the storage tool's template with new ids
+    (deploy.broker.warm_start), the tool run once per distribution."""
+    def tool(work: Path) -> Path:
+        scratch = BrokerFiles(work)
+        scratch.home.mkdir(parents=True)
+        scratch.server_properties.write_text(server_properties(9092, 9093, scratch.data_dir))
+        scratch.log4j2.write_text(LOG4J2)
+        format_storage(java, dist, scratch)
+        return scratch.data_dir / "bootstrap.checkpoint"
+    format_from_template(ensure_template(dist, tool), files.data_dir, new_cluster_id(), NODE_ID)
+
+
 def start(run_dir: Path, port: int, timeout: float = 60.0,
-          advertised_port: int | None = None) -> tuple[BrokerStatus, bool]:
+          advertised_port: int | None = None,
+          jvm_options: tuple[str, ...] | None = None) -> tuple[BrokerStatus, bool]:
     """Start the broker unless this run dir's broker runs already. Returns (status, started).
     `advertised_port`: the port clients are told to connect to (a proxy in front of it, as in
-    the chaos run); the broker's own by default."""
+    the chaos run); the broker's own by default. `jvm_options`: instead of the class archive's
+    (making one)."""
     current = status(run_dir)
     if current.running:
         return current, False
@@ -206,10 +234,11 @@ def start(run_dir: Path, port: int, timeout: float = 60.0,
         server_properties(port, controller_port, files.data_dir, advertised_port))
     files.log4j2.write_text(LOG4J2)
     if files.cluster_id() is None:
-        format_storage(java, dist, files)
+        new_storage(java, dist, files)
+    extra = archive_options(dist) if jvm_options is None else jvm_options
     with open(files.log_file, "ab") as log:
         proc = subprocess.Popen(
-            [java, *JVM_OPTIONS, f"-Dlog4j2.configurationFile={files.log4j2}",
+            [java, *JVM_OPTIONS, *extra, f"-Dlog4j2.configurationFile={files.log4j2}",
              f"-Dkafka.logs.dir={files.home / 'logs'}", "-cp", dist.classpath, "kafka.Kafka",
              str(files.server_properties)],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -225,6 +254,29 @@ def start(run_dir: Path, port: int, timeout: float = 60.0,
         raise
     return BrokerStatus(True, proc.pid, port, files.log_file, controller_port, files.data_dir,
                         dist.version, files.cluster_id()), True
+
+
+def make_class_archive(dist: Distribution, timeout: float = 120.0) -> Path | None:
+    """The class archive (deploy.broker.warm_start), made by a broker that starts, answers and
+    stops in a scratch folder (the JVM writes the archive as it exits). None when that JVM
+    wrote none: starts then go without one."""
+    done = archive_path(dist)
+    if done.is_file():
+        return done
+    partial = done.with_name(f".{done.name}-{os.getpid()}")
+    partial.unlink(missing_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".archive-run-", dir=dist.home))
+    try:
+        start(scratch, free_port(), timeout, jvm_options=(f"-XX:ArchiveClassesAtExit={partial}",))
+        stop(scratch)
+        if not partial.is_file():
+            return None
+        partial.rename(done)
+        return done
+    finally:
+        partial.unlink(missing_ok=True)
+        stop(scratch, grace=5.0)
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _wait_gone(pid: int, timeout: float) -> bool:

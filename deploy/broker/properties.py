@@ -14,6 +14,9 @@ JVM_OPTIONS = ("-Xms256m", "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLeve
                "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true")
 
 
+NODE_ID = 1
+
+
 def new_cluster_id() -> str:
     """22 characters of URL-safe base64 of 16 random bytes, as Kafka's own tool makes them."""
     return base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
@@ -25,7 +28,7 @@ def server_properties(port: int, controller_port: int, log_dir: Path,
     in the chaos run); the broker's own port by default."""
     settings = {
         "process.roles": "broker,controller",
-        "node.id": 1,
+        "node.id": NODE_ID,
         "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
         "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
         "advertised.listeners": f"PLAINTEXT://127.0.0.1:{advertised_port or port}",

@@ -136,3 +136,38 @@ def test_a_cluster_id_that_starts_with_a_dash_is_formatted(tmp_path):
     files.log4j2.write_text(LOG4J2)
     format_storage(checked_java(), installed_distribution(), files, "-QbJ5uYfRFuwbw2E0sF9Og")
     assert files.cluster_id() == "-QbJ5uYfRFuwbw2E0sF9Og"
+
+
+def test_a_new_cluster_from_the_template_is_what_the_storage_tool_writes(tmp_path):
+    """A fresh start copies the storage tool's bootstrap checkpoint and writes meta.properties
+    itself (deploy.broker.warm_start): the same keys as the tool's, ids of its own, and a broker
+    that starts on it with the cluster id given, one starting with "-" too."""
+    from deploy.broker import BrokerFiles, checked_java, start, status, stop, warm_start
+    from deploy.broker.distribution import installed_distribution
+    from deploy.broker.process import format_storage
+    from deploy.broker.properties import LOG4J2, NODE_ID, server_properties
+    dist = installed_distribution()
+    tool = BrokerFiles(tmp_path / "tool")
+    tool.home.mkdir(parents=True)
+    tool.server_properties.write_text(server_properties(free_port(), free_port(), tool.data_dir))
+    tool.log4j2.write_text(LOG4J2)
+    format_storage(checked_java(), dist, tool, "-QbJ5uYfRFuwbw2E0sF9Og")
+    ours = BrokerFiles(tmp_path / "ours")
+    template = warm_start.ensure_template(
+        dist, lambda work: tool.data_dir / warm_start.CHECKPOINT)
+    warm_start.format_from_template(template, ours.data_dir, "-QbJ5uYfRFuwbw2E0sF9Og", NODE_ID)
+
+    def props(files):
+        lines = (files.data_dir / "meta.properties").read_text().splitlines()
+        return dict(line.split("=", 1) for line in lines if not line.startswith("#"))
+    theirs, mine = props(tool), props(ours)
+    assert set(mine) == set(theirs) and mine.pop("directory.id") != theirs.pop("directory.id")
+    assert mine == theirs
+    assert len((ours.data_dir / warm_start.CHECKPOINT).read_bytes()) == \
+        len((tool.data_dir / warm_start.CHECKPOINT).read_bytes())
+    st, started = start(ours.run_dir, free_port())
+    try:
+        assert started and st.cluster_id == "-QbJ5uYfRFuwbw2E0sF9Og"
+        assert status(ours.run_dir).running
+    finally:
+        stop(ours.run_dir)

@@ -570,10 +570,12 @@ def _machine() -> str:
                 break
     except OSError:
         pass
+    dist = embedded.distribution()
     return (f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
             f"{platform.system()} {platform.release()}; broker: embedded Apache Kafka "
-            f"{embedded.distribution().version} (one KRaft node, JVM `{' '.join(JVM_OPTIONS)}`) "
-            "on the same machine")
+            f"{dist.version} (one KRaft node, JVM `{' '.join(JVM_OPTIONS)}`"
+            f"{', with its class archive' if embedded.warm_start.archive_options(dist) else ''}"
+            ") on the same machine")
 
 
 def _report(results: list[Result], sparse: "SparseRows | None", steady: list[Steady],
