@@ -97,7 +97,7 @@ def broker_status(ctx: click.Context) -> None:
 # `profiles bench --only X`: the row groups of tools.bench.suite.run_bench it runs
 BENCH_GROUPS = {"offline": ("offline",), "stream": ("bench", "sparse"), "bench": ("bench",),
                 "sparse": ("sparse",), "peers-large": ("peers-large",),
-                "producers": ("producers",), "latency": ("latency",)}
+                "producers": ("producers",), "latency": ("latency",), "scale": ("scale",)}
 
 
 @cli.command()
@@ -128,7 +128,8 @@ BENCH_GROUPS = {"offline": ("offline",), "stream": ("bench", "sparse"), "bench":
                    "replaces that section of OUT), stream (throughput on the bench and the "
                    "sparse sample, with the peers), bench, sparse, peers-large (the peers on "
                    "the large sparse sample), producers (CPU per record of the output "
-                   "producers), latency (the steady runs). A partial stream "
+                   "producers), latency (the steady runs), scale (the batch path, Spark and "
+                   "the scheduled runs at the scale of issue 25's targets). A partial stream "
                    "run prints its table and writes it to WORKDIR/partial.md, not OUT.")
 def bench(users: int, days: int, workdir: str, out: str, tuned_batch: int, latency_rate: float,
           latency_seconds: float, soak_rate: float, soak_seconds: float,

@@ -24,3 +24,32 @@ def test_a_ratio_needs_both_figures():
     assert targets.ratio(None, 2.0) is None
     assert targets.ratio(1.0, 0.0) is None
     assert targets.ratio(1.0, 4.0) == 0.25
+
+
+def test_the_scale_targets_read_rates_and_ratios_in_their_own_directions():
+    rows = targets.table(targets.scale_targets(
+        batch_jsonl=1_000_000, batch_parquet=1_999_999.0, daily_full_vs_daily=1.31,
+        spark_vs_local=None))[2:]
+    assert rows == [
+        "| batch path, 2 cores, JSONL | 1,000,000 events/s | ≥ 1,000,000 | met |",
+        "| batch path, 2 cores, Parquet | 1,999,999 events/s | ≥ 2,000,000 | missed |",
+        "| `job daily --full`, 1,000,000 users, against the plain daily scan | 1.31× | ≤ 1.3× "
+        "| missed |",
+        "| `batch --engine spark --master local[2]`, 4M events, against `--engine local` | "
+        "not in this run | ≥ 0.5 | - |"]
+
+
+def test_the_scaled_sample_moves_users_and_keeps_malformed_lines():
+    import orjson
+
+    from tools.bench.scale import _shifted
+    line = b'{"user_id":7,"item_id":3,"timestamp":1762009468,"event_type":"click",' \
+           b'"event_id":"u7-1","dwell_time":31}'
+    moved, row = _shifted(line, 10_000)
+    assert orjson.loads(moved)["user_id"] == 10_007
+    assert row == {"user_id": 10_007, "item_id": 3, "timestamp": 1762009468, "action_type": None,
+                   "event_type": "click", "event_id": "u7-1", "dwell_time": 31.0}
+    for bad in (b'{"user_id": 7, "item_id": "x"', b'[1, 2]', b'{"item_id": 5}'):
+        assert _shifted(bad, 10_000) == (bad, None)
+    odd = b'{"user_id":7,"item_id":3,"timestamp":1,"extra":1}'     # an event, not a Parquet row
+    assert _shifted(odd, 1)[1] is None and orjson.loads(_shifted(odd, 1)[0])["user_id"] == 8

@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -35,7 +36,8 @@ from features.schedule import NEVER, feature_fingerprint, next_change_day
 from features.state import NO_CLOSED_DAY
 from streams.auth import api_token
 from streams.state_table import FEATURES_KEY, PARTITION_KEY, PartitionClock, due_key, pack_int
-from tools.bench.suite import ROOT, _cpu_seconds, _machine, _peak_rss_mb
+from tools.bench.proc import cpu_seconds, peak_rss_mb
+from tools.bench.suite import ROOT, _machine
 from tools.data.sample import END_TS, SampleSpec, write_sample
 
 PARTITIONS = 8
@@ -72,8 +74,61 @@ def _prefill(cfg, tables: Path, users: int, due: int, due_pool: list, quiet_pool
         db.close()
 
 
+@dataclass
+class JobRun:
+    name: str               # hourly, daily, daily --full
+    seconds: float          # the worker's own report
+    wall: float
+    cpu: float
+    load: float
+    totals: dict
+
+
+@dataclass
+class JobsBench:
+    users: int
+    due: int
+    legacy_v2: bool
+    mib: float              # RocksDB on disk
+    events_per_user: float
+    rss_mib: float
+    runs: list[JobRun]
+
+    def seconds(self, name: str) -> float | None:
+        return next((r.seconds for r in self.runs if r.name == name), None)
+
+    def section(self) -> str:
+        lines = [
+            "## Scheduled runs (`make bench-jobs`)",
+            "",
+            f"{time.strftime('%Y-%m-%d')}: {_machine()}.",
+            f"{self.users:,} users in state ({self.mib:,.0f} MiB of RocksDB, "
+            f"{LEGACY if self.legacy_v2 else 'format-4 records'}, "
+            f"{self.events_per_user:.0f} events per user in 30 days), {self.due:,} due, "
+            f"{PARTITIONS} partitions, one worker; peak worker RSS {self.rss_mib:,.0f} MiB. CPU: "
+            f"the worker process's user + system time during the run; load: the 1-minute load "
+            f"average (the larger of its values before and after the run).",
+            "",
+            "| run | seconds (worker) | seconds (wall) | CPU seconds | load | visited | "
+            "re-evaluated | published | days closed | retired | index repaired |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in self.runs:
+            t = r.totals
+            lines.append(f"| {r.name} | {r.seconds:.2f} | {r.wall:.2f} | {r.cpu:.2f} | "
+                         f"{r.load:.1f} | {t['visited']:,} | {t['evaluated']:,} | "
+                         f"{t['published']:,} | {t.get('closed_days', 0):,} | {t['retired']:,} | "
+                         f"{t['index_repaired']:,} |")
+        return "\n".join(lines) + "\n"
+
+
 def run_bench_jobs(workdir: Path, users: int, due: int, full_daily: bool,
                    say: Callable[[str], None] = print, legacy_v2: bool = False) -> str:
+    return time_jobs(workdir, users, due, full_daily, say, legacy_v2).section()
+
+
+def time_jobs(workdir: Path, users: int, due: int, full_daily: bool,
+              say: Callable[[str], None] = print, legacy_v2: bool = False) -> JobsBench:
     workdir = workdir.resolve()     # the config resolves relative paths against its folder
     workdir.mkdir(parents=True, exist_ok=True)
     port, web = embedded.free_port(), embedded.free_port()
@@ -129,7 +184,7 @@ def run_bench_jobs(workdir: Path, users: int, due: int, full_daily: bool,
 
     embedded.start(cfg.run_dir, port)
     proc = None
-    rows = []
+    rows: list[JobRun] = []
     try:
         proc = spawn(worker_argv(cfg_path), workdir / "worker.log", cwd=ROOT)
         url = f"http://127.0.0.1:{web}"
@@ -146,17 +201,18 @@ def run_bench_jobs(workdir: Path, users: int, due: int, full_daily: bool,
         for job, q in runs:
             say(f"running {job}{' --full' if q else ''} ...")
             load0 = os.getloadavg()[0]
-            cpu0 = _cpu_seconds(proc.pid)
+            cpu0 = cpu_seconds(proc.pid)
             t0 = time.monotonic()
             rep = call(f"{url}/jobs/{job}{q}", "POST", token, timeout=3600)
             wall = time.monotonic() - t0
-            cpu = _cpu_seconds(proc.pid) - cpu0
+            cpu = cpu_seconds(proc.pid) - cpu0
             load = max(load0, os.getloadavg()[0])
             t = rep["totals"]
-            rows.append((f"{job}{' --full' if q else ''}", rep["seconds"], wall, cpu, load, t))
+            rows.append(JobRun(f"{job}{' --full' if q else ''}", rep["seconds"], wall, cpu, load,
+                               t))
             say(f"  {job}: {rep['seconds']:.2f} s in the worker ({wall:.2f} s wall, "
                 f"{cpu:.2f} s CPU, load {load:.1f}): {json.dumps(t)}")
-        rss = _peak_rss_mb(proc.pid)
+        rss = peak_rss_mb(proc.pid)
     finally:
         if proc is not None:
             proc.terminate()
@@ -165,24 +221,5 @@ def run_bench_jobs(workdir: Path, users: int, due: int, full_daily: bool,
             except subprocess.TimeoutExpired:
                 proc.kill()
         embedded.stop(cfg.run_dir)
-    lines = [
-        "## Scheduled runs (`make bench-jobs`)",
-        "",
-        f"{time.strftime('%Y-%m-%d')}: {_machine()}.",
-        f"{users:,} users in state ({bytes_on_disk / 2**20:,.0f} MiB of RocksDB, "
-        f"{LEGACY if legacy_v2 else 'format-4 records'}, "
-        f"{events_per_user:.0f} events per user in 30 days), {due:,} due, {PARTITIONS} "
-        f"partitions, one worker; peak worker RSS {rss or 0:,.0f} MiB. CPU: the worker "
-        f"process's user + system time during the run; load: the 1-minute load average "
-        f"(the larger of its values before and after the run).",
-        "",
-        "| run | seconds (worker) | seconds (wall) | CPU seconds | load | visited | "
-        "re-evaluated | published | days closed | retired | index repaired |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for name, secs, wall, cpu, load, t in rows:
-        lines.append(f"| {name} | {secs:.2f} | {wall:.2f} | {cpu:.2f} | {load:.1f} | "
-                     f"{t['visited']:,} | {t['evaluated']:,} | {t['published']:,} | "
-                     f"{t.get('closed_days', 0):,} | {t['retired']:,} | "
-                     f"{t['index_repaired']:,} |")
-    return "\n".join(lines) + "\n"
+    return JobsBench(users, due, legacy_v2, bytes_on_disk / 2**20, events_per_user, rss or 0,
+                     rows)

@@ -378,7 +378,7 @@ def _steady_run(name: str, base: dict, workdir: Path, events: Path, rate: float,
 
 
 STREAM_ROWS = ("bench", "sparse", "peers-large", "producers", "latency", "batch",
-               "offline")   # row groups
+               "offline", "scale")   # row groups
 LARGE_PEER_USERS = 25_000   # users of the large sparse sample (about 2M events)
 
 
@@ -391,7 +391,8 @@ def run_bench(workdir: Path, users: int, days: int, say: Callable[[str], None] =
     """Every row of `make bench`, or those of the groups in `rows`: "bench" (throughput on the
     bench sample), "sparse" (throughput on the sparse sample), "latency" (the steady runs),
     "producers" (CPU per record of the output producers), "batch" (the batch path and the state
-    sizes), "offline" (the offline engines)."""
+    sizes), "offline" (the offline engines), "scale" (the batch path, Spark and the scheduled
+    runs at the scale of issue 25's targets: tools.bench.scale)."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = embedded.free_port()
     base = {"kafka": {"broker": f"kafka://127.0.0.1:{port}", "partitions": 8},
@@ -416,7 +417,7 @@ def run_bench(workdir: Path, users: int, days: int, say: Callable[[str], None] =
         st, _ = embedded.start(cfg.run_dir, port)
         startup = BrokerStartup(time.monotonic() - t_start)
         say(f"embedded broker: Apache Kafka {st.version} answering {startup.first:.1f} s after "
-            "`start` (storage format included)")
+            "`start` (a new cluster's storage included)")
         broker = BrokerProbe(st.pid)
         try:
             load_items(cfg, items, progress=None)
@@ -457,6 +458,11 @@ def run_bench(workdir: Path, users: int, days: int, say: Callable[[str], None] =
         out += "\n" + _batch_rows(cfg, items, events, workdir)
     if "offline" in rows:
         out += "\n" + run_offline_bench(workdir / "offline", cfg, items, events, say)
+    if "scale" in rows:
+        from tools.bench.scale import run_scale_rows
+        scale = run_scale_rows(workdir / "scale", say)
+        out += "\n" + "\n".join(["## Issue 25's offline and scheduled-run targets", "",
+                                  *scale.lines(), "", *targets.table(scale.target_list())]) + "\n"
     return out
 
 
@@ -475,8 +481,9 @@ def _target_lines(results: list[Result], sparse: "SparseRows | None", large: Pee
 
     one = f"(A) our pipeline, 1 worker, batch_size {batch:,}"
     sp = sparse.results if sparse else []
-    return ["Targets of the fast path (issue 25) against this run; the batch path, the "
-            "scheduled runs and the Spark engine have their own sections.", "",
+    return ["Targets of the fast path (issue 25) against this run; those of the batch path, the "
+            "scheduled runs and the Spark engine are in the section \"Issue 25's offline and "
+            "scheduled-run targets\" below.", "",
             *targets.table(targets.stream_targets(
                 sparse_vs_quix=peer_ratio(sparse.peers if sparse else None, QUIX),
                 large_vs_kstreams=peer_ratio(large, KSTREAMS),
@@ -495,7 +502,7 @@ class BrokerStartup:
 
     def line(self) -> str:
         out = (f"Embedded broker start-up: {self.first:.1f} s from `profiles broker start` to "
-               "its first Metadata answer, the storage format included")
+               "its first Metadata answer, a new cluster's storage included")
         if self.restart is not None:
             out += (f"; at the end of the run a controlled stop took {self.stop:.1f} s and a "
                     f"start again on its log dirs ({self.data_mib:,.0f} MiB) {self.restart:.1f} s")

@@ -17,7 +17,8 @@ class Target:
     def line(self) -> str:
         if self.measured is None:
             return f"| {self.figure} | not in this run | {self.target} | - |"
-        value = (f"{self.measured:,.0f} ms" if self.unit == "ms"
+        value = (f"{self.measured:,.0f}{' ' if self.unit == 'ms' else ''}{self.unit}"
+                 if self.unit in ("ms", " events/s")
                  else f"{self.measured:.3f}{self.unit}" if self.measured < 1
                  else f"{self.measured:.2f}{self.unit}")
         return f"| {self.figure} | {value} | {self.target} | " \
@@ -52,4 +53,19 @@ def stream_targets(*, sparse_vs_quix: float | None, large_vs_kstreams: float | N
                unit="ms"),
         Target("p99 event→publish at 20,000/s", "≤ 100 ms", p99_20k_ms, lambda v: v <= 100,
                unit="ms"),
+    ]
+
+
+def scale_targets(*, batch_jsonl: float | None, batch_parquet: float | None,
+                  daily_full_vs_daily: float | None,
+                  spark_vs_local: float | None) -> list[Target]:
+    return [
+        Target("batch path, 2 cores, JSONL", "≥ 1,000,000", batch_jsonl,
+               lambda v: v >= 1_000_000, unit=" events/s"),
+        Target("batch path, 2 cores, Parquet", "≥ 2,000,000", batch_parquet,
+               lambda v: v >= 2_000_000, unit=" events/s"),
+        Target("`job daily --full`, 1,000,000 users, against the plain daily scan",
+               "≤ 1.3×", daily_full_vs_daily, lambda v: v <= 1.3),
+        Target("`batch --engine spark --master local[2]`, 4M events, against `--engine local`",
+               "≥ 0.5", spark_vs_local, lambda v: v >= 0.5, unit=""),
     ]
