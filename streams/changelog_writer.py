@@ -128,10 +128,6 @@ class ChangelogWriter:
                         self.table_name, self.topic, partition,
                         0 if new is None else new + 1, gap - 1)
 
-    def forget(self, partition: int) -> None:
-        """A restore or a wipe of the partition: warn again if it falls behind."""
-        self._behind.discard(partition)
-
     async def stop(self) -> None:
         if self._producer is not None:
             try:
