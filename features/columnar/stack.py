@@ -1,9 +1,15 @@
 """Many users' v3 states stacked into flat arrays, with no Python work per element.
 
-States with the same action-code columns and the same widths (a handful of kinds: most users
-share one) are stacked together: each of their sections is joined into one buffer and read as
-one array (`np.frombuffer`), the per-day rows reshaped to [rows, action codes]. The stack holds
-the users grouped that way; `order` maps a stack position to the caller's index.
+`Stack.from_states` joins the users' records into one buffer (one `bytes.join`, no slice per
+section) and reads every section of every user from it with numpy: each section's start in
+each record follows from the user's counts and widths (`layout.section_offsets`, as arrays),
+and each value is gathered byte by byte at its width. The only Python work per user is
+reading its counts. Users keep the caller's order (`order` is the identity).
+
+`Stack.from_states_by_kind` is the former way, kept as its reference: states with the same
+action-code columns and widths stacked together, each section joined by one slice per user
+(`order` maps a stack position to the caller's index); tests/unit/test_columnar_bulk.py holds
+the two equal.
 Rows (one per user-day), category entries and runs are by user, then day ascending, then (for
 entries and runs) in the order the state keeps them.
 """
@@ -33,6 +39,7 @@ from features.columnar.layout import (
     W_DWELL_MS,
     W_DWELL_N,
     W_NCAT,
+    W_NID,
     W_NITEM,
     W_NRUN,
     ColumnarState,
@@ -92,8 +99,15 @@ class Stack:
     @classmethod
     def from_states(cls, states: Sequence[ColumnarState], tz: int,
                     codes: Sequence[int]) -> "Stack":
-        """Stack decoded v3 states; `codes` are the action codes whose per-day counts
-        `row_codes` holds (a config's codes, in its order)."""
+        """Stack decoded v3 states in the caller's order; `codes` are the action codes whose
+        per-day counts `row_codes` holds (a config's codes, in its order)."""
+        return _stack_bulk(states, tz, codes)
+
+    @classmethod
+    def from_states_by_kind(cls, states: Sequence[ColumnarState], tz: int,
+                            codes: Sequence[int]) -> "Stack":
+        """The reference of `from_states`: users grouped by kind (codes and widths), one slice
+        per user and section."""
         kinds: dict[tuple, list[int]] = {}
         for u, s in enumerate(states):
             key = (bytes(s.buf[HEADER_SIZE:HEADER_SIZE + s.A]), *s.w)
@@ -161,3 +175,134 @@ class Stack:
             run_row=np.repeat(np.arange(N, dtype=_I64), flat["nrun"]),
             run_first=flat["first"], run_last=flat["last"],
             order=np.asarray(order, dtype=_I64))
+
+
+# ---------------------------------------------------------------- in bulk
+
+_NCOUNTS = 6 + 10        # T, A, D, C, R, record length, then the ten widths
+
+
+def _read_width(u8: np.ndarray, pos: np.ndarray, w: int) -> np.ndarray:
+    """The w-byte little-endian unsigned values starting at byte positions `pos`."""
+    if w == 1:
+        return u8.take(pos).astype(_I64)
+    full = 2 if w == 2 else 4 if w <= 4 else 8
+    wide = np.zeros((len(pos), full), dtype=np.uint8) if full > w else \
+        np.empty((len(pos), full), dtype=np.uint8)
+    for b in range(w):
+        wide[:, b] = u8.take(pos + b if b else pos)
+    return wide.view(f"<u{full}")[:, 0].astype(_I64)
+
+
+def _section(u8: np.ndarray, at: np.ndarray, counts: np.ndarray, width: np.ndarray,
+             stride: np.ndarray | None = None, skip: np.ndarray | None = None) -> np.ndarray:
+    """Every user's `counts[u]` values of a section starting at byte `at[u]`, one each
+    `stride[u]` bytes (default: its width), `skip[u]` bytes into each element, `width[u]`
+    bytes wide; joined in user order."""
+    stride = width if stride is None else stride
+    n = int(counts.sum())
+    if not n:
+        return np.zeros(0, dtype=_I64)
+    first = exclusive_cumsum(counts)
+    at = at if skip is None else at + skip
+    s_lo, s_hi, w_lo, w_hi = int(stride.min()), int(stride.max()), int(width.min()), \
+        int(width.max())
+    if s_lo == s_hi and w_lo == w_hi:       # most often: one width for all the users
+        pos = np.repeat(at - first * s_lo, counts)
+        pos += np.arange(n, dtype=_I64) * s_lo
+        return _read_width(u8, pos, w_lo)
+    owner = np.repeat(np.arange(len(counts), dtype=_I64), counts)
+    pos = at[owner] + (np.arange(n, dtype=_I64) - first[owner]) * stride[owner]
+    each = width[owner]
+    out = np.empty(n, dtype=_I64)
+    for w in np.unique(each).tolist():
+        sel = np.flatnonzero(each == w)
+        out[sel] = _read_width(u8, pos[sel], w)
+    return out
+
+
+def _stack_bulk(states: Sequence[ColumnarState], tz: int, codes: Sequence[int]) -> Stack:
+    U = len(states)
+    info = np.fromiter([v for s in states
+                        for v in (s.T, s.A, s.D, s.C, s.R, len(s.buf), *s.w)],
+                       dtype=_I64, count=U * _NCOUNTS).reshape(U, _NCOUNTS)
+    T, A, D, C, R, size = (info[:, i] for i in range(6))
+    w = info[:, 6:].T              # [10, U]
+    bufs = [s.buf for s in states]
+    bufs.append(bytes(8))
+    u8 = np.frombuffer(b"".join(bufs), dtype=np.uint8)
+    record = exclusive_cumsum(size)
+    # each section's start in the joined buffer (layout.section_offsets, per user)
+    at_codes = record + HEADER_SIZE
+    at_age = at_codes + A
+    at_act = at_age + D
+    at_dwms = at_act + D * A * w[W_ACT]
+    at_dwn = at_dwms + D * w[W_DWELL_MS]
+    at_ncat = at_dwn + D * w[W_DWELL_N]
+    at_nrun = at_ncat + D * w[W_NCAT]
+    at_nitem = at_nrun + D * w[W_NRUN]
+    at_cat = at_nitem + D * w[W_NITEM] + D * w[W_NID]
+    at_run = at_cat + C * (w[W_CKEY] + w[W_CCOUNT])
+
+    row_start = exclusive_cumsum(D)
+    row_user = np.repeat(np.arange(U, dtype=_I64), D)
+    N = len(row_user)
+    one = np.ones(U, dtype=_I64)
+    ages = _section(u8, at_age, D, one)
+    dwms = _section(u8, at_dwms, D, w[W_DWELL_MS])
+    dwn = _section(u8, at_dwn, D, w[W_DWELL_N])
+    ncat = _section(u8, at_ncat, D, w[W_NCAT])
+    nrun = _section(u8, at_nrun, D, w[W_NRUN])
+    nitem = _section(u8, at_nitem, D, w[W_NITEM])
+
+    # act: D x A values per user, row-major; row totals by cumulative sums, the configured
+    # codes by their column
+    act = _section(u8, at_act, D * A, w[W_ACT])
+    row_A = A[row_user]
+    act_start = exclusive_cumsum(row_A)
+    c_act = np.zeros(len(act) + 1, dtype=_I64)
+    np.cumsum(act, out=c_act[1:])
+    row_total = c_act[act_start + row_A] - c_act[act_start]
+    row_codes = np.zeros((N, len(codes)), dtype=_I64)
+    maxA = int(A.max()) if U else 0
+    if maxA and N:
+        # each user's code columns: [U, maxA] bytes, -1 past the user's A
+        cols = np.arange(maxA, dtype=_I64)
+        code_at = u8[np.minimum(at_codes[:, None] + cols, len(u8) - 1)].astype(_I64)
+        code_at[cols >= A[:, None]] = -1
+        for c, code in enumerate(codes):
+            if not 0 <= code < 256:
+                continue
+            hit = code_at == code
+            has = hit.any(axis=1)
+            if not has.any():
+                continue
+            col = hit.argmax(axis=1)
+            rows = np.flatnonzero(has[row_user])
+            row_codes[rows, c] = act[act_start[rows] + col[row_user[rows]]]
+
+    # category entries (key, count) and runs (first, last)
+    wk, wc = w[W_CKEY], w[W_CCOUNT]
+    cat_key = _section(u8, at_cat, C, wk, wk + wc)
+    cat_count = _section(u8, at_cat, C, wc, wk + wc, wk)
+    run_start = exclusive_cumsum(R)
+    six, three = np.full(U, RUN_BYTES, dtype=_I64), np.full(U, RUN_HALF, dtype=_I64)
+    run_first = _section(u8, at_run, R, three, six)
+    run_last = _section(u8, at_run, R, three, six, three)
+
+    for name, per_day, total in (("ncat", ncat, C), ("nrun", nrun, R)):
+        c_day = np.zeros(N + 1, dtype=_I64)
+        np.cumsum(per_day, out=c_day[1:])
+        bad = np.flatnonzero(c_day[row_start + D] - c_day[row_start] != total)
+        if len(bad):
+            raise StateDecodeError(f"corrupt state record (stacked user {int(bad[0])}):"
+                                   f" its days' {name} do not add up to its header's count")
+    base = (T + tz) // 86400
+    return Stack(
+        U=U, T=T.copy(), base=base, D=D.copy(), row_start=row_start, row_user=row_user,
+        row_day=base[row_user] - ages, row_total=row_total, row_codes=row_codes,
+        row_dwell_ms=dwms, row_dwell_n=dwn, row_items=nitem,
+        cat_row=np.repeat(np.arange(N, dtype=_I64), ncat), cat_key=cat_key,
+        cat_count=cat_count, run_start=run_start, run_n=R.copy(),
+        run_row=np.repeat(np.arange(N, dtype=_I64), nrun),
+        run_first=run_first, run_last=run_last, order=np.arange(U, dtype=_I64))
