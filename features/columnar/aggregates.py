@@ -26,27 +26,32 @@ _TOTAL, _ACTIVE, _DWELL_MS, _DWELL_N, _ITEMS = range(5)
 
 
 def window_arrays(st: Stack, today: np.ndarray, windows: Sequence[int], tz: int, gap: int,
-                  action_names: dict[str, int]) -> dict[int, dict[str, np.ndarray]]:
+                  action_names: dict[str, int], rates: bool = True
+                  ) -> dict[int, dict[str, np.ndarray]]:
     """{W: {metric: [U] array}} for each W (<= 30), as of days `today` [U]; keys in the
-    reference's order. `st` must hold the codes of `action_names`, in that order.
+    reference's order. `st` must hold the codes of `action_names`, in that order, unless
+    rates=False, which leaves out the `rate_<action>` metrics (a stack without codes).
 
     A user's rows are by day ascending, so a W-day window's rows are a suffix of them (ages
     < W): its sums are differences of cumulative sums over the rows, as the sessions'
     (`window_arrays_reference` sums a [user, age] matrix instead)."""
     U = st.U
     row_age = today[st.row_user] - st.row_day
-    counters = np.zeros((len(row_age) + 1, 5 + st.row_codes.shape[1]), dtype=_I64)
+    counters = np.zeros((len(row_age) + 1, 5 + (len(action_names) if rates else 0)),
+                        dtype=_I64)
     rows = counters[1:]
     rows[:, _TOTAL] = st.row_total
     rows[:, _ACTIVE] = st.row_total > 0
     rows[:, _DWELL_MS] = st.row_dwell_ms
     rows[:, _DWELL_N] = st.row_dwell_n
     rows[:, _ITEMS] = st.row_items
-    rows[:, 5:] = st.row_codes
+    names = list(action_names) if rates else []
+    if names:
+        assert st.row_codes.shape[1] == len(names), "the stack lacks the action codes"
+        rows[:, 5:] = st.row_codes
     np.cumsum(counters, axis=0, out=counters)
     end = counters[st.row_start + st.D]
     sessions = _sessions(st, today, windows, tz, gap)
-    names = list(action_names)
     out: dict[int, dict[str, np.ndarray]] = {}
     for W in windows:
         # the rows before the window are a prefix of the user's rows

@@ -55,6 +55,8 @@ class Compiled:
         self.rule_names = [rule.name for rule, _ in engine.rule_ids]
         self.confidence = [round(1 - math.exp(-a / 20), 4) for a in range(_CONFIDENCE_TABLE)]
         self.confidence_np = np.array(self.confidence)
+        # a rule reads a rate_<action> metric: the evaluation needs the per-action counts
+        self.rates = any(rule.metric.startswith("rate_") for rule, _ in engine.rule_ids)
         self.cat_names_np = np.array(self.cat_names + [""], dtype=object)[:-1]
         # the digest cache's key packed into one int: (top position + 1) per tag slot, a bit
         # per rule, the level and the type (None when it does not fit in 62 bits)
@@ -85,6 +87,13 @@ def _cache_digest(digests: dict[Any, int], key: Any, digest: int) -> int:
         digests.clear()
     digests[key] = digest
     return digest
+
+
+def _codes(engine: FeatureEngine, with_metrics: bool) -> list[int]:
+    """The action codes a stack for an evaluation needs: none unless a metric dict, an extra
+    feature or a rule reads the `rate_<action>` metrics (the per-action day counts)."""
+    comp = compiled(engine)
+    return comp.codes if with_metrics or comp.rates or engine.extensions else []
 
 
 def _decoded(states: Sequence[Record], tz: int) -> list[ColumnarState]:
@@ -128,7 +137,7 @@ def _evaluate(engine: FeatureEngine, user_ids: Sequence[int], states: Sequence[R
               as_of: Sequence[int] | np.ndarray | None, with_metrics: bool,
               changed_only: bool) -> list[Profile | None]:
     decoded = _decoded(states, engine.tz)
-    st = Stack.from_states(decoded, engine.tz, compiled(engine).codes)
+    st = Stack.from_states(decoded, engine.tz, _codes(engine, with_metrics))
     return _evaluate_stack(engine, user_ids, st, as_of, with_metrics, changed_only, decoded)[0]
 
 
@@ -170,7 +179,8 @@ def _evaluate_stack(engine: FeatureEngine, user_ids: Sequence[int], st: Stack,
     comp = compiled(engine)
     T = _as_of(st, as_of, user_ids)
     today = (T + tz) // 86400
-    arrays = window_arrays(st, today, engine.windows, tz, engine.gap, engine.action_names)
+    arrays = window_arrays(st, today, engine.windows, tz, engine.gap, engine.action_names,
+                           rates=with_metrics or comp.rates)
     cfg = engine.cfg
     U = st.U
     top = _top_matrix(engine, comp, st, today)
@@ -446,6 +456,31 @@ def _evaluate_stack_reference(engine: FeatureEngine, user_ids: Sequence[int], st
 
 def _category_totals(engine: FeatureEngine, comp: Compiled, st: Stack,
                      today: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[U * P] decayed weighted scores and event counts of (user, configured category).
+    `_category_totals_reference` with the age, its factor and the user's offset taken per
+    day row (fewer than the entries), and no selection when every entry counts."""
+    it = engine.cfg.interest_tags
+    P = len(comp.cat_ids)
+    row_age = today[st.row_user] - st.row_day
+    row_factor = comp.factor[np.minimum(row_age, len(comp.factor) - 1)]
+    row_in = row_age < it.window_days
+    row = st.cat_row
+    pos = comp.kpos[np.minimum(st.cat_key >> 8, len(comp.kpos) - 1)]
+    ok = row_in[row] & (pos >= 0)
+    key, count = st.cat_key, st.cat_count
+    if not ok.all():
+        sel = np.flatnonzero(ok)
+        row, pos, key, count = row[sel], pos[sel], key[sel], count[sel]
+    idx = (st.row_user * P)[row] + pos
+    # weight * count * factor, left to right as the reference multiplies
+    value = comp.weight[key & 255] * count.astype(np.float64) * row_factor[row]
+    score = np.zeros(st.U * P)
+    np.add.at(score, idx, value)            # unbuffered: in entry order, as the reference adds
+    return score, np.bincount(idx, weights=count, minlength=st.U * P)
+
+
+def _category_totals_reference(engine: FeatureEngine, comp: Compiled, st: Stack,
+                               today: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """[U * P] decayed weighted scores and event counts of (user, configured category)."""
     it = engine.cfg.interest_tags
     P = len(comp.cat_ids)
@@ -469,7 +504,7 @@ def _interest_tags_reference(engine: FeatureEngine, comp: Compiled, st: Stack,
     `_top_matrix`: Python's round of each qualifying score, a list per user)."""
     it = engine.cfg.interest_tags
     P = len(comp.cat_ids)
-    score, counts = _category_totals(engine, comp, st, today)
+    score, counts = _category_totals_reference(engine, comp, st, today)
     q = np.flatnonzero(counts >= it.min_frequency)
     rounded = np.array([round(x, 6) for x in score[q].tolist()])
     qu, qp = q // P, q % P
@@ -526,7 +561,7 @@ def finish(engine: FeatureEngine, updates: Sequence[ColumnarUpdate],
     want = [up for up in updates if up.wants_profile]
     if want:
         states = [up.state for up in want]
-        st = Stack.from_states(states, engine.tz, compiled(engine).codes)
+        st = Stack.from_states(states, engine.tz, _codes(engine, with_metrics))
         profiles, digests = _evaluate_stack(engine, [up.user_id for up in want], st, None,
                                             with_metrics, False, states)
         if digests is None:

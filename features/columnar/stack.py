@@ -16,12 +16,15 @@ entries and runs) in the order the state keeps them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import chain
+from operator import attrgetter
 from typing import Sequence
 
 import numpy as np
 
 from features.columnar.layout import (
     HEADER_SIZE,
+    N_WIDTHS,
     RUN_BYTES,
     RUN_HALF,
     S_ACT,
@@ -179,7 +182,7 @@ class Stack:
 
 # ---------------------------------------------------------------- in bulk
 
-_NCOUNTS = 6 + 10        # T, A, D, C, R, record length, then the ten widths
+_COUNTS = attrgetter("T", "A", "D", "C", "R")
 
 
 def _read_width(u8: np.ndarray, pos: np.ndarray, w: int) -> np.ndarray:
@@ -194,41 +197,59 @@ def _read_width(u8: np.ndarray, pos: np.ndarray, w: int) -> np.ndarray:
     return wide.view(f"<u{full}")[:, 0].astype(_I64)
 
 
-def _section(u8: np.ndarray, at: np.ndarray, counts: np.ndarray, width: np.ndarray,
-             stride: np.ndarray | None = None, skip: np.ndarray | None = None) -> np.ndarray:
-    """Every user's `counts[u]` values of a section starting at byte `at[u]`, one each
-    `stride[u]` bytes (default: its width), `skip[u]` bytes into each element, `width[u]`
-    bytes wide; joined in user order."""
-    stride = width if stride is None else stride
+def _section(u8: np.ndarray, at: np.ndarray, counts: np.ndarray, stride: np.ndarray,
+             fields: Sequence[tuple[np.ndarray | None, np.ndarray]]) -> list[np.ndarray]:
+    """Every user's `counts[u]` elements of a section starting at byte `at[u]`, one each
+    `stride[u]` bytes; of each element, each of `fields` (skip[u] bytes into the element,
+    width[u] bytes wide; skip None: 0), joined in user order."""
     n = int(counts.sum())
     if not n:
-        return np.zeros(0, dtype=_I64)
+        return [np.zeros(0, dtype=_I64) for _ in fields]
     first = exclusive_cumsum(counts)
-    at = at if skip is None else at + skip
-    s_lo, s_hi, w_lo, w_hi = int(stride.min()), int(stride.max()), int(width.min()), \
-        int(width.max())
-    if s_lo == s_hi and w_lo == w_hi:       # most often: one width for all the users
+    s_lo, s_hi = int(stride.min()), int(stride.max())
+    owner = None
+    if s_lo == s_hi:                    # most often: one width for all the users
         pos = np.repeat(at - first * s_lo, counts)
         pos += np.arange(n, dtype=_I64) * s_lo
-        return _read_width(u8, pos, w_lo)
-    owner = np.repeat(np.arange(len(counts), dtype=_I64), counts)
-    pos = at[owner] + (np.arange(n, dtype=_I64) - first[owner]) * stride[owner]
-    each = width[owner]
-    out = np.empty(n, dtype=_I64)
-    for w in np.unique(each).tolist():
-        sel = np.flatnonzero(each == w)
-        out[sel] = _read_width(u8, pos[sel], w)
+    else:
+        owner = np.repeat(np.arange(len(counts), dtype=_I64), counts)
+        pos = at[owner] + (np.arange(n, dtype=_I64) - first[owner]) * stride[owner]
+    out = []
+    for skip, width in fields:
+        w_lo, w_hi = int(width.min()), int(width.max())
+        if skip is not None:
+            k_lo, k_hi = int(skip.min()), int(skip.max())
+            if k_lo == k_hi:
+                p = pos + k_lo
+            else:
+                if owner is None:
+                    owner = np.repeat(np.arange(len(counts), dtype=_I64), counts)
+                p = pos + skip[owner]
+        else:
+            p = pos
+        if w_lo == w_hi:
+            out.append(_read_width(u8, p, w_lo))
+            continue
+        if owner is None:
+            owner = np.repeat(np.arange(len(counts), dtype=_I64), counts)
+        each = width[owner]
+        values = np.empty(n, dtype=_I64)
+        for w in np.flatnonzero(np.bincount(width, minlength=9)).tolist():
+            sel = np.flatnonzero(each == w)
+            values[sel] = _read_width(u8, p[sel], w)
+        out.append(values)
     return out
 
 
 def _stack_bulk(states: Sequence[ColumnarState], tz: int, codes: Sequence[int]) -> Stack:
     U = len(states)
-    info = np.fromiter([v for s in states
-                        for v in (s.T, s.A, s.D, s.C, s.R, len(s.buf), *s.w)],
-                       dtype=_I64, count=U * _NCOUNTS).reshape(U, _NCOUNTS)
-    T, A, D, C, R, size = (info[:, i] for i in range(6))
-    w = info[:, 6:].T              # [10, U]
+    counts = np.fromiter(chain.from_iterable(map(_COUNTS, states)), dtype=_I64,
+                         count=U * 5).reshape(U, 5)
+    T, A, D, C, R = counts.T
+    w = np.fromiter(chain.from_iterable([s.w for s in states]), dtype=_I64,
+                    count=U * N_WIDTHS).reshape(U, N_WIDTHS).T      # [10, U]
     bufs = [s.buf for s in states]
+    size = np.fromiter(map(len, bufs), dtype=_I64, count=U)
     bufs.append(bytes(8))
     u8 = np.frombuffer(b"".join(bufs), dtype=np.uint8)
     record = exclusive_cumsum(size)
@@ -248,16 +269,16 @@ def _stack_bulk(states: Sequence[ColumnarState], tz: int, codes: Sequence[int]) 
     row_user = np.repeat(np.arange(U, dtype=_I64), D)
     N = len(row_user)
     one = np.ones(U, dtype=_I64)
-    ages = _section(u8, at_age, D, one)
-    dwms = _section(u8, at_dwms, D, w[W_DWELL_MS])
-    dwn = _section(u8, at_dwn, D, w[W_DWELL_N])
-    ncat = _section(u8, at_ncat, D, w[W_NCAT])
-    nrun = _section(u8, at_nrun, D, w[W_NRUN])
-    nitem = _section(u8, at_nitem, D, w[W_NITEM])
+    [ages] = _section(u8, at_age, D, one, [(None, one)])
+    [dwms] = _section(u8, at_dwms, D, w[W_DWELL_MS], [(None, w[W_DWELL_MS])])
+    [dwn] = _section(u8, at_dwn, D, w[W_DWELL_N], [(None, w[W_DWELL_N])])
+    [ncat] = _section(u8, at_ncat, D, w[W_NCAT], [(None, w[W_NCAT])])
+    [nrun] = _section(u8, at_nrun, D, w[W_NRUN], [(None, w[W_NRUN])])
+    [nitem] = _section(u8, at_nitem, D, w[W_NITEM], [(None, w[W_NITEM])])
 
     # act: D x A values per user, row-major; row totals by cumulative sums, the configured
     # codes by their column
-    act = _section(u8, at_act, D * A, w[W_ACT])
+    [act] = _section(u8, at_act, D * A, w[W_ACT], [(None, w[W_ACT])])
     row_A = A[row_user]
     act_start = exclusive_cumsum(row_A)
     c_act = np.zeros(len(act) + 1, dtype=_I64)
@@ -265,30 +286,27 @@ def _stack_bulk(states: Sequence[ColumnarState], tz: int, codes: Sequence[int]) 
     row_total = c_act[act_start + row_A] - c_act[act_start]
     row_codes = np.zeros((N, len(codes)), dtype=_I64)
     maxA = int(A.max()) if U else 0
-    if maxA and N:
-        # each user's code columns: [U, maxA] bytes, -1 past the user's A
+    if maxA and N and len(codes):
+        # each user's column of each asked-for code (-1: none): its bytes [U, maxA], -1 past
+        # the user's A
         cols = np.arange(maxA, dtype=_I64)
         code_at = u8[np.minimum(at_codes[:, None] + cols, len(u8) - 1)].astype(_I64)
         code_at[cols >= A[:, None]] = -1
+        column = np.full((U, len(codes)), -1, dtype=_I64)
         for c, code in enumerate(codes):
-            if not 0 <= code < 256:
-                continue
-            hit = code_at == code
-            has = hit.any(axis=1)
-            if not has.any():
-                continue
-            col = hit.argmax(axis=1)
-            rows = np.flatnonzero(has[row_user])
-            row_codes[rows, c] = act[act_start[rows] + col[row_user[rows]]]
+            if 0 <= code < 256:
+                hit = code_at == code
+                column[:, c] = np.where(hit.any(axis=1), hit.argmax(axis=1), -1)
+        col = column[row_user]
+        padded = np.append(act, 0)              # a column the user lacks reads the 0 after
+        row_codes = padded[np.where(col >= 0, act_start[:, None] + col, len(act))]
 
     # category entries (key, count) and runs (first, last)
     wk, wc = w[W_CKEY], w[W_CCOUNT]
-    cat_key = _section(u8, at_cat, C, wk, wk + wc)
-    cat_count = _section(u8, at_cat, C, wc, wk + wc, wk)
+    cat_key, cat_count = _section(u8, at_cat, C, wk + wc, [(None, wk), (wk, wc)])
     run_start = exclusive_cumsum(R)
     six, three = np.full(U, RUN_BYTES, dtype=_I64), np.full(U, RUN_HALF, dtype=_I64)
-    run_first = _section(u8, at_run, R, three, six)
-    run_last = _section(u8, at_run, R, three, six, three)
+    run_first, run_last = _section(u8, at_run, R, six, [(None, three), (three, three)])
 
     for name, per_day, total in (("ncat", ncat, C), ("nrun", nrun, R)):
         c_day = np.zeros(N + 1, dtype=_I64)

@@ -22,6 +22,8 @@ from features.columnar import decode, encode, evaluate_many, finish, from_refere
 from features.columnar import update as capply
 from features.columnar.aggregates import window_arrays, window_arrays_reference
 from features.columnar.evaluate import (
+    _category_totals,
+    _category_totals_reference,
     _evaluate_stack,
     _evaluate_stack_reference,
     _interest_tags_reference,
@@ -142,7 +144,16 @@ def test_window_arrays_and_top_categories_equal_the_former_ones(data):
         assert list(got[W]) == list(want[W])
         for k in want[W]:
             same_value(got[W][k].tolist(), want[W][k].tolist(), f"{W}.{k}")
+    lean = window_arrays(st_, today, engine.windows, tz, engine.gap, engine.action_names,
+                         rates=False)
+    for W in want:
+        assert list(lean[W]) == [k for k in want[W] if not k.startswith("rate_")]
+        for k in lean[W]:
+            same_value(lean[W][k].tolist(), want[W][k].tolist(), f"{W}.{k}")
     top = _top_matrix(engine, comp, st_, today)
+    score, counts = _category_totals(engine, comp, st_, today)
+    score_r, counts_r = _category_totals_reference(engine, comp, st_, today)
+    assert score.tolist() == score_r.tolist() and counts.tolist() == counts_r.tolist()
     assert [[p for p in row if p >= 0] for row in top.tolist()] == \
         _interest_tags_reference(engine, comp, st_, today)
 
