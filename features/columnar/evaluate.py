@@ -154,7 +154,8 @@ def evaluate_stack(engine: FeatureEngine, user_ids: Sequence[int], st: Stack,
 
 
 # Profile's fields, in order: a profile is built by filling its __dict__ (what the frozen
-# dataclass's __init__ does one object.__setattr__ at a time, at a third of the cost)
+# dataclass's __init__ does one object.__setattr__ at a time, at a third of the cost), with its
+# digest (`Profile.digest` reads it)
 _PROFILE_FIELDS = ("user_id", "as_of", "features", "interest_tags", "behavior_preferences",
                    "activity_level", "user_type", "confidence", "metrics")
 assert tuple(f.name for f in dataclasses.fields(Profile)) == _PROFILE_FIELDS
@@ -252,10 +253,11 @@ def _evaluate_stack(engine: FeatureEngine, user_ids: Sequence[int], st: Stack,
     out: list[Profile | None] = [None] * U
     new = object.__new__
     empty106 = 106 * BASE
-    for u, t, b0, b1, g, lv_u, ty_u, f108, f110, conf, m_u in zip(
+    for u, t, b0, b1, g, lv_u, ty_u, f108, f110, conf, m_u, d in zip(
             order[todo].tolist(), T[todo].tolist(), bound[todo].tolist(),
             bound[todo + 1].tolist(), rule_group[todo].tolist(), lv.tolist(), ty.tolist(),
-            (lv + 108 * BASE).tolist(), (ty + 110 * BASE).tolist(), confidence, metrics):
+            (lv + 108 * BASE).tolist(), (ty + 110 * BASE).tolist(), confidence, metrics,
+            digest[todo].tolist()):
         f107, n107 = rule_kinds[g]
         p = new(Profile)
         p.__dict__.update({
@@ -263,7 +265,8 @@ def _evaluate_stack(engine: FeatureEngine, user_ids: Sequence[int], st: Stack,
             "features": {"106": flat_ids[b0:b1] or [empty106], "107": f107[:], "108": [f108],
                          "110": [f110]},
             "interest_tags": flat_names[b0:b1], "behavior_preferences": n107[:],
-            "activity_level": lv_u, "user_type": ty_u, "confidence": conf, "metrics": m_u})
+            "activity_level": lv_u, "user_type": ty_u, "confidence": conf, "metrics": m_u,
+            "_digest": d})
         out[u] = p
     return out, by_caller.tolist()
 
@@ -272,33 +275,31 @@ def _digests(comp: Compiled, top: np.ndarray, held: np.ndarray, level: np.ndarra
              user_type: np.ndarray, flat_ids: list[int], bound: np.ndarray,
              rule_kinds: list[tuple[list[int], list[str]]], rule_group: np.ndarray
              ) -> np.ndarray:
-    """[U] `digest_of` each user's arrays: users grouped by what decides them (top positions,
-    rules that hold, level, type), each group's digest looked up in the engine's cache (packed
-    into one int when it fits, else a tuple) or computed once."""
+    """[U] `digest_of` each user's arrays, looked up in the engine's cache by what decides
+    them (top positions, rules that hold, level, type: packed into one int when it fits,
+    else a tuple) or computed once."""
     keys = np.concatenate([top + 1, held, level[:, None], user_type[:, None]],
                           axis=1).astype(np.int64)
     U = len(keys)
     if not U:
         return np.zeros(0, dtype=np.int64)
-    group, first = _groups(keys, comp.key_bits)
-    if comp.key_bits is not None:
-        found = [comp.digests.get(k) for k in _pack(keys[first], comp.key_bits).tolist()]
-    else:
-        found = [None] * len(first)
-    for g, (u, d) in enumerate(zip(first.tolist(), found)):
-        if d is not None:
-            continue
-        lv, ty = int(level[u]), int(user_type[u])
-        key: Any = tuple(keys[u].tolist()) if comp.key_bits is None else \
-            int(_pack(keys[u:u + 1], comp.key_bits)[0])
-        d = comp.digests.get(key)
-        if d is None:
-            d = _cache_digest(comp.digests, key, digest_of({
-                "106": flat_ids[bound[u]:bound[u + 1]] or [106 * BASE],
-                "107": rule_kinds[rule_group[u]][0], "108": [108 * BASE + lv],
-                "110": [110 * BASE + ty]}))
-        found[g] = d
-    return np.asarray(found, dtype=np.int64)[group]
+    cache = comp.digests
+    names: list[Any] = _pack(keys, comp.key_bits).tolist() if comp.key_bits is not None \
+        else [tuple(k) for k in keys.tolist()]
+    found = list(map(cache.get, names))
+    if None in found:
+        for u, (key, d) in enumerate(zip(names, found)):
+            if d is not None:
+                continue
+            d = cache.get(key)
+            if d is None:
+                d = _cache_digest(cache, key, digest_of({
+                    "106": flat_ids[bound[u]:bound[u + 1]] or [106 * BASE],
+                    "107": rule_kinds[rule_group[u]][0],
+                    "108": [108 * BASE + int(level[u])],
+                    "110": [110 * BASE + int(user_type[u])]}))
+            found[u] = d
+    return np.asarray(found, dtype=np.int64)
 
 
 def _pack(keys: np.ndarray, bits: list[int]) -> np.ndarray:
@@ -356,7 +357,10 @@ def _top_matrix(engine: FeatureEngine, comp: Compiled, st: Stack,
     q = np.flatnonzero(counts >= it.min_frequency)
     rounded = round6(score[q])
     qu, qp = q // P, q % P
-    order = np.lexsort((qp, -rounded, qu)) if len(q) else np.zeros(0, dtype=np.int64)
+    # by user, then rounded score descending, then config position: q is ordered by (user,
+    # position), so a stable sort by score and then a stable sort by user give that order
+    order = np.argsort(-rounded, kind="stable")
+    order = order[np.argsort(qu[order], kind="stable")]
     qu, qp = qu[order], qp[order]
     rank = np.arange(len(qu)) - np.searchsorted(qu, qu, side="left")
     keep = rank < K
