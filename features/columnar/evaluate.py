@@ -360,7 +360,10 @@ def _top_matrix(engine: FeatureEngine, comp: Compiled, st: Stack,
     # by user, then rounded score descending, then config position: q is ordered by (user,
     # position), so a stable sort by score and then a stable sort by user give that order
     order = np.argsort(-rounded, kind="stable")
-    order = order[np.argsort(qu[order], kind="stable")]
+    by_user = qu[order]
+    if st.U <= np.iinfo(np.int16).max:
+        by_user = by_user.astype(np.int16)     # (a stable sort of int16 is a radix sort)
+    order = order[np.argsort(by_user, kind="stable")]
     qu, qp = qu[order], qp[order]
     rank = np.arange(len(qu)) - np.searchsorted(qu, qu, side="left")
     keep = rank < K
