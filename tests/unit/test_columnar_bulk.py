@@ -274,3 +274,39 @@ def test_ties_and_rounding_boundaries_in_one_call():
         same_profile(p, engine.evaluate(u, r, T))
         assert orjson.dumps(p.to_record(1, "daily", 0.0)) == \
             orjson.dumps(engine.evaluate(u, r, T).to_record(1, "daily", 0.0))
+
+
+def test_wide_configs_and_empty_calls():
+    """Many categories and rules: the digest cache's key does not fit in one int (a tuple is
+    used) and the rules' combinations are compared as rows; and a call with no users."""
+    rules = [{"name": f"r{i}", "metric": "actions", "window_days": 30, "op": ">=",
+              "threshold": i % 7} for i in range(70)]
+    cfg = parse_config({
+        "interest_tags": {"categories": {f"c{i}": [i] for i in range(1, 41)},
+                          "min_frequency": 1, "max_tags": 10, "decay_factor": 0.9},
+        "behavior_preferences": {"rules": rules, "max_preferences": 65}}, env={})
+    engine = FeatureEngine(cfg, MappingIndex({
+        "106": [f"c{i}" for i in range(40, 0, -1)], "107": [r["name"] for r in rules]}))
+    assert compiled(engine).key_bits is None
+    rng = np.random.default_rng(11)
+    refs = []
+    for u in range(120):
+        s = UserState()
+        for j in range(int(rng.integers(0, 30))):
+            apply(s, Event(u, j, D0 + int(rng.integers(0, 10)) * DAY + j, int(rng.integers(0, 3)),
+                           None, None), tuple(int(k) for k in rng.integers(1, 41, size=2)),
+                  engine.rules)
+        refs.append(s)
+    states = [from_reference(r, 0) for r in refs]
+    got = evaluate_many(engine, list(range(120)), states)
+    for u, (p, r) in enumerate(zip(got, refs)):
+        if not r.empty:
+            same_profile(p, engine.evaluate(u, r))
+    for s, p in zip(states[::2], got[::2]):
+        s.published_digest = p.digest()
+    changed = changed_profiles(engine, list(range(120)), states)
+    assert [c is None for c in changed] == [p.digest() == s.published_digest
+                                            for p, s in zip(got, states)]
+    assert evaluate_many(engine, [], []) == []
+    assert changed_profiles(engine, [], []) == []
+    finish(engine, [], (1, 7, 30))
