@@ -4,12 +4,15 @@
 - 106: every (user, category) score is summed with an unbuffered `np.add.at` over the
   category entries in record order (user, day ascending, then k and action ascending), so each
   score gets the reference's additions in the reference's order; `decay ** age` comes from a
-  table built with Python's `**`; scores are rounded with Python's `round` (numpy's differs)
-  and ranked by one lexsort over the user axis.
+  table built with Python's `**`; scores are rounded as Python's `round` rounds them
+  (`round6`; numpy's differs) and ranked by stable sorts over the user axis.
 - 107/108/110: array comparisons of the window metrics (`features.columnar.aggregates`).
 - confidence: a table built with `math.exp`, as the reference computes it.
+- profiles: filled in bulk from flat lists (`_evaluate_stack`), each carrying its digest.
 - extra features (features.extensions) are per-user Python extractors over the reference
-  state: each user is converted to it (`to_reference`) and the extractor called.
+  state: each user is converted to it (`to_reference`) and the extractor called, in the former
+  per-user loop (`_evaluate_stack_reference`, also the reference the tests hold the fast
+  path equal to: tests/unit/test_columnar_bulk.py).
 """
 from __future__ import annotations
 
@@ -170,9 +173,10 @@ def _evaluate_stack(engine: FeatureEngine, user_ids: Sequence[int], st: Stack,
     from `decoded[u].published_digest`) and each user's digest (None with extra features:
     the reference path, whose profiles give theirs).
 
-    No Python work per (user, category) or per (user, rule): users are grouped by what
-    decides their arrays (top categories, rules that hold, level, type), each group's arrays,
-    names and digest are built once, and a profile is its group's lists copied."""
+    No Python work per (user, category) or per (user, rule): a user's 106 ids and names are
+    slices of one flat list each, its 107 lists a copy of those of its combination of rules
+    (built once per combination), its digest looked up in the engine's cache by what decides
+    the arrays (top categories, rules that hold, level, type) or computed once."""
     if engine.extensions:
         return _evaluate_stack_reference(engine, user_ids, st, as_of, with_metrics,
                                          changed_only, decoded), None
