@@ -38,8 +38,11 @@ class Profile:
         return arrays_of(self.features)
 
     def digest(self) -> int:
-        """A stable 62-bit fingerprint of the arrays (kept in state to detect a change)."""
-        return digest_of(self.features)
+        """A stable 62-bit fingerprint of the arrays (kept in state to detect a change). A
+        profile from the columnar evaluation carries it, computed there (`_digest`, not a
+        field: it takes no part in equality or repr)."""
+        d = self.__dict__.get("_digest")
+        return digest_of(self.features) if d is None else d
 
     def to_record(self, version: int, trigger: str, updated_at: float) -> dict[str, Any]:
         return {"user_id": self.user_id, "version": version, "as_of": self.as_of,
