@@ -43,7 +43,7 @@ from offline.formats import (
     profile_arrow_schema,
     read_chunk,
 )
-from offline.scan import COLUMNS, Rows, exact_rows, scan_jsonl
+from offline.scan import COLUMNS, Rows, scan_jsonl, scan_parquet
 from offline.steps import (
     batch_users,
     check_order_by,
@@ -156,14 +156,14 @@ def _read_rows(path: Path) -> Rows:
 
 
 def _read_events(chunk, counts: Counter) -> tuple[Rows, list]:
-    """Phase 1's validation of one chunk: JSONL on columns (offline.scan), Parquet row by row."""
+    """Phase 1's validation of one chunk, on columns (offline.scan) where certain."""
     job, rt = _job, _rt
     if chunk.fmt == "jsonl":
         with open(chunk.path, "rb") as f:
             f.seek(chunk.start)
             data = f.read(chunk.end - chunk.start)
         return scan_jsonl(rt.parser, data, chunk.first_line, job.now, job.as_of, counts)
-    return exact_rows(rt.parser, read_chunk(chunk), job.now, job.as_of, job.order_by, counts)
+    return scan_parquet(rt.parser, chunk, job.now, job.as_of, job.order_by, counts)
 
 
 @_paused_gc()
