@@ -13,6 +13,7 @@ import math
 from collections import Counter
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -211,3 +212,56 @@ def test_a_chunk_without_rows(tmp_path):
     chunk = Chunk(str(path), "parquet", 1, row_groups=())
     rows, dead = scan_parquet(parser_for(tmp_path), chunk, NOW, None, None, Counter())
     assert len(rows) == 0 and dead == []
+
+
+# ---------------------------------------------------------------- ids gathered lazily
+
+def test_gathered_ids_equal_the_gathered_array():
+    from offline.scan import Gathered, object_array
+    base = object_array([f"e{i}" if i % 3 else None for i in range(50)])
+    idx = np.random.default_rng(1).permutation(50)
+    g = Gathered(base, idx)
+    want = base[idx]
+    assert len(g) == 50 and g.tolist() == want.tolist()
+    assert [g[i] for i in range(50)] == want.tolist()
+    assert g[5:20].tolist() == want[5:20].tolist() and g[5:20][3] == want[8]
+    assert g[idx % 2 == 0].tolist() == want[idx % 2 == 0].tolist()
+    rows = Rows({c: np.arange(50) for c in ("user", "order", "line", "sub", "ts", "item",
+                                          "action", "dwell_ms", "eid_hash")}, base)
+    taken = rows.take(idx, lazy_ids=True)
+    assert taken.event_id.tolist() == rows.take(idx).event_id.tolist()
+    both = Rows.concat([taken, rows.take(idx)])
+    assert both.event_id.tolist() == want.tolist() * 2
+    assert taken.take(np.arange(10)).event_id.tolist() == want[:10].tolist()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_reused_ids_through_the_local_engine_equal_the_reference(tmp_path, workers):
+    """Users whose ids repeat with another timestamp take the sequential path, which reads
+    their event ids after the sort by user (lazily gathered)."""
+    from features.batch import run_batch as reference_batch
+    from offline import local
+    from offline.formats import read_records
+    rng = np.random.default_rng(5)
+    rows = []
+    for i in range(3000):
+        u = int(rng.integers(1, 40))
+        eid = f"u{u}-{int(rng.integers(0, 30))}" if u % 3 == 0 else f"u{u}-{i}"
+        rows.append({"user_id": u, "item_id": int(rng.integers(1, 9)),
+                     "timestamp": 1_764_000_000 + int(rng.integers(-40, 2) * 86400)
+                     + int(rng.integers(0, 86400)), "action_type": int(rng.integers(0, 3)),
+                     "event_id": eid})
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    cfg = parse_config({"mapping_index": str(tmp_path / "index.json")}, env={})
+    ref = reference_batch(cfg, None, events, tmp_path / "ref.jsonl", progress_stream=None)
+    got = local.run_batch(cfg, None, events, tmp_path / "got.jsonl", workers=workers,
+                          progress_stream=None)
+    assert ref.duplicates > 0 and ref.rejected["too_late"] > 0
+    strip = [{k: v for k, v in r.items() if k != "updated_at"} for r in
+             read_records(tmp_path / "got.jsonl")]
+    assert strip == [{k: v for k, v in r.items() if k != "updated_at"} for r in
+                     read_records(tmp_path / "ref.jsonl")]
+    assert got.summary() | {"seconds": 0, "events_per_second": 0} == \
+        ref.summary() | {"seconds": 0, "events_per_second": 0}
+    assert read_records(tmp_path / "got.dlq.jsonl") == read_records(tmp_path / "ref.dlq.jsonl")
