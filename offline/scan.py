@@ -16,8 +16,10 @@ so reasons and messages are the parser's own:
   cannot convert, e.g. a float user_id) down to a few lines;
 - any row that fails any check, or holds a null where a field is required.
 
-Parquet rows and TAAC lines take the exact path, and so does every line when pyarrow (the
-`spark` extra) is not installed.
+Parquet batches run the same checks on their columns (`scan_parquet`) when the columns are
+of types the checks can judge; rows they do not pass, and whole batches of other column
+types, take the exact path (`EventParser.check_line`). TAAC lines take the exact path, and so
+does every JSONL line when pyarrow (the `spark` extra) is not installed.
 """
 from __future__ import annotations
 
