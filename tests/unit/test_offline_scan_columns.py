@@ -265,3 +265,25 @@ def test_reused_ids_through_the_local_engine_equal_the_reference(tmp_path, worke
     assert got.summary() | {"seconds": 0, "events_per_second": 0} == \
         ref.summary() | {"seconds": 0, "events_per_second": 0}
     assert read_records(tmp_path / "got.dlq.jsonl") == read_records(tmp_path / "ref.dlq.jsonl")
+
+
+# ---------------------------------------------------------------- JSONL blocks checked together
+
+@pytest.mark.parametrize("seed", range(3))
+def test_jsonl_blocks_checked_together_equal_the_parser(tmp_path, monkeypatch, seed):
+    """Small Arrow blocks, checked CHECK_BLOCKS at a time (tables of many chunks, an
+    event_type dictionary per chunk), against the exact path."""
+    import random
+
+    import offline.scan as scan
+    from tests.unit.test_offline_scan import exact, lines_for
+    monkeypatch.setattr(scan, "BLOCK_LINES", [16, 64, 300][seed])
+    parser = parser_for(tmp_path, ["auto", "s", "ms"][seed])
+    rng = random.Random(seed)
+    data = b"\n".join(lines_for(rng, 3000)) + b"\n"
+    as_of = None if seed % 2 else 1_764_001_500
+    c1, c2 = Counter(), Counter()
+    rows, dead = scan.scan_jsonl(parser, data, 7, NOW, as_of, c1)
+    want_rows, want_dead = exact(parser, data, 7, as_of, c2)
+    same_rows(rows, want_rows)
+    assert dead == want_dead and c1 == c2 and len(rows) > 1000
