@@ -9,7 +9,7 @@ struct or JSON text) or one column per feature id. Labels and outputs: JSONL or 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -94,8 +94,10 @@ class Chunk:
     row_groups: tuple[int, ...] = ()     # Parquet
 
 
-def plan_chunks(path: str | Path, fmt: str, n: int) -> list[Chunk]:
-    """About n chunks (at most 64 MiB of JSONL each) in log order."""
+def plan_chunks(path: str | Path, fmt: str, n: int, count_lines: bool = True) -> list[Chunk]:
+    """About n chunks (at most 64 MiB of JSONL each) in log order. count_lines=False: JSONL
+    chunks are not read here and each says first_line 1 (the reader counts their lines and
+    `numbered_chunks` numbers them)."""
     if not Path(path).exists():
         raise OfflineError(f"events input {path} does not exist")
     if fmt == "parquet":
@@ -117,6 +119,8 @@ def plan_chunks(path: str | Path, fmt: str, n: int) -> list[Chunk]:
         chunks, line = [], 1
         for a, b in zip(bounds, bounds[1:]):
             chunks.append(Chunk(str(path), fmt, line, a, b))
+            if not count_lines:
+                continue
             f.seek(a)
             left = b - a
             while left:
@@ -124,6 +128,15 @@ def plan_chunks(path: str | Path, fmt: str, n: int) -> list[Chunk]:
                 line += block.count(b"\n")
                 left -= len(block)
     return chunks
+
+
+def numbered_chunks(chunks: list[Chunk], lines: list[int]) -> list[Chunk]:
+    """The chunks with their true first_line, given the lines (newlines) of each."""
+    out, line = [], 1
+    for c, n in zip(chunks, lines):
+        out.append(replace(c, first_line=line))
+        line += n
+    return out
 
 
 def _parquet_chunks(path: str | Path, n: int) -> list[Chunk]:

@@ -16,16 +16,19 @@ so reasons and messages are the parser's own:
   cannot convert, e.g. a float user_id) down to a few lines;
 - any row that fails any check, or holds a null where a field is required.
 
-Parquet rows and TAAC lines take the exact path, and so does every line when pyarrow (the
-`spark` extra) is not installed.
+Parquet batches run the same checks on their columns (`scan_parquet`) when the columns are
+of types the checks can judge; rows they do not pass, and whole batches of other column
+types, take the exact path (`EventParser.check_line`). TAAC lines take the exact path, and so
+does every JSONL line when pyarrow (the `spark` extra) is not installed.
 """
 from __future__ import annotations
 
 import hashlib
 import re
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from functools import partial
+from itertools import repeat
 from operator import methodcaller
 from typing import Any, Iterable, Iterator
 
@@ -43,12 +46,14 @@ from features.events import (
     Rejection,
 )
 from offline import OfflineError
-from offline.formats import original_text
+from offline.formats import ROWS_PER_BATCH, original_text, require_pyarrow, row_object
 
 _I64 = np.int64
 COLUMNS = ("user", "order", "line", "sub", "ts", "item", "action", "dwell_ms", "eid_hash")
 BLOCK_LINES = 4096             # lines per Arrow call (a call costs ~0.2 ms; a refused block
                                # is read again in parts)
+CHECK_BLOCKS = 16              # blocks checked in one call (the checks cost ~40% more a
+                               # line, called per block: measured)
 LEAF_LINES = 8                 # a refused block this small goes line by line
 MAX_DEPTH = 256                # lines with more brackets take the exact path (orjson reads
 LONG_LINE = 200                # 1024 levels), as do lines with 200 digits in a row
@@ -60,16 +65,40 @@ def object_array(values: list) -> np.ndarray:
     return out
 
 
+class Gathered:
+    """`base[idx]` of an object array, gathered only when asked: sorting a partition's events
+    by user would otherwise touch every event-id string (about 180 ns an event on 4 million,
+    measured), and the ids are read only for the few users the sequential path takes."""
+    __slots__ = ("base", "idx")
+
+    def __init__(self, base: np.ndarray, idx: np.ndarray):
+        self.base, self.idx = base, idx
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def __getitem__(self, key):
+        if isinstance(key, slice) or isinstance(key, np.ndarray):
+            return Gathered(self.base, self.idx[key])
+        return self.base[self.idx[key]]
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        return self.base[self.idx]
+
+    def tolist(self) -> list:
+        return self.base[self.idx].tolist()
+
+
 @dataclass
 class Rows:
     """Valid events as columns, in log order (line, sub) unless said otherwise; dwell_ms and
     eid_hash -1 where absent; `order` is the order column's value (0 without one);
     event_id an object array of str | None."""
     cols: dict[str, np.ndarray]
-    event_id: Any               # an object array (a list is converted)
+    event_id: Any               # an object array or Gathered (a list is converted)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.event_id, np.ndarray):
+        if not isinstance(self.event_id, (np.ndarray, Gathered)):
             self.event_id = object_array(list(self.event_id))
 
     def __len__(self) -> int:
@@ -79,8 +108,11 @@ class Rows:
     def empty(cls) -> "Rows":
         return cls({c: np.zeros(0, dtype=_I64) for c in COLUMNS}, object_array([]))
 
-    def take(self, idx: np.ndarray) -> "Rows":
-        return Rows({c: a[idx] for c, a in self.cols.items()}, self.event_id[idx])
+    def take(self, idx: np.ndarray, lazy_ids: bool = False) -> "Rows":
+        """The rows at idx; lazy_ids: the event ids as a `Gathered` view."""
+        ids = self.event_id      # (a Gathered one stays lazy: it composes the indices)
+        ids = Gathered(ids, idx) if lazy_ids and isinstance(ids, np.ndarray) else ids[idx]
+        return Rows({c: a[idx] for c, a in self.cols.items()}, ids)
 
     @classmethod
     def concat(cls, parts: list["Rows"]) -> "Rows":
@@ -90,7 +122,7 @@ class Rows:
         if len(parts) == 1:
             return parts[0]
         return cls({c: np.concatenate([p.cols[c] for p in parts]) for c in COLUMNS},
-                   np.concatenate([p.event_id for p in parts]))
+                   np.concatenate([np.asarray(p.event_id) for p in parts]))
 
     @classmethod
     def of_events(cls, events: list[tuple[int, int | None, int, int, Event]]) -> "Rows":
@@ -114,19 +146,57 @@ class Rows:
 _HASH6 = partial(hashlib.blake2b, digest_size=6)
 _DIGEST = methodcaller("digest")
 _ENCODE = methodcaller("encode", "utf-8", "surrogatepass")
+_EMPTY6 = hashlib.blake2b(digest_size=6)
+_B2 = type(_EMPTY6)
+HASH_BLOCK = 1024               # hash objects alive at once (more spill the cache)
 
 
-def hashes(ids) -> np.ndarray:
-    """`features.state.event_id_hash` of each id (-1 for None): blake2b by C calls chained with
-    map (no bytecode per id), the 6-byte digests read as one array."""
+def hashes_reference(ids) -> np.ndarray:
+    """`features.state.event_id_hash` of each id (-1 for None), one blake2b call per id: the
+    reference `hashes` is held equal to."""
     ids = np.asarray(ids, dtype=object)
     out = np.full(len(ids), -1, dtype=_I64)
     has = np.flatnonzero(ids != None)    # noqa: E711 (elementwise)
     if len(has):
         digests = b"".join(map(_DIGEST, map(_HASH6, map(_ENCODE, ids[has].tolist()))))
-        wide = np.zeros((len(has), 8), dtype=np.uint8)
-        wide[:, :6] = np.frombuffer(digests, dtype=np.uint8).reshape(-1, 6)
-        out[has] = wide.view("<u8").ravel().astype(_I64)
+        out[has] = _digests_to_ints(digests, len(has))
+    return out
+
+
+def _digests_to_ints(digests: bytes, n: int) -> np.ndarray:
+    wide = np.zeros((n, 8), dtype=np.uint8)
+    wide[:, :6] = np.frombuffer(digests, dtype=np.uint8).reshape(-1, 6)
+    return wide.view("<u8").ravel().astype(_I64)
+
+
+def digests6(data: list) -> bytes:
+    """The 6-byte blake2b digests of byte strings, joined. Copying an empty hash object and
+    updating it costs about half the constructor's keyword call (measured 340 against 620 ns
+    an id), and chained C calls (map) run no bytecode per id."""
+    out = []
+    for a in range(0, len(data), HASH_BLOCK):
+        part = data[a:a + HASH_BLOCK]
+        hs = list(map(_B2.copy, repeat(_EMPTY6, len(part))))
+        deque(map(_B2.update, hs, part), 0)
+        out.append(b"".join(map(_B2.digest, hs)))
+    return b"".join(out)
+
+
+def hashes(ids, utf8: list | None = None) -> np.ndarray:
+    """`hashes_reference`, faster: `utf8` may give the ids' UTF-8 bytes (None where the id is
+    None), e.g. read from an Arrow string column, which saves encoding them here."""
+    ids = np.asarray(ids, dtype=object)
+    out = np.full(len(ids), -1, dtype=_I64)
+    has = np.flatnonzero(ids != None)    # noqa: E711 (elementwise)
+    if not len(has):
+        return out
+    if utf8 is None:
+        data = list(map(_ENCODE, ids[has].tolist()))
+    elif len(has) == len(ids):
+        data = utf8
+    else:
+        data = [utf8[i] for i in has.tolist()]
+    out[has] = _digests_to_ints(digests6(data), len(has))
     return out
 
 
@@ -313,10 +383,12 @@ def _joined(view: memoryview, starts: np.ndarray, ends: np.ndarray, lines: np.nd
     return b"\n".join([view[a:b] for a, b in zip(starts[first].tolist(), ends[last].tolist())])
 
 
-def _checked(parser: EventParser, table, now: float
+def _checked(parser: EventParser, table, now: float, ascii_ids: bool = True
              ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
-    """The §6 stateless checks on an Arrow table of events: (rows that pass, their columns,
-    their event ids). A row passes only if EventParser would accept it as it stands."""
+    """The §6 stateless checks on an Arrow table of events (the columns of `_schema()`): (rows
+    that pass, their columns with eid_hash, their event ids). A row passes only if EventParser
+    would accept it as it stands. ascii_ids: the ids are ASCII (bytes = characters)."""
+    import pyarrow as pa
     import pyarrow.compute as pc
 
     def col(name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -330,7 +402,7 @@ def _checked(parser: EventParser, table, now: float
     has_a, action = col("action_type")
     has_d, dwell = col("dwell_time")
     ok = has_u & has_i & has_t & (uid >= 0) & (iid >= 0) & (ts >= 0)
-    etype = table.column("event_type")
+    etype = table.column("event_type").combine_chunks()     # one dictionary below
     has_e = np.asarray(etype.is_valid())
     ok &= has_a | has_e
     # timestamp: int seconds or milliseconds (FEATURES.md §1.1), then the range
@@ -339,9 +411,10 @@ def _checked(parser: EventParser, table, now: float
     seconds = np.where(is_ms, ts // 1000, ts)
     ok &= seconds < MAX_TIMESTAMP
     ok &= ~has_d | ((dwell >= 0) & (dwell <= MAX_DWELL_SECONDS))     # NaN fails both
-    eids = table.column("event_id")
+    eids = table.column("event_id").combine_chunks()
     has_id = np.asarray(eids.is_valid())
-    lengths = pc.binary_length(eids).fill_null(0).to_numpy()        # ASCII: bytes = chars
+    lengths = (pc.binary_length(eids) if ascii_ids else pc.utf8_length(eids)
+               ).fill_null(0).to_numpy()
     ok &= lengths <= MAX_EVENT_ID_CHARS
     codes = np.zeros(256, dtype=bool)
     codes[list(parser.action_codes)] = True
@@ -350,7 +423,7 @@ def _checked(parser: EventParser, table, now: float
     ok &= ~has_a | known_a
     mapped = np.full(n, -1, dtype=_I64)
     if has_e.any():
-        enc = pc.dictionary_encode(etype).combine_chunks()
+        enc = pc.dictionary_encode(etype)
         names = enc.dictionary.to_pylist()
         lut = np.array([parser.event_types.get(s, -1) for s in names] or [-1], dtype=_I64)
         ix = enc.indices.fill_null(0).to_numpy()
@@ -365,8 +438,13 @@ def _checked(parser: EventParser, table, now: float
            "item": iid[keep].astype(_I64),
            "action": np.where(has_e, mapped, action)[keep].astype(_I64),
            "dwell_ms": dwell_ms}
-    ids = object_array(eids.take(keep).to_pylist()) if has_id.any() else \
-        np.full(len(keep), None, dtype=object)
+    if has_id.any():
+        kept = eids.take(keep)
+        ids = object_array(kept.to_pylist())
+        out["eid_hash"] = hashes(ids, kept.cast(pa.binary()).to_pylist())   # Arrow's UTF-8
+    else:
+        ids = np.full(len(keep), None, dtype=object)
+        out["eid_hash"] = np.full(len(keep), -1, dtype=_I64)
     return keep, out, ids
 
 
@@ -382,10 +460,14 @@ def scan_jsonl(parser: EventParser, data: bytes, first_line: int, now: float,
     slow = np.ones(n, dtype=bool)
     parts: list[Rows] = []
     if len(fast):
+        import pyarrow as pa
         done, _ = _arrow_blocks(data, starts, ends, fast)
-        for lo, hi, table in done:
+        done.sort(key=lambda d: d[0])
+        for g in range(0, len(done), CHECK_BLOCKS):
+            group = done[g:g + CHECK_BLOCKS]
+            table = pa.concat_tables([t for _, _, t in group])
             keep, cols, ids = _checked(parser, table, now)
-            lines = fast[lo:hi][keep]
+            lines = np.concatenate([fast[lo:hi] for lo, hi, _ in group])[keep]
             slow[lines] = False
             if as_of is not None:
                 late = cols["ts"] > as_of
@@ -397,7 +479,7 @@ def scan_jsonl(parser: EventParser, data: bytes, first_line: int, now: float,
             counts["events"] += len(keep)
             m = len(lines)
             cols |= {"order": np.zeros(m, dtype=_I64), "line": lines + first_line,
-                     "sub": np.zeros(m, dtype=_I64), "eid_hash": hashes(ids)}
+                     "sub": np.zeros(m, dtype=_I64)}
             parts.append(Rows(cols, ids))
     dead: list = []
     slow_lines = np.flatnonzero(slow)
@@ -407,10 +489,17 @@ def scan_jsonl(parser: EventParser, data: bytes, first_line: int, now: float,
             slow_lines.tolist(), starts[slow_lines].tolist(), ends[slow_lines].tolist()))
         valid, dead = exact_rows(parser, iter_lines(raw), now, as_of, None, counts)
         parts.append(valid)
+    return _in_line_order(parts), dead
+
+
+def _in_line_order(parts: list[Rows]) -> Rows:
+    """The parts' rows by (line, sub); the ids gathered lazily (phase 1 takes the rows again
+    to split them by partition, and gathers the ids once there)."""
     rows = Rows.concat(parts)
-    if len(parts) > 1:
-        rows = rows.take(np.lexsort((rows.cols["sub"], rows.cols["line"])))
-    return rows, dead
+    line = rows.cols["line"]
+    if len(parts) > 1 and not (line[1:] > line[:-1]).all():
+        rows = rows.take(np.lexsort((rows.cols["sub"], line)), lazy_ids=True)
+    return rows
 
 
 def iter_lines(numbered_lines: Iterable[tuple[int, bytes]]) -> Iterator[tuple[int, bytes | dict]]:
@@ -418,3 +507,114 @@ def iter_lines(numbered_lines: Iterable[tuple[int, bytes]]) -> Iterator[tuple[in
     consecutive (blank lines skipped, TAAC lines expanded)."""
     for lineno, line in numbered_lines:
         yield from iter_events(iter([line]), lineno)
+
+
+# ---------------------------------------------------------------- Parquet, vectorised
+
+def _safe_types():
+    """Arrow types whose Python values the checks can judge on columns, per event field (a
+    column of any other type sends its batch down the exact path)."""
+    import pyarrow as pa
+    ints = {pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.uint8(), pa.uint16(),
+            pa.uint32()}
+    text = {pa.string(), pa.large_string()}
+    return {"user_id": ints, "item_id": ints, "timestamp": ints, "action_type": ints,
+            "event_type": text, "dwell_time": ints | {pa.float32(), pa.float64()},
+            "event_id": text}
+
+
+def _event_table(batch, safe: dict):
+    """The batch's event columns as `_schema()`'s types (a missing column all null), or None
+    when a column's type is one the columns cannot judge or a name repeats."""
+    import pyarrow as pa
+    names = batch.schema.names
+    if len(set(names)) != len(names):
+        return None
+    cols = []
+    for f in _schema():
+        if f.name not in names:
+            cols.append(pa.nulls(batch.num_rows, f.type))
+            continue
+        c = batch.column(f.name)
+        if c.type not in safe[f.name]:
+            return None
+        if pa.types.is_string(c.type) or pa.types.is_large_string(c.type):
+            try:
+                c.validate(full=True)            # valid UTF-8: the bytes are the str's
+            except pa.ArrowInvalid:
+                return None
+        cols.append(c.cast(f.type))              # widening only: exact
+    return pa.Table.from_arrays(cols, schema=_schema())
+
+
+def _order_column(batch, order_by: str | None, n: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(order values, has a value) of the order column, or None when it cannot be judged on
+    columns (absent, or not an integer type: the exact path stops the run as it would)."""
+    import pyarrow as pa
+    if order_by is None:
+        return np.zeros(n, dtype=_I64), np.ones(n, dtype=bool)
+    if order_by not in batch.schema.names or batch.schema.names.count(order_by) != 1:
+        return None
+    c = batch.column(order_by)
+    if c.type not in (pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.uint8(), pa.uint16(),
+                      pa.uint32()):
+        return None
+    return c.cast(pa.int64()).fill_null(0).to_numpy(), np.asarray(c.is_valid())
+
+
+def scan_parquet_batch(parser: EventParser, batch, first_line: int, now: float,
+                       as_of: int | None, order_by: str | None, counts: Counter
+                       ) -> tuple[Rows, list]:
+    """Parquet rows (an Arrow record batch or table; the first is row `first_line`) to (valid
+    events, dead letters): what `exact_rows` gives for `read_chunk`'s rows, on columns where
+    certain. A row the columns do not pass (a null in a required field, any failed check, a
+    null order) takes the exact path, and so does a batch with a column of another type."""
+    n = batch.num_rows
+    table = _event_table(batch, _safe_types())
+    order = _order_column(batch, order_by, n)
+    slow = np.ones(n, dtype=bool)
+    parts: list[Rows] = []
+    if n and table is not None and order is not None:
+        keep, cols, ids = _checked(parser, table, now, ascii_ids=False)
+        order_v, has_order = order
+        sure = has_order[keep]              # a null order: the exact path stops the run
+        keep, ids = keep[sure], ids[sure]
+        cols = {c: a[sure] for c, a in cols.items()}
+        slow[keep] = False
+        counts["events"] += len(keep)
+        lines = keep.astype(_I64)
+        if as_of is not None:
+            late = cols["ts"] > as_of
+            counts["after_as_of"] += int(late.sum())
+            inside = np.flatnonzero(~late)
+            cols = {c: a[inside] for c, a in cols.items()}
+            ids, lines = ids[inside], lines[inside]
+        cols |= {"order": order_v[lines], "line": lines + first_line,
+                 "sub": np.zeros(len(lines), dtype=_I64)}
+        parts.append(Rows(cols, ids))
+    dead: list = []
+    slow_rows = np.flatnonzero(slow)
+    if len(slow_rows):
+        import pyarrow as pa
+        picked = batch.take(pa.array(slow_rows))
+        raw = zip((slow_rows + first_line).tolist(), map(row_object, picked.to_pylist()))
+        valid, dead = exact_rows(parser, raw, now, as_of, order_by, counts)
+        parts.append(valid)
+    return _in_line_order(parts), dead
+
+
+def scan_parquet(parser: EventParser, chunk, now: float, as_of: int | None,
+                 order_by: str | None, counts: Counter) -> tuple[Rows, list]:
+    """A Parquet chunk (offline.formats.Chunk) to (valid events, dead letters), batch by
+    batch (`scan_parquet_batch`); every row by the exact path without pyarrow's compute."""
+    pq = require_pyarrow()
+    line = chunk.first_line
+    rows: list[Rows] = []
+    dead: list = []
+    pf = pq.ParquetFile(chunk.path)
+    for batch in pf.iter_batches(batch_size=ROWS_PER_BATCH, row_groups=list(chunk.row_groups)):
+        r, d = scan_parquet_batch(parser, batch, line, now, as_of, order_by, counts)
+        rows.append(r)
+        dead += d
+        line += batch.num_rows
+    return Rows.concat(rows), dead

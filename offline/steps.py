@@ -116,7 +116,7 @@ def in_log_order(rows: Rows, ordered_by_column: bool) -> Rows:
     c = rows.cols
     idx = np.lexsort((c["order"], c["user"])) if ordered_by_column else \
         np.argsort(c["user"], kind="stable")
-    return rows.take(idx)
+    return rows.take(idx, lazy_ids=True)
 
 
 def user_slices(user: np.ndarray, per: int = USERS_PER_CALL) -> Iterator[slice]:
