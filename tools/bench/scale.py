@@ -61,30 +61,38 @@ def _shifted(line: bytes, shift: int) -> tuple[bytes, dict[str, Any] | None]:
 
 def scaled_sample(workdir: Path, users: int = SCALE_USERS, copies: int = SCALE_COPIES,
                   days: int = 30, say: Callable[[str], None] = print) -> ScaledSample:
+    """The sample generator's `users` users, `copies` times over (scaled_copies)."""
+    info = write_sample(SampleSpec(users=users, days=days), workdir / "sample")
+    return scaled_copies(workdir / "sample", workdir, info["users"], copies, say)
+
+
+def scaled_copies(sample: Path, out: Path, users: int, copies: int,
+                  say: Callable[[str], None] = print) -> ScaledSample:
+    """OUT/events.jsonl: `copies` copies of SAMPLE/events.jsonl, copy k under user ids shifted
+    by k x a power of ten above `users`, its malformed lines kept; OUT/events.parquet: the
+    lines that are events of the usual shape, as rows (groups of 131,072)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-    workdir.mkdir(parents=True, exist_ok=True)
-    info = write_sample(SampleSpec(users=users, days=days), workdir / "sample")
-    base = (workdir / "sample" / "events.jsonl").read_bytes().splitlines()
+    out.mkdir(parents=True, exist_ok=True)
+    base = (sample / "events.jsonl").read_bytes().splitlines()
     shift_step = 10 ** len(str(users))
-    jsonl, parquet = workdir / "events.jsonl", workdir / "events.parquet"
+    jsonl, parquet = out / "events.jsonl", out / "events.parquet"
     lines = rows = 0
     schema = pa.schema([("user_id", pa.int64()), ("item_id", pa.int64()),
                         ("timestamp", pa.int64()), ("action_type", pa.int64()),
                         ("event_type", pa.string()), ("event_id", pa.string()),
                         ("dwell_time", pa.float64())])
-    with open(jsonl, "wb") as out, pq.ParquetWriter(parquet, schema) as writer:
+    with open(jsonl, "wb") as f, pq.ParquetWriter(parquet, schema) as writer:
         for k in range(copies):
             shifted = [_shifted(line, k * shift_step) for line in base]
-            out.write(b"\n".join(s for s, _ in shifted) + b"\n")
+            f.write(b"\n".join(s for s, _ in shifted) + b"\n")
             batch = [r for _, r in shifted if r is not None]
-            writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+            writer.write_table(pa.Table.from_pylist(batch, schema=schema), row_group_size=131072)
             lines += len(shifted)
             rows += len(batch)
-    say(f"scaled sample: {info['users']:,} users x {copies} = {lines:,} lines "
-        f"({rows:,} Parquet rows)")
-    return ScaledSample(workdir / "sample" / "item_feat_dict.json", jsonl, parquet, users,
-                        copies, lines, rows)
+    say(f"scaled sample: {users:,} users x {copies} = {lines:,} lines ({rows:,} Parquet rows)")
+    return ScaledSample(sample / "item_feat_dict.json", jsonl, parquet, users, copies, lines,
+                        rows)
 
 
 @dataclass
