@@ -30,7 +30,7 @@ from features.config import ProfileConfig
 from offline import OfflineError
 from offline.formats import DEAD_LETTER_FIELDS, detect, dlq_path, row_object
 from offline.local import TrainingReport, batch_report, feature_ids, runtime
-from offline.scan import check_events
+from offline.scan import check_events, iter_lines
 from offline.steps import (
     PROFILE_FIELDS,
     USERS_PER_CALL,
@@ -290,6 +290,20 @@ def run_batch(cfg: ProfileConfig, items: str | Path | None, events: str, out: st
               events_format: str | None = None, out_format: str | None = None,
               order_by: str | None = None, progress_stream: IO | None = sys.stderr,
               trigger: str | None = None) -> BatchReport:
+    """The batch path: JSONL events in Spark SQL (`run_batch_sql`), Parquet events on the RDD
+    path (`run_batch_rdd`, also the reference the SQL path is tested against)."""
+    fn = run_batch_sql if detect(events, events_format) == "jsonl" else run_batch_rdd
+    return fn(cfg, items, events, out, as_of, master, events_format, out_format, order_by,
+              progress_stream, trigger)
+
+
+@said_plainly
+def run_batch_rdd(cfg: ProfileConfig, items: str | Path | None, events: str, out: str | Path,
+                  as_of: int | None = None, master: str = "local[*]",
+                  events_format: str | None = None, out_format: str | None = None,
+                  order_by: str | None = None, progress_stream: IO | None = sys.stderr,
+                  trigger: str | None = None) -> BatchReport:
+    """The batch path as RDD stages: every row validated and shuffled as Python objects."""
     t0 = time.perf_counter()
     spark = session(master)
     out = str(out)
@@ -328,6 +342,121 @@ def run_batch(cfg: ProfileConfig, items: str | Path | None, events: str, out: st
     report = batch_report(counts, time.perf_counter() - t0)
     _say(progress_stream, f"batch: {report.users:,} profiles written")
     return report
+
+
+@said_plainly
+def run_batch_sql(cfg: ProfileConfig, items: str | Path | None, events: str, out: str | Path,
+                  as_of: int | None = None, master: str = "local[*]",
+                  events_format: str | None = None, out_format: str | None = None,
+                  order_by: str | None = None, progress_stream: IO | None = sys.stderr,
+                  trigger: str | None = None) -> BatchReport:
+    """The batch path of JSONL events with Spark SQL doing what it does natively: reading,
+    numbering, parsing and checking lines (offline.spark_sql), the shuffle and the sort. Python
+    sees Arrow batches: the lines Spark cannot judge with certainty (the exact path), then each
+    partition's events sorted by user, many users per call to the core."""
+    from pyspark.sql import functions as F
+
+    from offline import spark_sql
+    t0 = time.perf_counter()
+    spark = session(master)
+    out = str(out)
+    fmt_in, fmt_out = detect(events, events_format), detect(out, out_format)
+    check_order_by(fmt_in, order_by)
+    rt_local = runtime(cfg, items)
+    rt = spark.sparkContext.broadcast(rt_local)
+    parser, now = rt_local.parser, time.time()
+    trigger = trigger or ("event" if as_of is None else "weekly")
+    updated_at = time.time()
+    lines = _numbered_lines(spark, str(events))
+    checked = spark_sql.fast_events(lines, parser, now).select(
+        "ok", "line", "user", "item", "ts", "action", "dwell_ms", "event_id",
+        F.when(~F.col("ok"), F.col("value").cast("binary")).alias("raw"))
+    routed_schema = _ddl(spark_sql.ROUTED)
+    ran_schema = _ddl(spark_sql.RAN)
+    routed = checked.mapInArrow(
+        lambda it: spark_sql.route(it, rt.value.parser, now, as_of, routed_schema),
+        spark_sql.ROUTED)
+    from pyspark import StorageLevel
+    ran = (routed.repartition(_partitions(spark), "user")
+           .sortWithinPartitions("user", "line", "sub")
+           .mapInArrow(lambda it: spark_sql.run_users(it, rt.value, as_of, trigger, updated_at,
+                                                       ran_schema), spark_sql.RAN)
+           .persist(StorageLevel.MEMORY_AND_DISK))
+    others = ran.filter(F.col("kind") != spark_sql.PROFILE).collect()
+    counts: Counter = Counter()
+    dead = []
+    for r in others:
+        if r["kind"] == spark_sql.COUNTS:
+            counts.update(orjson.loads(r["text"]))
+        else:
+            dead.append((r["line"], r["sub"], r["reason"], r["text"], r["original"]))
+    _say(progress_stream, f"batch: {counts['events']:,} events read and checked on {master}")
+    profiles = (ran.filter(F.col("kind") == spark_sql.PROFILE)
+                .repartitionByRange(_partitions(spark), "user").sortWithinPartitions("user"))
+    if fmt_out == "jsonl":
+        profiles.select(F.col("text").alias("value")).write.mode("overwrite").text(out)
+    else:
+        schema = _profile_schema(feature_ids(rt_local))
+        (profiles.select(F.from_json("text", schema).alias("p")).select("p.*")
+         .write.mode("overwrite").parquet(out))
+    ran.unpersist()
+    dead = _with_originals(spark, lines, dead)
+    records = [{"reason": d[2], "message": d[3], "line": d[0], "original": d[4]}
+               for d in sorted(dead, key=lambda d: (d[0], d[1]))]
+    _write_small(spark, records, dlq_path(out, fmt_out), fmt_out, _dead_letter_schema())
+    report = batch_report(counts, time.perf_counter() - t0)
+    _say(progress_stream, f"batch: {report.users:,} profiles written")
+    return report
+
+
+def _ddl(ddl: str):
+    """The Arrow schema of a flat DDL string of byte, long and string columns."""
+    import pyarrow as pa
+    kinds = {"byte": pa.int8(), "long": pa.int64(), "string": pa.string()}
+    return pa.schema([(name, kinds[kind]) for name, kind in
+                      (c.split() for c in ddl.split(","))])
+
+
+def _numbered_lines(spark, path: str):
+    """A DataFrame (line, value) of a JSONL input: `line` counts from 1 over the files in path
+    order, from each file block's place (a count per block, then each row's place in its
+    block), never from the order Spark delivers rows in."""
+    from pyspark.sql import functions as F
+    df = spark.read.option("lineSep", "\n").text(path).select(
+        "value", F.col("_metadata.file_path").alias("_f"),
+        F.col("_metadata.file_block_start").alias("_b"),
+        F.monotonically_increasing_id().alias("_id"))      # consecutive within a block
+    blocks = df.groupBy("_f", "_b").agg(F.count(F.lit(1)).alias("count"),
+                                        F.min("_id").alias("lo")).collect()
+    firsts = _first_lines(blocks, ("_f", "_b"))
+    offsets = spark.createDataFrame(
+        [(r["_f"], r["_b"], firsts[(r["_f"], r["_b"])] - r["lo"]) for r in blocks] or
+        [("", -1, 0)], "_f string, _b long, _off long")
+    return df.join(F.broadcast(offsets), ["_f", "_b"]).select(
+        (F.col("_id") + F.col("_off")).alias("line"), "value")
+
+
+def _with_originals(spark, lines, dead: list) -> list:
+    """too_late dead letters (original None) with their original looked up by line."""
+    from pyspark.sql import functions as F
+    wanted = {(d[0], d[1]) for d in dead if d[4] is None}
+    if not wanted:
+        return dead
+    keys = spark.createDataFrame([(n,) for n in sorted({w[0] for w in wanted})], "line long")
+    rows = lines.join(F.broadcast(keys), "line").select(
+        "line", F.col("value").cast("binary").alias("raw")).collect()
+    found = originals(iter_lines(sorted((r["line"], bytes(r["raw"])) for r in rows)), wanted)
+    return [d if d[4] is not None else (*d[:4], found.get((d[0], d[1]), "")) for d in dead]
+
+
+def _write_small(spark, records: list, path: str, fmt: str, schema) -> None:
+    """Records from the driver as one part file."""
+    if fmt == "jsonl":
+        df = spark.createDataFrame([(orjson.dumps(r).decode(),) for r in records],
+                                   "value string")
+        df.coalesce(1).write.mode("overwrite").text(str(path))
+        return
+    spark.createDataFrame(records, schema).coalesce(1).write.mode("overwrite").parquet(str(path))
 
 
 @said_plainly
