@@ -9,16 +9,20 @@ rest), with no operator step:
   client that bootstrapped against a broker in its controlled shutdown got metadata naming no
   broker, and aiokafka's coordinator routine died on it ("Did we not perform bootstrap?"): the
   worker answered /health for good and never joined (a chaos run).
-Both are read every CHECK_EVERY seconds; the broker's answer is a Metadata request."""
+Both are read every CHECK_EVERY seconds; the broker's answer is a Metadata request. The watch is
+a service the app starts with its own services, not a Faust app task: those start only once
+table recovery completes, which needs an assignment, so a worker that never joins would never
+look (a chaos run: in seed 44 a worker restarted into a broker pause and waited for the rest of
+the run, over ten minutes)."""
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import Callable
 
 import faust
 from aiokafka.admin import AIOKafkaAdminClient
+from mode import Service
 
 from features.config import ProfileConfig
 from streams.kafka_security import client_kwargs
@@ -56,8 +60,10 @@ class SelfHeal:
         self.not_a_member_limit = max(NOT_A_MEMBER_FLOOR,
                                       4 * cfg.kafka.client.session_timeout_seconds)
         self.first: str | None = None
+        self.watch: SelfHealWatch | None = None
         if app is not None:
-            app.task(self._watch_forever)
+            self.watch = SelfHealWatch(self)
+            app.add_dependency(self.watch)
 
     def why_restart(self, seen: str | None, now: float) -> tuple[str, float] | None:
         """(why, how long the graceful stop may take) when the worker must restart, given the
@@ -77,10 +83,20 @@ class SelfHeal:
                     "assignment)", STOP_BOUND)
         return None
 
-    async def _watch_forever(self, app: faust.App) -> None:
-        while not app.should_stop:
-            why = self.why_restart(await cluster_id(self.cfg), time.monotonic())
+
+
+class SelfHealWatch(Service):
+    """SelfHeal's look every CHECK_EVERY seconds, from the app's start on."""
+
+    def __init__(self, heal: SelfHeal, **kwargs: object):
+        super().__init__(**kwargs)          # type: ignore[arg-type]
+        self.heal = heal
+
+    @Service.task
+    async def _watch(self) -> None:
+        while not self.should_stop:
+            why = self.heal.why_restart(await cluster_id(self.heal.cfg), time.monotonic())
             if why is not None:
                 restart_in_place(why[0], hard_after=why[1])
                 return
-            await asyncio.sleep(CHECK_EVERY)
+            await self.sleep(CHECK_EVERY)

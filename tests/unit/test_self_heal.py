@@ -32,3 +32,38 @@ def test_unconfirmed_for_long_while_the_broker_answers_is_a_restart():
     assert watch.why_restart(None, 100.0 + limit + 60) is None     # a broker outage: waited out
     why, _ = watch.why_restart("A", 100.0 + limit + 1)
     assert why.startswith(f"not a member of the consumer group for {limit + 1:.0f} s")
+
+
+def test_the_watch_looks_from_the_service_start_on_without_waiting_for_faust(monkeypatch):
+    """The watch is a service started with the app's services, not a Faust app task (those wait
+    for table recovery, which a worker outside its group never completes: chaos seed 44)."""
+    import asyncio
+
+    import faust
+
+    from streams import self_heal
+
+    restarts: list[str] = []
+
+    async def answers(cfg):
+        return "A"
+    monkeypatch.setattr(self_heal, "cluster_id", answers)
+    monkeypatch.setattr(self_heal, "restart_in_place", lambda why, hard_after: restarts.append(why))
+    monkeypatch.setattr(self_heal, "CHECK_EVERY", 0.01)
+    app = faust.App("self-heal-test", broker="kafka://127.0.0.1:1")
+    watched = SelfHeal(app, CFG, lambda: -10 * NOT_A_MEMBER_FLOOR)
+    service = watched.watch
+    # a dependency of the app (started with its services, before recovery), no app task
+    assert service is not None and service.beacon.parent is app.beacon
+
+    async def run() -> None:
+        await service.start()
+        try:
+            for _ in range(200):
+                if restarts:
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            await service.stop()
+    asyncio.run(run())
+    assert restarts and "not a member of the consumer group" in restarts[0]
