@@ -198,24 +198,7 @@ def _evaluate_stack(engine: FeatureEngine, user_ids: Sequence[int], st: Stack,
             _NP_OPS[rule.op](m[rule.metric], rule.threshold)
     held &= np.cumsum(held, axis=1) <= cfg.behavior_preferences.max_preferences
 
-    # 108 activity level
-    al = cfg.activity_levels
-    m = arrays[al.window_days]
-    daily = m["actions"] / al.window_days
-    zero = np.zeros(U, dtype=np.int64)
-    level_a = np.minimum(al.levels - 1, sum(((daily > t).astype(np.int64)
-                                             for t in al.metrics.daily_actions), zero))
-    level_s = np.minimum(al.levels - 1, sum(((m["avg_session_duration"] > t).astype(np.int64)
-                                             for t in al.metrics.session_duration), zero))
-    level = {"actions": level_a, "min": np.minimum(level_a, level_s),
-             "max": np.maximum(level_a, level_s),
-             "mean_floor": (level_a + level_s) // 2}[al.combine]
-
-    # 110 user type
-    ut = cfg.user_types
-    m = arrays[ut.window_days]
-    t1 = ut.criteria.type_1
-    user_type = ((m["sessions"] >= t1.min_sessions) & (m["actions"] >= t1.min_actions))
+    level, user_type = _level_and_type(cfg, arrays, U)
 
     # per user: 106 as a slice of one flat list of ids (and of names); 107 by the few
     # combinations of rules that hold; the digest by what decides the arrays (cached per engine)
@@ -403,24 +386,7 @@ def _evaluate_stack_reference(engine: FeatureEngine, user_ids: Sequence[int], st
     for u, r in zip(*(a.tolist() for a in np.nonzero(held))):
         prefs[u].append(r)
 
-    # 108 activity level
-    al = cfg.activity_levels
-    m = arrays[al.window_days]
-    daily = m["actions"] / al.window_days
-    zero = np.zeros(U, dtype=np.int64)
-    level_a = np.minimum(al.levels - 1, sum(((daily > t).astype(np.int64)
-                                             for t in al.metrics.daily_actions), zero))
-    level_s = np.minimum(al.levels - 1, sum(((m["avg_session_duration"] > t).astype(np.int64)
-                                             for t in al.metrics.session_duration), zero))
-    level = {"actions": level_a, "min": np.minimum(level_a, level_s),
-             "max": np.maximum(level_a, level_s),
-             "mean_floor": (level_a + level_s) // 2}[al.combine]
-
-    # 110 user type
-    ut = cfg.user_types
-    m = arrays[ut.window_days]
-    t1 = ut.criteria.type_1
-    user_type = ((m["sessions"] >= t1.min_sessions) & (m["actions"] >= t1.min_actions))
+    level, user_type = _level_and_type(cfg, arrays, U)
 
     table = comp.confidence
     confidence = [table[a] if a < _CONFIDENCE_TABLE else round(1 - math.exp(-a / 20), 4)
@@ -590,3 +556,22 @@ def finish(engine: FeatureEngine, updates: Sequence[ColumnarUpdate],
         for up in updates:
             up.closing.clear()
 
+
+def _level_and_type(cfg: Any, arrays: Any, U: int) -> tuple[np.ndarray, np.ndarray]:
+    """108 activity level and 110 user type (bool) of U users from their window arrays."""
+    al = cfg.activity_levels
+    m = arrays[al.window_days]
+    daily = m["actions"] / al.window_days
+    zero = np.zeros(U, dtype=np.int64)
+    level_a = np.minimum(al.levels - 1, sum(((daily > t).astype(np.int64)
+                                             for t in al.metrics.daily_actions), zero))
+    level_s = np.minimum(al.levels - 1, sum(((m["avg_session_duration"] > t).astype(np.int64)
+                                             for t in al.metrics.session_duration), zero))
+    level = {"actions": level_a, "min": np.minimum(level_a, level_s),
+             "max": np.maximum(level_a, level_s),
+             "mean_floor": (level_a + level_s) // 2}[al.combine]
+    ut = cfg.user_types
+    m = arrays[ut.window_days]
+    t1 = ut.criteria.type_1
+    user_type = (m["sessions"] >= t1.min_sessions) & (m["actions"] >= t1.min_actions)
+    return level, user_type
