@@ -1,12 +1,15 @@
-"""Our copy of Faust's `Consumer._drain_messages`, changed to hand one topic's messages to a raw
-feed (streams.event_feed) instead of Faust's per-event path, and the check that the original
-is still the one it was copied from.
+"""Our copies of Faust's `Consumer._drain_messages` and `Consumer.getmany`, changed to hand one
+topic's records to a raw feed (streams.event_feed) as columns instead of Faust's per-event path,
+and the check that the originals are still the ones they were copied from.
 
-The copy keeps the original's structure line for line where it can (the diagnostic flag, the
-gap bookkeeping, the commit every N acks, the stop and error branches), so a change upstream is
-easy to carry over. What differs, and why (docs/FAUST_INTERNALS.md#drain-loop):
-- feed messages are appended to the feed (waiting for room, or for flow to stop) instead of
-  being passed to the callback; other topics' messages still go to the callback;
+The copies keep the originals' structure where they can (the diagnostic flag, the gap
+bookkeeping, the commit every N acks, the stop and error branches; getmany's checks of flow,
+generation and active partitions), so a change upstream is easy to carry over. What differs, and
+why (docs/FAUST_INTERNALS.md#drain-loop):
+- the fetch is taken partition by partition (`fetched_runs`), not record by record: the feed's
+  records become one run of columns per partition (streams.raw_batch), checked and appended to
+  the feed as a whole (waiting for room, or for flow to stop), with no Faust message made;
+  other topics' records still become messages and go to the callback one by one;
 - a feed record fetched before the latest seek is dropped unread and the partitions are sought
   back to their committed offsets (docs/FAUST_INTERNALS.md#seeks);
 - a gap on the feed's topic (the client's position jumped past offsets this worker never read)
@@ -16,14 +19,16 @@ easy to carry over. What differs, and why (docs/FAUST_INTERNALS.md#drain-loop):
 - it yields to the event loop every 1,000 messages, not 100 (a feed put costs far less than
   Faust's callback, and the loop would otherwise spend its time switching).
 
-`upstream/consumer_drain_messages.txt` is the original this copy was taken from;
-`check_upstream` fails with a diff when the installed faust-streaming's differs from it.
+`upstream/consumer_drain_messages.txt` and `upstream/consumer_getmany.txt` are the originals
+these copies were taken from; `check_upstream` fails with a diff when the installed
+faust-streaming's differ from them.
 """
 from __future__ import annotations
 
 import asyncio
 import difflib
 import inspect
+from bisect import bisect_left
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator, Protocol, cast
 
@@ -31,10 +36,13 @@ from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.consumer import Consumer as FaustConsumer
 from mode import Service
 
+from streams.raw_batch import FetchedRun
+
 if TYPE_CHECKING:
     from streams.faust_compat.consumer import ProfilesConsumer
 
 UPSTREAM_COPY = Path(__file__).with_name("upstream") / "consumer_drain_messages.txt"
+GETMANY_COPY = Path(__file__).with_name("upstream") / "consumer_getmany.txt"
 YIELD_EVERY = 1000
 
 
@@ -45,15 +53,42 @@ class RawFeed(Protocol):
 
     def full(self) -> bool: ...
 
-    def put(self, message: Any) -> None: ...
+    def put(self, run: FetchedRun) -> None: ...
 
     async def wait_space(self) -> None: ...
+
+
+async def fetched_runs(self: ProfilesConsumer, timeout: float
+                       ) -> AsyncIterator[tuple[Any, list[Any]]]:
+    """Faust's `Consumer.getmany`, partition by partition: (tp, the partition's aiokafka records
+    of one fetch), with no message object made. Its checks are the original's, made before each
+    partition's records (nothing is awaited between two records of one partition): flow still
+    active, the generation unchanged, the partition active (or buffered); its high watermark is
+    tracked for Faust's monitor."""
+    records, active_partitions = await self._wait_next_records(timeout)
+    generation_id = self.app.consumer_generation_id
+    if records is None or self.should_stop:
+        return
+    if not self.flow_active:
+        self.log.dev("getmany called while flow not active. Seek back to committed offsets.")
+        try:
+            await self.perform_seek()
+        except Exception as ex:
+            self.log.warning(f"exception performing seek when flow not active {ex}")
+        return
+    for tp, tp_records in records.items():
+        if not self.flow_active or self.app.consumer_generation_id != generation_id:
+            break
+        if active_partitions is None or tp in active_partitions \
+                or tp in self._buffered_partitions:
+            self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+            yield tp, tp_records
 
 
 async def drain_into_feed(self: ProfilesConsumer, fetcher: Any, feed: RawFeed) -> None:
     # (`self`: written as the method it replaces, so it reads beside the original)
     callback = self.callback
-    getmany = self.getmany
+    to_message = self._to_message
     consumer_should_stop = cast(Service, self)._stopped.is_set
     fetcher_should_stop = cast(Service, fetcher)._stopped.is_set
     get_read_offset = self._read_offset.__getitem__
@@ -71,61 +106,68 @@ async def drain_into_feed(self: ProfilesConsumer, fetcher: Any, feed: RawFeed) -
     try:
         while not (consumer_should_stop() or fetcher_should_stop()):
             set_flag(flag_consumer_fetching)
-            ait = cast(AsyncIterator, getmany(timeout=1.0))
+            ait = cast(AsyncIterator, fetched_runs(self, timeout=1.0))
             await self.sleep(0)
             if self.should_stop:
                 continue
             stale = 0
             jumped: dict[Any, int] = {}         # feed partitions with a gap: records dropped
             other_stale: dict[Any, list[int]] = {}
-            async for tp, message in ait:
-                if message.topic == feed_topic and stale_fetch():
-                    stale += 1
+            async for tp, tp_records in ait:
+                if tp.topic != feed_topic:
+                    for record in tp_records:
+                        if stale_fetch():
+                            # diagnostic only: a changelog record fetched before the latest
+                            # seek (docs/RELIABILITY.md, "make chaos, per seed": the standby
+                            # that missed records)
+                            other_stale.setdefault(tp, []).append(record.offset)
+                        since_yield += 1
+                        if since_yield > YIELD_EVERY:
+                            await sleep(0)
+                            since_yield = 0
+                        await _other_record(self, tp, to_message(tp, record), callback,
+                                            acks_enabled_for, commit_every)
                     continue
-                if message.topic != feed_topic and stale_fetch():
-                    # diagnostic only: a changelog record fetched before the latest seek
-                    # (docs/RELIABILITY.md, "make chaos, per seed": the standby that missed
-                    # records)
-                    other_stale.setdefault(tp, []).append(message.offset)
-                since_yield += 1
+                if stale_fetch():
+                    stale += len(tp_records)
+                    continue
+                since_yield += len(tp_records)
                 if since_yield > YIELD_EVERY:
                     await sleep(0)
                     since_yield = 0
-                offset = message.offset
-                r_offset = get_read_offset(tp)
-                if r_offset is not None and offset < r_offset:
-                    if message.topic != feed_topic:
-                        self.log.warning("%s: record at offset %d dropped as already read (read "
-                                         "offset %d)", tp, offset, r_offset)
-                    continue                        # already read (Faust drops these too)
-                if tp in jumped:
-                    jumped[tp] += 1
-                    continue
-                gap = offset - (r_offset or 0)
-                on_feed = message.topic == feed_topic
-                # a feed partition's read offset is set at every seek, -1 before offset 0
-                # (streams.faust_compat.consumer); Faust's own check skips a read offset of 0
-                known = r_offset is not None if on_feed else bool(r_offset)
-                if gap > 1 and known and (on_feed or acks_enabled_for(message.topic)):
-                    if on_feed:
-                        # not expected on the feed's topic (not compacted, no transactions): the
-                        # position jumped; acked, the commit would pass over events nobody read
+                for run in FetchedRun.of_records(tp, tp_records).contiguous_pieces():
+                    r_offset = get_read_offset(tp)
+                    if r_offset is not None and run.offsets[0] < r_offset:
+                        # already read (Faust drops these too)
+                        run = run.split(bisect_left(run.offsets, r_offset))[1]
+                        if not len(run):
+                            continue
+                    if tp in jumped:
+                        jumped[tp] += len(run)
+                        continue
+                    offset = run.offsets[0]
+                    gap = offset - (r_offset or 0)
+                    # the read offset is set at every seek, -1 before offset 0
+                    # (streams.faust_compat.consumer)
+                    if gap > 1 and r_offset is not None:
+                        # not expected on the feed's topic (not compacted, no transactions):
+                        # the position jumped; acked, the commit would pass over events nobody
+                        # read
                         if await self.offsets_kept(tp, r_offset + 1):
                             self.log.warning("%s: fetched offset %d after %d: offsets %d..%d "
                                              "were never read; reading again from the "
                                              "committed offset", tp, offset, r_offset,
                                              r_offset + 1, offset - 1)
-                            jumped[tp] = 1
+                            jumped[tp] = len(run)
                             continue
                         self.log.warning("%s: offsets %d..%d are no longer in the log "
                                          "(retention); Faust counts them as acked", tp,
                                          r_offset + 1, offset - 1)
-                    await self._add_gap(tp, r_offset + 1, offset)
-                if commit_every is not None and self._n_acked >= commit_every:
-                    self._n_acked = 0
-                    await self.commit()
-                if message.topic == feed_topic:
-                    # While flow is stopped (a rebalance) the message is dropped but counted as
+                        await self._add_gap(tp, r_offset + 1, offset)
+                    if commit_every is not None and self._n_acked >= commit_every:
+                        self._n_acked = 0
+                        await self.commit()
+                    # While flow is stopped (a rebalance) the records are dropped but counted as
                     # read, as Faust's own loop does; the partitions are then sought back to
                     # their committed offsets.
                     active = self.flow_active and flow.is_active()
@@ -133,13 +175,11 @@ async def drain_into_feed(self: ProfilesConsumer, fetcher: Any, feed: RawFeed) -
                         await self.wait_first(feed.wait_space(), self.suspend_flow.wait())
                         active = self.flow_active
                     if stale_fetch():
-                        stale += 1          # a seek during the awaits above: keep its read offset
+                        stale += len(run)   # a seek during the awaits above: keep its read offset
                         continue
                     if active:
-                        feed.put(message)
-                else:
-                    await self.wait_first(callback(message), self.suspend_flow.wait())
-                set_read_offset(tp, offset)
+                        feed.put(run)
+                    set_read_offset(tp, run.offsets[-1])
             unset_flag(flag_consumer_fetching)
             for tp, offsets in other_stale.items():
                 self.log.warning("%s: %d records (offsets %d..%d) fetched before the latest seek "
@@ -162,6 +202,26 @@ async def drain_into_feed(self: ProfilesConsumer, fetcher: Any, feed: RawFeed) -
         raise
     finally:
         unset_flag(flag_consumer_fetching)
+
+
+async def _other_record(self: ProfilesConsumer, tp: Any, message: Any, callback: Any,
+                        acks_enabled_for: Any, commit_every: int | None) -> None:
+    """A record of another topic (a table's changelog, during recovery or for a standby): the
+    original loop's steps for one message, which goes to Faust's callback."""
+    offset = message.offset
+    r_offset = self._read_offset[tp]
+    if r_offset is not None and offset < r_offset:
+        self.log.warning("%s: record at offset %d dropped as already read (read offset %d)",
+                         tp, offset, r_offset)
+        return
+    gap = offset - (r_offset or 0)
+    if gap > 1 and r_offset and acks_enabled_for(message.topic):
+        await self._add_gap(tp, r_offset + 1, offset)
+    if commit_every is not None and self._n_acked >= commit_every:
+        self._n_acked = 0
+        await self.commit()
+    await self.wait_first(callback(message), self.suspend_flow.wait())
+    self._read_offset[tp] = offset
 
 
 class UpstreamChanged(AssertionError):
@@ -203,3 +263,10 @@ def check_upstream(stored: str | None = None, installed: str | None = None) -> N
     `Consumer._drain_messages` differs from the stored original."""
     check_original(UPSTREAM_COPY, FaustConsumer._drain_messages,
                    "streams/faust_compat/drain.py (drain_into_feed)", stored, installed)
+
+
+def check_getmany_upstream(stored: str | None = None, installed: str | None = None) -> None:
+    """Raise UpstreamChanged, with a diff, when the installed faust-streaming's
+    `Consumer.getmany` differs from the stored original `fetched_runs` follows."""
+    check_original(GETMANY_COPY, FaustConsumer.getmany,
+                   "streams/faust_compat/drain.py (fetched_runs)", stored, installed)

@@ -1,20 +1,19 @@
-"""A raw feed plugged into Faust's consumer, and its messages tracked and acked the way Faust's
-streams do it (docs/STREAMING.md, "How events reach the agent").
+"""A raw feed plugged into Faust's consumer, and its batches tracked and acked the way Faust's
+streams do it for messages (docs/STREAMING.md, "How events reach the agent").
 
 Faust commits only acked offsets, and a rebalance waits until no message is in flight; both
-read the consumer's `_unacked_messages`, which a batch of messages taken outside Faust's
-streams has to enter and leave itself. A batch enters it as one stand-in (`InFlight`), not
-message by message (a weak reference per message cost about 1 µs an event), and is acked with
-the bookkeeping of Faust's `Consumer.ack` done for the whole batch at once (about 2 µs an event
-message by message); `upstream/consumer_ack.txt` is the original that bookkeeping follows
+read the consumer's `_unacked_messages`, which a batch taken outside Faust's streams
+(streams.raw_batch.RawBatch: columns, no message object per record) has to enter and leave
+itself. A batch enters it as one stand-in (`InFlight`), and is acked with the bookkeeping of
+Faust's `Consumer.ack` done run by run for the whole batch at once (about 2 µs an event message
+by message); `upstream/consumer_ack.txt` is the original that bookkeeping follows
 (tests/unit/test_faust_compat.py fails when the installed one differs).
 """
 from __future__ import annotations
 
-from collections import defaultdict
 from pathlib import Path
 from time import monotonic
-from typing import Any, Iterable
+from typing import Iterable
 
 import faust
 from faust.transport.consumer import Consumer as FaustConsumer
@@ -23,6 +22,7 @@ from mode.utils.futures import notify
 
 from streams.faust_compat.consumer import consumer_hooks
 from streams.faust_compat.drain import RawFeed, check_original
+from streams.raw_batch import RawBatch
 
 ACK_COPY = Path(__file__).with_name("upstream") / "consumer_ack.txt"
 
@@ -37,19 +37,19 @@ def attach_feed(app: faust.App, feed: RawFeed) -> None:
 class InFlight:
     """A tracked batch as Faust's consumer sees it: one entry of `_unacked_messages` (a weak
     set: the feed's `_in_flight` keeps it alive), with the two attributes Faust reads of one."""
-    __slots__ = ("messages", "acked", "refcount", "__weakref__")
+    __slots__ = ("batch", "acked", "refcount", "__weakref__")
 
-    def __init__(self, messages: list[Any]):
-        self.messages = messages
+    def __init__(self, batch: RawBatch):
+        self.batch = batch
         self.acked = False
         self.refcount = 1
 
     def __repr__(self) -> str:
-        return f"<batch of {len(self.messages)} feed messages in flight>"
+        return f"<batch of {len(self.batch)} feed records in flight>"
 
 
 def _in_flight(app: faust.App) -> dict[int, InFlight]:
-    """Tracked batches by the id of their first message (kept on the app's consumer)."""
+    """Tracked batches by their id (kept on the app's consumer)."""
     consumer = app.consumer
     table = getattr(consumer, "_feed_in_flight", None)
     if table is None:
@@ -57,70 +57,67 @@ def _in_flight(app: faust.App) -> dict[int, InFlight]:
     return table
 
 
-def track(app: faust.App, messages: list[Any]) -> None:
+def track(app: faust.App, batch: RawBatch) -> None:
     """Mark a batch as in flight: a rebalance waits for it to be acked. Also tell Faust's
     monitor its partitions are being processed (its stall check reads that, and would log
     "stream has not started processing" for partitions fed this way)."""
-    if not messages:
+    if not len(batch):
         return
-    batch = InFlight(messages)
-    _in_flight(app)[id(messages[0])] = batch
-    app.consumer._unacked_messages.add(batch)
+    entry = InFlight(batch)
+    _in_flight(app)[id(batch)] = entry
+    app.consumer._unacked_messages.add(entry)
     monitor = getattr(app, "monitor", None)
     if monitor is not None:
         now = monotonic()
-        for tp in {m.tp for m in messages}:
-            monitor.stream_inbound_time[tp] = now
+        for run in batch.runs:
+            monitor.stream_inbound_time[run.tp] = now
 
 
-def _release(app: faust.App, messages: Iterable[Any]) -> None:
-    """The tracked batches among `messages` (by their first message) leave the in-flight set."""
+def _release(app: faust.App, batches: Iterable[RawBatch]) -> None:
+    """The tracked batches among `batches` leave the in-flight set."""
     table = _in_flight(app)
     unacked = app.consumer._unacked_messages
-    for m in messages:
-        batch = table.pop(id(m), None)
-        if batch is not None and batch.messages[0] is m:
-            batch.acked = True
-            unacked.discard(batch)
+    for b in batches:
+        entry = table.pop(id(b), None)
+        if entry is not None and entry.batch is b:
+            entry.acked = True
+            unacked.discard(entry)
 
 
-def untrack(app: faust.App, messages: Iterable[Any]) -> None:
+def untrack(app: faust.App, batches: Iterable[RawBatch]) -> None:
     """The batches failed: no longer in flight, and not acked (their offsets are not
     committed)."""
-    _release(app, messages)
+    _release(app, batches)
 
 
-def ack(app: faust.App, messages: list[Any]) -> None:
+def ack(app: faust.App, batches: list[RawBatch]) -> None:
     """The batches' outputs are delivered: their offsets may be committed. Faust's
-    `Consumer.ack` for each message, in one pass under its lock."""
+    `Consumer.ack` for each record, in one pass under its lock, run by run."""
     consumer = app.consumer
     acks_enabled_for = app.topics.acks_enabled_for
-    by_tp: dict[Any, list[Any]] = defaultdict(list)
-    for m in messages:
-        by_tp[m.tp].append(m)
     n = 0
     with ack_lock:
-        for tp, batch in by_tp.items():
-            if not acks_enabled_for(batch[0].topic):
-                for m in batch:
-                    m.acked = True
+        for b in batches:
+            if b.acked:
                 continue
-            committed = consumer._committed_offset[tp]
-            acked_index = consumer._acked_index[tp]
-            acked_for_tp = consumer._acked[tp]
-            for m in batch:
-                if m.acked:
+            b.acked = True
+            for run in b.runs:
+                tp = run.tp
+                if not acks_enabled_for(tp.topic):
                     continue
-                m.acked = True
-                offset = m.offset
-                # (acked or committed already: fetched twice after a seek)
-                if (committed is None or offset >= committed) and offset not in acked_index:
-                    acked_index.add(offset)
-                    acked_for_tp.append(offset)
-                    n += 1
+                committed = consumer._committed_offset[tp]
+                acked_index = consumer._acked_index[tp]
+                acked_for_tp = consumer._acked[tp]
+                for offset in run.offsets:
+                    # (acked or committed already: fetched twice after a seek)
+                    if (committed is None or offset >= committed) and \
+                            offset not in acked_index:
+                        acked_index.add(offset)
+                        acked_for_tp.append(offset)
+                        n += 1
         consumer._n_acked += n
     notify(consumer._waiting_for_ack)
-    _release(app, messages)
+    _release(app, batches)
 
 
 def check_ack_upstream(stored: str | None = None, installed: str | None = None) -> None:

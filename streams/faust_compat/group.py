@@ -7,12 +7,11 @@ only, not on PartitionAssignorT).
 """
 from __future__ import annotations
 
-from typing import Any
-
 import faust
 from faust.types import TP
 
 from streams.faust_compat import feed
+from streams.raw_batch import RawBatch
 
 
 class FaustGroup:
@@ -70,12 +69,12 @@ class FaustGroup:
         """The partition is still ours and no table recovery is rewriting it."""
         return partition in self.owned() and not self.app.tables.recovery.in_recovery
 
-    # -- messages taken from the raw feed (streams.faust_compat.feed)
-    def track(self, messages: list[Any]) -> None:
-        feed.track(self.app, messages)
+    # -- batches taken from the raw feed (streams.faust_compat.feed)
+    def track(self, batch: RawBatch) -> None:
+        feed.track(self.app, batch)
 
-    def untrack(self, messages: list[Any]) -> None:
-        feed.untrack(self.app, messages)
+    def untrack(self, batches: list[RawBatch]) -> None:
+        feed.untrack(self.app, batches)
 
-    def ack(self, messages: list[Any]) -> None:
-        feed.ack(self.app, messages)
+    def ack(self, batches: list[RawBatch]) -> None:
+        feed.ack(self.app, batches)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Protocol
+from typing import Protocol
 
 from features import columnar
 from features.event_columns import parse_batch
@@ -37,14 +37,15 @@ from streams.counters import EVENT_TRIGGER, WorkerCounts
 from streams.pipeline.clocks import PartitionClocks
 from streams.pipeline.outbox import Outbox, StateWrite
 from streams.pipeline.publishing import Publishing
+from streams.raw_batch import RawBatch
 from streams.state_cache import DirtyUser, StateCache
 from streams.state_table import PartitionClock, move_due, user_key
 from streams.strategy import PublishEveryChange, UpdateStrategy
 
 log = logging.getLogger(__name__)
 
-# (source offset, event, message) of one user's events in a batch, in offset order
-UserItems = list[tuple[int, Event, Any]]
+# (source offset, event, index in the batch) of one user's events in a batch, in offset order
+UserItems = list[tuple[int, Event, int]]
 
 
 class StateReader(Protocol):
@@ -95,30 +96,29 @@ class BatchUpdate:
 
     # ------------------------------------------------------------------ per batch
 
-    def compute(self, messages: list[Any], outbox: Outbox) -> None:
+    def compute(self, batch: RawBatch, outbox: Outbox) -> None:
         now = time.time()
         by_user: dict[int, UserItems] = {}
         max_ts: dict[int, int] = {}     # partition -> largest event timestamp in the batch
-        self.counts.events_in += len(messages)
-        parsed_batch = parse_batch(self.rt.parser, [m.value for m in messages],
-                                   [m.key for m in messages], now)
+        self.counts.events_in += len(batch)
+        offsets, partitions = batch.offsets, batch.partitions
+        parsed_batch = parse_batch(self.rt.parser, batch.values, batch.keys, now)
         for i, rejection in parsed_batch.rejected:
             outbox.records.append(self.publishing.dead_letter_record(
-                rejection.reason, rejection.message, messages[i]))
+                rejection.reason, rejection.message, batch.record(i)))
         for i, parsed in parsed_batch.events:
-            msg = messages[i]
             items = by_user.get(parsed.user_id)
             if items is None:
-                by_user[parsed.user_id] = [(msg.offset, parsed, msg)]
+                by_user[parsed.user_id] = [(offsets[i], parsed, i)]
             else:
-                items.append((msg.offset, parsed, msg))
-            p = msg.partition
+                items.append((offsets[i], parsed, i))
+            p = partitions[i]
             if parsed.ts > max_ts.get(p, -1):
                 max_ts[p] = parsed.ts
         for user_id, items in by_user.items():
-            self._check_partitions(items[0][2].key, items)
-            self._advance_user(outbox, user_id, items)
-        last_offset = {msg.partition: msg.offset for msg in messages}   # in offset order
+            self._check_partitions(batch, items)
+            self._advance_user(outbox, batch, user_id, items)
+        last_offset = dict(zip(partitions, offsets))    # (in offset order: the last wins)
         clocks = outbox.clocks
         for partition, offset in last_offset.items():
             # the checkpoint's clock so far, else the stored one
@@ -126,13 +126,15 @@ class BatchUpdate:
             clocks[partition] = PartitionClock(
                 max(max_ts.get(partition, -1), before.stream_time), offset)
 
-    def _check_partitions(self, key: bytes, items: UserItems) -> None:
+    def _check_partitions(self, batch: RawBatch, items: UserItems) -> None:
         """Count the user's events that arrived off the partition kafka.partitioner gives for
         their key (one key: the validator refused any other), and those no known partitioner
         puts there; log what the keys fit once it is clear. A dict lookup per user."""
         check = self.partition_check
+        key = batch.keys[items[0][2]]
         expected = check.expected(key)
-        off = [m.partition for _, _, m in items if m.partition != expected]
+        partitions = batch.partitions
+        off = [p for _, _, i in items if (p := partitions[i]) != expected]
         if not off:
             return
         self.counts.partition_mismatch += len(off)
@@ -143,9 +145,11 @@ class BatchUpdate:
         if verdict is not None:
             log.warning("%s", describe(verdict, check.configured))
 
-    def _advance_user(self, outbox: Outbox, user_id: int, items: UserItems) -> None:
+    def _advance_user(self, outbox: Outbox, batch: RawBatch, user_id: int,
+                      items: UserItems) -> None:
         """The user's state lives in the partition of their first event in the batch."""
-        partition = items[0][2].partition
+        first = items[0][2]
+        partition = batch.partitions[first]
         cache = self.cache
         dirty = cache.dirty(partition, user_id)
         if dirty is not None:
@@ -159,7 +163,7 @@ class BatchUpdate:
                 state = cache.get(user_id, blob) or columnar.decode(blob, self.tz)
             dirty = DirtyUser(user_id, partition, key, state,
                               columnar.ColumnarUpdate(user_id, state),
-                              ingest_ts=items[0][2].timestamp)
+                              ingest_ts=batch.timestamps[first])
             cache.mark_dirty(dirty)
             if blob is not None and state.version > 0 and items[0][0] <= state.source_offset \
                     and (partition, user_id) not in self.sent_again:
@@ -177,12 +181,12 @@ class BatchUpdate:
         if self.keep_events:
             dirty.events.extend(e for _, e, _ in items)
         if up.too_late:
-            by_offset = {off: msg for off, _, msg in items}
+            by_offset = {off: i for off, _, i in items}
             publishing = self.publishing
             for off, ev in up.too_late:
                 outbox.records.append(publishing.dead_letter_record(
                     "too_late", f"day of timestamp {ev.ts} is before the user's 30-day window "
-                    f"(user T {state.T})", by_offset[off]))
+                    f"(user T {state.T})", batch.record(by_offset[off])))
 
     def _send_published_again(self, outbox: Outbox, d: DirtyUser) -> None:
         """A user's events come again (after a crash, or a rebalance that was not clean): the

@@ -12,11 +12,11 @@
                                  states; fenced meanwhile: no records, not acked; else the
                                  records) ──► observers ──► ack every batch of it
 
-A checkpoint is what one commit covers: the batches computed since the last commit (their
-messages stay in flight, so Faust neither commits their offsets nor finishes a rebalance
-without them) and the outbox of their outputs. Each user's state, profile and closed days are
-written and published once per commit, however many batches touched them
-(streams.pipeline.batch_update). The agent commits after a batch when
+A checkpoint is what one commit covers: the batches computed since the last commit (they stay
+in flight, so Faust neither commits their offsets nor finishes a rebalance without them) and the
+outbox of their outputs. Each user's state, profile and closed days are written and published
+once per commit, however many batches touched them (streams.pipeline.batch_update). The agent
+commits after a batch when
 - nothing more is waiting in the feed (it has caught up: latency first), or
 - `real_time_update.commit_interval` seconds have passed since the checkpoint's first batch, or
 - `real_time_update.max_dirty_users` users are dirty, or
@@ -53,7 +53,8 @@ COMMIT_POLL = 0.05      # seconds an open checkpoint waits for more events befor
 
 
 class GroupSide(Protocol):
-    """The consumer group as a batch sees it (streams.faust_compat.group.FaustGroup)."""
+    """The consumer group as a batch sees it (streams.faust_compat.group.FaustGroup). A batch
+    is whatever the source gives (streams.raw_batch.RawBatch); only its length is read here."""
     @property
     def rebalancing(self) -> bool: ...
 
@@ -63,16 +64,16 @@ class GroupSide(Protocol):
     @property
     def generation(self) -> int | None: ...
 
-    def track(self, messages: list[Any]) -> None: ...
+    def track(self, batch: Any) -> None: ...
 
-    def untrack(self, messages: list[Any]) -> None: ...
+    def untrack(self, batches: list[Any]) -> None: ...
 
-    def ack(self, messages: list[Any]) -> None: ...
+    def ack(self, batches: list[Any]) -> None: ...
 
 
 class BatchWork(Protocol):
     """The compute and flush steps (streams.pipeline.batch_update.BatchUpdate)."""
-    def compute(self, messages: list[Any], outbox: Outbox) -> None:
+    def compute(self, batch: Any, outbox: Outbox) -> None:
         """Advance the batch's users in place (they become dirty); stage dead letters."""
         ...
 
@@ -108,7 +109,7 @@ class Fencing(Protocol):
 
 class BatchSource(Protocol):
     """streams.event_feed.EventFeed"""
-    async def take(self, max_n: int, within: float) -> list[Any]: ...
+    async def take(self, max_n: int, within: float) -> Any: ...
 
     def __len__(self) -> int: ...
 
@@ -125,7 +126,8 @@ class Checkpoint:
     """What one commit covers."""
     taken_in: int | None        # the group's rebalance count when its first batch was taken
     generation: int | None = None   # the consumer generation its first batch was computed in
-    messages: list[Any] = field(default_factory=list)
+    batches: list[Any] = field(default_factory=list)
+    events: int = 0                 # records in its batches
     outbox: Outbox = field(default_factory=Outbox)
     started: float = field(default_factory=time.monotonic)   # its first compute began
 
@@ -174,7 +176,7 @@ class BatchLifecycle:
             if self._commit_due(source):
                 await self._commit_and_pace()
 
-    async def _take(self, source: BatchSource, batch_size: int) -> list[Any] | None:
+    async def _take(self, source: BatchSource, batch_size: int) -> Any | None:
         # what is there, at once: under load the next batch fills while this one runs
         if self.checkpoint is None:
             return await source.take(batch_size, within=0)
@@ -203,45 +205,46 @@ class BatchLifecycle:
 
     # ------------------------------------------------------------------ batches
 
-    async def process(self, messages: list[Any], taken_in: int | None = None) -> None:
+    async def process(self, batch: Any, taken_in: int | None = None) -> None:
         """Compute a (tracked) batch into the open checkpoint, or drop it when a rebalance
         began since it was taken (`taken_in`: the group's rebalance count then; None: not
         checked)."""
         try:
             async with self.lock:
-                self._compute(list(messages), taken_in)
+                self._compute(batch, taken_in)
         except BaseException:
-            self.group.untrack(messages)        # not acked: the events come again
+            self.group.untrack([batch])         # not acked: the events come again
             raise
 
     def _rebalanced(self, taken_in: int | None) -> bool:
         return taken_in is not None and (
             self.group.rebalancing or self.group.rebalance_count != taken_in)
 
-    def _compute(self, messages: list[Any], taken_in: int | None) -> None:
+    def _compute(self, batch: Any, taken_in: int | None) -> None:
         """(Lock held.)"""
         if self._rebalanced(taken_in):
             self.counts.rebalance_dropped_batches += 1
-            self.group.untrack(messages)
+            self.group.untrack([batch])
             return
         cp = self.checkpoint
         if cp is None:
             cp = self.checkpoint = Checkpoint(taken_in, self.group.generation)
         try:
-            self.work.compute(messages, cp.outbox)
+            self.work.compute(batch, cp.outbox)
         except BaseException:
-            self._drop(cp, extra=messages)      # states were advanced in place
+            self._drop(cp, extra=[batch])       # states were advanced in place
             raise
-        cp.messages.extend(messages)
+        cp.batches.append(batch)
+        cp.events += len(batch)
         if self._rebalanced(taken_in):          # began while the batch computed
             self._drop(cp)
 
-    def _drop(self, cp: Checkpoint, extra: tuple[Any, ...] | list[Any] = ()) -> None:
-        """Nothing of the checkpoint is emitted and its messages are not acked (they come
-        again to whoever owns their partitions)."""
+    def _drop(self, cp: Checkpoint, extra: list[Any] | tuple[Any, ...] = ()) -> None:
+        """Nothing of the checkpoint is emitted and its batches are not acked (their events
+        come again to whoever owns their partitions)."""
         self.counts.rebalance_dropped_batches += 1
         self.work.discard()
-        self.group.untrack([*cp.messages, *extra])
+        self.group.untrack([*cp.batches, *extra])
         if self.checkpoint is cp:
             self.checkpoint = None
 
@@ -271,7 +274,7 @@ class BatchLifecycle:
         if previous is not None and (previous.cancelled() or previous.exception() is not None):
             # not emitted, not acked: its events come again, after the earlier ones
             self.work.discard()
-            self.group.untrack(cp.messages)
+            self.group.untrack(cp.batches)
             return None
         group = self.group
         if cp.taken_in is not None:
@@ -280,13 +283,13 @@ class BatchLifecycle:
             if group.generation != cp.generation or (count != cp.taken_in and not in_revoke):
                 self._drop(cp)
                 return None
-        if self.fence.fenced(cp.started, len(cp.messages), group.generation,
+        if self.fence.fenced(cp.started, cp.events, group.generation,
                              group.rebalance_count):
             # Not acked: this worker may still be a member (the broker out of reach, not past
             # the session timeout), and an ack would let its position commit past events whose
             # outputs were dropped. The rejoin the fence asked for seeks back to the commit.
             self.work.discard()
-            group.untrack(cp.messages)
+            group.untrack(cp.batches)
             return None
         self.work.flush(cp.outbox)
         await self.outputs.emit(cp.outbox)
@@ -329,30 +332,30 @@ class BatchLifecycle:
     async def _deliver(self, cp: Checkpoint, emitted: list[Publication] | None,
                        after: asyncio.Task[None] | None, generation: int | None,
                        rebalances: int | None) -> None:
-        messages = cp.messages
+        batches = cp.batches
 
         def still_ours() -> bool:
             # The process may have been paused, or cut off from the coordinator, while the
             # states were on their way (a SIGSTOP in the changelog drain): its records would
             # land after a new owner's. Not acked: the states say what was published, and the
             # redelivery after the rejoin sends it again (streams.pipeline.batch_update).
-            return not self.fence.fenced(cp.started, len(messages), generation, rebalances)
+            return not self.fence.fenced(cp.started, cp.events, generation, rebalances)
         try:
             if after is not None:
                 await after             # acks stay in order; a failure there stops this one
             if emitted is not None and not await self.outputs.deliver(cp.outbox, still_ours):
-                self.group.untrack(messages)
+                self.group.untrack(batches)
                 return
         except BaseException:
             # Not acked, so never committed: the events come again after a restart. Untracked,
             # so a rebalance does not wait for them.
-            self.group.untrack(messages)
+            self.group.untrack(batches)
             raise
         if emitted is not None:
             if self.on_delivered is not None:
                 self.on_delivered(emitted)
             self.fence.delivered(self.group.generation)
-        self.group.ack(messages)
+        self.group.ack(batches)
 
 
 class CommittingLock:

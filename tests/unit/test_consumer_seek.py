@@ -82,12 +82,12 @@ async def _take_until(feed, last: int) -> list[int]:
     seen: list[int] = []
     while not seen or seen[-1] < last:
         batch = await asyncio.wait_for(feed.take(10, within=0), 10)
-        seen.extend(m.offset for m in batch)
+        seen.extend(batch.offsets)
     return seen
 
 
 def _seek_while_holding_a_fetch(tmp_path, client: PartitionLog, last: int, before_seek=None):
-    """Fill a 5-message feed (the drain loop then holds the next record, waiting for room),
+    """Fill a 5-record feed (the drain loop then holds the next fetch's run, waiting for room),
     empty it, seek to the committed offsets as the end of a rebalance does, and take what the
     feed gets until offset `last`. Returns (offsets taken before the seek, after it, consumer,
     feed)."""
@@ -97,7 +97,7 @@ def _seek_while_holding_a_fetch(tmp_path, client: PartitionLog, last: int, befor
         drain = asyncio.create_task(consumer._drain_messages(fetcher))
         while not feed.full():
             await asyncio.sleep(0.001)
-        before = [m.offset for m in await feed.take(5, within=0)]
+        before = (await feed.take(5, within=0)).offsets
         feed.clear()
         if before_seek is not None:
             await before_seek(consumer)

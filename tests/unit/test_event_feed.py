@@ -3,55 +3,86 @@ from __future__ import annotations
 
 import asyncio
 
+from faust.types import TP
+
 from features.state import UserState
 from streams.event_feed import EventFeed
+from streams.raw_batch import FetchedRun, RawBatch, RawRecord
 from streams.state_cache import StateCache
 
 
-def test_take_returns_what_is_there_up_to_the_batch_size():
+def run_of(partition: int, offsets) -> FetchedRun:
+    """A fetched run whose values say where they came from."""
+    offsets = list(offsets)
+    return FetchedRun(TP("t", partition), offsets, [b"k"] * len(offsets),
+                      [b"%d@%d" % (partition, o) for o in offsets], [1.0] * len(offsets))
+
+
+def taken(batch: RawBatch) -> list[tuple[int, int]]:
+    """(partition, offset) of each record of the batch, in order; the columns agree."""
+    assert len(batch.values) == len(batch.keys) == len(batch.timestamps) == len(batch)
+    assert batch.values == [b"%d@%d" % po for po in zip(batch.partitions, batch.offsets)]
+    return list(zip(batch.partitions, batch.offsets))
+
+
+def test_take_returns_what_is_there_up_to_the_batch_size_splitting_a_run():
     async def run():
         feed = EventFeed("t", capacity=10)
-        for i in range(7):
-            feed.put(i)
-        assert await feed.take(5, within=0) == [0, 1, 2, 3, 4]
-        assert await feed.take(5, within=0.01) == [5, 6]      # waited, then took what came
+        feed.put(run_of(0, range(3)))
+        feed.put(run_of(1, range(10, 14)))
+        assert len(feed) == 7
+        assert taken(await feed.take(5, within=0)) == [(0, 0), (0, 1), (0, 2), (1, 10), (1, 11)]
+        assert len(feed) == 2
+        # waited, then took what came
+        assert taken(await feed.take(5, within=0.01)) == [(1, 12), (1, 13)]
         assert len(feed) == 0
     asyncio.run(run())
 
 
-def test_take_waits_for_the_first_message_then_fills_within_the_time():
+def test_take_waits_for_the_first_record_then_fills_within_the_time():
     async def run():
         feed = EventFeed("t", capacity=100)
 
         async def later():
             await asyncio.sleep(0.02)
-            feed.put("a")
+            feed.put(run_of(2, [5]))
             await asyncio.sleep(0.01)
-            for x in "bcd":
-                feed.put(x)
+            feed.put(run_of(3, [7, 8, 9]))
         task = asyncio.create_task(later())
         # woken as soon as 4 are there: waiting out `within` would end the test with a timeout
         batch = await asyncio.wait_for(feed.take(4, within=3600), 60)
         await task
         return batch
-    assert asyncio.run(run()) == ["a", "b", "c", "d"]
+    assert taken(asyncio.run(run())) == [(2, 5), (3, 7), (3, 8), (3, 9)]
 
 
 def test_a_full_feed_holds_the_producer_until_taken_and_clear_drops_everything():
     async def run():
         feed = EventFeed("t", capacity=3)
-        for i in range(3):
-            feed.put(i)
+        feed.put(run_of(0, range(3)))
         assert feed.full()
         waiter = asyncio.create_task(feed.wait_space())
         await asyncio.sleep(0.01)
         assert not waiter.done()
-        assert await feed.take(2, within=0) == [0, 1]
+        assert taken(await feed.take(2, within=0)) == [(0, 0), (0, 1)]
         await asyncio.wait_for(waiter, 0.5)
-        feed.put(3)
+        feed.put(run_of(0, [3]))
         feed.clear()                   # a rebalance: nothing buffered is processed
         assert len(feed) == 0 and not feed.full()
     asyncio.run(run())
+
+
+def test_a_run_is_cut_where_its_offsets_jump_and_a_batch_gives_each_record_back():
+    run = run_of(4, [3, 4, 5, 9, 10, 12])
+    pieces = run.contiguous_pieces()
+    assert [p.offsets for p in pieces] == [[3, 4, 5], [9, 10], [12]]
+    assert [p.values for p in pieces] == [[b"4@3", b"4@4", b"4@5"], [b"4@9", b"4@10"],
+                                          [b"4@12"]]
+    whole = run_of(1, [7, 8])
+    assert whole.contiguous_pieces() == [whole]
+    batch = RawBatch([whole, pieces[1]])
+    assert batch.record(2) == RawRecord("t", 4, 9, b"k", b"4@9", 1.0)
+    assert batch.partitions == [1, 1, 4, 4]
 
 
 def test_cache_hits_only_on_the_same_bytes_and_evicts_the_least_recent():

@@ -21,6 +21,15 @@ def test_a_changed_original_fails_with_a_diff():
     assert "+        yield_every = 100\n" in str(info.value)
 
 
+def test_the_installed_faust_getmany_is_the_one_our_fetched_runs_follows():
+    from streams.faust_compat.drain import GETMANY_COPY, check_getmany_upstream
+    check_getmany_upstream()
+    changed = stored_source(GETMANY_COPY).replace("tp in self._buffered_partitions",
+                                                  "tp in self._paused_partitions")
+    with pytest.raises(UpstreamChanged, match="Consumer.getmany"):
+        check_getmany_upstream(stored=changed)
+
+
 def test_the_installed_faust_ack_is_the_one_our_batch_ack_follows():
     from streams.faust_compat.feed import check_ack_upstream
     check_ack_upstream()
@@ -31,12 +40,14 @@ def test_the_installed_faust_ack_is_the_one_our_batch_ack_follows():
 
 def test_a_batch_ack_leaves_the_consumer_as_faust_acking_each_message_does():
     """Acked offsets (what Faust commits), the ack count, and nothing left in flight; offsets
-    below the committed one or acked before (fetched twice after a seek) are not acked again."""
+    below the committed one or acked before (fetched twice after a seek), and batches acked
+    before, are not acked again."""
     import faust
     from faust.types import TP
     from faust.types.tuples import Message
 
     from streams.faust_compat import feed
+    from streams.raw_batch import RawBatch
 
     def consumer_after(acking):
         app = faust.App(f"t-ack-{acking}", broker="kafka://127.0.0.1:1", store="memory://")
@@ -47,17 +58,18 @@ def test_a_batch_ack_leaves_the_consumer_as_faust_acking_each_message_does():
         c._acked_index[TP("ev", 0)].add(7)
         msgs = [Message("ev", p, o, 0.0, None, None, b"k", b"v", None)
                 for p, o in ((0, 5), (0, 6), (1, 2), (0, 7), (1, 4), (1, 4))]
-        feed.track(app, msgs[:3])
-        feed.track(app, msgs[3:])
+        batches = [RawBatch.of_records(msgs[:3]), RawBatch.of_records(msgs[3:])]
+        for b in batches:
+            feed.track(app, b)
         assert len(c._unacked_messages) == 2
         if acking == "faust":
             for m in msgs:
                 c.ack(m)
-            feed.untrack(app, msgs)
+            feed.untrack(app, batches)
         else:
-            feed.ack(app, msgs)
-        return (dict(c._acked), dict(c._acked_index), c._n_acked, len(c._unacked_messages),
-                [m.acked for m in msgs])
+            feed.ack(app, batches)
+            feed.ack(app, batches[:1])          # acked twice: nothing more
+        return (dict(c._acked), dict(c._acked_index), c._n_acked, len(c._unacked_messages))
     ours, faust_ = consumer_after("batch"), consumer_after("faust")
     assert ours == faust_
     assert ours[0] == {TP("ev", 0): [7, 5, 6], TP("ev", 1): [4]} and ours[3] == 0

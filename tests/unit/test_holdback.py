@@ -22,6 +22,7 @@ from streams.pipeline.holdback import HeldPublishes
 from streams.pipeline.outbox import Outbox
 from streams.pipeline.publishing import Publishing
 from streams.publisher import AiokafkaPublisher
+from streams.raw_batch import RawBatch
 from streams.state_cache import StateCache
 from streams.state_table import user_key
 from streams.strategy import PublishEveryChange
@@ -99,12 +100,13 @@ def hold_step(tmp_path, interval: float, strategy=None):
     return cfg, table, update, counts
 
 
-def burst(p: int, user: int, first_offset: int, ts0: int, n: int, action: int) -> list[Msg]:
+def burst(p: int, user: int, first_offset: int, ts0: int, n: int, action: int) -> RawBatch:
     """n events of one action a minute apart (20 of action 2 after one of action 1 change the
     behaviour preferences)."""
-    return [Msg(p, first_offset + j, event(user, ts0 + 60 * j, action_type=action,
-                                           item_id=first_offset + j), str(user).encode())
-            for j in range(n)]
+    return RawBatch.of_records([Msg(p, first_offset + j, event(user, ts0 + 60 * j,
+                                                               action_type=action,
+                                                               item_id=first_offset + j),
+                                    str(user).encode()) for j in range(n)])
 
 
 def commit(update: BatchUpdate, table: Table) -> list[dict]:

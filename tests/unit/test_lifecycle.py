@@ -24,6 +24,7 @@ from streams.pipeline.lifecycle import BatchLifecycle, CommitPolicy
 from streams.pipeline.outbox import Outbox, Publication, Record
 from streams.pipeline.publishing import Publishing
 from streams.publisher import AiokafkaPublisher
+from streams.raw_batch import RawBatch
 from streams.state_cache import StateCache
 from streams.state_table import PARTITION_KEY, PartitionClock, due_key, user_key
 from streams.strategy import PublishEveryChange
@@ -45,18 +46,26 @@ class FakeGroup:
         self.in_flight: set[int] = set()
         self.acked: list[int] = []
 
-    def track(self, messages):
-        self.in_flight.update(messages)
-        self.log.append(("track", list(messages)))
+    # a batch is a list of ints here (a RawBatch counts as one item); untrack and ack take a
+    # list of batches, logged as one list
+    @staticmethod
+    def items(batch):
+        return list(batch) if isinstance(batch, list) else [batch]
 
-    def untrack(self, messages):
+    def track(self, batch):
+        self.in_flight.update(self.items(batch))
+        self.log.append(("track", self.items(batch)))
+
+    def untrack(self, batches):
+        messages = [m for b in batches for m in self.items(b)]
         self.in_flight.difference_update(messages)
-        self.log.append(("untrack", list(messages)))
+        self.log.append(("untrack", messages))
 
-    def ack(self, messages):
+    def ack(self, batches):
+        messages = [m for b in batches for m in self.items(b)]
         self.in_flight.difference_update(messages)
         self.acked.extend(messages)
-        self.log.append(("ack", list(messages)))
+        self.log.append(("ack", messages))
 
 
 class FakeWork:
@@ -598,10 +607,10 @@ def test_the_compute_step_stages_dead_letters_and_the_flush_the_rest_once_per_us
     topics = cfg.kafka.topics
     p7 = PartitionCheck("murmur2", cfg.kafka.partitions).expected(b"7")
     outbox = Outbox()
-    update.compute([Msg(p7, 10, event(7, D0 + 100), b"7"),
-                    Msg(p7, 11, b"{not json", b"7")], outbox)
-    update.compute([Msg(p7, 12, event(7, D0 + DAY + 5), b"7"),    # closes day D0 for user 7
-                    Msg(p7, 13, event(8, D0 + 50), b"8")], outbox)
+    update.compute(RawBatch.of_records([Msg(p7, 10, event(7, D0 + 100), b"7"),
+                                        Msg(p7, 11, b"{not json", b"7")]), outbox)
+    update.compute(RawBatch.of_records([Msg(p7, 12, event(7, D0 + DAY + 5), b"7"),  # closes D0
+                                        Msg(p7, 13, event(8, D0 + 50), b"8")]), outbox)
     assert [r.topic for r in outbox.records] == [topics.dlq]      # nothing else before the flush
     assert outbox.state_writes == [] and outbox.local_writes == [] and update.dirty_count == 2
     assert outbox.clocks == {p7: PartitionClock(D0 + DAY + 5, 13)}
@@ -655,7 +664,7 @@ def run_log(update, table, messages, sizes, commit_every, published) -> int:
     k, i, outbox, open_batches, committed = 0, 0, Outbox(), 0, 0
     while i < len(messages):
         n = sizes[k % len(sizes)]
-        update.compute(messages[i:i + n], outbox)
+        update.compute(RawBatch.of_records(messages[i:i + n]), outbox)
         i, k, open_batches = i + n, k + 1, open_batches + 1
         if open_batches == commit_every:
             update.flush(outbox)
@@ -733,7 +742,7 @@ def test_a_crash_between_the_states_and_the_records_leaves_no_gap_in_the_version
         committed = run_log(update, table, messages[:cut], [5], 1, published)
         # one more commit whose states are delivered and whose records are lost
         lost = Outbox()
-        update.compute(messages[committed:committed + 9], lost)
+        update.compute(RawBatch.of_records(messages[committed:committed + 9]), lost)
         update.flush(lost)
         emit(table, Outbox(state_writes=lost.state_writes, local_writes=lost.local_writes), [])
         # its events were never acked: they come again, and newer ones with them
