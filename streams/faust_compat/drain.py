@@ -58,13 +58,14 @@ class RawFeed(Protocol):
     async def wait_space(self) -> None: ...
 
 
-async def fetched_runs(self: ProfilesConsumer, timeout: float
+async def fetched_runs(self: ProfilesConsumer, timeout: float, feed_topic: str
                        ) -> AsyncIterator[tuple[Any, list[Any]]]:
-    """Faust's `Consumer.getmany`, partition by partition: (tp, the partition's aiokafka records
-    of one fetch), with no message object made. Its checks are the original's, made before each
-    partition's records (nothing is awaited between two records of one partition): flow still
-    active, the generation unchanged, the partition active (or buffered); its high watermark is
-    tracked for Faust's monitor."""
+    """Faust's `Consumer.getmany`, with no message object made: (tp, aiokafka records) of one
+    fetch, all of a partition's records at once on `feed_topic`, one record at a time on other
+    topics. Its checks are the original's, made before each yield: flow still active, the
+    generation unchanged, the partition active (or buffered); its high watermark is tracked for
+    Faust's monitor. (Faust makes them before each record; between two records of one feed
+    partition nothing is awaited.)"""
     records, active_partitions = await self._wait_next_records(timeout)
     generation_id = self.app.consumer_generation_id
     if records is None or self.should_stop:
@@ -77,12 +78,15 @@ async def fetched_runs(self: ProfilesConsumer, timeout: float
             self.log.warning(f"exception performing seek when flow not active {ex}")
         return
     for tp, tp_records in records.items():
-        if not self.flow_active or self.app.consumer_generation_id != generation_id:
-            break
-        if active_partitions is None or tp in active_partitions \
-                or tp in self._buffered_partitions:
+        if not (active_partitions is None or tp in active_partitions
+                or tp in self._buffered_partitions):
+            continue
+        runs = [tp_records] if tp.topic == feed_topic else [[r] for r in tp_records]
+        for run in runs:
+            if not self.flow_active or self.app.consumer_generation_id != generation_id:
+                return
             self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
-            yield tp, tp_records
+            yield tp, run
 
 
 async def drain_into_feed(self: ProfilesConsumer, fetcher: Any, feed: RawFeed) -> None:
@@ -106,7 +110,7 @@ async def drain_into_feed(self: ProfilesConsumer, fetcher: Any, feed: RawFeed) -
     try:
         while not (consumer_should_stop() or fetcher_should_stop()):
             set_flag(flag_consumer_fetching)
-            ait = cast(AsyncIterator, fetched_runs(self, timeout=1.0))
+            ait = cast(AsyncIterator, fetched_runs(self, 1.0, feed_topic))
             await self.sleep(0)
             if self.should_stop:
                 continue

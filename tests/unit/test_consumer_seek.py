@@ -277,3 +277,56 @@ def test_faust_s_event_path_check_skips_a_partition_whose_seek_to_the_start_is_p
         # skipped, never reaching Faust's check (which reads the position)
         assert ProfilesConsumerThread.verify_event_path(thread, 0.0, TP) is None
     asyncio.run(run())
+
+
+CHANGELOG = TopicPartition("user-profiles-user-state-changelog", 0)
+
+
+class LogWithAChangelog(PartitionLog):
+    """One fetch holds user-events records and five of a table's changelog (as during table
+    recovery), then nothing more."""
+
+    def __init__(self):
+        super().__init__(end=20, position=0, committed=None)
+        self.served = False
+
+    async def getmany(self, active_partitions, timeout):
+        await asyncio.sleep(0)
+        if self.served:
+            await asyncio.sleep(0.01)
+            return {}
+        self.served = True
+        return {TP: [ConsumerRecord(TOPIC, 0, o, 0, 0, str(o).encode(), b"{}", None, 1, 2, [])
+                     for o in range(20)],
+                CHANGELOG: [ConsumerRecord(CHANGELOG.topic, 0, o, 0, 0, b"k", b"v", None, 1, 1,
+                                           []) for o in range(5)]}
+
+
+def test_other_topics_records_go_to_faust_one_by_one_until_the_generation_changes(tmp_path):
+    """The feed's partition arrives as one run; a changelog's records reach Faust's callback as
+    messages, each after the original getmany's checks: a generation that changes while one is
+    handled stops the rest of the fetch, as Faust's own loop does."""
+    async def run():
+        client = LogWithAChangelog()
+        app, consumer, feed = _drain(tmp_path, client, capacity=10_000)
+        consumer._set_active_tps({TP, CHANGELOG})
+        handed: list[int] = []
+
+        async def callback(message):
+            handed.append(message.offset)
+            assert message.topic == CHANGELOG.topic and message.value == b"v"
+            if message.offset == 1:
+                app.consumer_generation_id = (app.consumer_generation_id or 0) + 1
+        consumer.callback = callback
+        fetcher = _Fetcher()
+        drain = asyncio.create_task(consumer._drain_messages(fetcher))
+        batch = await asyncio.wait_for(feed.take(100, within=0), 10)
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+        fetcher._stopped.set()
+        consumer._stopped.set()
+        await asyncio.wait_for(drain, 10)
+        return batch, handed
+    batch, handed = asyncio.run(run())
+    assert batch.offsets == list(range(20)) and len(batch.runs) == 1
+    assert handed == [0, 1]
