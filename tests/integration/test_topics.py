@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient
 
-from tests.harness import write_config
+from tests.harness import create_topic, write_config
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,20 +25,11 @@ async def _partitions(bootstrap: str, topic: str) -> int:
         await admin.close()
 
 
-async def _create(bootstrap: str, topic: str, partitions: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, partitions, 1)])
-    finally:
-        await admin.close()
-
-
 def test_worker_refuses_a_user_events_topic_with_other_partitions(broker, tmp_path):
     cfg = write_config(tmp_path / "cfg.yaml", broker, kafka={"partitions": 3})
     # created before the system did, e.g. by a broker that auto-creates topics with its default
     # count (the embedded broker does not auto-create)
-    asyncio.run(_create(broker.bootstrap, "user-events", 1))
+    asyncio.run(create_topic(broker.bootstrap, "user-events", 1))
     n = asyncio.run(_partitions(broker.bootstrap, "user-events"))
     assert n == 1
     r = subprocess.run([sys.executable, "-m", "deploy", "--config", str(cfg), "worker"],
