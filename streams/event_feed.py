@@ -29,6 +29,10 @@ import faust
 from streams.faust_compat.feed import attach_feed
 from streams.raw_batch import FetchedRun, RawBatch
 
+# One record in this many of a run (its first included) is timed for on_arrival: observing a
+# histogram costs about 1.6 µs, 5-10% of an event's whole cost at the rates the pipeline reaches.
+ARRIVAL_SAMPLE = 16
+
 
 class EventFeed:
     """A bounded buffer of one topic's fetched runs (in fetch order), taken in batches."""
@@ -37,8 +41,7 @@ class EventFeed:
         self.topic = topic
         self.capacity = capacity        # records
         self.stale_dropped = 0          # records a seek made stale (streams.faust_compat.drain)
-        # called with each run's fetch delay (its first record's): seconds from the Kafka
-        # timestamp to here
+        # called with a sampled record's fetch delay: seconds from its Kafka timestamp to here
         self.on_arrival: Callable[[float], None] | None = None
         self._buf: deque[FetchedRun] = deque()
         self._n = 0                     # records buffered
@@ -60,8 +63,11 @@ class EventFeed:
     def put(self, run: FetchedRun) -> None:
         if not len(run):
             return
-        if self.on_arrival is not None and run.timestamps[0] is not None:
-            self.on_arrival(time() - run.timestamps[0])
+        if self.on_arrival is not None:
+            now = time()
+            for ts in run.timestamps[::ARRIVAL_SAMPLE]:
+                if ts is not None:
+                    self.on_arrival(now - ts)
         self._buf.append(run)
         self._n += len(run)
         if self._n >= self._want:

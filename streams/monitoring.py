@@ -99,7 +99,7 @@ class WorkerMonitor:
         self.fetch_delay = Histogram(
             "profiles_fetch_delay_seconds",
             "Seconds from an event's Kafka record timestamp to its arrival in this worker "
-            "(one event in 16)",
+            "(one record in 16 of each partition's share of a fetch, its first included)",
             buckets=LATENCY_BUCKETS, registry=self.registry)
         pipeline.feed.on_arrival = self.fetch_delay.observe
         self.recent_latency: dict[str, deque] = {"event": deque(maxlen=5000),

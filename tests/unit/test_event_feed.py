@@ -100,3 +100,16 @@ def test_cache_hits_only_on_the_same_bytes_and_evicts_the_least_recent():
     off = StateCache(0)
     off.put(1, b"one", a)
     assert len(off) == 0
+
+
+def test_one_record_in_16_of_each_run_is_timed_its_first_included():
+    feed = EventFeed("t", capacity=100)
+    delays: list[float] = []
+    feed.on_arrival = delays.append
+    run = run_of(0, range(40))
+    run.timestamps = [float(i) for i in range(40)]      # record i: i seconds after the epoch
+    feed.put(run)
+    feed.put(run_of(1, [7]))                            # (timestamp 1.0)
+    assert len(delays) == 4                             # records 0, 16, 32; then the 1-run
+    assert delays[0] - delays[1] == 16 and delays[1] - delays[2] == 16
+    assert delays[3] >= delays[0] - 1                   # (timestamp 1.0, timed no earlier)
