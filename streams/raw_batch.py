@@ -50,24 +50,21 @@ class FetchedRun:
         return f"<{self.tp.topic}[{self.tp.partition}] offsets {o[0]}..{o[-1]} ({len(o)})>" \
             if o else f"<{self.tp.topic}[{self.tp.partition}] empty>"
 
+    def _slice(self, start: int, stop: int) -> FetchedRun:
+        return FetchedRun(self.tp, self.offsets[start:stop], self.keys[start:stop],
+                          self.values[start:stop], self.timestamps[start:stop])
+
     def split(self, n: int) -> tuple[FetchedRun, FetchedRun]:
         """The first n records and the rest."""
-        return (FetchedRun(self.tp, self.offsets[:n], self.keys[:n], self.values[:n],
-                           self.timestamps[:n]),
-                FetchedRun(self.tp, self.offsets[n:], self.keys[n:], self.values[n:],
-                           self.timestamps[n:]))
+        return self._slice(0, n), self._slice(n, len(self))
 
     def contiguous_pieces(self) -> list[FetchedRun]:
         """The run cut where its offsets are not consecutive (normally: itself, whole)."""
         o = self.offsets
         if not o or o[-1] - o[0] == len(o) - 1:
             return [self]
-        cuts = [i for i in range(1, len(o)) if o[i] != o[i - 1] + 1]
-        pieces, rest = [], self
-        for done, cut in zip([0] + cuts, cuts):
-            head, rest = rest.split(cut - done)
-            pieces.append(head)
-        return pieces + [rest]
+        bounds = [0] + [i for i in range(1, len(o)) if o[i] != o[i - 1] + 1] + [len(o)]
+        return [self._slice(a, b) for a, b in zip(bounds, bounds[1:])]
 
 
 class RawBatch:
@@ -94,9 +91,8 @@ class RawBatch:
         return f"<RawBatch of {len(self)} records in {len(self.runs)} runs>"
 
     def record(self, i: int) -> RawRecord:
-        tp_topic = self.runs[0].tp.topic if self.runs else ""
-        return RawRecord(tp_topic, self.partitions[i], self.offsets[i], self.keys[i],
-                         self.values[i], self.timestamps[i])
+        return RawRecord(self.runs[0].tp.topic, self.partitions[i], self.offsets[i],
+                         self.keys[i], self.values[i], self.timestamps[i])
 
     @classmethod
     def of_records(cls, records: Sequence[Any]) -> RawBatch:

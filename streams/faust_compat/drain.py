@@ -101,7 +101,6 @@ async def drain_into_feed(self: ProfilesConsumer, fetcher: Any, feed: RawFeed) -
     set_flag = self.diag.set_flag
     unset_flag = self.diag.unset_flag
     commit_every = self._commit_every
-    acks_enabled_for = self.app.topics.acks_enabled_for
     flow = self.app.flow_control
     feed_topic = feed.topic
     stale_fetch = self.fetched_before_a_seek
@@ -129,8 +128,7 @@ async def drain_into_feed(self: ProfilesConsumer, fetcher: Any, feed: RawFeed) -
                         if since_yield > YIELD_EVERY:
                             await sleep(0)
                             since_yield = 0
-                        await _other_record(self, tp, to_message(tp, record), callback,
-                                            acks_enabled_for, commit_every)
+                        await _other_record(self, tp, to_message(tp, record), callback)
                     continue
                 if stale_fetch():
                     stale += len(tp_records)
@@ -208,8 +206,7 @@ async def drain_into_feed(self: ProfilesConsumer, fetcher: Any, feed: RawFeed) -
         unset_flag(flag_consumer_fetching)
 
 
-async def _other_record(self: ProfilesConsumer, tp: Any, message: Any, callback: Any,
-                        acks_enabled_for: Any, commit_every: int | None) -> None:
+async def _other_record(self: ProfilesConsumer, tp: Any, message: Any, callback: Any) -> None:
     """A record of another topic (a table's changelog, during recovery or for a standby): the
     original loop's steps for one message, which goes to Faust's callback."""
     offset = message.offset
@@ -219,8 +216,9 @@ async def _other_record(self: ProfilesConsumer, tp: Any, message: Any, callback:
                          tp, offset, r_offset)
         return
     gap = offset - (r_offset or 0)
-    if gap > 1 and r_offset and acks_enabled_for(message.topic):
+    if gap > 1 and r_offset and self.app.topics.acks_enabled_for(message.topic):
         await self._add_gap(tp, r_offset + 1, offset)
+    commit_every = self._commit_every
     if commit_every is not None and self._n_acked >= commit_every:
         self._n_acked = 0
         await self.commit()
