@@ -50,7 +50,7 @@ class EventFeed:
         self._space: asyncio.Event | None = None
 
     def _events(self) -> tuple[asyncio.Event, asyncio.Event]:
-        if self._ready is None:         # created inside the running loop
+        if self._ready is None or self._space is None:      # made inside the running loop
             self._ready, self._space = asyncio.Event(), asyncio.Event()
         return self._ready, self._space
 
@@ -107,8 +107,8 @@ class EventFeed:
         while buf and n < max_n:
             run = buf.popleft()
             if n + len(run) > max_n:
-                run, rest = run.split(max_n - n)
-                buf.appendleft(rest)
+                run, *rest = run.cut(max_n - n, max_n)
+                buf.extendleft(reversed(rest))
             runs.append(run)
             n += len(run)
         self._n -= n

@@ -54,9 +54,17 @@ class FetchedRun:
         return FetchedRun(self.tp, self.offsets[start:stop], self.keys[start:stop],
                           self.values[start:stop], self.timestamps[start:stop])
 
-    def split(self, n: int) -> tuple[FetchedRun, FetchedRun]:
-        """The first n records and the rest."""
-        return self._slice(0, n), self._slice(n, len(self))
+    def tail(self, start: int) -> FetchedRun:
+        """The records from index `start` on (empty when start >= len)."""
+        return self._slice(start, len(self))
+
+    def cut(self, first: int, size: int) -> list[FetchedRun]:
+        """The first `first` records, then the rest in pieces of `size`: every record is copied
+        once (taking a long run `size` at a time by splitting off the rest each time copied
+        the rest again for every piece)."""
+        n = len(self)
+        bounds = [0, *range(first, n, size), n]
+        return [self._slice(a, b) for a, b in zip(bounds, bounds[1:])]
 
     def contiguous_pieces(self) -> list[FetchedRun]:
         """The run cut where its offsets are not consecutive (normally: itself, whole)."""

@@ -141,7 +141,7 @@ async def drain_into_feed(self: ProfilesConsumer, fetcher: Any, feed: RawFeed) -
                     r_offset = get_read_offset(tp)
                     if r_offset is not None and run.offsets[0] < r_offset:
                         # already read (Faust drops these too)
-                        run = run.split(bisect_left(run.offsets, r_offset))[1]
+                        run = run.tail(bisect_left(run.offsets, r_offset))
                         if not len(run):
                             continue
                     if tp in jumped:

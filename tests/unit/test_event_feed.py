@@ -39,6 +39,25 @@ def test_take_returns_what_is_there_up_to_the_batch_size_splitting_a_run():
     asyncio.run(run())
 
 
+def test_a_long_run_is_taken_a_batch_at_a_time_in_order_each_record_copied_once():
+    async def run():
+        feed = EventFeed("t", capacity=100)
+        feed.put(run_of(0, range(2)))
+        feed.put(run_of(3, range(100, 123)))
+        feed.put(run_of(5, range(7, 9)))
+        got = []
+        while len(feed):
+            batch = await feed.take(5, within=0)
+            assert len(batch) == 5 or not len(feed)
+            got += taken(batch)
+        assert got == [(0, 0), (0, 1)] + [(3, o) for o in range(100, 123)] + [(5, 7), (5, 8)]
+    asyncio.run(run())
+    # the first piece fills the batch, the rest go in batch-size pieces
+    pieces = run_of(3, range(10)).cut(2, 3)
+    assert [p.offsets for p in pieces] == [[0, 1], [2, 3, 4], [5, 6, 7], [8, 9]]
+    assert [p.values for p in pieces][1] == [b"3@2", b"3@3", b"3@4"]
+
+
 def test_take_waits_for_the_first_record_then_fills_within_the_time():
     async def run():
         feed = EventFeed("t", capacity=100)
