@@ -2,13 +2,13 @@
 parsed once, the checks run over arrays, the same `Event`s and dead letters as
 `features.events.EventParser.parse_message` gives message by message.
 
-The common shape (a JSON object with integer user_id, item_id, timestamp and action_type, no
-event_type, an optional numeric dwell_time and string event_id, a bytes key) is checked in
-bulk: numpy compares the ranges, the timestamp unit, the configured actions, the clock skew.
-Every message outside that shape, and every one that fails a bulk check, goes through the
-per-event parser, which stays the reference: so a rejection's reason and text are its own, and
-only the verdict "valid" is decided here. tests/unit/test_event_columns.py holds the two equal
-on generated batches.
+The common shape (a JSON object with integer user_id, item_id and timestamp, an integer
+action_type or else a configured event_type, an optional numeric dwell_time and string event_id,
+a bytes key) is checked in bulk: numpy compares the ranges, the timestamp unit, the configured
+actions, the clock skew. Every message outside that shape, and every one that fails a bulk
+check, goes through the per-event parser, which stays the reference: so a rejection's reason
+and text are its own, and only the verdict "valid" is decided here.
+tests/unit/test_event_columns.py holds the two equal on generated batches.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from features.events import (
     Event,
     EventParser,
     Rejection,
+    new_event,
 )
 
 MS_THRESHOLD_INT = int(MS_THRESHOLD)    # (for an integer timestamp)
@@ -69,15 +70,20 @@ def _load(values: Sequence[bytes | None]) -> tuple[list[int], list[dict]]:
 
 
 def _common_shape(objs: list[dict], keys: Sequence[bytes | str | None],
-                  idx: list[int]) -> tuple[list[int], list[tuple]]:
-    """Of the loaded objects, (index, fields) of those in the common shape."""
+                  idx: list[int], event_types: dict[str, int]) -> tuple[list[int], list[tuple]]:
+    """Of the loaded objects, (index, fields) of those in the common shape, the action a
+    configured `event_type` names standing for a missing action_type."""
     out_idx: list[int] = []
     out: list[tuple] = []
     for i, o in zip(idx, objs):
         g = o.get
         uid, iid, ts, act = g("user_id"), g("item_id"), g("timestamp"), g("action_type")
-        if type(uid) is int and type(iid) is int and type(ts) is int and type(act) is int \
-                and g("event_type") is None:
+        etype = g("event_type")
+        if etype is not None:
+            if act is not None or type(etype) is not str:
+                continue
+            act = event_types.get(etype)
+        if type(uid) is int and type(iid) is int and type(ts) is int and type(act) is int:
             dwell, eid, key = g("dwell_time"), g("event_id"), keys[i]
             if (dwell is None or type(dwell) is int or type(dwell) is float) and \
                     (eid is None or type(eid) is str) and type(key) is bytes:
@@ -93,7 +99,7 @@ def parse_batch(parser: EventParser, values: Sequence[bytes | None],
     n = len(values)
     verdict: list[Event | Rejection | None] = [None] * n
     loaded_idx, objs = _load(values)
-    idx, rows = _common_shape(objs, keys, loaded_idx)
+    idx, rows = _common_shape(objs, keys, loaded_idx, parser.event_types)
     if rows:
         valid = _valid_rows(parser, rows, now)
         if valid is not None:
@@ -101,7 +107,7 @@ def parse_batch(parser: EventParser, values: Sequence[bytes | None],
             for j, i in enumerate(idx):
                 if ok[j]:
                     uid, iid, _, act, _, eid, _ = rows[j]
-                    verdict[i] = Event(uid, iid, seconds[j], act, dwell_ms[j], eid)
+                    verdict[i] = new_event(uid, iid, seconds[j], act, dwell_ms[j], eid)
     out = ParsedBatch()
     parse = parser.parse_message
     for i in range(n):

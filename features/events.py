@@ -39,6 +39,27 @@ class Event:
     event_id: str | None
 
 
+_new_object = object.__new__
+_SET_FIELDS = tuple(getattr(Event, name).__set__ for name in
+                    ("user_id", "item_id", "ts", "action", "dwell_ms", "event_id"))
+
+
+def new_event(user_id: int, item_id: int, ts: int, action: int, dwell_ms: int | None,
+              event_id: str | None) -> Event:
+    """`Event(...)` in half the time, for the bulk parser (one per event of the stream): a
+    frozen dataclass's __init__ sets each field through object.__setattr__; this sets the
+    slots directly. tests/unit/test_event_columns.py holds the two equal."""
+    e = _new_object(Event)
+    su, si, st, sa, sd, se = _SET_FIELDS
+    su(e, user_id)
+    si(e, item_id)
+    st(e, ts)
+    sa(e, action)
+    sd(e, dwell_ms)
+    se(e, event_id)
+    return e
+
+
 @final
 @dataclass(frozen=True, slots=True)
 class Rejection:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from features.config import EventsConfig
 from features.event_columns import EMPTY, parse_batch
-from features.events import MAX_EVENT_BYTES, Event, EventParser, Rejection
+from features.events import MAX_EVENT_BYTES, Event, EventParser, Rejection, new_event
 
 NOW = 1_764_547_200.0
 SKEW = 300
@@ -55,6 +55,14 @@ common = st.fixed_dictionaries(            # the common shape, mostly valid
     optional={"dwell_time": st.one_of(st.integers(0, 86400), st.floats(0, 86400)),
               "event_id": st.text(max_size=10)})
 
+named = st.fixed_dictionaries(             # the common shape with an event_type for the action
+    {"user_id": st.integers(0, 10 ** 6), "item_id": st.integers(0, 10 ** 6),
+     "timestamp": st.integers(now_s - 40 * 86400, now_s + SKEW + 2),
+     "event_type": st.sampled_from(sorted(PARSERS["s"].event_types) + ["nope"])},
+    optional={"action_type": st.one_of(st.none(), st.sampled_from(ACTIONS)),
+              "dwell_time": st.one_of(st.integers(0, 86400), st.floats(0, 86400)),
+              "event_id": st.text(max_size=10)})
+
 
 def dumps(obj) -> bytes:
     """JSON of obj (integers of any size, which orjson does not write)."""
@@ -82,11 +90,11 @@ def near_valid(draw) -> tuple[bytes, bytes]:
 @st.composite
 def message(draw) -> tuple[bytes | None, bytes | str | None]:
     kind = draw(st.sampled_from(["near"] * 8 + ["common"] * 3 + ["event"] * 3 +
-                                ["raw", "json", "none", "big"]))
+                                ["named"] * 2 + ["raw", "json", "none", "big"]))
     if kind == "near":
         return draw(near_valid())
-    if kind in ("common", "event"):
-        obj = draw(common if kind == "common" else event)
+    if kind in ("common", "event", "named"):
+        obj = draw({"common": common, "event": event, "named": named}[kind])
         raw = dumps(obj)
         uid = obj.get("user_id")
         key = draw(st.one_of(
@@ -193,6 +201,26 @@ def test_valid_events_of_the_common_shape_are_judged_in_bulk(unit, monkeypatch):
     assert [e for _, e in got.events] == expected
 
 
+@pytest.mark.parametrize("unit", sorted(PARSERS))
+def test_valid_events_naming_a_configured_event_type_are_judged_in_bulk(unit, monkeypatch):
+    parser = PARSERS[unit]
+    names = sorted(parser.event_types)
+    ts = now_s * 1000 if unit == "ms" else now_s
+    values = [orjson.dumps({"user_id": u, "item_id": 7, "timestamp": ts - u,
+                            "event_type": names[u % len(names)], "dwell_time": u / 8,
+                            "event_id": f"e{u}"}) for u in range(50)]
+    keys = [str(u).encode() for u in range(50)]
+    expected = reference(parser, values, keys)
+    assert all(type(e) is Event for e in expected)
+    assert [e.action for e in expected] == [parser.event_types[names[u % len(names)]]
+                                            for u in range(50)]
+    asked = []
+    monkeypatch.setattr(parser, "parse_message", lambda *a: asked.append(a))
+    got = parse_batch(parser, values, keys, NOW)
+    assert asked == [] and got.rejected == []
+    assert [e for _, e in got.events] == expected
+
+
 def test_integers_beyond_64_bits_leave_the_batch_to_the_reference():
     parser = PARSERS["auto"]
     values = [orjson.dumps({"user_id": 2 ** 64 - 1, "item_id": 1, "timestamp": now_s,
@@ -228,3 +256,15 @@ def test_hostile_payloads_mixed_with_valid_events_get_the_reference_verdicts():
         merged = [v for _, v in sorted(got.events + got.rejected, key=lambda p: p[0])]
         assert merged == reference(parser, values, keys)
         assert got.events                   # valid ones were there to judge in bulk
+
+
+@given(st.tuples(st.integers(0, 2 ** 63 - 1), st.integers(0, 2 ** 63 - 1),
+                 st.integers(0, 2 ** 40), st.integers(0, 255),
+                 st.one_of(st.none(), st.integers(0, 86_400_000)),
+                 st.one_of(st.none(), st.text(max_size=5))))
+def test_new_event_is_the_event_the_constructor_makes(fields):
+    made, built = new_event(*fields), Event(*fields)
+    assert type(made) is Event and made == built and hash(made) == hash(built)
+    assert repr(made) == repr(built)
+    with pytest.raises(AttributeError):
+        made.ts = 1         # still frozen
