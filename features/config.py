@@ -455,9 +455,26 @@ class RocksDBConfig(Section):
                 "block_cache_compressed_size": self.block_cache_mb * mib}
 
 
+class GcConfig(Section):
+    """The worker's cyclic garbage collector (streams.gc_policy). Python's default thresholds
+    (700, 10, 10) ran a full collection of the worker's heap (100-140 ms) every second or so
+    under load: a fifth of its CPU (BENCHMARKS.md, "Garbage collection")."""
+    thresholds: tuple[int, int, int] = (10000, 50, 10)     # gc.set_threshold (0: never)
+    freeze_after_start: bool = True     # gc.freeze() once the agent starts: the start-up heap
+                                        # (modules, the app, the catalog) is never scanned again
+
+    @field_validator("thresholds")
+    @classmethod
+    def _thresholds(cls, v: tuple[int, int, int]) -> tuple[int, int, int]:
+        if min(v) < 0:
+            raise ValueError(f"gc thresholds must be >= 0, got {list(v)}")
+        return v
+
+
 class PerformanceConfig(Section):
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     rocksdb: RocksDBConfig = Field(default_factory=RocksDBConfig)
+    gc: GcConfig = Field(default_factory=GcConfig)
 
 
 class AlertRule(Section):

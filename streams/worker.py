@@ -5,6 +5,7 @@ import asyncio
 import logging
 import os
 import time
+from typing import Any
 
 import faust
 from aiokafka.errors import KafkaError, KafkaTimeoutError
@@ -12,6 +13,7 @@ from aiokafka.errors import KafkaError, KafkaTimeoutError
 from features.config import ProfileConfig
 from streams.app import Instance, create_app
 from streams.context import WorkerContext
+from streams.gc_policy import apply_thresholds
 from streams.restart import START_DEADLINE_ENV, exec_again_if_requested, request_exec_again
 from streams.topics import TopicMismatch, ensure_topics
 
@@ -131,12 +133,13 @@ def logging_config(cfg: ProfileConfig, log_file: str) -> dict:
 def run_worker(app: faust.App, cfg: ProfileConfig, log_file: str | None = None) -> None:
     """Create missing topics, then run the Faust worker until SIGTERM/SIGINT."""
     logging.basicConfig(level=logging.INFO)
+    apply_thresholds(cfg.performance.gc)
     deadline = start_deadline()
     try:
         ensure_topics_waiting(cfg, deadline)
     except TopicMismatch as e:
         raise SystemExit(f"cannot start: {e}") from None
-    extra = {"logging_config": logging_config(cfg, log_file)} if log_file else {}
+    extra: dict[str, Any] = {"logging_config": logging_config(cfg, log_file)} if log_file else {}
     worker = faust.Worker(app, loglevel=cfg.worker.log_level, **extra)
     # Faust's terminal spinner sets the root logger to DEBUG (so it can spin on every record)
     # whenever the level is WARN or above: every debug call in Faust and aiokafka then builds a

@@ -39,6 +39,7 @@ from streams import event_feed
 from streams.counters import WorkerCounts
 from streams.faust_compat.consumer import consumer_hooks
 from streams.faust_compat.group import FaustGroup
+from streams.gc_policy import freeze_start_up_heap
 from streams.items import ItemFeed
 from streams.kafka_security import client_kwargs
 from streams.owned_chunks import OwnedChunks
@@ -143,6 +144,7 @@ class ProfilePipeline:
     async def _agent(self, stream: Any) -> None:
         # The agent subscribes the topic; its messages arrive through self.feed, not `stream`.
         await self.items.ready.wait()   # events resolve categories against a complete catalog
+        freeze_start_up_heap(self.cfg.performance.gc)
         await self.lifecycle.run(self.feed, self.batch_size)
 
     async def _send_held(self) -> None:
