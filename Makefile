@@ -36,7 +36,8 @@ bench-jobs: install
 	$(BIN)/profiles bench-jobs
 
 # ruff (pyflakes, pycodestyle, import order, private access outside streams/faust_compat/) and
-# mypy on features/ (pyproject.toml). `make test` runs it first.
+# mypy on features/ (strict), streams/, offline/ and deploy/ (pyproject.toml). `make test` runs
+# it first.
 LINT_PATHS ?= streams features deploy offline tools tests
 lint: $(STAMP)
 	$(BIN)/ruff check $(LINT_PATHS)

@@ -10,6 +10,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 from deploy.cluster import Cluster, Reply
 from features.config import ProfileConfig
@@ -27,7 +28,7 @@ class JobOutcome:
 
     def ran(self) -> set[int]:
         """Partitions a member reports it ran to the end."""
-        return {p["partition"] for r in self._ok() for p in r.body["partitions"]
+        return {p["partition"] for r in self._ok() for p in cast(dict, r.body)["partitions"]
                 if not p.get("aborted")}
 
     def not_run(self) -> list[int]:
@@ -38,7 +39,8 @@ class JobOutcome:
         return [r for r in self.replies if r not in self._ok()]
 
     def drift(self) -> int:
-        return sum(r.body["totals"].get("drift", {}).get("users", 0) for r in self._ok())
+        return sum(cast(dict, r.body)["totals"].get("drift", {}).get("users", 0)
+                   for r in self._ok())
 
     @property
     def exit_code(self) -> int:

@@ -5,6 +5,7 @@ worker owns, are named."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import cast
 
 from deploy.cluster import Cluster, NoWorkerAnswers, discover
 from deploy.supervisor import read_cluster, supervisor_pid
@@ -157,8 +158,8 @@ def verdict(status: ClusterStatus) -> tuple[int, list[str]]:
     for w in status.workers:
         if not w.in_group:
             reasons.append(f"{_name(w)} runs but is not a member of the group")
-        elif w.refused:
-            reasons.append(f"{_name(w)} {w.error.split(': ', 1)[-1]}")
+        elif w.refused:                 # (its error is set with refused)
+            reasons.append(f"{_name(w)} {cast(str, w.error).split(': ', 1)[-1]}")
         elif w.health is None:
             reasons.append(f"{_name(w)} does not answer ({w.error})")
         elif w.health.get("status") != "ok":
@@ -201,7 +202,7 @@ def render(status: ClusterStatus) -> list[str]:
             continue
         m = w.monitor or {}
         lag = [v for v in m.get("lag", {}).values() if v is not None]
-        state = w.health.get("status")
+        state = cast(str, w.health.get("status"))
         if w.health.get("recovering_partitions"):
             state += " " + ",".join(map(str, w.health["recovering_partitions"]))
         lines.append(
@@ -227,7 +228,7 @@ def render(status: ClusterStatus) -> list[str]:
         lines.append(f"quality ({q.users:,} users sampled): coverage {qq['coverage']:.1%}, "
                      f"average confidence {qq['average_confidence']:.3f}, data richness "
                      f"{qq['data_richness']:.1f} events, freshness "
-                     f"{qq['freshness_seconds'] / 3600:.1f} h, completeness "
+                     f"{cast(float, qq['freshness_seconds']) / 3600:.1f} h, completeness "
                      f"{qq['completeness']:.1%}")
         b = q.business(5)
         lines.append(f"business: activity levels {b['activity_levels']}, user types "

@@ -18,10 +18,14 @@ import struct
 import zlib
 from dataclasses import dataclass
 from itertools import accumulate
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from features.state import EVENT_ID_HASH_BYTES, NO_CLOSED_DAY, UNKNOWN_DUE, DayBucket, UserState
+
+if TYPE_CHECKING:
+    from features.columnar.layout import ColumnarState
 
 FORMAT_VERSION = 2
 _HEAD_V1 = struct.Struct("<BqqqqBI")
@@ -142,7 +146,7 @@ def read_header(data: bytes) -> Header:
     return Header(T, offset, version, digest, due, as_of, closed)
 
 
-def patch_header(data: bytes, state: UserState) -> bytes:
+def patch_header(data: bytes, state: UserState | ColumnarState) -> bytes:
     """`data` with the bookkeeping of `state` (version, digest, due day, published as_of and,
     in v3, the closed day); the rest is unchanged. Only for the current formats (older records
     are re-encoded; a v2 record cannot say that day(T) is closed)."""

@@ -6,11 +6,15 @@ redelivered event (offset <= state.source_offset) is skipped and counted, never 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from features.events import Event, day_of
 from features.profile import Profile
 from features.runtime import FeatureRuntime
 from features.state import APPLIED, DUPLICATE, UserState, apply
+
+if TYPE_CHECKING:
+    from features.columnar.layout import ColumnarState
 
 
 @dataclass
@@ -72,7 +76,7 @@ def apply_events(rt: FeatureRuntime, user_id: int, state: UserState,
     return up
 
 
-def mark_published(state: UserState, profile: Profile) -> int:
+def mark_published(state: UserState | ColumnarState, profile: Profile) -> int:
     """Record a publish in the state; returns the record's version."""
     state.version += 1
     state.published_digest = profile.digest()

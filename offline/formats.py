@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, cast
 
 import orjson
 
@@ -142,17 +142,21 @@ def numbered_chunks(chunks: list[Chunk], lines: list[int]) -> list[Chunk]:
 def _parquet_chunks(path: str | Path, n: int) -> list[Chunk]:
     pq = require_pyarrow()
     files = parquet_files(path)
-    groups = []                          # (file, row group, rows)
-    for f in files:
-        meta = pq.ParquetFile(f).metadata
-        groups += [(str(f), g, meta.row_group(g).num_rows) for g in range(meta.num_row_groups)]
+    groups: list[tuple[str, int, int]] = []          # (file, row group, rows)
+    for file in files:
+        meta = pq.ParquetFile(file).metadata
+        groups += [(str(file), g, meta.row_group(g).num_rows)
+                   for g in range(meta.num_row_groups)]
     total = sum(r for _, _, r in groups)
     per = max(1, -(-total // max(1, n)))
     chunks: list[Chunk] = []
-    line, current, current_rows, current_file, first = 1, [], 0, None, 1
+    current: list[int] = []
+    current_file: str | None = None      # set with current's first row group
+    line, current_rows, first = 1, 0, 1
     for f, g, rows in groups:
         if current and (f != current_file or current_rows >= per):
-            chunks.append(Chunk(current_file, "parquet", first, row_groups=tuple(current)))
+            chunks.append(Chunk(cast(str, current_file), "parquet", first,
+                                row_groups=tuple(current)))
             current, current_rows = [], 0
         if not current:
             current_file, first = f, line
@@ -160,7 +164,7 @@ def _parquet_chunks(path: str | Path, n: int) -> list[Chunk]:
         current_rows += rows
         line += rows
     if current:
-        chunks.append(Chunk(current_file, "parquet", first, row_groups=tuple(current)))
+        chunks.append(Chunk(cast(str, current_file), "parquet", first, row_groups=tuple(current)))
     return chunks
 
 
@@ -260,7 +264,7 @@ class RecordWriter:
         self.n = 0
         if fmt == "parquet":
             self.pq = require_pyarrow()
-            self.writer = None
+            self.writer: Any = None
         else:
             self.f = open(self.path, "wb")
 

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any, Callable, cast
 
 import numpy as np
 import orjson
@@ -160,7 +160,7 @@ def _read_rows(path: Path) -> Rows:
 def _read_events(chunk, counts: Counter) -> tuple[Rows, list, int]:
     """Phase 1's validation of one chunk, on columns (offline.scan) where certain: (rows, dead
     letters, the chunk's newlines: JSONL chunks are counted here, in the workers)."""
-    job, rt = _job, _rt
+    job, rt = cast(Job, _job), cast(FeatureRuntime, _rt)      # set by _init
     if chunk.fmt == "jsonl":
         with open(chunk.path, "rb") as f:
             f.seek(chunk.start)
@@ -174,7 +174,7 @@ def _read_events(chunk, counts: Counter) -> tuple[Rows, list, int]:
 def _scan(c: int, chunk) -> tuple[Counter, list | None, list, int]:
     """Phase 1 for one chunk: (counts, the partitions' rows when in memory, dead letters,
     newlines)."""
-    job = _job
+    job = cast(Job, _job)                # set by _init
     counts: Counter = Counter()
     rows, dead, newlines = _read_events(chunk, counts)
     if job.partitions == 1:
@@ -196,18 +196,19 @@ def _scan(c: int, chunk) -> tuple[Counter, list | None, list, int]:
 def _partition_rows(p: int, shifts: list[int], memory: list | None) -> Rows:
     """A partition's events grouped by user (users ascending), each user's in log order;
     shifts: what to add to each chunk's line numbers (chunks numbered from 1 in phase 1)."""
+    job = cast(Job, _job)                # set by _init
     if memory is not None:
         parts = [buckets[p] for buckets in memory]
     else:
         parts = []
         for c in range(len(shifts)):
-            f = _bucket_file(_job.tmp, c, p)
+            f = _bucket_file(cast(str, job.tmp), c, p)      # not in memory: in job.tmp
             parts.append(_read_rows(f))
             f.unlink()
     for part, shift in zip(parts, shifts):
         if shift:
             part.cols["line"] = part.cols["line"] + shift
-    return in_log_order(Rows.concat(parts), _job.order_by is not None)
+    return in_log_order(Rows.concat(parts), job.order_by is not None)
 
 
 @_paused_gc()
@@ -217,7 +218,8 @@ def _batch_partition(p: int, shifts: list[int], trigger: str, updated_at: float,
     rows = _partition_rows(p, shifts, memory)
     counts: Counter = Counter()
     dead: list = []
-    out = batch_users(_rt, rows, _job.as_of, trigger, updated_at, counts, dead)
+    out = batch_users(cast(FeatureRuntime, _rt), rows, cast(Job, _job).as_of, trigger,
+                      updated_at, counts, dead)
     return counts, out, dead
 
 
@@ -225,7 +227,7 @@ def _batch_partition(p: int, shifts: list[int], trigger: str, updated_at: float,
 def _training_partition(p: int, shifts: list[int], wanted: dict[int, set[int]],
                         memory: list | None = None) -> dict[tuple[int, int], dict]:
     """Phase 2 of a training set: {(user_id, as_of): profile fields} for the labels here."""
-    return training_users(_rt, _partition_rows(p, shifts, memory), wanted)
+    return training_users(cast(FeatureRuntime, _rt), _partition_rows(p, shifts, memory), wanted)
 
 
 def _import_before_fork() -> None:
@@ -252,7 +254,7 @@ def _context():
 class _Run:
     """One run's workers, chunks and phase 1 results."""
     cfg: ProfileConfig
-    items: str | None
+    items: str | Path | None
     events: str
     events_format: str
     workers: int
@@ -280,7 +282,7 @@ class _Run:
         self.pool = None
         if one:
             _init(self.job, worker=False)
-            self.rt = _rt
+            self.rt = cast(FeatureRuntime, _rt)     # set by _init
         else:
             ctx = _context()
             if ctx.get_start_method() == "fork":

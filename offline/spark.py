@@ -249,7 +249,7 @@ def _dead_letters(spark, rows, dead_rdd, out: str, fmt: str) -> None:
 
 # ---------------------------------------------------------------- writing
 
-def _write(spark, records, path: str, fmt: str, schema, lines=None) -> None:
+def _write(spark, records, path: str | Path, fmt: str, schema, lines=None) -> None:
     """Records (dicts) in their RDD order to a folder of part files; `lines` (JSON line bytes)
     are written as they are when given."""
     if fmt == "jsonl":
@@ -449,7 +449,7 @@ def _with_originals(spark, lines, dead: list) -> list:
     return [d if d[4] is not None else (*d[:4], found.get((d[0], d[1]), "")) for d in dead]
 
 
-def _write_small(spark, records: list, path: str, fmt: str, schema) -> None:
+def _write_small(spark, records: list, path: str | Path, fmt: str, schema) -> None:
     """Records from the driver as one part file."""
     if fmt == "jsonl":
         df = spark.createDataFrame([(orjson.dumps(r).decode(),) for r in records],

@@ -12,7 +12,7 @@ sub). A dead letter is a tuple (line, sub, reason, message, original).
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 import orjson
@@ -97,7 +97,8 @@ def label_key(label: Any, where: str) -> tuple[int, int]:
         if name in label:
             raise OfflineError(f"{where}: label column {name!r} would be overwritten by the "
                                "profile field of that name; rename it")
-    uid, ts = label.get("user_id"), label.get("ts")
+    uid: Any = label.get("user_id")
+    ts: Any = label.get("ts")
     if type(uid) is not int or not 0 <= uid < MAX_USER_ID:
         raise OfflineError(f"{where}: user_id {uid!r} is not an integer id")
     if type(ts) not in (int, float) or not 0 <= ts < MAX_TS:
@@ -160,7 +161,7 @@ def batch_users(rt: FeatureRuntime, rows: Rows, as_of: int | None, trigger: str,
     return out
 
 
-def training_users(rt: FeatureRuntime, rows: Rows, wanted: dict[int, Iterable[int]]
+def training_users(rt: FeatureRuntime, rows: Rows, wanted: Mapping[int, Iterable[int]]
                    ) -> dict[tuple[int, int], dict[str, Any]]:
     """{(user_id, as_of): profile fields} for each wanted user and time; rows grouped by user
     (users ascending), each user's in log order. Users without events get the default

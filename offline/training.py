@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -37,7 +37,8 @@ class Labels:
         import pyarrow as pa
         if self.table is not None:
             return self.table.slice(start, stop - start)
-        return pa.Table.from_pylist(self.rows[start:stop], schema=self.schema())
+        rows = cast(list[dict], self.rows)       # JSONL labels: rows, no table
+        return pa.Table.from_pylist(rows[start:stop], schema=self.schema())
 
     def schema(self):
         import pyarrow as pa
@@ -103,7 +104,7 @@ def write_training_set(out: str | Path, fmt: str, labels: Labels,
     schema = training_arrow_schema(feature_ids)
     check_out(out)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    writer = None
+    writer: Any = None
     for start in range(0, max(1, len(labels.keys)), ROWS_PER_BATCH):
         stop = min(start + ROWS_PER_BATCH, len(labels.keys))
         table = labels.arrow(start, stop) if labels.keys else \

@@ -27,10 +27,11 @@ class ItemFeed:
     def _put(self, key: bytes | None, value: bytes | None) -> None:
         try:
             rec = orjson.loads(value) if value is not None else None
+            # int(None) (no key, no item_id) raises TypeError: the record is skipped below
             if isinstance(rec, dict) and "features" in rec:
-                item_id, feats = int(rec.get("item_id", key)), rec["features"]
+                item_id, feats = int(rec.get("item_id", key)), rec["features"]  # type: ignore[arg-type]
             else:
-                item_id, feats = int(key), rec
+                item_id, feats = int(key), rec      # type: ignore[arg-type]
             if not isinstance(feats, dict):
                 raise ValueError("features must be an object")
             self.catalog.put(item_id, feats)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import ssl
-from typing import Any
+from typing import Any, cast
 
 from features.config import KafkaSecurityConfig, ProfileConfig
 
@@ -29,7 +29,8 @@ def ssl_context(cfg: ProfileConfig) -> ssl.SSLContext | None:
                                      else None)
     ctx.check_hostname = sec.ssl_check_hostname
     if sec.ssl_certfile:
-        ctx.load_cert_chain(cfg.path(sec.ssl_certfile), cfg.path(sec.ssl_keyfile))
+        # the config validates that ssl_keyfile comes with ssl_certfile
+        ctx.load_cert_chain(cfg.path(sec.ssl_certfile), cfg.path(cast(str, sec.ssl_keyfile)))
     return ctx
 
 
@@ -61,7 +62,7 @@ def librdkafka_settings(cfg: ProfileConfig) -> dict[str, Any]:
             "https" if sec.ssl_check_hostname else "none"
         if sec.ssl_certfile:
             out["ssl.certificate.location"] = str(cfg.path(sec.ssl_certfile))
-            out["ssl.key.location"] = str(cfg.path(sec.ssl_keyfile))
+            out["ssl.key.location"] = str(cfg.path(cast(str, sec.ssl_keyfile)))  # with certfile
     if sec.protocol.startswith("SASL"):
         out.update({"sasl.mechanism": sec.sasl_mechanism, "sasl.username": sec.sasl_username,
                     "sasl.password": _password(sec)})

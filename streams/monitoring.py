@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import aiohttp
 import orjson
@@ -315,7 +315,7 @@ def _evaluate_readable(engine: Any, uids: list[int], states: list[Any]) -> list[
     try:
         return columnar.evaluate_many(engine, uids, states, as_of)
     except StateDecodeError:
-        out = []
+        out: list[Any] = []              # a Profile, or None, per user
         for uid, st, t in zip(uids, states, as_of):
             try:
                 out.extend(columnar.evaluate_many(engine, [uid], [st], [t]))
@@ -398,7 +398,7 @@ def quality_families(q: QualitySummary):
                            "freshness_seconds, completeness)", labels=["metric"])
     for k in QUALITY_METRICS:
         if figures[k] is not None:
-            qg.add_metric([k], figures[k])
+            qg.add_metric([k], cast(float, figures[k]))
     yield qg
     num = GaugeMetricFamily("profiles_quality_numerator", "profiles_quality times "
                             "profiles_quality_sample_users (the figure summed over the sampled "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from contextlib import AbstractAsyncContextManager
 from itertools import islice
 from typing import Any, Awaitable, Callable, Protocol
 
@@ -42,7 +43,8 @@ class OpenDatabases(Protocol):
 
 
 class OwnedChunks:
-    def __init__(self, partitions: Partitions, states: OpenDatabases, lock: asyncio.Lock):
+    def __init__(self, partitions: Partitions, states: OpenDatabases,
+                 lock: AbstractAsyncContextManager[Any]):   # an asyncio.Lock or CommittingLock
         self.partitions = partitions
         self.states = states
         self.lock = lock

@@ -21,7 +21,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -76,9 +76,9 @@ class ProfileUpdatePipeline:
             ev["action_type"] = event_type
         else:
             ev["event_type"] = event_type
-        self._run(self._producer.send_and_wait(self.cfg.kafka.topics.user_events,
-                                               value=orjson.dumps(ev),
-                                               key=str(user_id).encode()))
+        producer = cast(AIOKafkaProducer, self._producer)      # set by start()
+        self._run(producer.send_and_wait(self.cfg.kafka.topics.user_events,
+                                         value=orjson.dumps(ev), key=str(user_id).encode()))
         self._last_sent[user_id] = max(ts, self._last_sent.get(user_id, 0))
 
     def get_profile(self, user_id: int, wait: float = 10.0) -> dict[str, Any] | None:
@@ -113,7 +113,7 @@ class ProfileUpdatePipeline:
         if self._producer is not None:
             self._run(self._producer.stop())
         self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
+        cast(threading.Thread, self._thread).join(10)        # started with the loop
         self._loop.close()
         self._loop = self._thread = self._producer = None
 

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Any, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Iterator, Protocol
 
 from features.encoding import StateDecodeError, read_header
 from features.schedule import NEVER
 from features.state import UserState
+
+if TYPE_CHECKING:
+    from features.columnar.layout import ColumnarState
 
 DUE_PREFIX = b"\x00due"
 PARTITION_KEY = b"\x00partition"
@@ -98,7 +101,7 @@ class KeyWrites(Protocol):
     def delete(self, key: bytes) -> Any: ...
 
 
-def move_due(db: KeyWrites, user_id: int, state: UserState, day: int) -> None:
+def move_due(db: KeyWrites, user_id: int, state: UserState | ColumnarState, day: int) -> None:
     """Move the user's entry in the partition's due index to `day` (and the state's header
     with it). The index is local to the RocksDB (no changelog): the state header carries the
     same day, and the index is rebuilt from the headers after a partition is (re)assigned."""

@@ -3,19 +3,20 @@ progress, the result checked against the batch path, and a few profiles shown.""
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import Callable, cast
 
 from deploy.clients import latest_by_key, load_items, produce_events
 from deploy.local import ClusterError, LocalCluster
 from tools.data.sample import SampleSpec, write_sample
-from tools.verify import batch_profiles, compare
+from tools.verify import Comparison, batch_profiles, compare
 
 
 def wait_processed(cluster: LocalCluster, total: int, timeout: float,
                    say: Callable[[str], None]) -> int:
     """Until the workers have taken in `total` events (applied or dead-lettered)."""
     deadline = time.monotonic() + timeout
-    seen = last_said = 0
+    seen = 0
+    last_said: float = 0
     while time.monotonic() < deadline:
         seen = sum(w.get("/stats")["counts"].get("events_in", 0) for w in cluster.workers)
         if seen >= total:
@@ -75,6 +76,7 @@ def run_demo(cluster: LocalCluster, users: int, days: int, instances: int,
         c = compare(published, expected)
         if c.ok:
             break
+    c = cast(Comparison, c)             # the loop ran
     say(f"stream vs batch path: {c.summary()}")
     shown = [cluster.workers[0].get(f"/profiles/{uid}") for uid in sorted(published)[:8]]
     say("\n" + profile_table(shown) + "\n")

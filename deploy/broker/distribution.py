@@ -14,7 +14,7 @@ import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, cast
 
 from deploy.broker.errors import BrokerError
 
@@ -32,7 +32,7 @@ def kafka_version(pom: Path = POM) -> str:
     node = ET.parse(pom).getroot().find("m:properties/m:kafka.version", ns)
     if node is None or not (node.text or "").strip():
         raise BrokerError(f"{pom} names no kafka.version")
-    return node.text.strip()
+    return cast(str, node.text).strip()
 
 
 def default_home(version: str) -> Path:

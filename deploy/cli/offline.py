@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from types import ModuleType
 
 import click
 
@@ -44,6 +45,7 @@ def _engine_kwargs(engine: str, workers: int | None, master: str) -> dict:
 
 
 def _engine(engine: str):
+    module: ModuleType                  # offline.spark or offline.local
     if engine == "spark":
         from offline import spark as module
     else:

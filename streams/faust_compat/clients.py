@@ -50,7 +50,7 @@ def install_rebootstrap() -> None:
     """Make every aiokafka client of this process re-bootstrap when it knows no broker."""
     current = AIOKafkaClient._metadata_update
     if not getattr(current, "rebootstraps", False):
-        AIOKafkaClient._metadata_update = rebootstrap_when_lost(current)   # type: ignore
+        AIOKafkaClient._metadata_update = rebootstrap_when_lost(current)
 
 
 def aiokafka_metadata_update() -> Any:

@@ -33,14 +33,18 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 import faust
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP, AppT
 
 from streams.faust_compat.drain import RawFeed, drain_into_feed
 from streams.faust_compat.membership import MembershipWatch
+
+if TYPE_CHECKING:
+    from faust.assignor.leader_assignor import LeaderAssignor
 
 CONTROLLER_WAIT = 300.0     # seconds topic creation waits for the metadata to name a broker
 METADATA_REFRESH_EVERY = 1.0    # seconds between refreshes while a subscribed topic is unknown
@@ -86,10 +90,16 @@ class ConsumerHooks:
     membership: MembershipWatch = field(default_factory=MembershipWatch)
 
 
+def _leader_tp(app: AppT) -> TP:
+    """The app's leader topic partition (Faust's app._leader_assignor._leader_tp; typed on
+    faust.App and LeaderAssignor, not on AppT and LeaderAssignorT)."""
+    return cast("LeaderAssignor", cast(faust.App, app)._leader_assignor)._leader_tp
+
+
 class ProfilesConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     @property
     def hooks(self) -> ConsumerHooks:
-        return self.consumer.transport.hooks
+        return cast("ProfilesTransport", self.consumer.transport).hooks    # set by install()
 
     async def on_start(self) -> None:
         await super().on_start()
@@ -105,8 +115,9 @@ class ProfilesConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
     def _refresh_metadata_while_topics_unknown(self) -> None:
         """(The consumer thread: aiokafka's rebalance listener.)"""
-        client = self._consumer._client
-        unknown = unknown_topics(client.cluster, set(self._consumer.subscription()))
+        consumer = cast(AIOKafkaConsumer, self._consumer)      # started: it calls this
+        client = consumer._client
+        unknown = unknown_topics(client.cluster, set(consumer.subscription()))
         if unknown and (self._metadata_refresh is None or self._metadata_refresh.done()):
             self.log.warning("assigned while the metadata knows no partition of %s: refreshing "
                              "it every %.0f s until it does", sorted(unknown),
@@ -118,7 +129,7 @@ class ProfilesConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         fetched: the paused leader partition is never fetched, by design. And it reads the
         client's position, which a seek to the start leaves unset until the next fetch resets
         it (aiokafka resets lazily): the read raised, and the consumer crashed (make chaos)."""
-        if not self.app.conf.topic_disable_leader and tp == self.app._leader_assignor._leader_tp:
+        if not self.app.conf.topic_disable_leader and tp == _leader_tp(self.app):
             return None
         if not position_known(self._consumer, tp):
             return None
@@ -129,9 +140,10 @@ class ProfilesConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         partition a fresh, unpaused fetch state."""
         if self.app.conf.topic_disable_leader:
             return
-        leader = self.app._leader_assignor._leader_tp
+        leader = _leader_tp(self.app)
         if leader in assigned:
-            self._consumer.pause(TopicPartition(leader.topic, leader.partition))
+            cast(AIOKafkaConsumer, self._consumer).pause(    # started: it calls this
+                TopicPartition(leader.topic, leader.partition))
 
     def _create_worker_consumer(self, transport):
         consumer = super()._create_worker_consumer(transport)
@@ -150,7 +162,7 @@ class ProfilesConsumer(faust_aiokafka.Consumer):
 
     @property
     def hooks(self) -> ConsumerHooks:
-        return self.transport.hooks
+        return cast("ProfilesTransport", self.transport).hooks    # set by install()
 
     def _new_consumer_thread(self):
         return ProfilesConsumerThread(self, loop=self.loop, beacon=self.beacon)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from time import monotonic
-from typing import Iterable
+from typing import Any, Iterable, MutableSet, cast
 
 import faust
 from faust.transport.consumer import Consumer as FaustConsumer
@@ -31,7 +31,8 @@ def attach_feed(app: faust.App, feed: RawFeed) -> None:
     """Feed `feed.topic`'s messages into `feed` instead of Faust's streams; the feed is
     emptied with Faust's own queues when flow control clears them (a rebalance)."""
     consumer_hooks(app).feed = feed
-    app.flow_control.manage_queue(feed)
+    # not a FlowControlQueue: cleared as one (the feed has its clear())
+    app.flow_control.manage_queue(feed)     # type: ignore[arg-type]
 
 
 class InFlight:
@@ -50,11 +51,16 @@ class InFlight:
 
 def _in_flight(app: faust.App) -> dict[int, InFlight]:
     """Tracked batches by their id (kept on the app's consumer)."""
-    consumer = app.consumer
+    consumer: Any = app.consumer         # _feed_in_flight is ours, set here
     table = getattr(consumer, "_feed_in_flight", None)
     if table is None:
         table = consumer._feed_in_flight = {}
     return table
+
+
+def _unacked(app: faust.App) -> MutableSet[Any]:
+    """The consumer's `_unacked_messages`: Faust's messages, and our InFlight stand-ins."""
+    return cast(FaustConsumer, app.consumer)._unacked_messages
 
 
 def track(app: faust.App, batch: RawBatch) -> None:
@@ -65,7 +71,7 @@ def track(app: faust.App, batch: RawBatch) -> None:
         return
     entry = InFlight(batch)
     _in_flight(app)[id(batch)] = entry
-    app.consumer._unacked_messages.add(entry)
+    _unacked(app).add(entry)
     monitor = getattr(app, "monitor", None)
     if monitor is not None:
         now = monotonic()
@@ -76,7 +82,7 @@ def track(app: faust.App, batch: RawBatch) -> None:
 def _release(app: faust.App, batches: Iterable[RawBatch]) -> None:
     """The tracked batches among `batches` leave the in-flight set."""
     table = _in_flight(app)
-    unacked = app.consumer._unacked_messages
+    unacked = _unacked(app)
     for b in batches:
         entry = table.pop(id(b), None)
         if entry is not None and entry.batch is b:
@@ -93,7 +99,7 @@ def untrack(app: faust.App, batches: Iterable[RawBatch]) -> None:
 def ack(app: faust.App, batches: list[RawBatch]) -> None:
     """The batches' outputs are delivered: their offsets may be committed. Faust's
     `Consumer.ack` for each record, in one pass under its lock, run by run."""
-    consumer = app.consumer
+    consumer = cast(FaustConsumer, app.consumer)
     acks_enabled_for = app.topics.acks_enabled_for
     n = 0
     with ack_lock:

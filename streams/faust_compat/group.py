@@ -7,11 +7,17 @@ only, not on PartitionAssignorT).
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 import faust
 from faust.types import TP
 
 from streams.faust_compat import feed
 from streams.raw_batch import RawBatch
+
+if TYPE_CHECKING:
+    from faust.assignor import PartitionAssignor
+    from faust.tables import TableManager
 
 
 class FaustGroup:
@@ -40,7 +46,7 @@ class FaustGroup:
 
     def member_partitions(self, topic: str) -> dict[str, list[int]]:
         """Member URL -> partitions of `topic`, from the assignment Faust distributes."""
-        dist = self.app.assignor.external_topics_metadata()
+        dist = cast("PartitionAssignor", self.app.assignor).external_topics_metadata()
         return {str(url).rstrip("/"): sorted(tps.get(topic, [])) for url, tps in dist.items()}
 
     def table_owners(self, table_name: str) -> dict[int, str]:
@@ -62,12 +68,13 @@ class FaustGroup:
     # -- table recovery
     def ready(self) -> bool:
         """Table recovery has completed and none is under way."""
-        recovery = self.app.tables.recovery
+        recovery = cast("TableManager", self.app.tables).recovery
         return recovery.completed.is_set() and not recovery.in_recovery
 
     def available(self, partition: int) -> bool:
         """The partition is still ours and no table recovery is rewriting it."""
-        return partition in self.owned() and not self.app.tables.recovery.in_recovery
+        return partition in self.owned() and \
+            not cast("TableManager", self.app.tables).recovery.in_recovery
 
     # -- batches taken from the raw feed (streams.faust_compat.feed)
     def track(self, batch: RawBatch) -> None:

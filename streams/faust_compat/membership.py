@@ -42,7 +42,7 @@ class MembershipWatch:
     def attach(self, consumer: Any, loop: asyncio.AbstractEventLoop) -> None:
         """Watch the heartbeats of `consumer` (an aiokafka AIOKafkaConsumer, started), whose
         coroutines run on `loop` (the consumer thread's)."""
-        coordinator = getattr(consumer, "_coordinator", None)
+        coordinator: Any = getattr(consumer, "_coordinator", None)
         beat = getattr(coordinator, "_do_heartbeat", None)
         if beat is None:        # no group (group_id None) or another aiokafka
             log.warning("membership watch not attached: the consumer has no group coordinator "

@@ -40,7 +40,7 @@ class _PartitionEvent:
 def writing_to(partition: int, topic: str) -> Iterator[None]:
     """Make table reads/writes inside the block go to one partition (RocksDB and changelog)."""
     event = _PartitionEvent(topic, partition)       # (alive while the block runs)
-    token = _current_event.set(weakref.ref(event))
+    token = _current_event.set(weakref.ref(event))  # type: ignore[arg-type]  # not an EventT
     try:
         yield
     finally:

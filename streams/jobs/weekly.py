@@ -136,9 +136,9 @@ class WeeklyRebuild:
                 run.published += 1
             fixes.append((uid, fixed, profile if changed else None))
         await self.pl.flush_publishes()
-        for uid, fixed, profile in fixes:
-            if profile is not None:
-                mark_published(fixed, profile)
+        for uid, fixed, published in fixes:
+            if published is not None:
+                mark_published(fixed, published)
             T = max(run.stream_time, fixed.T)
             move_due(db, uid, fixed, columnar.next_change_day(fixed, day_of(T, tz),
                                                               self.engine.windows, tz))

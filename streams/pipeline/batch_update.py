@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Protocol
+from typing import Protocol, cast
 
 from features import columnar
 from features.event_columns import parse_batch
@@ -131,7 +131,7 @@ class BatchUpdate:
         their key (one key: the validator refused any other), and those no known partitioner
         puts there; log what the keys fit once it is clear. A dict lookup per user."""
         check = self.partition_check
-        key = batch.keys[items[0][2]]
+        key = cast(bytes, batch.keys[items[0][2]])      # (a valid event has a bytes key)
         expected = check.expected(key)
         partitions = batch.partitions
         off = [p for _, _, i in items if (p := partitions[i]) != expected]

@@ -37,8 +37,8 @@ def _processed_offset(db: Any) -> int:
 
 def declare(app: faust.App, cfg: ProfileConfig) -> Topology:
     t, n = cfg.kafka.topics, cfg.kafka.partitions
-    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
-           "value_serializer": "raw"}
+    raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
+                           "value_serializer": "raw"}
     topics = [app.topic(name, partitions=n, **raw)
               for name in (t.user_events, t.profile_updates, t.profile_aggregates, t.dlq)]
     table = app.Table(STATE_TABLE, partitions=n, key_type=bytes, value_type=bytes,
@@ -55,4 +55,6 @@ def declare(app: faust.App, cfg: ProfileConfig) -> Topology:
                              {"bootstrap.servers": cfg.kafka.bootstrap_servers,
                               **librdkafka_producer_settings(cfg)},
                              StorePersistedOffsets(table), STATE_TABLE)
-    return Topology(*topics, PartitionedTable(table, t.user_events, writer))
+    events, updates, aggregates, dlq = topics
+    return Topology(events, updates, aggregates, dlq,
+                    PartitionedTable(table, t.user_events, writer))

@@ -33,7 +33,7 @@ from features.encoding import encode as encode_v2
 from features.events import day_of
 from features.runtime import FeatureRuntime
 from features.schedule import NEVER, feature_fingerprint, next_change_day
-from features.state import NO_CLOSED_DAY
+from features.state import NO_CLOSED_DAY, UserState
 from streams.auth import api_token
 from streams.state_table import FEATURES_KEY, PARTITION_KEY, PartitionClock, due_key, pack_int
 from tools.bench.proc import cpu_seconds, peak_rss_mb
@@ -153,7 +153,8 @@ def time_jobs(workdir: Path, users: int, due: int, full_daily: bool,
     # aggregates of the days that close.
     stream_time = END_TS - 1
     today = day_of(stream_time, 0)
-    due_pool, quiet_pool = [], []
+    due_pool: list[tuple[UserState, bytes]] = []
+    quiet_pool: list[tuple[UserState, bytes]] = []
     for uid, s in states.items():
         if s.empty:
             continue

@@ -23,7 +23,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, cast
 
 import numpy as np
 import orjson
@@ -126,11 +126,11 @@ def _timed_processes(name: str, cmds: list[tuple[list[str], str]], total: int, w
             time.sleep(0.1)
         if n < total:
             raise RuntimeError(f"{name}: only {n:,} of {total:,} events in {timeout:.0f} s")
-        seconds = time.monotonic() - t0
+        seconds = time.monotonic() - cast(float, t0)      # set by the first count
         cpu = sum(cpu_seconds(p.pid) for p, _ in procs) - cpu0
         rss = max((peak_rss_mb(p.pid) or 0) for p, _ in procs)
-        return Result(name, total - n0, seconds, rss, cpu, (broker.cpu() - bcpu0) / seconds,
-                      broker.rss_mb())
+        return Result(name, total - cast(int, n0), seconds, rss, cpu,
+                      (broker.cpu() - bcpu0) / seconds, broker.rss_mb())
     finally:
         for p, _ in procs:
             p.terminate()
@@ -161,7 +161,7 @@ async def _read_ceiling(cfg: ProfileConfig, total: int, broker: BrokerProbe) -> 
                     except orjson.JSONDecodeError:
                         pass
                     n += 1
-        seconds = time.monotonic() - t0
+        seconds = time.monotonic() - cast(float, t0)      # set by the first batch
         return Result("(C) read ceiling: aiokafka getmany + orjson", n, seconds, None,
                       time.process_time() - cpu0, (broker.cpu() - bcpu0) / seconds,
                       broker.rss_mb())
@@ -418,7 +418,7 @@ def run_bench(workdir: Path, users: int, days: int, say: Callable[[str], None] =
         startup = BrokerStartup(time.monotonic() - t_start)
         say(f"embedded broker: Apache Kafka {st.version} answering {startup.first:.1f} s after "
             "`start` (a new cluster's storage included)")
-        broker = BrokerProbe(st.pid)
+        broker = BrokerProbe(cast(int, st.pid))        # a running broker's
         try:
             load_items(cfg, items, progress=None)
             if "bench" in rows:
@@ -820,7 +820,8 @@ def _log_day_and_user(line: bytes, day: int) -> tuple[int, object]:
         return day, ("line", line)
     if not isinstance(obj, dict):
         return day, ("line", line)
-    ts, uid = obj.get("timestamp"), obj.get("user_id")
+    ts: Any = obj.get("timestamp")
+    uid: Any = obj.get("user_id")
     valid = type(uid) is int and uid >= 0 and type(ts) is int and 0 <= ts < 2 ** 33 and \
         ("event_type" in obj or obj.get("action_type") in (0, 1, 2))     # the sample's
     if valid:
@@ -849,7 +850,7 @@ def sparse_order(lines: list[bytes], seed: int = 11) -> list[bytes]:
         while j < len(lines) and day_of_line[j][0] == d:
             queues.setdefault(day_of_line[j][1], []).append(lines[j])
             j += 1
-        placed = []
+        placed: list[tuple[float, bytes]] = []
         for q in queues.values():
             offset = rng.random()
             placed.extend(((k + offset) / len(q), line) for k, line in enumerate(q))

@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence, cast
 
 import orjson
 import yaml
@@ -277,16 +277,18 @@ def run_chaos(workdir: Path, users: int, seed: int, hostile: int,
             time.sleep(max(0.0, f.at - (time.monotonic() - t0)))
             note = ""
             if f.kind in ("sigkill", "wipe"):
-                w.signal(f.worker, signal.SIGCONT)
-                w.signal(f.worker, signal.SIGKILL)
+                victim = cast(int, f.worker)     # the schedule names one for these faults
+                w.signal(victim, signal.SIGCONT)
+                w.signal(victim, signal.SIGKILL)
                 time.sleep(random.Random(seed + int(f.at * 10)).uniform(1, 2))
                 if f.kind == "wipe":
-                    w.wipe(f.worker)
-                w.start(f.worker)
+                    w.wipe(victim)
+                w.start(victim)
             elif f.kind == "sigstop":
-                w.signal(f.worker, signal.SIGSTOP)
+                victim = cast(int, f.worker)
+                w.signal(victim, signal.SIGSTOP)
                 time.sleep(cfg.kafka.client.session_timeout_seconds + 5)
-                w.signal(f.worker, signal.SIGCONT)
+                w.signal(victim, signal.SIGCONT)
             elif f.kind == "reassign":
                 w.start(4)
                 time.sleep(8)
@@ -336,8 +338,8 @@ def run_chaos(workdir: Path, users: int, seed: int, hostile: int,
             latency_off.cancel()
         w.stop_all()
         report.worker_exits = len(w.exits)
-        for e in w.exits:
-            say(f"a worker ended by itself: {e}")
+        for exited in w.exits:
+            say(f"a worker ended by itself: {exited}")
         embedded.stop(cfg.run_dir)
         proxy.stop()
         client = logging.getLogger("aiokafka")
@@ -509,7 +511,7 @@ class _Regressions:
                 **self.describe(r)}
 
 
-def _regressions(cfg, users: list[int] = ()) -> tuple[int, int, dict[int, dict]]:
+def _regressions(cfg, users: Sequence[int] = ()) -> tuple[int, int, dict[int, dict]]:
     """Records that went back in time, in log order: what a worker that woke up after losing
     its partitions (SIGSTOP past the session timeout) would leave behind. With `users`, also
     every profile record and changelog state of those users, in log order."""
