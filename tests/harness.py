@@ -1,6 +1,7 @@
 """Real parts for integration tests: an embedded broker per test and worker processes."""
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import orjson
 import yaml
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from deploy import broker as embedded
@@ -24,6 +26,8 @@ from deploy.worker_process import worker_argv
 from features.batch import BatchReport, build_states
 from features.config import NO_SCHEDULED_RUNS
 from features.runtime import FeatureRuntime
+from streams.faust_compat.clients import refresh_metadata
+from streams.kafka_security import client_kwargs
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -86,7 +90,7 @@ class WorkerProcess(worker_process.WorkerProcess):
             return body if status == 200 and body.get("recovery_completed") and \
                 body.get("assigned_partitions") else None
 
-        body = super().wait_healthy(timeout, owns_partitions)
+        body = super().wait_healthy(timeout, owns_partitions, interval=0.05)
         if body is not None:
             return body
         if not self.alive():
@@ -148,22 +152,159 @@ async def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
         await admin.close()
 
 
-def wait_for(predicate, timeout: float, interval: float = 1.0, what: str = "condition"):
+def wait_for(predicate, timeout: float, interval: float = 0.1, what: str = "condition"):
     """Poll until predicate() returns a truthy value; returns it (or the last falsy one). A
     predicate that cannot reach a worker (OSError: connection refused, a timeout) counts as not
     yet: a worker restarts in place after a failed delivery, its HTTP port closed meanwhile
-    (kafka.client.delivery_timeout_seconds); one that stays away fails at the deadline."""
+    (kafka.client.delivery_timeout_seconds); one that stays away fails at the deadline.
+    Between two calls it sleeps `interval`, or as long as the call took when that was longer:
+    an expensive predicate (a whole topic read, a batch-path run) then takes at most half of
+    a core from the workers it waits for."""
     deadline = time.monotonic() + timeout
     result = None
     while time.monotonic() < deadline:
+        began = time.monotonic()
         try:
             result = predicate()
         except OSError:
             result = None
         if result:
             return result
-        time.sleep(interval)
+        time.sleep(max(interval, time.monotonic() - began))
     return result
+
+
+# ---------------------------------------------------------------- reading topics to their end
+# A read "until idle" (deploy.clients.read_all / latest_by_key / tail with idle_timeout) ends
+# only after idle_timeout seconds without a record: 1.5-3 s added to every read. These read up
+# to each partition's end offset as of the call instead. A test that needs every output of its
+# events in the topic first waits for that (wait_delivered, caught_up below): an exact
+# condition where "idle for N seconds" was a guess.
+
+async def _topic_partitions(consumer, topic: str) -> list:
+    parts = consumer.partitions_for_topic(topic)
+    if not parts:
+        await refresh_metadata(consumer)    # no topic subscribed: every topic's metadata
+        parts = consumer.partitions_for_topic(topic)
+    return [TopicPartition(topic, p) for p in sorted(parts or ())]
+
+
+def read_topic(cfg, topic: str) -> list:
+    """Every record of `topic` (aiokafka ConsumerRecords) from the start to each partition's
+    end offset when called, in order per partition; [] when the topic does not exist."""
+    async def run() -> list:
+        consumer = AIOKafkaConsumer(bootstrap_servers=cfg.kafka.bootstrap_servers,
+                                    **client_kwargs(cfg), group_id=None,
+                                    enable_auto_commit=False, auto_offset_reset="earliest")
+        await consumer.start()
+        out: list = []
+        try:
+            tps = await _topic_partitions(consumer, topic)
+            if not tps:
+                return out
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            end = await consumer.end_offsets(tps)
+            left = {tp for tp in tps if end[tp] > 0}
+            while left:
+                batches = await consumer.getmany(*left, timeout_ms=200, max_records=20000)
+                for recs in batches.values():
+                    out.extend(recs)
+                left = {tp for tp in left if await consumer.position(tp) < end[tp]}
+        finally:
+            await consumer.stop()
+        return out
+    return asyncio.run(run())
+
+
+def topic_values(cfg, topic: str) -> list[dict]:
+    """The JSON values of read_topic, in order per partition."""
+    return [orjson.loads(r.value) for r in read_topic(cfg, topic)]
+
+
+def latest_values(cfg, topic: str) -> dict[bytes, dict]:
+    """The last JSON value per key of read_topic (a compacted topic's current values)."""
+    return {r.key: orjson.loads(r.value) for r in read_topic(cfg, topic)}
+
+
+def topic_size(cfg, topic: str) -> int:
+    """Records in `topic`: the sum of its partitions' end offsets (nothing is deleted in a
+    test: compaction keeps offsets), 0 when it does not exist."""
+    async def run() -> int:
+        consumer = AIOKafkaConsumer(bootstrap_servers=cfg.kafka.bootstrap_servers,
+                                    **client_kwargs(cfg), group_id=None,
+                                    enable_auto_commit=False)
+        await consumer.start()
+        try:
+            tps = await _topic_partitions(consumer, topic)
+            return sum((await consumer.end_offsets(tps)).values()) if tps else 0
+        finally:
+            await consumer.stop()
+    return asyncio.run(run())
+
+
+def outputs_delivered(cfg, ws, token: str | None = None) -> bool:
+    """Every record the workers `ws` have made is in its topic: no worker holds a dirty user
+    (events computed, their profiles not yet made), and the profile records, closed days and
+    dead letters they counted (streams.counters, counted when made) are as many as their
+    topics hold. Exact when `ws` are every process that wrote those topics since they were
+    created, none restarted (a restart starts its counts again) and no hold-back. `token`:
+    the API token, with worker.auth: all."""
+    stats = [http_json(w.url("/stats"), token=token)[1] for w in ws]
+    if any(s["state_cache"]["dirty"] for s in stats):
+        return False
+    made = {cfg.kafka.topics.profile_updates: "published",
+            cfg.kafka.topics.profile_aggregates: "aggregates"}
+    for topic, count in made.items():
+        if sum(s["counts"].get(count, 0) for s in stats) != topic_size(cfg, topic):
+            return False
+    dead = sum(v for s in stats for k, v in s["counts"].items() if k.startswith("dlq_"))
+    return dead == topic_size(cfg, cfg.kafka.topics.dlq)
+
+
+def wait_delivered(cfg, ws, timeout: float = 60, token: str | None = None) -> None:
+    """Wait until outputs_delivered(cfg, ws, token); AssertionError naming the counts if it
+    does not come."""
+    if not wait_for(lambda: outputs_delivered(cfg, ws, token), timeout,
+                    what="outputs delivered"):
+        stats = [http_json(w.url("/stats"), token=token)[1] for w in ws]
+        topics = cfg.kafka.topics
+        sizes = {t: topic_size(cfg, t) for t in (topics.profile_updates,
+                                                  topics.profile_aggregates, topics.dlq)}
+        raise AssertionError(f"the workers' outputs did not all reach their topics in "
+                             f"{timeout:.0f} s: topics hold {sizes}, the workers counted "
+                             f"{[s['counts'] for s in stats]}, dirty "
+                             f"{[s['state_cache']['dirty'] for s in stats]}")
+
+
+def events_acked(cfg) -> bool:
+    """The group's committed offsets of user-events are its end offsets: every event's
+    outputs were delivered (a checkpoint is acked after its delivery, and only acked offsets
+    are committed). Holds across worker restarts; the commits come every
+    broker_commit_interval (Faust: 2.8 s). Not for held publishes (update_interval)."""
+    async def run() -> bool:
+        # a consumer that never subscribes only reads the group's commits (OffsetFetch)
+        consumer = AIOKafkaConsumer(bootstrap_servers=cfg.kafka.bootstrap_servers,
+                                    **client_kwargs(cfg), group_id=cfg.worker.app_id,
+                                    enable_auto_commit=False)
+        await consumer.start()
+        try:
+            tps = await _topic_partitions(consumer, cfg.kafka.topics.user_events)
+            end = await consumer.end_offsets(tps)
+            for tp in tps:
+                if end[tp] and (await consumer.committed(tp) or 0) < end[tp]:
+                    return False
+            return bool(tps)
+        finally:
+            await consumer.stop()
+    return asyncio.run(run())
+
+
+def caught_up(cfg, timeout: float = 60) -> None:
+    """Wait until events_acked(cfg)."""
+    assert wait_for(lambda: events_acked(cfg), timeout, interval=0.25,
+                    what="user-events committed to their end"), \
+        "the group's commits did not reach the end of user-events"
 
 
 def profiles_cli(cfg_path: Path, *args: str, timeout: float = 300,
@@ -205,8 +346,9 @@ def state_diffs(cfg, worker, events: Path, ids: list[int]) -> dict:
 def published_vs_batch(cfg, events: Path, out: Path):
     """Every user's latest `profile-updates` record against the batch path on `events`
     (tools.verify.Comparison: .ok, .summary(), .mismatched)."""
-    from deploy.clients import latest_by_key
     from tools.verify import batch_profiles, compare
     expected = batch_profiles(cfg, None, events, out)
-    published = {int(k): v for k, v in latest_by_key(cfg, cfg.kafka.topics.profile_updates).items()}
+    caught_up(cfg)              # every event's records delivered (restarts in place included)
+    published = {int(k): v for k, v in latest_values(cfg, cfg.kafka.topics.profile_updates)
+                 .items()}
     return compare(published, expected)

@@ -113,11 +113,11 @@ def test_a_worker_the_coordinator_stops_confirming_knows_it_and_comes_back_exact
     finally:
         os.kill(pid, signal.SIGCONT)
     # the broker expired it meanwhile: it rejoins by itself, confirmed again
-    assert wait_for(lambda: w.proc.poll() is None and confirmed_ago() < 3.0, 90, 1,
+    assert wait_for(lambda: w.proc.poll() is None and confirmed_ago() < 3.0, 90,
                     what="confirmed again after the pause"), w.tail()
     w.wait_healthy(90)
     produce_events(cfg, second, progress=None)
-    assert wait_for(lambda: not state_diffs(cfg, w, events, ids), 90, 1,
+    assert wait_for(lambda: not state_diffs(cfg, w, events, ids), 90, 0.25,
                     what="states equal to the batch path"), state_diffs(cfg, w, events, ids)
     c = published_vs_batch(cfg, events, tmp_path / "batch.jsonl")
     assert c.ok, (c.summary(), c.mismatched[:3])

@@ -19,6 +19,7 @@ from deploy.broker import free_port
 from deploy.clients import produce_events
 from features.config import load_config
 from tests.harness import (
+    caught_up,
     http_json,
     profile_worker,
     published_vs_batch,
@@ -71,7 +72,7 @@ def test_the_broker_goes_down_under_load_and_comes_back_from_its_log_dirs(
     assert produced.get("n") == 6000, produced
 
     # (the worker may restart in place meanwhile: wait_for waits through it)
-    assert wait_for(lambda: not state_diffs(cfg, w, events, ids), 120, 1,
+    assert wait_for(lambda: not state_diffs(cfg, w, events, ids), 120, 0.25,
                     what="states equal to the batch path"), state_diffs(cfg, w, events, ids)
     c = published_vs_batch(cfg, events, tmp_path / "batch.jsonl")
     assert c.ok, (c.summary(), c.mismatched[:3])
@@ -90,10 +91,15 @@ def test_worker_heals_after_the_broker_loses_its_data(broker, workers, tmp_path)
     ids = list(range(1, 91))        # 1-30 only before, 31-60 both, 61-90 only after
 
     produce_events(cfg, before, progress=None)
-    assert wait_for(lambda: not state_diffs(cfg, w, before, ids), 60, 1,
+    assert wait_for(lambda: not state_diffs(cfg, w, before, ids), 60, 0.25,
                     what="states equal to the batch path before the loss"), \
         state_diffs(cfg, w, before, ids)
     assert "ConsistencyError" not in w.log_path.read_text(errors="replace")
+    # The states are served once written, before their changelog records are acknowledged and
+    # the store's persisted changelog offsets move: the loss must come after that, or the
+    # worker has no changelog offset to find ahead of the emptied log (the warnings below name
+    # both signs). The group's commits reaching the end of user-events say it happened.
+    caught_up(cfg)
 
     def lose_the_data() -> None:
         old = embedded.BrokerFiles(broker.run_dir).cluster_id()
@@ -103,11 +109,11 @@ def test_worker_heals_after_the_broker_loses_its_data(broker, workers, tmp_path)
         assert st.cluster_id not in (None, old)
 
     lose_the_data()
-    assert wait_for(lambda: len(heal_warnings(w)) >= PARTITIONS, 90, 0.5,
+    assert wait_for(lambda: len(heal_warnings(w)) >= PARTITIONS, 90,
                     what="a heal warning per partition"), w.tail()
     w.wait_healthy(90)
     produce_events(cfg, after, progress=None)
-    diffs = wait_for(lambda: not state_diffs(cfg, w, after, ids), 90, 1,
+    diffs = wait_for(lambda: not state_diffs(cfg, w, after, ids), 90, 0.25,
                      what="states equal to the batch path on the events after the loss")
     assert diffs, state_diffs(cfg, w, after, ids)
     assert w.proc.poll() is None, "the worker was restarted, not healed"

@@ -5,7 +5,6 @@ record once, equal to the record the stream publishes when a later event closes 
 none, and the user's own next event does not publish the day again."""
 from __future__ import annotations
 
-import io
 from collections import Counter
 from pathlib import Path
 
@@ -13,9 +12,9 @@ import orjson
 import pytest
 
 from deploy.broker import free_port
-from deploy.clients import load_items, produce_events, tail
+from deploy.clients import load_items, produce_events
 from features.config import load_config
-from tests.harness import profile_worker, wait_for, write_config
+from tests.harness import profile_worker, topic_values, wait_delivered, wait_for, write_config
 from tests.integration.test_scheduled_jobs import DAY, clock_events, processed, run_cli
 from tools.data.sample import END_TS, SampleSpec, write_sample
 
@@ -44,10 +43,10 @@ def write_events(path: Path, events: list[dict]) -> Path:
     return path
 
 
-def aggregates(cfg) -> list[dict]:
-    out = io.StringIO()
-    tail(cfg, cfg.kafka.topics.profile_aggregates, from_beginning=True, idle_timeout=2, out=out)
-    return [orjson.loads(line) for line in out.getvalue().splitlines()]
+def aggregates(cfg, w) -> list[dict]:
+    """Every profile-aggregates record, once every record worker `w` made is in its topic."""
+    wait_delivered(cfg, [w])
+    return topic_values(cfg, cfg.kafka.topics.profile_aggregates)
 
 
 def test_hourly_closes_quiet_users_days_once_as_the_stream_would(broker, workers, tmp_path):
@@ -69,13 +68,13 @@ def test_hourly_closes_quiet_users_days_once_as_the_stream_would(broker, workers
             "event_id": f"next-{u}"} for u in sorted(users)] + clock_events(cfg, T, item_id=1)
     produce_events(cfg, write_events(tmp_path / "next.jsonl", nxt), progress=None)
     assert wait_for(lambda: processed([w], n + len(nxt)), 60, what="next events processed")
-    by_stream = {r["user_id"] - TWIN: r for r in aggregates(cfg) if r["user_id"] > TWIN}
+    by_stream = {r["user_id"] - TWIN: r for r in aggregates(cfg, w) if r["user_id"] > TWIN}
     assert set(by_stream) == users
     last_day = {u: r["day"] for u, r in by_stream.items()}
 
     r = run_cli(cfg_path, "job", "hourly", "--url", w.url(""))
     assert r.returncode == 0 and f"closed_days {len(users)}," in r.stdout
-    recs = aggregates(cfg)
+    recs = aggregates(cfg, w)
     by_run = {r["user_id"]: r for r in recs if r["user_id"] in users}
     assert set(by_run) == users
     for u in sorted(users):
@@ -96,5 +95,5 @@ def test_hourly_closes_quiet_users_days_once_as_the_stream_would(broker, workers
     produce_events(cfg, write_events(tmp_path / "later.jsonl", later), progress=None)
     assert wait_for(lambda: processed([w], n + len(nxt) + len(later)), 60,
                     what="later events processed")
-    after = Counter((rec["user_id"], rec["day"]) for rec in aggregates(cfg))
+    after = Counter((rec["user_id"], rec["day"]) for rec in aggregates(cfg, w))
     assert after == pairs, [p for p, k in after.items() if k > 1][:5]

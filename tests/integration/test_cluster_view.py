@@ -15,7 +15,7 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
 from deploy.broker import free_port
-from deploy.clients import latest_by_key, load_items, produce_events
+from deploy.clients import load_items, produce_events
 from deploy.cluster import discover
 from deploy.cluster_jobs import run_job
 from deploy.worker_process import worker_argv
@@ -24,9 +24,11 @@ from streams.auth import api_token
 from streams.cluster import Membership
 from tests.harness import (
     http_json,
+    latest_values,
     profile_worker,
     profiles_cli,
     two_free_ports,
+    wait_delivered,
     wait_for,
     write_config,
 )
@@ -96,7 +98,8 @@ def test_workers_started_by_hand_are_found_and_every_read_needs_the_token(broker
     # 4. worker.auth: all -- reads need the token, also when routed to the other worker
     owned_by_1 = {int(tp.split(":")[1]) for tp in http_json(w[0].url("/health"))[1]
                   ["assigned_partitions"] if tp.startswith("user-events:")}
-    users = [int(k) for k in latest_by_key(cfg, cfg.kafka.topics.profile_updates)]
+    wait_delivered(cfg, w, token=token)    # every profile record the two made is in the topic
+    users = [int(k) for k in latest_values(cfg, cfg.kafka.topics.profile_updates)]
     mine = next(u for u in users if partition(u) in owned_by_1)
     routed = next(u for u in users if partition(u) not in owned_by_1)
     for uid in (mine, routed):
@@ -147,7 +150,8 @@ def test_workers_started_by_hand_are_found_and_every_read_needs_the_token(broker
     assert r.returncode == 0
     expected = {rec["user_id"]: rec for rec in map(orjson.loads, (tmp_path / "batch.jsonl")
                                                    .read_bytes().splitlines())}
-    latest = {int(k): v for k, v in latest_by_key(cfg, cfg.kafka.topics.profile_updates)
+    wait_delivered(cfg, w, token=token)
+    latest = {int(k): v for k, v in latest_values(cfg, cfg.kafka.topics.profile_updates)
               .items()}
     c = compare(latest, expected)       # (the clock users are in both)
     print(f"after `profiles job hourly` at stream time {T}: {c.summary()}")

@@ -109,7 +109,7 @@ def test_cluster_dashboard_shows_every_worker(broker, workers, tmp_path):
         if any(a["users"] != b["users"] or a["levels"] != b["levels"] for a, b in last):
             return None
         return now
-    parts = wait_for(steady, 120, interval=2, what="steady scans on both workers")
+    parts = wait_for(steady, 120, interval=0.25, what="steady scans on both workers")
     assert parts, [own(x)["quality_scan"]["users"] for x in w]
 
     # the cluster's figures, asked of worker 1, are the sums of each worker's own

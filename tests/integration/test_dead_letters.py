@@ -4,7 +4,6 @@ un-keyed event publishes nothing, and its dead letter produced again with its ke
 from __future__ import annotations
 
 import asyncio
-import io
 import time
 from collections import Counter
 
@@ -13,11 +12,18 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from deploy.broker import free_port
-from deploy.clients import latest_by_key, tail
 from features.config import load_config
 from features.events import REASONS
 from streams.dead_letters import original_bytes
-from tests.harness import http_json, profile_worker, wait_for, write_config
+from tests.harness import (
+    http_json,
+    latest_values,
+    profile_worker,
+    topic_values,
+    wait_delivered,
+    wait_for,
+    write_config,
+)
 
 pytestmark = pytest.mark.integration
 DAY = 86400
@@ -76,11 +82,10 @@ def test_every_reason_code_is_dead_lettered(broker, workers, tmp_path):
     deadline = time.monotonic() + 60
     dlq: list[dict] = []
     while time.monotonic() < deadline:
-        buf = io.StringIO()
-        tail(cfg, cfg.kafka.topics.dlq, from_beginning=True, idle_timeout=1.5, out=buf)
-        dlq = [orjson.loads(line) for line in buf.getvalue().splitlines()]
+        dlq = topic_values(cfg, cfg.kafka.topics.dlq)
         if len(dlq) >= sum(want.values()):
             break
+        time.sleep(0.1)
     got = Counter(d["reason"] for d in dlq)
     print(f"\ndead letters by reason: {dict(sorted(got.items()))}")
     assert got == want
@@ -91,21 +96,21 @@ def test_every_reason_code_is_dead_lettered(broker, workers, tmp_path):
         assert d["source"]["offset"] >= 0 and d["original_size"] == len(original_bytes(d))
 
     # the worker kept going: user 9's event (sent last) was applied and published
-    st = wait_for(lambda: http_json(w.url("/profiles/9"))[0] == 200, 30, 0.5)
+    st = wait_for(lambda: http_json(w.url("/profiles/9"))[0] == 200, 30)
     assert st, "the event after the bad ones was not processed"
     counts = http_json(w.url("/stats"))[1]["counts"]
     assert {k.removeprefix("dlq_"): v for k, v in counts.items() if k.startswith("dlq_")} == want
     assert counts["duplicates"] == 1 and counts["applied"] == 2
     assert w.proc.poll() is None
-    updates = latest_by_key(cfg, cfg.kafka.topics.profile_updates, idle_timeout=1.5)
+    wait_delivered(cfg, [w])  # every record the worker made is in its topic (dead letters too)
+    assert len(topic_values(cfg, cfg.kafka.topics.dlq)) == sum(want.values())
+    updates = latest_values(cfg, cfg.kafka.topics.profile_updates)
     assert set(updates) == {b"5", b"9"}          # nothing from the un-keyed event of user 11
     assert http_json(w.url("/profiles/11"))[0] == 404
 
     def alerts() -> set[str]:
-        buf = io.StringIO()
-        tail(cfg, cfg.kafka.topics.alerts, from_beginning=True, idle_timeout=1.5, out=buf)
-        return {orjson.loads(line)["alert"] for line in buf.getvalue().splitlines()}
-    assert wait_for(lambda: "unkeyed_events" in alerts(), 20, 0.5), alerts()
+        return {a["alert"] for a in topic_values(cfg, cfg.kafka.topics.alerts)}
+    assert wait_for(lambda: "unkeyed_events" in alerts(), 20), alerts()
     assert counts["dlq_missing_key"] == 1
 
     # the missing_key dead letter keeps what it takes to produce the event again, keyed
@@ -114,5 +119,5 @@ def test_every_reason_code_is_dead_lettered(broker, workers, tmp_path):
     original = original_bytes(unkeyed[0])
     asyncio.run(_send(broker.bootstrap, cfg.kafka.topics.user_events,
                       [(None, str(orjson.loads(original)["user_id"]).encode(), original)]))
-    assert wait_for(lambda: http_json(w.url("/profiles/11"))[0] == 200, 30, 0.5), \
+    assert wait_for(lambda: http_json(w.url("/profiles/11"))[0] == 200, 30), \
         "the dead letter produced again with its key was not applied"

@@ -6,8 +6,6 @@ created here allowing 16 MiB, as a cluster that takes large records would have i
 from __future__ import annotations
 
 import asyncio
-import io
-import json
 import os
 from collections import Counter
 
@@ -16,10 +14,16 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from deploy.broker import free_port
-from deploy.clients import tail
 from features.config import load_config
 from features.events import EventParser, Rejection
-from tests.harness import http_json, profile_worker, wait_for, write_config
+from tests.harness import (
+    http_json,
+    profile_worker,
+    topic_values,
+    wait_delivered,
+    wait_for,
+    write_config,
+)
 from tools.data.hostile import hostile_payloads
 
 pytestmark = pytest.mark.integration
@@ -73,7 +77,7 @@ def test_live_worker_survives_hostile_input_with_matching_counts(broker, workers
     def counts():
         status, body = http_json(w.url("/stats"), timeout=5)
         return body["counts"] if status == 200 else {}
-    assert wait_for(lambda: counts().get("events_in", 0) >= len(sent), 300, interval=2,
+    assert wait_for(lambda: counts().get("events_in", 0) >= len(sent), 300, interval=0.25,
                     what="every payload read")
     c = counts()
     got = Counter({k: v for k, v in c.items() if k.startswith("dlq_")})
@@ -84,8 +88,7 @@ def test_live_worker_survives_hostile_input_with_matching_counts(broker, workers
     assert w.proc.poll() is None                        # still running
     assert http_json(w.url("/health"))[0] == 200
 
-    out = io.StringIO()
-    tail(cfg, cfg.kafka.topics.dlq, from_beginning=True, idle_timeout=3, out=out)
-    dlq = Counter(json.loads(line)["reason"] for line in out.getvalue().splitlines())
+    wait_delivered(cfg, [w])  # every dead letter the worker made is in the topic
+    dlq = Counter(d["reason"] for d in topic_values(cfg, cfg.kafka.topics.dlq))
     assert {f"dlq_{r}": n for r, n in dlq.items()} == {k: v for k, v in expected.items()
                                                        if k != "applied"}

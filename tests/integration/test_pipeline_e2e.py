@@ -9,9 +9,16 @@ import time
 import pytest
 
 from deploy.broker import free_port
-from deploy.clients import latest_by_key, load_items, produce_events
+from deploy.clients import load_items, produce_events
 from features.config import load_config
-from tests.harness import http_json, profile_worker, wait_for, write_config
+from tests.harness import (
+    caught_up,
+    http_json,
+    latest_values,
+    profile_worker,
+    wait_for,
+    write_config,
+)
 from tools.data.sample import SampleSpec, write_sample
 from tools.verify import batch_profiles, compare
 
@@ -30,7 +37,12 @@ def sample_5k(tmp_path_factory):
 
 def test_two_workers_sigkill_twice_then_zero_mismatches(broker, workers, tmp_path, sample_5k):
     sample, info = sample_5k
-    cfg_path = write_config(tmp_path / "cfg.yaml", broker, kafka={"partitions": 4},
+    # kafka.client: the group drops a SIGKILLed worker, and hands its partitions on for good,
+    # once the broker has expired its session: the broker's least (6 s) instead of the
+    # default 10 s (after the second kill, 7 s in, that wait outlasted the stream)
+    cfg_path = write_config(tmp_path / "cfg.yaml", broker,
+                            kafka={"partitions": 4, "client": {"session_timeout_seconds": 6,
+                                                               "heartbeat_interval_seconds": 1}},
                             real_time_update={"batch_size": 500})
     cfg = load_config(cfg_path, env={})
     load_items(cfg, sample / "item_feat_dict.json", progress=None)
@@ -65,12 +77,14 @@ def test_two_workers_sigkill_twice_then_zero_mismatches(broker, workers, tmp_pat
 
     def converged():
         published = {int(k): v for k, v in
-                     latest_by_key(cfg, cfg.kafka.topics.profile_updates).items()}
+                     latest_values(cfg, cfg.kafka.topics.profile_updates).items()}
         c = compare(published, expected)
         return c if c.ok else (print(c.summary()) or None)
 
-    result = wait_for(converged, timeout=240, interval=2)
-    published = {int(k): v for k, v in latest_by_key(cfg, cfg.kafka.topics.profile_updates).items()}
+    result = wait_for(converged, timeout=240, interval=0.5)
+    caught_up(cfg)          # every event's records delivered: the topic as it stays
+    published = {int(k): v for k, v in latest_values(cfg, cfg.kafka.topics.profile_updates)
+                 .items()}
     c = compare(published, expected)
     stats = [http_json(w.url("/stats"))[1]["counts"] for w in (w1, w2)]
     print(f"\n{info['events']} events, {kills} SIGKILLs: {c.summary()}; redelivered events "

@@ -3,8 +3,6 @@ rebuild finding and repairing a corrupted state, and a daily backup restored aft
 is lost."""
 from __future__ import annotations
 
-import io
-import json
 import shutil
 import subprocess
 import sys
@@ -19,10 +17,20 @@ import rocksdict
 from aiokafka.partitioner import DefaultPartitioner
 
 from deploy.broker import free_port
-from deploy.clients import latest_by_key, load_items, produce_events, tail
+from deploy.clients import load_items, produce_events
 from features.config import load_config
 from features.encoding import decode, encode
-from tests.harness import ROOT, http_json, profile_worker, wait_for, write_config
+from tests.harness import (
+    ROOT,
+    caught_up,
+    http_json,
+    latest_values,
+    profile_worker,
+    topic_values,
+    wait_delivered,
+    wait_for,
+    write_config,
+)
 from tools.data.sample import END_TS, SampleSpec, write_sample
 from tools.verify import batch_profiles, compare
 
@@ -88,7 +96,8 @@ def test_hourly_job_follows_stream_time_exactly_as_batch_as_of(broker, workers, 
     (tmp_path / "clock.jsonl").write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in clock))
     produce_events(cfg, tmp_path / "clock.jsonl", progress=None)
     assert wait_for(lambda: processed(w, n + len(clock)), 60, what="clock events processed")
-    before = {int(k): v for k, v in latest_by_key(cfg, cfg.kafka.topics.profile_updates).items()}
+    wait_delivered(cfg, w)  # every record of those events in profile-updates
+    before = {int(k): v for k, v in latest_values(cfg, cfg.kafka.topics.profile_updates).items()}
 
     # every state-changing endpoint refuses a request without the bearer token
     for name in ("hourly", "daily", "weekly"):
@@ -106,7 +115,8 @@ def test_hourly_job_follows_stream_time_exactly_as_batch_as_of(broker, workers, 
     everything = append_events(sample / "events.jsonl", clock, tmp_path / "all.jsonl")
     expected = batch_profiles(cfg, sample / "item_feat_dict.json", everything,
                               tmp_path / "batch.jsonl", as_of=T)
-    after = {int(k): v for k, v in latest_by_key(cfg, cfg.kafka.topics.profile_updates).items()}
+    wait_delivered(cfg, w)
+    after = {int(k): v for k, v in latest_values(cfg, cfg.kafka.topics.profile_updates).items()}
     c = compare(after, expected)
     print(f"hourly at stream time {T}: {c.summary()}")
     assert c.ok, (c.summary(), c.mismatched[:3], c.missing[:5])
@@ -115,10 +125,8 @@ def test_hourly_job_follows_stream_time_exactly_as_batch_as_of(broker, workers, 
     lowered = [u for u in before if after[u]["activity_level"] < before[u]["activity_level"]]
     dropped = [u for u in before if len(after[u]["interest_tags"]) <
                len(before[u]["interest_tags"])]
-    out = io.StringIO()
-    tail(cfg, cfg.kafka.topics.profile_updates, from_beginning=True, idle_timeout=3, out=out)
-    hourly = Counter(json.loads(line)["user_id"] for line in out.getvalue().splitlines()
-                     if json.loads(line)["trigger"] == "hourly")
+    hourly = Counter(r["user_id"] for r in topic_values(cfg, cfg.kafka.topics.profile_updates)
+                     if r["trigger"] == "hourly")
     print(f"hourly published {sum(hourly.values())} profiles: {len(lowered)} activity levels "
           f"lowered, {len(dropped)} users lost interest tags")
     assert lowered and dropped
@@ -197,7 +205,7 @@ def test_weekly_repairs_corruption_and_backup_restores(broker, workers, tmp_path
     (tmp_path / "extra.jsonl").write_bytes(orjson.dumps(extra[0]) + b"\n")
     produce_events(cfg, tmp_path / "extra.jsonl", progress=None)
     def newer_record():
-        rec = latest_by_key(cfg, cfg.kafka.topics.profile_updates)[str(victim).encode()]
+        rec = latest_values(cfg, cfg.kafka.topics.profile_updates)[str(victim).encode()]
         return rec if rec["version"] > served[victim]["version"] else None
     wrong = wait_for(newer_record, 30, what="the victim's next record")
     assert wrong["activity_level"] == 3, wrong
@@ -216,7 +224,8 @@ def test_weekly_repairs_corruption_and_backup_restores(broker, workers, tmp_path
     clock = next(p["stream_time"] for p in report["partitions"] if p["partition"] == part)
     want = batch_profiles(cfg, sample / "item_feat_dict.json", everything,
                           tmp_path / "at.jsonl", as_of=clock)[victim]
-    published = latest_by_key(cfg, cfg.kafka.topics.profile_updates)[str(victim).encode()]
+    caught_up(cfg)          # the stream's records delivered (the job's were, before it answered)
+    published = latest_values(cfg, cfg.kafka.topics.profile_updates)[str(victim).encode()]
     fixed = http_json(w.url(f"/profiles/{victim}"))[1]
     assert published["trigger"] == "weekly" and published["as_of"] == clock
     assert published["version"] == wrong["version"] + 1

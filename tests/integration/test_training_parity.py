@@ -4,17 +4,23 @@ training-set row for (that user, that record's as_of) carries the same arrays, n
 type and confidence."""
 from __future__ import annotations
 
-import io
-
 import orjson
 import pytest
 
 from deploy.broker import free_port
-from deploy.clients import latest_by_key, load_items, produce_events, tail
+from deploy.clients import load_items, produce_events
 from features.config import load_config
 from offline import local
 from offline.formats import read_records
-from tests.harness import http_json, profile_worker, wait_for, write_config
+from tests.harness import (
+    http_json,
+    latest_values,
+    profile_worker,
+    topic_values,
+    wait_delivered,
+    wait_for,
+    write_config,
+)
 from tests.offline_data import write_jsonl
 from tools.data.sample import SampleSpec, write_sample
 
@@ -56,12 +62,10 @@ def test_every_published_record_equals_its_training_row(broker, workers, tmp_pat
 
     def all_published():
         done = http_json(w.url("/stats"))[1]["counts"].get("events_in", 0) >= n_events
-        return done and len(latest_by_key(cfg, cfg.kafka.topics.profile_updates,
-                                          idle_timeout=1.5)) == n_users
-    assert wait_for(all_published, timeout=120, interval=1), "the worker did not catch up"
-    buf = io.StringIO()
-    tail(cfg, cfg.kafka.topics.profile_updates, from_beginning=True, idle_timeout=2, out=buf)
-    published = [orjson.loads(line) for line in buf.getvalue().splitlines()]
+        return done and len(latest_values(cfg, cfg.kafka.topics.profile_updates)) == n_users
+    assert wait_for(all_published, timeout=120, interval=0.25), "the worker did not catch up"
+    wait_delivered(cfg, [w])  # every record the worker made is in profile-updates
+    published = topic_values(cfg, cfg.kafka.topics.profile_updates)
     assert len(published) > 2 * n_users          # intermediate profiles too, not only the last
     assert {r["trigger"] for r in published} == {"event"}
 

@@ -64,7 +64,7 @@ def test_up_then_ctrl_c_leaves_nothing_behind(tmp_path):
             except OSError:
                 pass
             assert proc.poll() is None, proc.stdout.read()
-            time.sleep(0.5)
+            time.sleep(0.1)
         assert body.get("status") == "ok", body
         broker_pid = json.loads((run_dir / "broker.pid").read_text())["pid"]
         worker_pid = int((run_dir / "worker-1.pid").read_text())

@@ -10,19 +10,18 @@ from streams import gc_policy
 
 
 @pytest.fixture
-def restored_gc():
+def restored_gc(monkeypatch):
     thresholds = gc.get_threshold()
+    gc.unfreeze()
+    monkeypatch.setattr(gc_policy, "_frozen", False)      # (a process freezes once)
     yield
     gc.set_threshold(*thresholds)
     gc.unfreeze()
-    gc_policy._frozen = False
 
 
 def test_thresholds_and_a_single_freeze(restored_gc):
     gc_policy.apply_thresholds(GcConfig(thresholds=(1234, 5, 6)))
     assert gc.get_threshold() == (1234, 5, 6)
-    gc.unfreeze()
-    gc_policy._frozen = False
     gc_policy.freeze_start_up_heap(GcConfig())
     frozen = gc.get_freeze_count()
     assert frozen > 0
@@ -32,8 +31,6 @@ def test_thresholds_and_a_single_freeze(restored_gc):
 
 
 def test_freezing_can_be_turned_off(restored_gc):
-    gc.unfreeze()
-    gc_policy._frozen = False
     gc_policy.freeze_start_up_heap(GcConfig(freeze_after_start=False))
     assert gc.get_freeze_count() == 0
 
