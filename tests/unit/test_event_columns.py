@@ -5,6 +5,7 @@ same Rejection (reason and text) for every message, in batch order."""
 from __future__ import annotations
 
 import json
+from typing import Callable
 
 import orjson
 import pytest
@@ -183,42 +184,43 @@ def test_each_field_at_each_edge_alone(unit):
         assert [x for _, x in got.events + got.rejected] == [e], (v, k)
 
 
+def valid_batch(unit: str, action: Callable[[int], dict]) -> tuple[list[bytes], list[bytes]]:
+    """50 valid events of user u = 0..49 whose action fields are action(u), with their keys."""
+    ts = now_s * 1000 if unit == "ms" else now_s
+    values = [orjson.dumps({"user_id": u, "item_id": 7, "timestamp": ts - u, **action(u),
+                            "dwell_time": u / 8, "event_id": f"e{u}"}) for u in range(50)]
+    return values, [str(u).encode() for u in range(50)]
+
+
+def judged_in_bulk(parser: EventParser, values, keys, monkeypatch) -> list[Event | Rejection]:
+    """parse_batch's verdicts, with the reference parser never asked."""
+    asked: list = []
+    monkeypatch.setattr(parser, "parse_message", lambda *a: asked.append(a))
+    got = parse_batch(parser, values, keys, NOW)
+    assert asked == [] and got.rejected == []
+    return [e for _, e in got.events]
+
+
 @pytest.mark.parametrize("unit", sorted(PARSERS))
 def test_valid_events_of_the_common_shape_are_judged_in_bulk(unit, monkeypatch):
     """The bulk path decides the common shape: the reference is asked only about the others
     (here: none), so the two are compared on the bulk checks and not on the reference twice."""
     parser = PARSERS[unit]
-    ts = now_s * 1000 if unit == "ms" else now_s
-    values = [orjson.dumps({"user_id": u, "item_id": 7, "timestamp": ts - u,
-                            "action_type": ACTIONS[u % len(ACTIONS)], "dwell_time": u / 8,
-                            "event_id": f"e{u}"}) for u in range(50)]
-    keys = [str(u).encode() for u in range(50)]
+    values, keys = valid_batch(unit, lambda u: {"action_type": ACTIONS[u % len(ACTIONS)]})
     expected = reference(parser, values, keys)
-    asked = []
-    monkeypatch.setattr(parser, "parse_message", lambda *a: asked.append(a))
-    got = parse_batch(parser, values, keys, NOW)
-    assert asked == [] and got.rejected == []
-    assert [e for _, e in got.events] == expected
+    assert judged_in_bulk(parser, values, keys, monkeypatch) == expected
 
 
 @pytest.mark.parametrize("unit", sorted(PARSERS))
 def test_valid_events_naming_a_configured_event_type_are_judged_in_bulk(unit, monkeypatch):
     parser = PARSERS[unit]
     names = sorted(parser.event_types)
-    ts = now_s * 1000 if unit == "ms" else now_s
-    values = [orjson.dumps({"user_id": u, "item_id": 7, "timestamp": ts - u,
-                            "event_type": names[u % len(names)], "dwell_time": u / 8,
-                            "event_id": f"e{u}"}) for u in range(50)]
-    keys = [str(u).encode() for u in range(50)]
+    values, keys = valid_batch(unit, lambda u: {"event_type": names[u % len(names)]})
     expected = reference(parser, values, keys)
     assert all(type(e) is Event for e in expected)
     assert [e.action for e in expected] == [parser.event_types[names[u % len(names)]]
                                             for u in range(50)]
-    asked = []
-    monkeypatch.setattr(parser, "parse_message", lambda *a: asked.append(a))
-    got = parse_batch(parser, values, keys, NOW)
-    assert asked == [] and got.rejected == []
-    assert [e for _, e in got.events] == expected
+    assert judged_in_bulk(parser, values, keys, monkeypatch) == expected
 
 
 def test_integers_beyond_64_bits_leave_the_batch_to_the_reference():
