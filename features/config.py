@@ -458,7 +458,7 @@ class RocksDBConfig(Section):
 class GcConfig(Section):
     """The worker's cyclic garbage collector (streams.gc_policy). Python's default thresholds
     (700, 10, 10) ran a full collection of the worker's heap (100-140 ms) every second or so
-    under load: a fifth of its CPU (BENCHMARKS.md, "Garbage collection")."""
+    under load: a fifth of its CPU (BENCHMARKS.md, "The fast path, fourth stop")."""
     thresholds: tuple[int, int, int] = (10000, 50, 10)     # gc.set_threshold (0: never)
     freeze_after_start: bool = True     # gc.freeze() once the agent starts: the start-up heap
                                         # (modules, the app, the catalog) is never scanned again

@@ -4,9 +4,9 @@ The stream allocates a few container objects per event (parsed values, events, b
 that reference counting frees at once; Python's default thresholds still ran a collection every
 700 net allocations, and a full one (the whole heap: Faust, aiokafka, the catalog, the state
 cache) every second or so, 100-140 ms each: about a fifth of a loaded worker's CPU, and its
-longest pauses (BENCHMARKS.md, "Garbage collection"). Higher thresholds keep collecting cycles,
-less often; freezing the heap once the agent starts leaves what start-up built (it lives as long
-as the process) out of every later collection.
+longest pauses (BENCHMARKS.md, "The fast path, fourth stop"). Higher thresholds keep collecting
+cycles, less often; freezing the heap once the agent starts leaves what start-up built (it lives
+as long as the process) out of every later collection.
 """
 from __future__ import annotations
 
