@@ -25,6 +25,7 @@ class PartitionLog:
     def __init__(self, end: int, position: int, committed: int | None):
         self.end, self.position, self.committed = end, position, committed
         self.fetched: list[int] = []
+        self.fetches = 0            # answers that held records
 
     async def getmany(self, active_partitions, timeout):
         await asyncio.sleep(0)
@@ -34,6 +35,7 @@ class PartitionLog:
         offsets = range(self.position, min(self.position + 50, self.end))
         self.position = offsets[-1] + 1
         self.fetched.extend(offsets)
+        self.fetches += 1
         return {TP: [ConsumerRecord(TOPIC, 0, o, 0, 0, str(o).encode(), b"{}", None, 1, 2, [])
                      for o in offsets]}
 
@@ -95,7 +97,10 @@ def _seek_while_holding_a_fetch(tmp_path, client: PartitionLog, last: int, befor
         app, consumer, feed = _drain(tmp_path, client, capacity=5)
         fetcher = _Fetcher()
         drain = asyncio.create_task(consumer._drain_messages(fetcher))
-        while not feed.full():
+        # the second fetch answered: the drain holds its run (waiting for room). Waiting for a
+        # full feed alone let a slow machine seek while that fetch had not read its position
+        # yet, so it read from the committed offset and nothing was stale to drop.
+        while not feed.full() or client.fetches < 2:
             await asyncio.sleep(0.001)
         before = (await feed.take(5, within=0)).offsets
         feed.clear()
