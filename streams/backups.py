@@ -15,9 +15,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import rocksdict
-
 from features.config import ProfileConfig
+from streams.state.rocksdb import is_locked
 
 MANIFEST = "manifest.json"
 
@@ -60,9 +59,8 @@ def create(table, partitions: list[int], dest_root: Path, clocks: dict[int, str]
     tmp.mkdir(parents=True)
     files = {}
     for p in partitions:
-        db = table.db(p)
         target = tmp / table.partition_path(p).name
-        rocksdict.Checkpoint(db).create_checkpoint(str(target))
+        table.store(p).checkpoint(target)
         files[str(p)] = target.name
     tables_dir = os.path.relpath(table.partition_path(partitions[0]).parent, instance_dir)
     manifest = {"name": path.name, "created_at": time.time(),
@@ -111,19 +109,10 @@ def restore(backup: BackupInfo, instance_dir: Path) -> list[Path]:
     for folder in backup.partitions.values():
         target = tables / folder
         lock = target / "LOCK"
-        if lock.exists() and _locked(target):
+        if lock.exists() and is_locked(target):
             raise BackupError(f"{target} is open in a running worker; stop it first")
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(backup.path / folder, target)
         written.append(target)
     return written
 
-
-def _locked(db_dir: Path) -> bool:
-    """Whether a process holds the RocksDB lock of db_dir."""
-    try:
-        db = rocksdict.Rdict(str(db_dir), options=rocksdict.Options(raw_mode=True))
-    except Exception:                   # rocksdict raises a plain Exception on a held lock
-        return True
-    db.close()
-    return False

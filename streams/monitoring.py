@@ -24,6 +24,7 @@ from features.quality import QUALITY_METRICS, BusinessKeys, QualitySummary
 from features.trends import TrendHistory
 from streams.counters import EVENT_TRIGGER, WorkerCounts
 from streams.owned_chunks import OwnedChunks, SampleOfUsers
+from streams.state import PartitionStore
 
 log = logging.getLogger(__name__)
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5,
@@ -150,7 +151,7 @@ class WorkerMonitor:
         out: dict[int, int | None] = {}
         for p in self.owned():
             hw = self.pl.group.highwater(p)
-            if hw is None or self.pl.states.open_db(p) is None:
+            if hw is None or self.pl.states.open_store(p) is None:
                 out[p] = None
             else:
                 out[p] = max(0, hw - (self.pl.clock(p).offset + 1))
@@ -251,7 +252,7 @@ class WorkerMonitor:
         per = max(1, self.cfg.quality_sample_users // max(1, len(owned)))
         engine, tz = self.pl.rt.engine, self.pl.tz
         for p in owned:
-            async def add(db: Any, chunk: list[tuple[bytes, bytes]], p: int = p) -> None:
+            async def add(db: PartitionStore, chunk: list[tuple[bytes, bytes]], p: int = p) -> None:
                 stream_time = self.pl.clock(p).stream_time
                 uids, states = [], []
                 for key, blob in chunk:

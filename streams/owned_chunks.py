@@ -14,6 +14,7 @@ from contextlib import AbstractAsyncContextManager
 from itertools import islice
 from typing import Any, Awaitable, Callable, Protocol
 
+from streams.state import PartitionStore
 from streams.state_table import iter_due, iter_users, user_key
 
 CHUNK = 500                 # users per hold of the pipeline lock
@@ -21,12 +22,12 @@ REVOKED = "partition revoked or recovering"
 NOT_OPEN = "partition database not open"
 
 Chunk = list[Any]
-Handler = Callable[[Any, Chunk], Awaitable[None]]   # (the partition's RocksDB, chunk)
+Handler = Callable[[PartitionStore, Chunk], Awaitable[None]]  # (the partition's store, chunk)
 
 
 class ChunkSource(Protocol):
-    def next_chunk(self, db: Any) -> Chunk:
-        """The next chunk read from the partition's RocksDB (empty: none left)."""
+    def next_chunk(self, db: PartitionStore) -> Chunk:
+        """The next chunk read from the partition's store (empty: none left)."""
         ...
 
 
@@ -37,13 +38,13 @@ class Partitions(Protocol):
     def available(self, partition: int) -> bool: ...
 
 
-class OpenDatabases(Protocol):
+class OpenStores(Protocol):
     """streams.faust_compat.tables.PartitionedTable"""
-    def open_db(self, partition: int) -> Any | None: ...
+    def open_store(self, partition: int) -> PartitionStore | None: ...
 
 
 class OwnedChunks:
-    def __init__(self, partitions: Partitions, states: OpenDatabases,
+    def __init__(self, partitions: Partitions, states: OpenStores,
                  lock: AbstractAsyncContextManager[Any]):   # an asyncio.Lock or CommittingLock
         self.partitions = partitions
         self.states = states
@@ -60,7 +61,7 @@ class OwnedChunks:
             async with self.lock:
                 if not self.partitions.available(partition):
                     return REVOKED
-                db = self.states.open_db(partition)
+                db = self.states.open_store(partition)
                 if db is None:
                     return NOT_OPEN
                 chunk = source.next_chunk(db)
@@ -77,7 +78,7 @@ class AllUsers:
         self.size = size
         self.after = b"0"
 
-    def next_chunk(self, db: Any) -> Chunk:
+    def next_chunk(self, db: PartitionStore) -> Chunk:
         chunk = list(islice(iter_users(db, self.after), self.size))
         if chunk:
             self.after = chunk[-1][0] + b"\x00"
@@ -92,7 +93,7 @@ class DueUsers:
         self.day = day
         self.size = size
 
-    def next_chunk(self, db: Any) -> Chunk:
+    def next_chunk(self, db: PartitionStore) -> Chunk:
         return list(islice(iter_due(db, self.day), self.size))
 
 
@@ -107,7 +108,7 @@ class SampleOfUsers:
         self.after = self.start
         self.wrapped = False
 
-    def next_chunk(self, db: Any) -> Chunk:
+    def next_chunk(self, db: PartitionStore) -> Chunk:
         while self.todo > 0:
             chunk = []
             for key, blob in iter_users(db, self.after):

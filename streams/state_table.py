@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator, Protocol
+from typing import TYPE_CHECKING, Iterator
 
 from features.encoding import StateDecodeError, read_header
 from features.schedule import NEVER
 from features.state import UserState
+from streams.state import KeyWrites, PartitionStore
 
 if TYPE_CHECKING:
     from features.columnar.layout import ColumnarState
@@ -30,6 +31,7 @@ _DUE = struct.Struct(">IQ")         # big-endian: keys sort by day, then user
 _I64 = struct.Struct("<q")
 _CLOCK = struct.Struct("<qq")
 FAUST_OFFSET_KEY = b"__faust\x00offset__"
+USERS_START, USERS_END = b"0", b":"    # user keys are decimal digits: "0" <= key < ":"
 
 
 def user_key(user_id: int) -> bytes:
@@ -94,13 +96,6 @@ def unpack_int(b: bytes | None, default: int) -> int:
     return default if b is None else _I64.unpack(b)[0]
 
 
-class KeyWrites(Protocol):
-    """A partition's local RocksDB, or a stand-in queueing its writes (an outbox)."""
-    def put(self, key: bytes, value: bytes) -> Any: ...
-
-    def delete(self, key: bytes) -> Any: ...
-
-
 def move_due(db: KeyWrites, user_id: int, state: UserState | ColumnarState, day: int) -> None:
     """Move the user's entry in the partition's due index to `day` (and the state's header
     with it). The index is local to the RocksDB (no changelog): the state header carries the
@@ -114,7 +109,7 @@ def move_due(db: KeyWrites, user_id: int, state: UserState | ColumnarState, day:
     state.due_day = day
 
 
-def repair_due(db: Any, user_id: int, due_day: int) -> bool:
+def repair_due(db: PartitionStore, user_id: int, due_day: int) -> bool:
     """Put back the user's due-index entry for the day its state header names, if missing;
     whether it was missing."""
     if due_day >= 0 and db.get(due_key(due_day, user_id)) is None:
@@ -123,28 +118,15 @@ def repair_due(db: Any, user_id: int, due_day: int) -> bool:
     return False
 
 
-def iter_due(db, upto_day: int) -> Iterator[tuple[bytes, int, int]]:
+def iter_due(db: PartitionStore, upto_day: int) -> Iterator[tuple[bytes, int, int]]:
     """(key, day, user_id) of due-index entries with day <= upto_day, in day order."""
-    it = db.iter()
-    it.seek(DUE_PREFIX)
-    end = due_key(upto_day + 1, 0)
-    while it.valid():
-        key = it.key()
-        if not key.startswith(DUE_PREFIX) or key >= end:
-            break
+    for key in db.keys(DUE_PREFIX, due_key(upto_day + 1, 0)):
         day, uid = parse_due_key(key)
         yield key, day, uid
-        it.next()
 
 
-def iter_users(db, after: bytes = b"0") -> Iterator[tuple[bytes, bytes]]:
+def iter_users(db: PartitionStore, after: bytes = USERS_START
+               ) -> Iterator[tuple[bytes, bytes]]:
     """(key, encoded state) of every user in the partition from key `after` on, in key order
-    (a fresh iterator sees the store as it is now)."""
-    it = db.iter()
-    it.seek(after)
-    while it.valid():
-        key = it.key()
-        if not key[:1].isdigit():
-            break
-        yield key, it.value()
-        it.next()
+    (a fresh iteration sees the store as it is now)."""
+    return db.items(max(after, USERS_START), USERS_END)

@@ -17,27 +17,14 @@ from faust.tables.manager import TableManager
 from faust.tables.recovery import Recovery
 from faust.types import TP
 
-from streams.faust_compat.tables import partition_db
+from streams.faust_compat.tables import partition_store
+from streams.state import PartitionStore
 
 log = logging.getLogger(__name__)
 
-# Every key our tables write sorts below this (user ids are digits, the rest starts with \x00
-# or is Faust's offset key); anything at or above it is deleted one by one.
-_KEYS_END = b"\xff"
-
-
 def drop_partition(table: Any, partition: int) -> None:
     """Empty one partition's local RocksDB (Faust's persisted offset included)."""
-    db = partition_db(table, partition)
-    db.delete_range(b"", _KEYS_END)
-    it = db.iter()
-    it.seek(_KEYS_END)
-    rest = []
-    while it.valid():
-        rest.append(it.key())
-        it.next()
-    for key in rest:
-        db.delete(key)
+    partition_store(table, partition).drop()
 
 
 def ahead_of_log(persisted: int | None, changelog_last: int | None, processed: int | None,
@@ -57,7 +44,7 @@ def ahead_of_log(persisted: int | None, changelog_last: int | None, processed: i
 
 class HealingRecovery(Recovery):
     # changelog topic -> (source topic, the last source offset a partition's state processed)
-    source_checks: dict[str, tuple[str, Callable[[object], int]]]
+    source_checks: dict[str, tuple[str, Callable[[PartitionStore], int]]]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -95,7 +82,7 @@ class HealingRecovery(Recovery):
             return {}, {}
         sources = {tp: TP(topic, tp.partition) for tp, (topic, _) in checks.items()}
         ends = await consumer.highwaters(*set(sources.values()))
-        processed = {tp: read(partition_db(self.tp_to_table[tp], tp.partition))
+        processed = {tp: read(partition_store(self.tp_to_table[tp], tp.partition))
                      for tp, (_, read) in checks.items()}
         return processed, {tp: ends.get(src) for tp, src in sources.items()}
 
@@ -109,8 +96,8 @@ class HealingTableManager(TableManager):
 
 
 def check_source(app: faust.App, table, source_topic: str,
-                 processed: Callable[[object], int]) -> None:
-    """Also call a partition of `table` ahead when `processed(its RocksDB)`, the last offset of
+                 processed: Callable[[PartitionStore], int]) -> None:
+    """Also call a partition of `table` ahead when `processed(its store)`, the last offset of
     `source_topic` it applied, is at or past the end of that source partition."""
     recovery = getattr(app.tables, "recovery", None)
     if not isinstance(recovery, HealingRecovery):

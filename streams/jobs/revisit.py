@@ -12,7 +12,7 @@ records are converted) and evaluated in one call; whatever the run writes is a v
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from features import columnar
 from features.columnar import ColumnarState
@@ -23,6 +23,7 @@ from features.state import UNKNOWN_DUE
 from features.update import day_end, mark_published
 from streams.jobs.report import PartitionRun
 from streams.owned_chunks import AllUsers, ChunkSource, DueUsers, Handler, OwnedChunks
+from streams.state import PartitionStore
 from streams.state_table import FEATURES_KEY, move_due, pack_int, repair_due, unpack_int, user_key
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ class Revisits:
         if p in self.index_checked:
             return
 
-        async def check(db: Any, chunk: list[tuple[bytes, bytes]]) -> None:
+        async def check(db: PartitionStore, chunk: list[tuple[bytes, bytes]]) -> None:
             for key, blob in chunk:
                 run.index_repaired += repair_due(db, int(key), read_header(blob).due_day)
         if await self.walk(p, run, AllUsers(), check):
@@ -67,7 +68,7 @@ class Revisits:
         if run.stream_time < 0:
             return
 
-        async def due(db: Any, entries: list[tuple[bytes, int, int]]) -> None:
+        async def due(db: PartitionStore, entries: list[tuple[bytes, int, int]]) -> None:
             await self.revisit(p, db, [(key, day, uid, None) for key, day, uid in entries],
                                run, "hourly")
         await self.walk(p, run, DueUsers(day_of(run.stream_time, self.tz)), due)
@@ -76,11 +77,11 @@ class Revisits:
         if run.stream_time < 0:
             return
         today = day_of(run.stream_time, self.tz)
-        db = self.pl.states.db(p)
+        db = self.pl.states.store(p)
         full = full or unpack_int(db.get(FEATURES_KEY), -1) != self.fingerprint
         run.full = full
 
-        async def deep(db: Any, chunk: list[tuple[bytes, bytes]]) -> None:
+        async def deep(db: PartitionStore, chunk: list[tuple[bytes, bytes]]) -> None:
             if full:                        # every user: no header to look at first
                 await self.revisit(p, db, [(None, UNKNOWN_DUE, int(key), blob)
                                            for key, blob in chunk], run, "daily")
@@ -104,7 +105,7 @@ class Revisits:
         async with self.pl.lock:
             self.pl.states.set(p, FEATURES_KEY, pack_int(self.fingerprint))
             await self.pl.flush_writes()
-        await asyncio.to_thread(db.compact_range, None, None)
+        await asyncio.to_thread(db.compact)
 
     def _due_day_misses(self, blob: bytes, h: Header, today: int) -> bool:
         """A record whose due day does not cover what is due (the daily run's backstop): data
@@ -115,7 +116,7 @@ class Revisits:
             return h.T >= 0 and day_of(h.T, self.tz) < today
         return h.due_day == NEVER and columnar.has_data(blob)
 
-    async def revisit(self, p: int, db: Any, entries: list[DueEntry], run: PartitionRun,
+    async def revisit(self, p: int, db: PartitionStore, entries: list[DueEntry], run: PartitionRun,
                       trigger: str) -> None:
         """(Lock held.) Re-evaluate users at the partition's stream time and close their last
         day once stream time has passed it; the due key of an entry is deleted when it no
@@ -182,7 +183,7 @@ class Revisits:
         run.closed_days += len(todo)
         return out
 
-    def _write(self, p: int, db: Any, uid: int, blob: bytes, s: ColumnarState, T: int,
+    def _write(self, p: int, db: PartitionStore, uid: int, blob: bytes, s: ColumnarState, T: int,
                profile: Profile | None, was_closed: bool, due: int, run: PartitionRun) -> bool:
         """The user's record after a revisit: retired when idle; else its header patched (a
         v1/v2 record rewritten whole as v3). Whatever was published goes to the changelog;

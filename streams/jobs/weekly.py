@@ -105,7 +105,7 @@ class WeeklyRebuild:
         users whose live state is past `upto` (compare them later)."""
         states, tz, drift = self.pl.states, self.tz, run.drift
         assert drift is not None
-        db = states.db(p)
+        db = states.store(p)
         moved, fixes = set(), []
         for uid in uids:
             blob = db.get(user_key(uid))

@@ -3,17 +3,18 @@ cached; forgotten on every rebalance, since another worker may have moved a part
 recovery rewrites them (streams.faust_compat.table_recovery may even drop a partition)."""
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
+from streams.state import PartitionStore
 from streams.state_table import PARTITION_KEY, PartitionClock
 
 
-class PartitionDatabases(Protocol):
-    def db(self, partition: int) -> Any: ...
+class PartitionStores(Protocol):
+    def store(self, partition: int) -> PartitionStore: ...
 
 
 class PartitionClocks:
-    def __init__(self, states: PartitionDatabases):
+    def __init__(self, states: PartitionStores):
         self.states = states
         self._clocks: dict[int, PartitionClock] = {}
 
@@ -21,7 +22,7 @@ class PartitionClocks:
         """The partition's stream time and last offset processed, as stored with its states."""
         clock = self._clocks.get(partition)
         if clock is None:
-            raw = self.states.db(partition).get(PARTITION_KEY)
+            raw = self.states.store(partition).get(PARTITION_KEY)
             clock = self._clocks[partition] = PartitionClock.unpack(raw)
         return clock
 

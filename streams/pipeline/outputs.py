@@ -34,7 +34,7 @@ class ProducerOutputs:
             states.set(partition, PARTITION_KEY, clock.pack())
             self.clocks.set(partition, clock)
         for lw in outbox.local_writes:
-            db = states.db(lw.partition)
+            db = states.store(lw.partition)
             if lw.value is None:
                 db.delete(lw.key)
             else:

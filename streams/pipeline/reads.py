@@ -24,7 +24,7 @@ class ProfileReads:
         reader never opens a database Faust is not managing)."""
         key = user_key(user_id)
         for p in partitions:
-            db = self.states.open_db(p)
+            db = self.states.open_store(p)
             blob = db.get(key) if db is not None else None
             if blob is not None:
                 return blob

@@ -17,6 +17,7 @@ from streams.faust_compat.tables import (
     guard_persisted,
 )
 from streams.producer_settings import librdkafka_producer_settings
+from streams.state import PartitionStore
 from streams.state_table import PARTITION_KEY, PartitionClock, not_older
 
 STATE_TABLE = "user-state"
@@ -31,8 +32,8 @@ class Topology:
     states: PartitionedTable    # user states, due index, partition clocks (streams.state_table)
 
 
-def _processed_offset(db: Any) -> int:
-    return PartitionClock.unpack(db.get(PARTITION_KEY)).offset
+def _processed_offset(store: PartitionStore) -> int:
+    return PartitionClock.unpack(store.get(PARTITION_KEY)).offset
 
 
 def declare(app: faust.App, cfg: ProfileConfig) -> Topology:

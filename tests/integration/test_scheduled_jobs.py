@@ -13,13 +13,13 @@ from pathlib import Path
 
 import orjson
 import pytest
-import rocksdict
 from aiokafka.partitioner import DefaultPartitioner
 
 from deploy.broker import free_port
 from deploy.clients import load_items, produce_events
 from features.config import load_config
 from features.encoding import decode, encode
+from streams.state.rocksdb import open_store
 from tests.harness import (
     ROOT,
     caught_up,
@@ -146,7 +146,7 @@ def corrupt_one_user(data_dir: Path, served: dict[int, dict], tz: int = 0) -> in
     """In the stopped worker's RocksDB, give a user with activity level < 3 whose profile's own
     day holds events 400 extra clicks that day; returns the user id."""
     for path in _state_dbs(data_dir):
-        db = rocksdict.Rdict(str(path), options=rocksdict.Options(raw_mode=True))
+        db = open_store(path)
         try:
             for uid in sorted(served):
                 rec = served[uid]
@@ -157,7 +157,7 @@ def corrupt_one_user(data_dir: Path, served: dict[int, dict], tz: int = 0) -> in
                 day = (rec["as_of"] + tz) // DAY
                 if day in state.days:
                     state.days[day].actions[1] = state.days[day].actions.get(1, 0) + 400
-                    db[str(uid).encode()] = encode(state, tz)
+                    db.put(str(uid).encode(), encode(state, tz))
                     return uid
         finally:
             db.close()

@@ -33,12 +33,22 @@ def test_a_state_or_clock_that_went_back_is_refused_and_the_rest_pass():
     assert not_older(k, b"\xffgarbage", state(1))           # unreadable: not judged
 
 
+class Handle(dict):
+    """A partition's rocksdict database as far as the guards use it."""
+
+    def put(self, key, value):
+        self[key] = value
+
+    def delete(self, key):
+        self.pop(key, None)
+
+
 class Store:
     """Faust's RocksDB store as far as the guards use it: partition databases and the persisted
     changelog offset of each changelog partition."""
 
     def __init__(self, dbs: dict):
-        self.dbs, self.persisted = dbs, {}
+        self.dbs, self.persisted = {p: Handle(db) for p, db in dbs.items()}, {}
 
     def _db_for_partition(self, partition):
         return self.dbs[partition]

@@ -114,7 +114,7 @@ def commit(update: BatchUpdate, table: Table) -> list[dict]:
     outbox = Outbox()
     update.flush(outbox)
     for w in outbox.state_writes:
-        table.db(w.partition)[w.key] = w.value
+        table.store(w.partition)[w.key] = w.value
     return [orjson.loads(r.value) for r in outbox.records if r.topic == "profile-updates"]
 
 
@@ -142,7 +142,7 @@ def test_the_flush_holds_a_change_within_the_interval_and_sends_the_latest_after
     update.compute(batches[2], Outbox())
     assert commit(update, table) == []                      # still held, one entry
     t0 = int(clock.t - 1) * 1000
-    state = columnar.decode(table.db(p)[user_key(7)], 0)
+    state = columnar.decode(table.store(p)[user_key(7)], 0)
     assert state.held and state.version == 1 and state.published_at == t0
     assert counts.held == 2 and len(update.held) == 1
     assert update.held.take_due(t0 + 1_999, 10, lambda h: 0) == []
@@ -154,7 +154,7 @@ def test_the_flush_holds_a_change_within_the_interval_and_sends_the_latest_after
     # one record of the latest profile, as of the latest applied event
     assert [(r["version"], r["trigger"], r["as_of"]) for r in sent] == \
         [(2, "event", D0 + DAY + 7 + 120)]
-    state = columnar.decode(table.db(p)[user_key(7)], 0)
+    state = columnar.decode(table.store(p)[user_key(7)], 0)
     assert not state.held and state.version == 2 and state.published_at == t0 + 2_000
     # the records' updated_at is the publish time the interval counts from
     assert (first[0]["updated_at"], sent[0]["updated_at"]) == (t0 / 1000, (t0 + 2_000) / 1000)
@@ -186,7 +186,7 @@ def test_a_held_user_whose_interval_passed_goes_out_with_its_next_change(tmp_pat
     clock.t += 1.5                      # due, but an event comes before the timer drains it
     update.compute(burst(p, 7, 22, D0 + 7200, 1, 1), Outbox())
     assert [r["version"] for r in commit(update, table)] == [2]
-    assert len(update.held) == 0 and not columnar.decode(table.db(p)[user_key(7)], 0).held
+    assert len(update.held) == 0 and not columnar.decode(table.store(p)[user_key(7)], 0).held
     update.stage_held([])               # nothing left to send
     assert commit(update, table) == []
 
@@ -195,18 +195,18 @@ def test_a_held_user_back_at_the_published_profile_is_released_without_a_record(
                                                                                 clock):
     p, table, update = published_then_held(tmp_path, clock)
     # the state's data as published (a held mark and nothing else to send)
-    state = columnar.decode(table.db(p)[user_key(7)], 0)
+    state = columnar.decode(table.store(p)[user_key(7)], 0)
     blob = bytearray(columnar.encode(state))
     first = columnar.decode(blob, 0)
     up = columnar.ColumnarUpdate(7, first, held=True)
     columnar.finish(update.rt.engine, [up], (1, 7, 30), with_metrics=False)
     first.published_digest = up.profile.digest()        # as if that profile went out
-    table.db(p)[user_key(7)] = columnar.encode(first)
+    table.store(p)[user_key(7)] = columnar.encode(first)
     update.cache.clear()
     clock.t += 2
     update.stage_held(update.held.take_due(int(clock.t * 1000), 10, lambda h: 0))
     assert commit(update, table) == []
-    assert not columnar.decode(table.db(p)[user_key(7)], 0).held
+    assert not columnar.decode(table.store(p)[user_key(7)], 0).held
 
 
 class Strategy:
@@ -282,4 +282,4 @@ class FakeRecords(FakeOutputs):
         self.sent += [orjson.loads(r.value) for r in outbox.records
                       if r.topic == "profile-updates"]
         for w in outbox.state_writes:
-            self.table.db(w.partition)[w.key] = w.value
+            self.table.store(w.partition)[w.key] = w.value

@@ -577,11 +577,11 @@ class Table:
     def __init__(self):
         self.dbs: dict[int, DB] = {}
 
-    def db(self, partition):
+    def store(self, partition):
         return self.dbs.setdefault(partition, DB())
 
     def get(self, partition, key):
-        return self.db(partition).get(key)
+        return self.store(partition).get(key)
 
 
 def update_step(tmp_path, table, counts=None):
@@ -628,16 +628,16 @@ def test_the_compute_step_stages_dead_letters_and_the_flush_the_rest_once_per_us
     assert [w.key[:4] for w in outbox.local_writes] == [due_key(0, 0)[:4]] * 2  # the due index
     assert (counts.events_in, counts.applied, counts.dead_letters["malformed_json"]) == (4, 3, 1)
     assert counts.published["event"] == 2 and counts.aggregates == 1
-    assert PARTITION_KEY not in table.db(p7) and update.dirty_count == 0
+    assert PARTITION_KEY not in table.store(p7) and update.dirty_count == 0
 
 
 def emit(table: Table, outbox: Outbox, published: list) -> None:
     """What streams.pipeline.outputs does with an outbox, on the fake table."""
     for w in outbox.state_writes:
-        table.db(w.partition)[w.key] = w.value
+        table.store(w.partition)[w.key] = w.value
     for lw in outbox.local_writes:
-        (table.db(lw.partition).delete(lw.key) if lw.value is None
-         else table.db(lw.partition).put(lw.key, lw.value))
+        (table.store(lw.partition).delete(lw.key) if lw.value is None
+         else table.store(lw.partition).put(lw.key, lw.value))
     published.extend(outbox.records)
 
 

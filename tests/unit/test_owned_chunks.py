@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import random
 
-from rocksdict import Options, Rdict
-
 from streams.owned_chunks import NOT_OPEN, REVOKED, AllUsers, DueUsers, OwnedChunks, SampleOfUsers
+from streams.state.rocksdb import open_store
 from streams.state_table import PARTITION_KEY, due_key, user_key
 
 
@@ -26,12 +25,12 @@ class States:
     def __init__(self, db):
         self.db = db
 
-    def open_db(self, partition):
+    def open_store(self, partition):
         return self.db
 
 
 def database(tmp_path, users):
-    db = Rdict(str(tmp_path / "p0"), Options(raw_mode=True))
+    db = open_store(tmp_path / "p0")
     for u in users:
         db.put(user_key(u), b"state")
     db.put(PARTITION_KEY, b"clock")         # not a user: never in a chunk

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rocksdict import Options, Rdict
 
 from features import columnar
 from features.batch import BatchReport, build_states
@@ -23,6 +22,7 @@ from features.update import closed_day_metrics
 from streams.jobs.report import PartitionRun
 from streams.jobs.revisit import Revisits
 from streams.owned_chunks import OwnedChunks
+from streams.state.rocksdb import open_store
 from streams.state_table import FEATURES_KEY, due_key, is_user_key, pack_int
 from tools.data.sample import END_TS, SampleSpec, write_sample
 
@@ -57,10 +57,10 @@ class Recorder:
         self.crash_writes = False
 
     # the state table (streams.faust_compat.tables.PartitionedTable) of partition 0
-    def db(self, partition: int) -> Any:
+    def store(self, partition: int) -> Any:
         return self.rocks
 
-    def open_db(self, partition: int) -> Any:
+    def open_store(self, partition: int) -> Any:
         return self.rocks
 
     def set(self, partition: int, key: bytes, value: bytes) -> None:
@@ -105,7 +105,7 @@ def world(tmp_path_factory):
 
 
 def store(path: Path, rt: FeatureRuntime, states: dict, v3: bool) -> Any:
-    db = Rdict(str(path), Options(raw_mode=True))
+    db = open_store(path)
     for uid, s in states.items():
         db.put(str(uid).encode(), columnar.encode(columnar.from_reference(s, 0)) if v3
                else encode_v2(s, 0))
@@ -125,13 +125,7 @@ def run(pl: Recorder, job: str, stream_time: int) -> tuple[PartitionRun, list[tu
 
 
 def records(db: Any) -> dict[bytes, bytes]:
-    out = {}
-    it = db.iter()
-    it.seek_to_first()
-    while it.valid():
-        out[it.key()] = it.value()
-        it.next()
-    return out
+    return dict(db.items())
 
 
 def test_v2_and_v3_records_give_the_same_records_and_states(world, tmp_path):

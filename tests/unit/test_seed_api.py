@@ -1,19 +1,19 @@
-"""The seed README's example (基础使用), copied with only its import line changed."""
+"""The seed README's example (基础使用), copied unchanged."""
 from __future__ import annotations
 
 import orjson
 
 from features.config import parse_config
-from features.seed_api import UserProfileSystem
+from user_profile_system import UserProfileSystem
 
 
 def test_seed_readme_basic_usage(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    # --- from the seed README, section 2 (only the import differs) ---
-    from features import UserProfileSystem as SeedSystem
+    # --- from the seed README, section 2 ---
+    from user_profile_system import UserProfileSystem
 
     # 初始化系统
-    profile_system = SeedSystem("data/")
+    profile_system = UserProfileSystem("data/")
 
     # 生成用户行为数据
     user_sequence = [

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from rocksdict import Options, Rdict
-
 from streams.faust_compat.table_recovery import ahead_of_log, drop_partition
+from streams.state.rocksdb import open_store
 
 
 def test_ahead_of_log():
@@ -23,15 +22,13 @@ def test_ahead_of_log():
 
 
 def test_drop_partition_empties_every_key(tmp_path):
-    db = Rdict(str(tmp_path / "p0"), Options(raw_mode=True))
+    store = open_store(tmp_path / "p0")
     keys = [b"42", b"\x00partition", b"\x00due" + b"\x00" * 12, b"__faust\x00offset__",
             b"\xff\xfe odd", b"\xff"]
     for k in keys:
-        db.put(k, b"v")
-    table = SimpleNamespace(data=SimpleNamespace(_db_for_partition=lambda p: db))
+        store.put(k, b"v")
+    table = SimpleNamespace(data=SimpleNamespace(_db_for_partition=lambda p: store.db))
     drop_partition(table, 0)
-    assert [db.get(k) for k in keys] == [None] * len(keys)
-    it = db.iter()
-    it.seek_to_first()
-    assert not it.valid()
-    db.close()
+    assert [store.get(k) for k in keys] == [None] * len(keys)
+    assert list(store.keys()) == []
+    store.close()

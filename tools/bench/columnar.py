@@ -17,11 +17,11 @@ import sys
 import tempfile
 import time
 import tracemalloc
+from itertools import islice
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import rocksdict
 
 from features import columnar
 from features.columnar.schedule import next_change_days
@@ -34,6 +34,8 @@ from features.schedule import next_change_day
 from features.state import UserState
 from features.state import apply as apply_ref
 from features.update import day_end
+from streams.state.rocksdb import open_store
+from streams.state_table import iter_users, user_key
 from tools.data.sample import END_TS, TOPICS, SampleSpec, write_sample
 
 
@@ -184,31 +186,28 @@ def scheduled(rt: FeatureRuntime, events: dict[int, list[Event]], n_users: int, 
         pool_ref.append(encode_ref(s, tz))
         pool.append(columnar.encode(columnar.from_reference(s, tz)))
     path = workdir / "states.db"
-    db = rocksdict.Rdict(str(path), options=rocksdict.Options(raw_mode=True))
+    db = open_store(path)
     t0 = time.process_time()
     for start in range(0, n_users, 50_000):
-        wb = rocksdict.WriteBatch(raw_mode=True)
-        for uid in range(start + 1, min(n_users, start + 50_000) + 1):
-            wb.put(str(uid).encode(), pool[uid % len(pool)])
-        db.write(wb)
-    db.flush()
+        db.put_many((user_key(uid), pool[uid % len(pool)])
+                    for uid in range(start + 1, min(n_users, start + 50_000) + 1))
     say(f"scheduled run: {n_users:,} v3 states written to RocksDB in "
         f"{time.process_time() - t0:.1f} s (CPU)")
     stream_time = END_TS + 86400 + 3600        # a day after the sample: every window slides
     eval_day = day_of(stream_time, tz)
     t = {"read": 0.0, "decode": 0.0, "evaluate and compare": 0.0, "next change": 0.0}
     changed = 0
-    it = db.iter()
-    it.seek(b"0")
+    users = iter_users(db)
     done = 0
-    while it.valid():
+    while True:
         t0 = time.process_time()
         keys: list[bytes] = []
         blobs: list[bytes] = []
-        while it.valid() and len(keys) < chunk:
-            keys.append(it.key())
-            blobs.append(it.value())
-            it.next()
+        for key, blob in islice(users, chunk):
+            keys.append(key)
+            blobs.append(blob)
+        if not keys:
+            break
         t1 = time.process_time()
         states = [columnar.decode(b, tz) for b in blobs]
         t2 = time.process_time()

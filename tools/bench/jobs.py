@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import rocksdict
 import yaml
 
 from deploy import broker as embedded
@@ -35,7 +34,15 @@ from features.runtime import FeatureRuntime
 from features.schedule import NEVER, feature_fingerprint, next_change_day
 from features.state import NO_CLOSED_DAY, UserState
 from streams.auth import api_token
-from streams.state_table import FEATURES_KEY, PARTITION_KEY, PartitionClock, due_key, pack_int
+from streams.state.rocksdb import open_store
+from streams.state_table import (
+    FEATURES_KEY,
+    PARTITION_KEY,
+    PartitionClock,
+    due_key,
+    pack_int,
+    user_key,
+)
 from tools.bench.proc import cpu_seconds, peak_rss_mb
 from tools.bench.suite import ROOT, _machine
 from tools.data.sample import END_TS, SampleSpec, write_sample
@@ -47,31 +54,27 @@ LEGACY = "v2 records as the release before the closed day wrote them"
 def _prefill(cfg, tables: Path, users: int, due: int, due_pool: list, quiet_pool: list,
              stream_time: int, say) -> None:
     """Users 1..due get states due today, the rest states whose next change is later."""
-    dbs = []
-    for p in range(PARTITIONS):
-        dbs.append(rocksdict.Rdict(str(tables / f"user-state-{p}.db"),
-                                   options=rocksdict.Options(raw_mode=True)))
+    stores = [open_store(tables / f"user-state-{p}.db") for p in range(PARTITIONS)]
     fp = pack_int(feature_fingerprint(cfg))
     t0 = time.monotonic()
-    batches = [rocksdict.WriteBatch(raw_mode=True) for _ in range(PARTITIONS)]
+    batches: list[list[tuple[bytes, bytes]]] = [[] for _ in range(PARTITIONS)]
     for uid in range(1, users + 1):
         p = uid % PARTITIONS
         pool = due_pool if uid <= due else quiet_pool
         state, blob = pool[uid % len(pool)]
         b = batches[p]
-        b.put(str(uid).encode(), blob)
+        b.append((user_key(uid), blob))
         if state.due_day >= 0:
-            b.put(due_key(state.due_day, uid), b"")
+            b.append((due_key(state.due_day, uid), b""))
         if uid % 50_000 == 0 or uid == users:
             for q in range(PARTITIONS):
-                dbs[q].write(batches[q])
-            batches = [rocksdict.WriteBatch(raw_mode=True) for _ in range(PARTITIONS)]
+                stores[q].put_many(batches[q])
+            batches = [[] for _ in range(PARTITIONS)]
             say(f"  state written for {uid:,} users ({time.monotonic() - t0:.0f} s)")
-    for p, db in enumerate(dbs):
-        db.put(PARTITION_KEY, PartitionClock(stream_time, -1).pack())
-        db.put(FEATURES_KEY, fp)
-        db.flush()
-        db.close()
+    for store in stores:
+        store.put(PARTITION_KEY, PartitionClock(stream_time, -1).pack())
+        store.put(FEATURES_KEY, fp)
+        store.close()
 
 
 @dataclass

@@ -1,13 +1,14 @@
-"""The seed README's Python API, kept for its users:
+"""The seed README's Python API, kept for its users (its import line too):
 
-    from features import UserProfileSystem
+    from user_profile_system import UserProfileSystem
     profile_system = UserProfileSystem("data/")
     profile = profile_system.update_user_profile(123, user_sequence)
     features = profile_system.get_user_array_features(123)
 
-States persist in a RocksDB store under data_dir (rocksdict), in the same binary encoding the
-stream uses. Records the seed's shape omits (user_id) are filled in; bad records are skipped and
-kept in `rejections` with their reason, as the stream's dead-letter topic would.
+States persist in a state store (streams.state.rocksdb) under data_dir, keyed and encoded as the
+stream's (streams.state_table, features.encoding). Records the seed's shape omits (user_id) are
+filled in; bad records are skipped and kept in `rejections` with their reason, as the stream's
+dead-letter topic would.
 """
 from __future__ import annotations
 
@@ -15,14 +16,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rocksdict import Rdict
-
 from features.config import ProfileConfig, load_config, parse_config
 from features.encoding import decode, encode
 from features.events import Rejection
 from features.profile import ARRAY_KEYS
 from features.runtime import FeatureRuntime
 from features.state import APPLIED, DUPLICATE, UserState, apply
+from streams.state.rocksdb import open_store
+from streams.state_table import user_key
 
 
 class UserProfileSystem:
@@ -40,7 +41,7 @@ class UserProfileSystem:
         rt = FeatureRuntime.from_config(self.cfg, items if items.exists() else None)
         self.engine, self.catalog, self.parser = rt.engine, rt.catalog, rt.parser
         self.rejections: list[tuple[int, dict, Rejection | str]] = []
-        self._db = Rdict(str(self.data_dir / "user_states"))
+        self._store = open_store(self.data_dir / "user_states")
 
     @property
     def item_features(self) -> dict[int, dict[str, Any]]:
@@ -50,7 +51,7 @@ class UserProfileSystem:
         self.catalog.put(item_id, features)
 
     def _state(self, user_id: int) -> UserState:
-        raw = self._db.get(str(user_id).encode())
+        raw = self._store.get(user_key(user_id))
         return decode(raw, self.engine.tz) if raw is not None else UserState()
 
     def update_user_profile(self, user_id: int, user_sequence: list[dict]) -> dict[str, Any]:
@@ -69,7 +70,7 @@ class UserProfileSystem:
         if profile is not None and profile.digest() != state.published_digest:
             state.version += 1
             state.published_digest = profile.digest()
-        self._db[str(user_id).encode()] = encode(state, self.engine.tz)
+        self._store.put(user_key(user_id), encode(state, self.engine.tz))
         if profile is None:
             return self._default_record(user_id)
         return profile.to_record(state.version, "event", time.time())
@@ -88,7 +89,7 @@ class UserProfileSystem:
                 "updated_at": time.time()}
 
     def close(self) -> None:
-        self._db.close()
+        self._store.close()
 
     def __enter__(self) -> UserProfileSystem:
         return self
