@@ -6,23 +6,6 @@ from dataclasses import dataclass
 
 from features.config import COMPARE, AlertRule
 
-# The signals a rule can name (monitoring.alerts[].metric).
-SIGNALS = {
-    "dlq_rate": "dead letters / events read over monitoring.rate_window_seconds",
-    "lag": "records not yet processed, summed over the worker's partitions",
-    "events_per_second": "events read per second over the rate window",
-    "publishes_per_second": "profile records published per second over the rate window",
-    "freshness_seconds": "mean of (stream time - as_of of the last published record) per user",
-    "coverage": "fraction of users whose profile is not all default values",
-    "coverage_drop": "highest coverage seen in the last hour minus the current coverage",
-    "last_event_age_seconds": "wall-clock seconds since the worker last read an event",
-    "workers_down": "configured workers that do not answer (evaluated by the supervisor)",
-    "partition_mismatch_events": "events over the rate window that arrived on a partition "
-                                 "kafka.partitioner does not give for their key",
-    "missing_key_events": "user-events messages without a key (dead-lettered as missing_key) "
-                          "over the rate window",
-}
-
 
 @dataclass
 class _State:

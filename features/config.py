@@ -477,9 +477,26 @@ class PerformanceConfig(Section):
     gc: GcConfig = Field(default_factory=GcConfig)
 
 
+# The signals a rule can name (monitoring.alerts[].metric).
+SIGNALS = {
+    "dlq_rate": "dead letters / events read over monitoring.rate_window_seconds",
+    "lag": "records not yet processed, summed over the worker's partitions",
+    "events_per_second": "events read per second over the rate window",
+    "publishes_per_second": "profile records published per second over the rate window",
+    "freshness_seconds": "mean of (stream time - as_of of the last published record) per user",
+    "coverage": "fraction of users whose profile is not all default values",
+    "coverage_drop": "highest coverage seen in the last hour minus the current coverage",
+    "last_event_age_seconds": "wall-clock seconds since the worker last read an event",
+    "workers_down": "configured workers that do not answer (evaluated by the supervisor)",
+    "partition_mismatch_events": "events over the rate window that arrived on a partition "
+                                 "kafka.partitioner does not give for their key",
+    "missing_key_events": "user-events messages without a key (dead-lettered as missing_key) "
+                          "over the rate window",
+}
+
 class AlertRule(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    metric: str                      # a signal of features.alerts.SIGNALS
+    metric: str                      # one of SIGNALS
     op: Comparison
     threshold: float
     for_seconds: float = Field(0, ge=0, alias="for")   # true this long before it fires
@@ -521,7 +538,6 @@ class MonitoringConfig(Section):
     @field_validator("alerts")
     @classmethod
     def _known_signals(cls, rules: list[AlertRule]) -> list[AlertRule]:
-        from features.alerts import SIGNALS
         names = set()
         for i, r in enumerate(rules):
             if r.metric not in SIGNALS:

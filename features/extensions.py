@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable, Protocol
 
 from features.config import ProfileConfig
 from features.state import UserState
 
-if TYPE_CHECKING:
-    from features.profile import FeatureEngine
+
+class FeatureEngine(Protocol):
+    """What an extractor may use of features.profile.FeatureEngine."""
+    action_names: dict[str, int]
+
+    def metrics(self, state: UserState, T: int, W: int) -> dict[str, Any]: ...
+
 
 Extractor = Callable[..., list[int]]
 _REGISTRY: dict[str, Extractor] = {}

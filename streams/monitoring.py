@@ -74,7 +74,7 @@ def _partition_mismatch(c: WorkerCounts) -> int:
     return c.partition_mismatch
 
 
-# Counts whose increase over the rate window is an alert signal (features.alerts.SIGNALS).
+# Counts whose increase over the rate window is an alert signal (features.config.SIGNALS).
 WINDOW_COUNTS: dict[str, Callable[[WorkerCounts], int]] = {
     "partition_mismatch_events": _partition_mismatch, "missing_key_events": _missing_key}
 

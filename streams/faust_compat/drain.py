@@ -30,7 +30,7 @@ import difflib
 import inspect
 from bisect import bisect_left
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, AsyncIterator, Protocol, cast
+from typing import Any, AsyncIterator, ClassVar, Protocol, cast
 
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.consumer import Consumer as FaustConsumer
@@ -38,12 +38,51 @@ from mode import Service
 
 from streams.raw_batch import FetchedRun
 
-if TYPE_CHECKING:
-    from streams.faust_compat.consumer import ProfilesConsumer
-
 UPSTREAM_COPY = Path(__file__).with_name("upstream") / "consumer_drain_messages.txt"
 GETMANY_COPY = Path(__file__).with_name("upstream") / "consumer_getmany.txt"
 YIELD_EVERY = 1000
+
+
+class DrainedConsumer(Protocol):
+    """What the drain loop uses of its consumer (streams.faust_compat.consumer.ProfilesConsumer):
+    Faust's consumer's parts, and the seek checks of ours."""
+    app: Any
+    transport: Any
+    log: Any
+    diag: Any
+    callback: Any
+    flow_active: bool
+    consumer_stopped_errors: ClassVar[Any]
+    suspend_flow: Any
+    _buffered_partitions: Any
+    _read_offset: Any
+    _commit_every: Any
+    _n_acked: int
+
+    @property
+    def should_stop(self) -> bool: ...
+
+    def _wait_next_records(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def _to_message(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def _add_gap(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def perform_seek(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def highwater(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def commit(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def sleep(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def wait_first(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def fetched_before_a_seek(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def offsets_kept(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def seek_after_stale(self, *args: Any, **kwargs: Any) -> Any: ...
 
 
 class RawFeed(Protocol):
@@ -58,7 +97,7 @@ class RawFeed(Protocol):
     async def wait_space(self) -> None: ...
 
 
-async def fetched_runs(self: ProfilesConsumer, timeout: float, feed_topic: str
+async def fetched_runs(self: DrainedConsumer, timeout: float, feed_topic: str
                        ) -> AsyncIterator[tuple[Any, list[Any]]]:
     """Faust's `Consumer.getmany`, with no message object made: (tp, aiokafka records) of one
     fetch, all of a partition's records at once on `feed_topic`, one record at a time on other
@@ -89,7 +128,7 @@ async def fetched_runs(self: ProfilesConsumer, timeout: float, feed_topic: str
             yield tp, run
 
 
-async def drain_into_feed(self: ProfilesConsumer, fetcher: Any, feed: RawFeed) -> None:
+async def drain_into_feed(self: DrainedConsumer, fetcher: Any, feed: RawFeed) -> None:
     # (`self`: written as the method it replaces, so it reads beside the original)
     callback = self.callback
     to_message = self._to_message
@@ -121,7 +160,7 @@ async def drain_into_feed(self: ProfilesConsumer, fetcher: Any, feed: RawFeed) -
                     for record in tp_records:
                         if stale_fetch():
                             # diagnostic only: a changelog record fetched before the latest
-                            # seek (docs/RELIABILITY.md, "make chaos, per seed": the standby
+                            # seek (docs/history/CHAOS_RUNS.md, on Tansu: the standby
                             # that missed records)
                             other_stale.setdefault(tp, []).append(record.offset)
                         since_yield += 1
@@ -206,7 +245,7 @@ async def drain_into_feed(self: ProfilesConsumer, fetcher: Any, feed: RawFeed) -
         unset_flag(flag_consumer_fetching)
 
 
-async def _other_record(self: ProfilesConsumer, tp: Any, message: Any, callback: Any) -> None:
+async def _other_record(self: DrainedConsumer, tp: Any, message: Any, callback: Any) -> None:
     """A record of another topic (a table's changelog, during recovery or for a standby): the
     original loop's steps for one message, which goes to Faust's callback."""
     offset = message.offset
