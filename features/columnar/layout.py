@@ -12,7 +12,7 @@ ending at day(T): `apply` prunes when T moves to a new day).
         closed day (the last day whose `profile-aggregates` record was published), and the
         wall-clock time of the last event publish in ms (`published_at`, 0: none recorded).
         Flag bit 0 (`HELD`): a changed profile is held back (`real_time_update.update_interval`,
-        streams.holdback) and goes out at published_at + the interval. Format 3 is the same
+        features.holdback) and goes out at published_at + the interval. Format 3 is the same
         header without published_at (83 bytes), read as published_at 0 and nothing held.
     codes    A x u8          the action codes that have a column, ascending
     age      D x u8          one row per day with data, ages descending (days ascending)
