@@ -212,22 +212,17 @@ def chaos(users: int, seed: int, runs: int, hostile: int, kills: int, skip: tupl
 @click.option("--due", type=click.IntRange(0), default=10_000, show_default=True)
 @click.option("--full-daily", is_flag=True, help="Also time a daily run that re-evaluates "
               "every user (the run after a feature config change).")
-@click.option("--legacy-v2", is_flag=True, help="Start from v2 records as the release before "
-              "the closed day wrote them (the runs close their days and rewrite them in the "
-              "current format).")
 @click.option("--workdir", type=click.Path(file_okay=False), default="run/bench-jobs",
               show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), default="BENCHMARKS.md",
               show_default=True, help="Its section there is replaced.")
-def bench_jobs(users: int, due: int, full_daily: bool, legacy_v2: bool, workdir: str,
-               out: str) -> None:
+def bench_jobs(users: int, due: int, full_daily: bool, workdir: str, out: str) -> None:
     """Time the hourly and daily runs of one worker holding USERS states, DUE of them due."""
     import shutil
 
     from tools.bench.jobs import run_bench_jobs
     shutil.rmtree(workdir, ignore_errors=True)
-    section = run_bench_jobs(Path(workdir), users, due, full_daily, say=_say,
-                             legacy_v2=legacy_v2)
+    section = run_bench_jobs(Path(workdir), users, due, full_daily, say=_say)
     replace_section(Path(out), section)
     click.echo("\n" + section)
     click.echo(f"written to {out}")

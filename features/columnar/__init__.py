@@ -3,7 +3,7 @@
 
 Every function here equals a reference one value for value (tests/unit/test_columnar.py):
 
-    codec.decode / encode           features.encoding.decode / encode (reads v1/v2 too)
+    codec.decode / encode           features.encoding.decode / encode (format 4 only)
     codec.from_reference / to_reference    conversions to and from features.state.UserState
     update.apply / check            features.state.apply / check
     update.apply_events             features.update.apply_events, without the evaluation

@@ -2,8 +2,8 @@
 from bytes, and to and from the reference state.
 
 `decode` keeps the record's bytes and reads only the header: the sections are views over them.
-v1/v2 records are read through the reference decoder, format-3 records with their shorter
-header copied behind a format-4 one (once per user: the next write is format 4).
+Only format 4 is read: the earlier formats (v1/v2 of features.encoding, format 3 without the
+hold-back's fields) were never deployed.
 """
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from features.columnar.layout import (
     HASH_BYTES,
     HEADER,
     HEADER_SIZE,
-    HEADER_V3,
     HELD,
     N_WIDTHS,
     PUBLISHED_AT_AT,
@@ -44,19 +43,17 @@ from features.columnar.layout import (
     W_NITEM,
     W_NRUN,
     ColumnarState,
+    StateDecodeError,
     section_offsets,
     uint_bytes,
     uint_list,
     width_for,
 )
-from features.encoding import StateDecodeError
-from features.encoding import decode as decode_reference
 from features.events import day_of
 from features.state import DayBucket, UserState
 
 _D_AT = 52          # HEADER: the day count's byte
 _I64 = struct.Struct("<q")
-FORMAT_V3 = 3       # the header without published_at (HEADER_V3)
 
 
 def encode(s: ColumnarState) -> bytes:
@@ -72,23 +69,19 @@ def encode(s: ColumnarState) -> bytes:
 
 
 def decode(data: bytes, tz: int) -> ColumnarState:
-    """A v3 record as views over `data`; a format-3 or v1/v2 record converted (tz places its
-    days)."""
+    """A format-4 record as views over `data` (its days are absolute: `tz` is not needed, and
+    kept in the signature the reference's `features.encoding.decode` shares)."""
     if not data:
         raise StateDecodeError("empty state record")
     v = data[0]
     if v == FORMAT:
         return _decode_v3(data)
-    if v == FORMAT_V3:
-        return _decode_format3(data)
-    if v in (1, 2):
-        ref = decode_reference(data, tz)
-        try:
-            return from_reference(ref, tz)
-        except ValueError as e:
-            raise StateDecodeError(f"corrupt state record: {e}") from None
-    raise StateDecodeError(f"unknown state format version {v} (this build reads versions "
-                           f"[1, 2, 3, {FORMAT}])")
+    raise _unknown_format(v)
+
+
+def _unknown_format(v: int) -> StateDecodeError:
+    return StateDecodeError(f"unknown state format version {v} (this build reads version "
+                            f"{FORMAT})")
 
 
 def _decode_v3(data: bytes) -> ColumnarState:
@@ -115,29 +108,19 @@ def _decode_v3(data: bytes) -> ColumnarState:
     return s
 
 
-def _decode_format3(data: bytes) -> ColumnarState:
-    """A format-3 record (83-byte header, no published_at): its body behind a format-4 header."""
-    if len(data) < HEADER_V3.size:
-        raise StateDecodeError("corrupt state record: shorter than its header")
-    f = list(HEADER_V3.unpack_from(data))
-    f[0], f[5] = FORMAT, 0
-    f[6] = len(data) - HEADER_V3.size
-    return _decode_v3(HEADER.pack(*f, 0) + data[HEADER_V3.size:])
-
-
 def hold_mark(blob: bytes) -> tuple[bool, int]:
-    """(held, published_at ms) from a record's header without decoding it; any format (those
-    before format 4 hold nothing)."""
+    """(held, published_at ms) from a record's header without decoding it (nothing held: not a
+    format-4 record)."""
     if blob[:1] != AGE_BYTE[FORMAT] or len(blob) < HEADER_SIZE:
         return False, 0
     return bool(blob[FLAGS_AT] & HELD), _I64.unpack_from(blob, PUBLISHED_AT_AT)[0]
 
 
 def has_data(blob: bytes) -> bool:
-    """Whether a record holds any day (False for a retired or never-used state); any format."""
-    if blob[:1] in (AGE_BYTE[FORMAT], AGE_BYTE[FORMAT_V3]):
-        return len(blob) > _D_AT and blob[_D_AT] > 0
-    return bool(decode_reference(blob, 0).days)
+    """Whether a record holds any day (False for a retired or never-used state)."""
+    if blob[:1] != AGE_BYTE[FORMAT]:
+        raise _unknown_format(blob[0] if blob else -1)
+    return len(blob) > _D_AT and blob[_D_AT] > 0
 
 
 # ---------------------------------------------------------------- the reference state

@@ -5,15 +5,15 @@ width (1-8 bytes) its largest value needs, and the header names each width. Days
 *ages*: ``age = day(T) - day``, 0..29 (the state never holds a day outside the 30-day window
 ending at day(T): `apply` prunes when T moves to a new day).
 
-    header (91 bytes, `HEADER`): the v2 header's fields at the v2 positions (format 4, T,
+    header (91 bytes, `HEADER`): the fields of the earlier v2 header where it had them (format 4, T,
         source offset, publish version, published digest, flags, [body length], due day,
         published as_of), then A (action codes), D (days), C (category entries), R (session
         runs), I (items), E (event ids), the widths of the ten variable-width arrays, the
         closed day (the last day whose `profile-aggregates` record was published), and the
         wall-clock time of the last event publish in ms (`published_at`, 0: none recorded).
         Flag bit 0 (`HELD`): a changed profile is held back (`real_time_update.update_interval`,
-        features.holdback) and goes out at published_at + the interval. Format 3 is the same
-        header without published_at (83 bytes), read as published_at 0 and nothing held.
+        features.holdback) and goes out at published_at + the interval. (Format 3, never
+        deployed, had no published_at; it is no longer read.)
     codes    A x u8          the action codes that have a column, ascending
     age      D x u8          one row per day with data, ages descending (days ascending)
     act      D x A counters  events per (day, action code column), row-major
@@ -42,12 +42,11 @@ import numpy as np
 FORMAT = 4
 HEADER = struct.Struct("<BqqqqBIiqHBIIII10Biq")
 HEADER_SIZE = HEADER.size      # 91
-HEADER_V3 = struct.Struct("<BqqqqBIiqHBIIII10Bi")    # format 3: without published_at
 CLOSED_DAY_AT = 79             # the closed day's i32 (read and patched in place, as the due day)
 FLAGS_AT = 33                  # the flags byte
 HELD = 1                       # flag: a changed profile is held back
 PUBLISHED_AT_AT = 83           # published_at's i64 (format 4)
-NO_CLOSED_DAY = -1             # features.state.NO_CLOSED_DAY (what v1/v2 records read as)
+NO_CLOSED_DAY = -1             # features.state.NO_CLOSED_DAY
 
 # the ten variable widths, in header order
 (W_ACT, W_DWELL_MS, W_DWELL_N, W_NCAT, W_NRUN, W_NITEM, W_NID, W_CKEY, W_CCOUNT,
@@ -66,6 +65,11 @@ RUN_HALF = 3
 HASH_BYTES = 6                 # features.state.EVENT_ID_HASH_BYTES
 MAX_AGE = 29                   # features.state.STATE_DAYS - 1
 AGE_BYTE = [bytes((i,)) for i in range(256)]
+
+
+class StateDecodeError(ValueError):
+    """A stored record that is not a state this build reads (unknown format, or corrupt)."""
+
 
 Buffer = Union[bytes, bytearray]
 

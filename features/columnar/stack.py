@@ -46,8 +46,8 @@ from features.columnar.layout import (
     W_NITEM,
     W_NRUN,
     ColumnarState,
+    StateDecodeError,
 )
-from features.encoding import StateDecodeError
 
 _I64 = np.int64
 

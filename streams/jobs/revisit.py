@@ -6,8 +6,8 @@ index kept true to the state headers.
 - daily: every user whose profile can have changed (all of them when the feature config
   changed, or with `full`), missing due-index entries put back, RocksDB compacted.
 
-A chunk's users are decoded as v3 states (features.columnar: views over the records; v1/v2
-records are converted) and evaluated in one call; whatever the run writes is a v3 record.
+A chunk's users are decoded as v3 states (features.columnar: views over the records) and
+evaluated in one call; whatever the run writes is a v3 record.
 """
 from __future__ import annotations
 
@@ -109,11 +109,7 @@ class Revisits:
 
     def _due_day_misses(self, blob: bytes, h: Header, today: int) -> bool:
         """A record whose due day does not cover what is due (the daily run's backstop): data
-        with no due day left (idle but not yet retired), or a v1/v2 record whose last day has
-        passed (written before due days counted the closing of that day; the revisit closes it
-        if it is open and rewrites the record as v3)."""
-        if blob[0] != columnar.FORMAT:
-            return h.T >= 0 and day_of(h.T, self.tz) < today
+        with no due day left (idle but not yet retired)."""
         return h.due_day == NEVER and columnar.has_data(blob)
 
     async def revisit(self, p: int, db: PartitionStore, entries: list[DueEntry], run: PartitionRun,
@@ -205,7 +201,7 @@ class Revisits:
         logged = profile is not None or was_closed
         if not logged and not moved:
             return False
-        record = patch_header(blob, s) if blob[0] == columnar.FORMAT else columnar.encode(s)
+        record = patch_header(blob, s)
         if logged:
             states.set(p, key, record)
         else:

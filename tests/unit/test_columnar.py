@@ -6,7 +6,8 @@
   closed days' aggregates, final state);
 - evaluate_many over many users = FeatureEngine.evaluate for each (ids, names, order, level,
   type, confidence, as_of, and every metric with its type), on random configs;
-- v1/v2 records are read and rewritten as v3; the header is read and patched in place;
+- the reference's records are the same format-4 records; the header is read and patched in
+  place;
 - the scheduled runs' helpers equal features.schedule / features.drift.
 
 COLUMNAR_EXAMPLES multiplies the example counts (default 1: about 20 s in all on an idle
@@ -46,7 +47,6 @@ from features.columnar.layout import (
     FORMAT,
     HASH_BYTES,
     HEADER_SIZE,
-    HEADER_V3,
     MAX_AGE,
     RUN_BYTES,
     S_AGE,
@@ -71,9 +71,9 @@ from features.columnar.layout import (
     section_offsets,
 )
 from features.config import parse_config
-from features.encoding import _CLOSED_AT, patch_header, read_header
-from features.encoding import decode as decode_v2
-from features.encoding import encode as encode_v2
+from features.encoding import decode as decode_ref
+from features.encoding import encode as encode_ref
+from features.encoding import patch_header, read_header
 from features.events import Event, EventParser, day_of
 from features.mapping_index import MappingIndex
 from features.metrics import category_totals
@@ -310,27 +310,25 @@ def test_counters_widen_and_stay_exact():
 
 @settings(max_examples=60 * SCALE, **SETTINGS)
 @given(st.data())
-def test_old_records_are_read_and_rewritten(data):
+def test_the_reference_writes_and_reads_the_same_records(data):
     world = data.draw(worlds())
     tz = world.engine.tz
     ref = build(world, data.draw(event_lists(world)))
     ref.source_offset, ref.version = data.draw(st.integers(-1, 10 ** 9)), 7
     ref.published_digest, ref.due_day, ref.published_as_of = 2 ** 61 + 3, 20_050, ref.T
-    v2 = encode_v2(ref, tz)
-    col = decode(v2, tz)
+    written = encode_ref(ref, tz)
+    col = decode(written, tz)
     assert to_reference(col, tz) == ref
     v3 = encode(col)
-    assert v3[0] == FORMAT and read_header(v3) == read_header(v2)
-    # the reference decoder reads v3 too (through the conversion)
-    from features.encoding import decode as decode_ref
+    assert v3 == written and v3[0] == FORMAT and read_header(v3) == read_header(written)
     assert decode_ref(v3, tz) == ref
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
-def test_format3_record_reads_as_format4_with_nothing_held(data):
-    """Records written before the hold-back's header fields (format 3, an 83-byte header) read
-    as the same state with published_at 0 and nothing held; the hold mark round-trips."""
+def test_the_hold_mark_round_trips(data):
+    """published_at and the held flag (format 4's header) survive encode and decode, and
+    `hold_mark` reads them without decoding."""
     world = data.draw(worlds())
     tz = world.engine.tz
     col = from_reference(build(world, data.draw(event_lists(world))), tz)
@@ -342,35 +340,6 @@ def test_format3_record_reads_as_format4_with_nothing_held(data):
     assert (back.published_at, back.held) == (col.published_at, col.held)
     assert hold_mark(v4) == (col.held, col.published_at)
     assert to_reference(back, tz) == to_reference(col, tz)
-    # the same state as format 3 wrote it: the v4 header's fields but the last, then the body
-    f = list(HEADER_V3.unpack_from(HEADER_V3.pack(*_v4_fields(v4)[:-1])))
-    f[0], f[5], f[6] = 3, 0, len(v4) - HEADER_SIZE
-    v3 = HEADER_V3.pack(*f) + v4[HEADER_SIZE:]
-    old = decode(v3, tz)
-    assert (old.published_at, old.held) == (0, False) and hold_mark(v3) == (False, 0)
-    assert to_reference(old, tz) == to_reference(col, tz)
-    assert read_header(v3) == read_header(v4) and has_data(v3) == has_data(v4)
-    assert encode(old)[HEADER_SIZE:] == v4[HEADER_SIZE:]
-
-
-def _v4_fields(blob: bytes) -> tuple:
-    from features.columnar.layout import HEADER
-    return HEADER.unpack_from(blob)
-
-
-def test_v1_record_is_read():
-    ref = UserState()
-    rules = StateRules(3600, 3600)
-    for j in range(30):
-        apply(ref, Event(1, j % 7, D0 + 4000 * j, j % 3, 10 * j, f"e{j}"), (1,), rules)
-    ref.source_offset, ref.version, ref.published_digest = 99, 4, 12345
-    v2 = encode_v2(ref, 3600)
-    v1 = bytes([1]) + v2[1:38] + v2[50:]         # v1: the v2 header without its last 12 bytes
-    col = decode(v1, 3600)
-    assert to_reference(col, 3600) == UserState(
-        T=ref.T, days=ref.days, items=ref.items, event_ids=ref.event_ids, source_offset=99,
-        version=4, published_digest=12345, due_day=-2, published_as_of=ref.T)
-    assert decode(encode(col), 3600).due_day == -2
 
 
 def test_header_read_and_patched_in_place():
@@ -391,19 +360,13 @@ def test_header_read_and_patched_in_place():
     later.closed_day = day_of(s.T, 0)
     patched = patch_header(blob, later)
     assert patched[HEADER_SIZE:] == blob[HEADER_SIZE:]
-    assert _CLOSED_AT == CLOSED_DAY_AT          # features.encoding patches the same bytes
     assert patched[CLOSED_DAY_AT:CLOSED_DAY_AT + 4] == day_of(s.T, 0).to_bytes(4, "little")
     back = decode(patched, 0)
     assert (back.version, back.published_digest, back.due_day, back.published_as_of,
             back.closed_day) == (3, 2 ** 62 - 1, -1, s.T, day_of(s.T, 0))
     assert read_header(patched).closed_day == day_of(s.T, 0)
-    # a v2 record cannot say that day(T) is closed: such a state is written as v3
     ref = to_reference(back, 0)
-    assert encode_v2(ref, 0)[0] == FORMAT and decode_v2(encode_v2(ref, 0), 0) == ref
-    ref.closed_day = day_of(s.T, 0) - 1            # day(T) open: v2, read as NO_CLOSED_DAY
-    assert encode_v2(ref, 0)[0] == 2
-    assert decode_v2(encode_v2(ref, 0), 0).closed_day == -1
-    assert read_header(encode_v2(ref, 0)).closed_day == -1
+    assert decode_ref(encode_ref(ref, 0), 0) == ref
     assert to_reference(back, 0).days == to_reference(s, 0).days
 
 
@@ -418,6 +381,11 @@ def test_corrupt_records_are_clear_errors():
         decode(blob[:40], 0)
     with pytest.raises(StateDecodeError, match="unknown state format version 9"):
         decode(b"\x09" + blob[1:], 0)
+    for old in (1, 2, 3):                   # never deployed: refused, not misread
+        with pytest.raises(StateDecodeError, match=f"unknown state format version {old}"):
+            decode(bytes([old]) + blob[1:], 0)
+        with pytest.raises(StateDecodeError):
+            read_header(bytes([old]) + blob[1:])
     with pytest.raises(StateDecodeError):
         decode(b"", 0)
     # lengths that agree with the header, day groups that do not: refused when stacked
@@ -444,12 +412,12 @@ def test_evaluate_many_equals_reference(data):
     later = [data.draw(st.sampled_from([0, 0, 1, 3600, DAY, 6 * DAY + 5, 29 * DAY, 45 * DAY]))
              for _ in refs]
     as_of = [max(r.T, D0) + x for r, x in zip(refs, later)]
-    # decoded states, records, and an old record side by side in one call
+    # decoded states, records, and a record the reference wrote side by side in one call
     inputs = [from_reference(r, tz) for r in refs]
     if n > 1:
         inputs[1] = encode(inputs[1])
     if n > 2:
-        inputs[2] = encode_v2(refs[2], tz)
+        inputs[2] = encode_ref(refs[2], tz)
     uids = list(range(100, 100 + n))
     got = evaluate_many(engine, uids, inputs, as_of)
     for uid, p, r, T in zip(uids, got, refs, as_of):

@@ -12,9 +12,9 @@ DAY = 86400
 D0 = 20000 * DAY
 
 
-def busy_user(n_events: int, n_days: int = 30, seed: int = 1) -> UserState:
+def busy_user(n_events: int, n_days: int = 30, seed: int = 1, tz: int = 0) -> UserState:
     rng = np.random.default_rng(seed)
-    rules = StateRules(0, 3600)
+    rules = StateRules(tz, 3600)
     s = UserState()
     ts = np.sort(D0 + rng.integers(0, n_days * DAY, size=n_events))
     for j, t in enumerate(ts):
@@ -30,11 +30,13 @@ def test_roundtrip_and_budget_300_events():
     s = busy_user(300)
     blob = encode(s, 0)
     assert decode(blob, 0) == s
-    assert len(blob) <= 4096, len(blob)
+    # format 4 (the stream's record since issue 14) is not compressed: 4,321 bytes for this
+    # user; the 4,096 of this test held v2's zlib-compressed body (3,959), a format now dropped
+    assert len(blob) <= 4608, len(blob)
 
 
 def test_roundtrip_with_tz_and_bookkeeping():
-    s = busy_user(40)
+    s = busy_user(40, tz=-5 * 3600)      # (days are the tz's: the record checks each run's day)
     s.source_offset, s.version, s.published_digest = 12345, 7, 2 ** 61 + 3
     assert decode(encode(s, -5 * 3600), -5 * 3600) == s
     assert decode(encode(UserState(), 0), 0) == UserState()

@@ -1,6 +1,5 @@
 """The hourly and daily runs (streams.jobs.revisit) on real RocksDB partitions, with the
-pipeline's outputs recorded instead of produced: the same users stored as v2 records and as v3
-records give the same records and the same states; what the runs publish equals the reference
+pipeline's outputs recorded instead of produced: what the runs publish equals the reference
 (features.profile, features.update); and a crash between the records and the states that say
 they were published re-sends the same records once, then nothing."""
 from __future__ import annotations
@@ -14,7 +13,7 @@ import pytest
 from features import columnar
 from features.batch import BatchReport, build_states
 from features.config import parse_config
-from features.encoding import encode as encode_v2
+from features.encoding import encode
 from features.events import day_of
 from features.runtime import FeatureRuntime
 from features.schedule import next_change_day
@@ -23,7 +22,7 @@ from streams.jobs.report import PartitionRun
 from streams.jobs.revisit import Revisits
 from streams.owned_chunks import OwnedChunks
 from streams.state.rocksdb import open_store
-from streams.state_table import FEATURES_KEY, due_key, is_user_key, pack_int
+from streams.state_table import FEATURES_KEY, due_key, is_user_key, pack_int, user_key
 from tools.data.sample import END_TS, SampleSpec, write_sample
 
 DAY = 86400
@@ -104,11 +103,10 @@ def world(tmp_path_factory):
     return rt, states
 
 
-def store(path: Path, rt: FeatureRuntime, states: dict, v3: bool) -> Any:
+def store(path: Path, rt: FeatureRuntime, states: dict) -> Any:
     db = open_store(path)
     for uid, s in states.items():
-        db.put(str(uid).encode(), columnar.encode(columnar.from_reference(s, 0)) if v3
-               else encode_v2(s, 0))
+        db.put(str(uid).encode(), encode(s, 0))
         db.put(due_key(s.due_day, uid), b"")
     db.put(FEATURES_KEY, pack_int(0))      # another feature config: the daily run is full
     return db
@@ -128,26 +126,19 @@ def records(db: Any) -> dict[bytes, bytes]:
     return dict(db.items())
 
 
-def test_v2_and_v3_records_give_the_same_records_and_states(world, tmp_path):
+def test_the_runs_publish_the_references_records_and_keep_format_4(world, tmp_path):
     rt, states = world
     runs = [("hourly", END_TS + 2 * DAY), ("daily", END_TS + 2 * DAY),
             ("hourly", END_TS + 9 * DAY + 5), ("daily", END_TS + 40 * DAY)]
-    outcome = []
-    for v3 in (False, True):
-        pl = Recorder(rt, store(tmp_path / f"v{3 if v3 else 2}", rt, states, v3))
-        done = [run(pl, job, clock) for job, clock in runs]
-        outcome.append(([(r.visited, r.evaluated, r.published, r.closed_days, r.retired,
-                          r.stale_index) for r, _ in done], [sent for _, sent in done],
-                        records(pl.rocks)))
-        pl.rocks.close()
-    (counts2, sent2, db2), (counts3, sent3, db3) = outcome
-    assert counts2 == counts3 and sent2 == sent3
-    assert db2.keys() == db3.keys()             # states and due index
-    for key in db2:
-        if is_user_key(key):
-            assert db2[key][0] == db3[key][0] == columnar.FORMAT       # rewritten as v3
-            assert columnar.to_reference(columnar.decode(db2[key], 0), 0) == \
-                columnar.to_reference(columnar.decode(db3[key], 0), 0)
+    pl = Recorder(rt, store(tmp_path / "db", rt, states))
+    done = [run(pl, job, clock) for job, clock in runs]
+    counts3 = [(r.visited, r.evaluated, r.published, r.closed_days, r.retired, r.stale_index)
+               for r, _ in done]
+    sent3 = [sent for _, sent in done]
+    db = records(pl.rocks)
+    pl.rocks.close()
+    assert {key for key in db if is_user_key(key)} == {user_key(uid) for uid in states}
+    assert all(db[key][0] == columnar.FORMAT for key in db if is_user_key(key))
 
     # What they published is the reference's. The first hourly run: every user's last day
     # closed (the stream's closing metrics) and the profiles changed as of its clock;
@@ -173,7 +164,7 @@ def test_v2_and_v3_records_give_the_same_records_and_states(world, tmp_path):
 def test_a_crash_between_records_and_states_resends_the_same_records_once(world, tmp_path):
     rt, states = world
     T = END_TS + 2 * DAY
-    pl = Recorder(rt, store(tmp_path / "db", rt, states, v3=True))
+    pl = Recorder(rt, store(tmp_path / "db", rt, states))
     pl.crash_writes = True
     with pytest.raises(Crash):
         run(pl, "hourly", T)

@@ -88,16 +88,16 @@ def per_user(rt: FeatureRuntime, events: dict[int, list[Event]], repeat: int,
     for k in (1, 3):
         users = [u for u, evs in events.items() if len(evs) > k]
         tails = {u: events[u][-k:] for u in users}
-        v2, v3 = {}, {}
+        refb, v3 = {}, {}
         for u in users:
             s = UserState()
             for e in events[u][:-k]:
                 apply_ref(s, e, cat.categories(e.item_id), rules)
-            v2[u] = encode_ref(s, tz)
+            refb[u] = encode_ref(s, tz)
             v3[u] = columnar.encode(columnar.from_reference(s, tz))
         n = len(users)
         if k == 1:
-            rows.append(("decode", _best(lambda: [decode_ref(v2[u], tz) for u in users], n,
+            rows.append(("decode", _best(lambda: [decode_ref(refb[u], tz) for u in users], n,
                                          repeat),
                          _best(lambda: [columnar.decode(v3[u], tz) for u in users], n, repeat)))
 
@@ -112,11 +112,11 @@ def per_user(rt: FeatureRuntime, events: dict[int, list[Event]], repeat: int,
                     columnar.apply(s, e, cat.categories(e.item_id), rules)
 
         rows.append((f"apply {k} event{'s' if k > 1 else ''}",
-                     _best(ref_apply, n, repeat, lambda: [decode_ref(v2[u], tz) for u in users]),
+                     _best(ref_apply, n, repeat, lambda: [decode_ref(refb[u], tz) for u in users]),
                      _best(new_apply, n, repeat,
                            lambda: [columnar.decode(v3[u], tz) for u in users])))
         if k == 1:
-            refs = {u: decode_ref(v2[u], tz) for u in users}
+            refs = {u: decode_ref(refb[u], tz) for u in users}
             news = {u: columnar.decode(v3[u], tz) for u in users}
             for u in users:
                 for e in tails[u]:
@@ -142,16 +142,14 @@ def per_user(rt: FeatureRuntime, events: dict[int, list[Event]], repeat: int,
             rows.append(("decode + apply 1 + encode + evaluate (sum)",
                          sum(r[1] for r in rows[-5:-1]), sum(r[2] for r in rows[-5:-1])))
             # sizes
-            sizes2 = np.array([len(v2[u]) for u in users])
             sizes3 = np.array([len(columnar.encode(news[u])) for u in users])
             n_ev = np.array([sum(b.total for b in refs[u].days.values()) for u in users])
             typical = (n_ev >= 90) & (n_ev <= 110)
-            say(f"encoded bytes, median over {n} users: v2 {np.median(sizes2):,.0f}, "
-                f"v3 {np.median(sizes3):,.0f}; users with 90-110 events ({typical.sum()}): "
-                f"v2 {sizes2[typical].mean():,.0f}, v3 {sizes3[typical].mean():,.0f}; p90 v2 "
-                f"{np.percentile(sizes2, 90):,.0f}, v3 {np.percentile(sizes3, 90):,.0f}")
+            say(f"encoded bytes (format 4), median over {n} users: {np.median(sizes3):,.0f}; "
+                f"users with 90-110 events ({typical.sum()}): {sizes3[typical].mean():,.0f}; "
+                f"p90 {np.percentile(sizes3, 90):,.0f}")
             sel = [u for u, t in zip(users, typical) if t] or users
-            mem_ref = _memory_per_item(lambda: [decode_ref(v2[u], tz) for u in sel], len(sel))
+            mem_ref = _memory_per_item(lambda: [decode_ref(refb[u], tz) for u in sel], len(sel))
             blobs = [bytes(v3[u]) for u in sel]
 
             def decoded_and_changed() -> list:

@@ -5,10 +5,8 @@ A pool of real user states (the sample generator's users through the batch path,
 due-index entry each: D users due today, the rest later. Then one worker starts on the embedded
 broker and the hourly and daily runs are triggered over HTTP and timed (the worker's own report,
 and the worker process's CPU time; publishes and changelog writes go to the broker as in
-production). The records are in the current columnar format (4, features.columnar), as the
-runs write them; `legacy_v2` writes v2 records as the release before the closed day left them (no
-closed day, due days that do not count the closing of the last day): the first runs then close
-those days and rewrite the records in the current format.
+production). The records are in the columnar format (4, features.columnar), as the runs write
+them.
 """
 from __future__ import annotations
 
@@ -28,11 +26,10 @@ from deploy.workers import call, ready
 from features import columnar
 from features.batch import BatchReport, build_states
 from features.config import NO_SCHEDULED_RUNS, load_config
-from features.encoding import encode as encode_v2
 from features.events import day_of
 from features.runtime import FeatureRuntime
 from features.schedule import NEVER, feature_fingerprint, next_change_day
-from features.state import NO_CLOSED_DAY, UserState
+from features.state import UserState
 from streams.auth import api_token
 from streams.state.rocksdb import open_store
 from streams.state_table import (
@@ -48,7 +45,6 @@ from tools.bench.suite import ROOT, _machine
 from tools.data.sample import END_TS, SampleSpec, write_sample
 
 PARTITIONS = 8
-LEGACY = "v2 records as the release before the closed day wrote them"
 
 
 def _prefill(cfg, tables: Path, users: int, due: int, due_pool: list, quiet_pool: list,
@@ -91,7 +87,6 @@ class JobRun:
 class JobsBench:
     users: int
     due: int
-    legacy_v2: bool
     mib: float              # RocksDB on disk
     events_per_user: float
     rss_mib: float
@@ -106,7 +101,7 @@ class JobsBench:
             "",
             f"{time.strftime('%Y-%m-%d')}: {_machine()}.",
             f"{self.users:,} users in state ({self.mib:,.0f} MiB of RocksDB, "
-            f"{LEGACY if self.legacy_v2 else 'format-4 records'}, "
+            f"format-4 records, "
             f"{self.events_per_user:.0f} events per user in 30 days), {self.due:,} due, "
             f"{PARTITIONS} partitions, one worker; peak worker RSS {self.rss_mib:,.0f} MiB. CPU: "
             f"the worker process's user + system time during the run; load: the 1-minute load "
@@ -126,12 +121,12 @@ class JobsBench:
 
 
 def run_bench_jobs(workdir: Path, users: int, due: int, full_daily: bool,
-                   say: Callable[[str], None] = print, legacy_v2: bool = False) -> str:
-    return time_jobs(workdir, users, due, full_daily, say, legacy_v2).section()
+                   say: Callable[[str], None] = print) -> str:
+    return time_jobs(workdir, users, due, full_daily, say).section()
 
 
 def time_jobs(workdir: Path, users: int, due: int, full_daily: bool,
-              say: Callable[[str], None] = print, legacy_v2: bool = False) -> JobsBench:
+              say: Callable[[str], None] = print) -> JobsBench:
     workdir = workdir.resolve()     # the config resolves relative paths against its folder
     workdir.mkdir(parents=True, exist_ok=True)
     port, web = embedded.free_port(), embedded.free_port()
@@ -164,16 +159,12 @@ def time_jobs(workdir: Path, users: int, due: int, full_daily: bool,
         as_of = max(s.T, stream_time - 86400)
         p = rt.engine.evaluate(uid, s, as_of)
         s.version, s.published_digest, s.published_as_of = 1, p.digest(), p.as_of
-        if day_of(s.T, 0) < day_of(as_of, 0) or legacy_v2:
+        if day_of(s.T, 0) < day_of(as_of, 0):
             s.closed_day = day_of(s.T, 0)
         s.due_day = next_change_day(s, day_of(as_of, 0), rt.engine.windows)
         if s.due_day == NEVER:
             continue                # idle: the runs would have retired it long ago
-        if legacy_v2:
-            s.closed_day = NO_CLOSED_DAY
-            blob = encode_v2(s, 0)
-        else:
-            blob = columnar.encode(columnar.from_reference(s, 0))
+        blob = columnar.encode(columnar.from_reference(s, 0))
         (due_pool if s.due_day == today else quiet_pool).append((s, blob))
     n_pool = len(due_pool) + len(quiet_pool)
     events_per_user = info["events"] / max(1, n_pool)
@@ -225,5 +216,5 @@ def time_jobs(workdir: Path, users: int, due: int, full_daily: bool,
             except subprocess.TimeoutExpired:
                 proc.kill()
         embedded.stop(cfg.run_dir)
-    return JobsBench(users, due, legacy_v2, bytes_on_disk / 2**20, events_per_user, rss or 0,
+    return JobsBench(users, due, bytes_on_disk / 2**20, events_per_user, rss or 0,
                      rows)
