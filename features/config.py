@@ -9,7 +9,7 @@ import operator
 import os
 import re
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, Union
+from typing import Annotated, Any, Callable, Literal, Mapping, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -224,10 +224,12 @@ class UserTypesConfig(Section):
 
 
 class ExtraFeatureConfig(Section):
-    """A feature added by config plus one registered extractor (the seed's 扩展开发)."""
+    """A feature added by config plus one extractor (the seed's 扩展开发; docs/EXTENDING.md)."""
     extractor: str = Field(min_length=1)
     max_values: int = Field(1, ge=1)
     params: dict[str, Any] = Field(default_factory=dict)
+    # metrics windows (days) the extractor reads beyond those the features use (30 among them)
+    windows: list[Annotated[int, Field(ge=1, le=MAX_WINDOW_DAYS)]] = Field(default_factory=list)
 
 
 class ItemSourceConfig(Section):

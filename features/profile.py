@@ -82,13 +82,14 @@ class FeatureEngine:
                            for pos, name in enumerate(it.categories)]
         self.rule_ids = [(rule, index.k("107", rule.name))
                          for rule in cfg.behavior_preferences.rules]
-        self.windows = sorted({it.window_days, cfg.activity_levels.window_days,
-                               cfg.user_types.window_days, 30,
-                               *(r.window_days for r in cfg.behavior_preferences.rules)})
         if extensions is None:
             from features.extensions import load_extensions
             extensions = load_extensions(cfg)
         self.extensions = extensions
+        self.windows = sorted({it.window_days, cfg.activity_levels.window_days,
+                               cfg.user_types.window_days, 30,
+                               *(r.window_days for r in cfg.behavior_preferences.rules),
+                               *(w for x in extensions.values() for w in x.windows)})
 
     def metrics(self, state: UserState, T: int, W: int) -> dict[str, Any]:
         return window_metrics(state, T, W, self.tz, self.gap, self.action_names)
@@ -147,7 +148,7 @@ class FeatureEngine:
         features = {"106": f106, "107": f107, "108": [108 * BASE + level],
                     "110": [110 * BASE + user_type]}
         for fid, extractor in self.extensions.items():
-            features[fid] = extractor.values(state, T, m, self)
+            features[fid] = extractor.values(m, self)
         confidence = round(1 - math.exp(-m[30]["actions"] / 20), 4)
         return Profile(user_id, T, features, [n for _, _, _, n in top],
                        [n for _, n in held], level, user_type, confidence, m)

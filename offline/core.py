@@ -3,10 +3,10 @@ offline engine (local processes, Spark) reaches the feature code only through th
 
 Many users at once (`run_users`, `profiles_many_at`) run on the columnar core: the §6 stateful
 rules decided from each user's event arrays and the states stacked from the applied events
-(features.columnar.logs), all of them evaluated in one call (evaluate_stack). A user whose log
-has no closed form (an event id repeated with another timestamp) and every user when extra
-features are configured go through the sequential reference `features.state.apply` instead
-(`replay`), and are evaluated together with evaluate_many. One user at a time (`replay`,
+(features.columnar.logs), all of them evaluated in one call (evaluate_stack; extra features
+included). A user whose log has no closed form (an event id repeated with another timestamp)
+goes through the sequential reference `features.state.apply` instead (`replay`), and is
+evaluated together with evaluate_many. One user at a time (`replay`,
 `evaluate`, `profiles_at`) is that sequential path.
 """
 from __future__ import annotations
@@ -144,7 +144,7 @@ def run_users(rt: FeatureRuntime, log: Log, as_of: int | None = None,
     later): what `replay` + `evaluate` give user by user."""
     engine, tz = rt.engine, rt.engine.tz
     j = logs.judge(log.user, log.ts, log.eid_hash, tz)
-    seq_user = j.sequential | bool(engine.extensions)
+    seq_user = j.sequential
     seq_ev = seq_user[j.seg]
     uids = log.user[j.starts]
     too_late = np.flatnonzero(j.too_late & ~seq_ev)
@@ -207,13 +207,13 @@ def profiles_many_at(rt: FeatureRuntime, log: Log, label_user: Sequence[int],
     lu = np.asarray(label_user, dtype=np.int64)
     lt = np.asarray(label_time, dtype=np.int64)
     j = logs.judge(log.user, log.ts, log.eid_hash, tz)
-    seq_user = j.sequential | bool(engine.extensions)
+    seq_user = j.sequential
     uids = log.user[j.starts]
     seg = np.searchsorted(uids, lu)
     known = seg < len(uids)
     known[known] = uids[seg[known]] == lu[known]
     seg = np.where(known, seg, -1)
-    on_seq = np.zeros(len(lu), dtype=bool) | bool(engine.extensions)
+    on_seq = np.zeros(len(lu), dtype=bool)
     on_seq[known] |= seq_user[seg[known]]
     out: list[Profile | None] = [None] * len(lu)
     vec = np.flatnonzero(~on_seq)

@@ -9,10 +9,10 @@
 - 107/108/110: array comparisons of the window metrics (`features.columnar.aggregates`).
 - confidence: a table built with `math.exp`, as the reference computes it.
 - profiles: filled in bulk from flat lists (`_evaluate_stack`), each carrying its digest.
-- extra features (features.extensions) are per-user Python extractors over the reference
-  state: each user is converted to it (`to_reference`) and the extractor called, in the former
-  per-user loop (`_evaluate_stack_reference`, also the reference the tests hold the fast
-  path equal to: tests/unit/test_columnar_bulk.py).
+- extra features (features.extensions): each user's extractors called on their window metrics,
+  computed for all users at once; their digests per user. The former per-user loop
+  (`_evaluate_stack_reference`) is the reference the tests hold the fast path equal to
+  (tests/unit/test_columnar_bulk.py).
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from typing import Any, Sequence, Union, cast
 import numpy as np
 
 from features.columnar.aggregates import metric_dicts, window_arrays
-from features.columnar.codec import decode, to_reference
+from features.columnar.codec import decode
 from features.columnar.layout import ColumnarState
 from features.columnar.stack import Stack
 from features.columnar.update import ColumnarUpdate
@@ -148,10 +148,7 @@ def evaluate_stack(engine: FeatureEngine, user_ids: Sequence[int], st: Stack,
                    as_of: Sequence[int] | np.ndarray | None = None,
                    with_metrics: bool = True) -> list[Profile]:
     """`evaluate_many` of states already stacked (`features.columnar.logs.stack` builds them
-    from event logs): user_ids[u] and as_of[u] belong to the stack's user `st.order == u`.
-    Extra features need the states themselves: use evaluate_many for them."""
-    if engine.extensions:
-        raise ValueError("extra features need the users' states: use evaluate_many")
+    from event logs): user_ids[u] and as_of[u] belong to the stack's user `st.order == u`."""
     return cast("list[Profile]", _evaluate_stack(engine, user_ids, st, as_of, with_metrics,
                                                  False, None)[0])
 
@@ -168,24 +165,21 @@ assert not hasattr(Profile, "__post_init__") and not hasattr(Profile, "__slots__
 def _evaluate_stack(engine: FeatureEngine, user_ids: Sequence[int], st: Stack,
                     as_of: Sequence[int] | np.ndarray | None, with_metrics: bool,
                     changed_only: bool, decoded: list[ColumnarState] | None
-                    ) -> tuple[list[Profile | None], list[int] | None]:
+                    ) -> tuple[list[Profile | None], list[int]]:
     """The profiles (by the caller's index; with changed_only, only where the digest differs
-    from `decoded[u].published_digest`) and each user's digest (None with extra features:
-    the reference path, whose profiles give theirs).
+    from `decoded[u].published_digest`) and each user's digest.
 
     No Python work per (user, category) or per (user, rule): a user's 106 ids and names are
     slices of one flat list each, its 107 lists a copy of those of its combination of rules
     (built once per combination), its digest looked up in the engine's cache by what decides
     the arrays (top categories, rules that hold, level, type) or computed once."""
-    if engine.extensions:
-        return _evaluate_stack_reference(engine, user_ids, st, as_of, with_metrics,
-                                         changed_only, decoded), None
     tz = engine.tz
     comp = compiled(engine)
     T = _as_of(st, as_of, user_ids)
     today = (T + tz) // 86400
+    extensions = engine.extensions
     arrays = window_arrays(st, today, engine.windows, tz, engine.gap, engine.action_names,
-                           rates=with_metrics or comp.rates)
+                           rates=with_metrics or comp.rates or bool(extensions))
     cfg = engine.cfg
     U = st.U
     top = _top_matrix(engine, comp, st, today)
@@ -216,8 +210,22 @@ def _evaluate_stack(engine: FeatureEngine, user_ids: Sequence[int], st: Stack,
         rules = [r for r, h in enumerate(held_u) if h]
         rule_kinds.append(([comp.rule_ids[r] for r in rules] or [107 * BASE],
                            [comp.rule_names[r] for r in rules]))
-    digest = _digests(comp, top, held, level, user_type, flat_ids, bound, rule_kinds,
-                      rule_group)
+    empty106 = 106 * BASE
+    if extensions:
+        # extra features: each user's extractors on their metrics (computed above for all
+        # users at once), and the digest of all the arrays per user
+        row_metrics = metric_dicts(arrays)
+        extra = [{fid: x.values(m, engine) for fid, x in extensions.items()}
+                 for m in row_metrics]
+        digest = np.fromiter(
+            (digest_of({"106": flat_ids[b0:b1] or [empty106], "107": rule_kinds[g][0],
+                        "108": [108 * BASE + lv_r], "110": [110 * BASE + ty_r], **e})
+             for b0, b1, g, lv_r, ty_r, e in zip(
+                 bound[:-1].tolist(), bound[1:].tolist(), rule_group.tolist(), level.tolist(),
+                 user_type.astype(np.int64).tolist(), extra)), dtype=np.int64, count=U)
+    else:
+        digest = _digests(comp, top, held, level, user_type, flat_ids, bound, rule_kinds,
+                          rule_group)
     order = st.order
     by_caller = np.empty(U, dtype=np.int64)
     by_caller[order] = digest
@@ -233,24 +241,29 @@ def _evaluate_stack(engine: FeatureEngine, user_ids: Sequence[int], st: Stack,
     confidence = comp.confidence_np[np.minimum(a30, _CONFIDENCE_TABLE - 1)].tolist()
     for i in np.flatnonzero(a30 >= _CONFIDENCE_TABLE).tolist():
         confidence[i] = round(1 - math.exp(-int(a30[i]) / 20), 4)
-    metrics = metric_dicts({W: {k: v[todo] for k, v in m.items()} for W, m in arrays.items()}) \
-        if with_metrics else [{} for _ in range(len(todo))]
+    if extensions:      # (their profiles carry the metrics, as the reference's do)
+        metrics = [row_metrics[r] for r in todo.tolist()]
+    elif with_metrics:
+        metrics = metric_dicts({W: {k: v[todo] for k, v in m.items()}
+                                for W, m in arrays.items()})
+    else:
+        metrics = [{} for _ in range(len(todo))]
+    extras = [extra[r] for r in todo.tolist()] if extensions else [{}] * len(todo)
     lv = level[todo]
     ty = user_type[todo].astype(np.int64)
     out: list[Profile | None] = [None] * U
     new = object.__new__
-    empty106 = 106 * BASE
-    for u, t, b0, b1, g, lv_u, ty_u, f108, f110, conf, m_u, d in zip(
+    for u, t, b0, b1, g, lv_u, ty_u, f108, f110, conf, m_u, d, e in zip(
             order[todo].tolist(), T[todo].tolist(), bound[todo].tolist(),
             bound[todo + 1].tolist(), rule_group[todo].tolist(), lv.tolist(), ty.tolist(),
             (lv + 108 * BASE).tolist(), (ty + 110 * BASE).tolist(), confidence, metrics,
-            digest[todo].tolist()):
+            digest[todo].tolist(), extras):
         f107, n107 = rule_kinds[g]
         p = new(Profile)
         p.__dict__.update({
             "user_id": user_ids[u], "as_of": t,
             "features": {"106": flat_ids[b0:b1] or [empty106], "107": f107[:], "108": [f108],
-                         "110": [f110]},
+                         "110": [f110], **e},
             "interest_tags": flat_names[b0:b1], "behavior_preferences": n107[:],
             "activity_level": lv_u, "user_type": ty_u, "confidence": conf, "metrics": m_u,
             "_digest": d})
@@ -364,8 +377,8 @@ def _evaluate_stack_reference(engine: FeatureEngine, user_ids: Sequence[int], st
                               changed_only: bool, decoded: list[ColumnarState] | None
                               ) -> list[Profile | None]:
     """The former evaluation, a Python loop over the users (`_evaluate_stack` is its fast
-    form, and calls it for extra features): kept as the reference the tests hold the fast one
-    equal to (tests/unit/test_columnar_bulk.py)."""
+    form): kept as the reference the tests hold the fast one equal to
+    (tests/unit/test_columnar_bulk.py)."""
     tz = engine.tz
     comp = compiled(engine)
     T = _as_of(st, as_of, user_ids)
@@ -418,11 +431,8 @@ def _evaluate_stack_reference(engine: FeatureEngine, user_ids: Sequence[int], st
             "107": [rule_ids[r] for r in held_u] or empty107[:],
             "108": [108 * BASE + lv],
             "110": [110 * BASE + int(ty)]}
-        if extensions:
-            assert decoded is not None
-            ref = to_reference(decoded[u], tz)
-            for fid, extractor in extensions.items():
-                features[fid] = extractor.values(ref, t, m_u, engine)
+        for fid, extractor in extensions.items():
+            features[fid] = extractor.values(m_u, engine)
         if changed_only and decoded is not None and \
                 digest_of(features) == decoded[u].published_digest:
             continue
@@ -541,8 +551,6 @@ def finish(engine: FeatureEngine, updates: Sequence[ColumnarUpdate],
         st = Stack.from_states(states, engine.tz, _codes(engine, with_metrics))
         profiles, digests = _evaluate_stack(engine, [up.user_id for up in want], st, None,
                                             with_metrics, False, states)
-        if digests is None:
-            digests = [cast(Profile, p).digest() for p in profiles]
         for up, p, d in zip(want, profiles, digests):
             up.profile = p
             up.changed = d != up.state.published_digest

@@ -14,7 +14,7 @@ D0 = 20000 * 86400
 
 
 @register_extractor("session_bucket")
-def session_bucket(state, T, metrics, engine, params):
+def session_bucket(metrics, engine, params):
     """Feature 111 example: sessions in the last 7 days, bucketed by params['edges']."""
     sessions = metrics[7]["sessions"]
     return [sum(sessions > e for e in params["edges"])] if sessions else []
