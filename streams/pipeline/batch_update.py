@@ -31,6 +31,13 @@ from features.event_columns import parse_batch
 from features.events import Event
 from features.holdback import Held, HeldUsers, HoldBack
 from features.partitioners import PartitionCheck, describe
+from features.publish_rules import (
+    AfterEvaluation,
+    after_evaluation,
+    hold_declined,
+    hold_unevaluated,
+    maybe_lost_record,
+)
 from features.runtime import FeatureRuntime
 from features.update import mark_published
 from streams.counters import EVENT_TRIGGER, WorkerCounts
@@ -165,8 +172,8 @@ class BatchUpdate:
                               columnar.ColumnarUpdate(user_id, state),
                               ingest_ts=batch.timestamps[first])
             cache.mark_dirty(dirty)
-            if blob is not None and state.version > 0 and items[0][0] <= state.source_offset \
-                    and (partition, user_id) not in self.sent_again:
+            if maybe_lost_record(blob is not None, state.version, items[0][0],
+                                 state.source_offset, (partition, user_id) in self.sent_again):
                 self._send_published_again(outbox, dirty)
         up = columnar.apply_events(self.rt, user_id, state, [(off, e) for off, e, _ in items])
         c = self.counts
@@ -235,23 +242,25 @@ class BatchUpdate:
             up, state = d.update, d.state
             if up.profile is not None:
                 evaluated.append(d)
-                # a held change was let through by should_update when it was held
-                if up.changed and (state.held or strategy.should_update(d.user_id, d.events)):
-                    if hold.publish_now(state.published_at, now_ms):
-                        version = mark_published(state, up.profile)
-                        state.published_at = now_ms
-                        if state.held:
-                            state.held = False
-                            held.release(d.partition, d.user_id)
-                            if up.held:
-                                counts.held_flushed += 1
-                        # updated_at is the publish time the hold-back counts from
-                        publishing.stage_profile(outbox, up.profile, version, EVENT_TRIGGER,
-                                                 d.ingest_ts, now_ms / 1000)
-                    else:                       # (a clock that went back)
-                        self._hold(d, now_ms)
-                elif up.held:
-                    state.held = False      # back to what was published: nothing to send
+                fate = after_evaluation(
+                    up.changed, state.held,
+                    lambda: strategy.should_update(d.user_id, d.events),   # (asked at once)
+                    hold.publish_now(state.published_at, now_ms))
+                if fate is AfterEvaluation.PUBLISH:
+                    version = mark_published(state, up.profile)
+                    state.published_at = now_ms
+                    if state.held:
+                        state.held = False
+                        held.release(d.partition, d.user_id)
+                        if up.held:
+                            counts.held_flushed += 1
+                    # updated_at is the publish time the hold-back counts from
+                    publishing.stage_profile(outbox, up.profile, version, EVENT_TRIGGER,
+                                             d.ingest_ts, now_ms / 1000)
+                elif fate is AfterEvaluation.HOLD:      # (held, or a clock that went back)
+                    self._hold(d, now_ms)
+                elif fate is AfterEvaluation.UNHOLD:
+                    state.held = False
             for day, metrics in up.closed_days:
                 outbox.records.append(publishing.aggregates_record(d.user_id, day, metrics))
         if evaluated:
@@ -281,12 +290,12 @@ class BatchUpdate:
         out = []
         for d in dirty:
             up, state = d.update, d.state
-            if up.held or up.redelivered or not up.wants_profile or \
-                    hold.publish_now(state.published_at, now_ms):
+            if not hold_unevaluated(up.held, up.redelivered > 0, up.wants_profile,
+                                    hold.publish_now(state.published_at, now_ms)):
                 continue
             up.evaluate = False
             out.append(d)
-            if state.held or strategy.should_update(d.user_id, d.events):
+            if hold_declined(state.held, lambda: strategy.should_update(d.user_id, d.events)):
                 self._hold(d, now_ms)
         return out
 
