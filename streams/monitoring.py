@@ -10,7 +10,8 @@ import asyncio
 import logging
 import time
 from collections import deque
-from typing import Any, Callable, cast
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Callable, Protocol, cast
 
 import aiohttp
 import orjson
@@ -19,12 +20,20 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from features import columnar
 from features.alerts import AlertEvaluator
+from features.config import ProfileConfig
 from features.encoding import StateDecodeError
 from features.quality import QUALITY_METRICS, BusinessKeys, QualitySummary
+from features.runtime import FeatureRuntime
 from features.trends import TrendHistory
 from streams.counters import EVENT_TRIGGER, WorkerCounts
+from streams.event_feed import EventFeed
+from streams.faust_compat.group import FaustGroup
+from streams.faust_compat.tables import PartitionedTable
 from streams.owned_chunks import OwnedChunks, SampleOfUsers
+from streams.pipeline.publishing import PublishObserver
+from streams.publisher import Publisher
 from streams.state import PartitionStore
+from streams.state_table import PartitionClock
 
 log = logging.getLogger(__name__)
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5,
@@ -79,8 +88,55 @@ WINDOW_COUNTS: dict[str, Callable[[WorkerCounts], int]] = {
     "partition_mismatch_events": _partition_mismatch, "missing_key_events": _missing_key}
 
 
+class MonitoredPipeline(Protocol):
+    """What monitoring uses of the worker's pipeline (streams.pipeline.profile_pipeline
+    .ProfilePipeline): its config and runtime, counts, partitions and their clocks, the state
+    table for the quality scan (under the read lock), the feed's and the publisher's hooks, the
+    held users' figures, and the publisher for alerts."""
+
+    @property
+    def app(self) -> Any: ...
+
+    @property
+    def cfg(self) -> ProfileConfig: ...
+
+    @property
+    def rt(self) -> FeatureRuntime: ...
+
+    @property
+    def tz(self) -> int: ...
+
+    @property
+    def counts(self) -> WorkerCounts: ...
+
+    @property
+    def group(self) -> FaustGroup: ...
+
+    @property
+    def states(self) -> PartitionedTable: ...
+
+    @property
+    def read_lock(self) -> AbstractAsyncContextManager[Any]: ...
+
+    @property
+    def feed(self) -> EventFeed: ...
+
+    @property
+    def publisher(self) -> Publisher: ...
+
+    @property
+    def on_publish(self) -> PublishObserver | None: ...
+
+    @on_publish.setter
+    def on_publish(self, observer: PublishObserver | None) -> None: ...
+
+    def clock(self, partition: int) -> PartitionClock: ...
+
+    def held_figures(self) -> dict[str, float]: ...
+
+
 class WorkerMonitor:
-    def __init__(self, pipeline, jobs, instance_id: int):
+    def __init__(self, pipeline: MonitoredPipeline, jobs: Any, instance_id: int):
         self.pl = pipeline
         self.jobs = jobs
         self.app = pipeline.app

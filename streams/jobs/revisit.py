@@ -28,14 +28,14 @@ from streams.state_table import FEATURES_KEY, move_due, pack_int, repair_due, un
 
 if TYPE_CHECKING:
     from features.profile import Profile
-    from streams.pipeline.profile_pipeline import ProfilePipeline
+    from streams.jobs.pipeline_view import JobPipeline
 
 # (due-index key or None, due day, user id, the record if already read)
 DueEntry = tuple["bytes | None", int, int, "bytes | None"]
 
 
 class Revisits:
-    def __init__(self, pipeline: ProfilePipeline, chunks: OwnedChunks):
+    def __init__(self, pipeline: JobPipeline, chunks: OwnedChunks):
         self.pl = pipeline
         self.chunks = chunks
         self.engine = pipeline.rt.engine

@@ -22,13 +22,13 @@ from streams.owned_chunks import AllUsers, OwnedChunks
 from streams.state_table import move_due, user_key
 
 if TYPE_CHECKING:
-    from streams.pipeline.profile_pipeline import ProfilePipeline
+    from streams.jobs.pipeline_view import JobPipeline
 
 CATCH_UP_ROUNDS = 3
 
 
 class WeeklyRebuild:
-    def __init__(self, pipeline: ProfilePipeline, chunks: OwnedChunks):
+    def __init__(self, pipeline: JobPipeline, chunks: OwnedChunks):
         self.pl = pipeline
         self.chunks = chunks
         self.rt = pipeline.rt
