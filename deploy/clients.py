@@ -1,4 +1,7 @@
-"""Producing and watching from the command line: events and items in, profile updates out."""
+"""Producing and watching from the command line: events and items in, profile updates out.
+
+The same concept as deploy/cli/clients.py, which is its command layer.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -13,9 +16,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from features.batch import iter_events
 from features.catalog import read_item_file
 from features.config import ProfileConfig
-from streams.kafka_security import client_kwargs
-from streams.producer_settings import aiokafka_producer_kwargs
-from streams.topics import ensure_topics
+from streams.io.kafka_security import client_kwargs
+from streams.io.producer_settings import aiokafka_producer_kwargs
+from streams.io.topics import ensure_topics
 
 
 def event_records(path: str | Path) -> Iterator[tuple[bytes | None, bytes]]:

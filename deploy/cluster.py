@@ -5,7 +5,11 @@ through the worker asked (`/cluster/relay`).
 
 The first worker is the first of: `--url` (repeatable), `$PROFILES_WORKER_URL` (comma-
 separated), the live local workers' pid files, the configured address (worker.web_host and
-worker.web_port)."""
+worker.web_port).
+
+The cluster concept in the CLI's operations layer; in the worker: streams/web/cluster.py, its
+commands deploy/cli/cluster.py.
+"""
 from __future__ import annotations
 
 import os
@@ -16,7 +20,7 @@ from urllib.parse import urlencode
 
 from deploy.workers import WorkerCallError, call, configured_url, local_workers
 from features.config import ProfileConfig
-from streams.cluster import Member, Membership
+from streams.web.cluster import Member, Membership
 
 ENV_URL = "PROFILES_WORKER_URL"
 T = TypeVar("T")

@@ -14,7 +14,7 @@ from typing import cast
 
 from deploy.cluster import Cluster, Reply
 from features.config import ProfileConfig
-from streams import backups
+from streams.state import backups
 
 
 @dataclass
@@ -125,7 +125,7 @@ def list_backups(cfg: ProfileConfig, urls: tuple[str, ...] = (), instance_id: in
     with no worker answering and no --url, (lines, [], the folder read) from this machine's
     data dir. NoWorkerAnswers when --url was given and none answered."""
     from deploy.cluster import NoWorkerAnswers, discover
-    from streams.auth import client_token
+    from streams.web.auth import client_token
     try:
         lines, failed = backup_lines(discover(cfg, urls, client_token(cfg)), instance_id)
     except NoWorkerAnswers:

@@ -12,8 +12,8 @@ from deploy.supervisor import read_cluster, supervisor_pid
 from deploy.workers import WorkerCallError, pid_alive
 from features.config import ProfileConfig
 from features.quality import QualitySummary
-from streams.auth import client_token
-from streams.cluster import Member
+from streams.web.auth import client_token
+from streams.web.cluster import Member
 
 HEALTHY, DEGRADED, DOWN = 0, 1, 2
 

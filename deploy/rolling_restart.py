@@ -1,6 +1,6 @@
 """`profiles restart` on any cluster (deploy.cluster): one member at a time is asked to restart in
-place (`POST /restart`, streams/restart.py); the next one waits until it answers healthy as a new
-process and the group owns every partition again. The worker the group was read from goes last
+place (`POST /restart`, streams/web/restart.py); the next one waits until it answers healthy as a
+new process and the group owns every partition again. The worker the group was read from goes last
 (the others may be reached through it). A cluster of `profiles deploy` is restarted by its
 supervisor instead (deploy/supervisor.py)."""
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Callable
 from deploy.cluster import Cluster
 from deploy.workers import WorkerCallError
 from features.config import ProfileConfig
-from streams.cluster import Member, Membership
+from streams.web.cluster import Member, Membership
 
 
 @dataclass
@@ -89,5 +89,5 @@ def restart(cfg: ProfileConfig, urls: tuple[str, ...], instance_id: int | None =
             say(line)
         return RestartResult(restarted, failed)
     from deploy.cluster import discover
-    from streams.auth import client_token
+    from streams.web.auth import client_token
     return rolling_restart(discover(cfg, urls, client_token(cfg)), instance_id, timeout, say)

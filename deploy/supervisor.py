@@ -105,7 +105,7 @@ class Supervisor:
         self.stopping = True
 
     def _start_broker(self) -> None:
-        from streams.topics import ensure_topics
+        from streams.io.topics import ensure_topics
         cfg = self.cfg
         if cfg.uses_embedded_broker:
             st, self.started_broker = embedded.start(cfg.run_dir, cfg.embedded_broker.port,
@@ -226,7 +226,7 @@ class Supervisor:
 async def _produce_alert(cfg: ProfileConfig, rec: dict) -> None:
     from aiokafka import AIOKafkaProducer
 
-    from streams.kafka_security import client_kwargs
+    from streams.io.kafka_security import client_kwargs
     p = AIOKafkaProducer(bootstrap_servers=cfg.kafka.bootstrap_servers, **client_kwargs(cfg))
     await p.start()
     try:

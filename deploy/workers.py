@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from features.config import ProfileConfig
-from streams.auth import HINT
+from streams.web.auth import HINT
 
 
 class WorkerCallError(RuntimeError):

@@ -2,6 +2,8 @@
 
 Every section has defaults, so a file with only the feature sections of FEATURES.md §8 is a
 complete config. Unknown keys, wrong types and impossible values are refused with the key path.
+
+The same concept as deploy/cli/config.py, its command layer.
 """
 from __future__ import annotations
 
@@ -331,7 +333,7 @@ class KafkaConfig(Section):
     # the worker of the partition it gives, and the workers count events it does not explain.
     partitioner: Literal["murmur2", "crc32", "fnv1a"] = "murmur2"
     # the client that writes profile-updates, profile-aggregates, the DLQ and alerts
-    # (streams.publisher; the table changelog is always Faust's)
+    # (streams.io.publisher; the table changelog is always Faust's)
     output_client: Literal["librdkafka", "aiokafka"] = "librdkafka"
     client: KafkaClientConfig = Field(default_factory=KafkaClientConfig)
 
@@ -458,9 +460,9 @@ class RocksDBConfig(Section):
 
 
 class GcConfig(Section):
-    """The worker's cyclic garbage collector (streams.gc_policy). Python's default thresholds
-    (700, 10, 10) ran a full collection of the worker's heap (100-140 ms) every second or so
-    under load: a fifth of its CPU (BENCHMARKS.md, "The fast path, fourth stop")."""
+    """The worker's cyclic garbage collector (streams.process.gc_policy). Python's default
+    thresholds (700, 10, 10) ran a full collection of the worker's heap (100-140 ms) every
+    second or so under load: a fifth of its CPU (BENCHMARKS.md, "The fast path, fourth stop")."""
     thresholds: tuple[int, int, int] = (10000, 50, 10)     # gc.set_threshold (0: never)
     freeze_after_start: bool = True     # gc.freeze() once the agent starts: the start-up heap
                                         # (modules, the app, the catalog) is never scanned again

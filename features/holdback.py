@@ -5,6 +5,9 @@ latest profile goes out when S has passed. Pure: the stream (streams.pipeline.ho
 one `HeldUsers` per worker and drains it on a timer.
 
 Times are wall-clock milliseconds (a state's `published_at`: 0 when none is recorded).
+
+The hold-back's rule; the same concept in the stream is streams/pipeline/holdback.py, in the
+benchmarks tools/bench/holdback.py.
 """
 from __future__ import annotations
 

@@ -6,6 +6,8 @@ no new events it can change only on a day when one of the user's days leaves one
 windows: day d with data leaves the W-day window on day d + W. `next_change_day` is the first
 such day, or the day after the user's last day while that day's aggregates are unpublished
 (`open_day`); the hourly job visits only users whose day has come.
+
+The reference of the same concept as features/columnar/schedule.py (the columnar layout).
 """
 from __future__ import annotations
 

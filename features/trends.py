@@ -4,7 +4,8 @@ Each worker keeps a bounded in-memory history of its scans: a point per scan, at
 `step` seconds (a later scan in the same step replaces the point), the last `span` seconds. A
 cluster view merges several workers' histories exactly with `merge_latest`: at each step, the
 sums and counts of every worker's latest scan at or before it (never averages of averages).
-Pure; streams.monitoring records the scans, streams.dashboard_data merges what members send.
+Pure; streams.monitoring.monitor records the scans, streams.web.dashboard_data merges what
+members send.
 """
 from __future__ import annotations
 

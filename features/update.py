@@ -2,6 +2,8 @@
 
 Events carry the source offset they came from; the state keeps the last offset applied, so a
 redelivered event (offset <= state.source_offset) is skipped and counted, never applied twice.
+
+The reference of the same concept as features/columnar/update.py, which the stream runs.
 """
 from __future__ import annotations
 

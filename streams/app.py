@@ -10,10 +10,10 @@ from pathlib import Path
 import faust
 
 from features.config import ProfileConfig
-from streams.auth import auth_middleware
 from streams.faust_compat import table_recovery
-from streams.faust_compat.clients import install_rebootstrap
+from streams.faust_compat.aiokafka_calls import install_rebootstrap
 from streams.faust_compat.consumer import ConsumerHooks, install
+from streams.web.auth import auth_middleware
 
 CHANGELOG_BATCH_BYTES = 512 * 1024     # Faust's max request (1 MB) holds two
 
@@ -85,7 +85,7 @@ def create_app(cfg: ProfileConfig, inst: Instance) -> faust.App:
 
 
 def _credentials(cfg: ProfileConfig) -> dict:
-    from streams.kafka_security import faust_credentials
+    from streams.io.kafka_security import faust_credentials
     creds = faust_credentials(cfg)
     return {"broker_credentials": creds} if creds is not None else {}
 

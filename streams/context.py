@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from features.config import ProfileConfig
     from streams.app import Instance
     from streams.jobs import ScheduledJobs
-    from streams.monitoring import WorkerMonitor
+    from streams.monitoring.monitor import WorkerMonitor
     from streams.pipeline.profile_pipeline import ProfilePipeline
 
 

@@ -28,7 +28,7 @@ from aiokafka import AIOKafkaProducer
 
 from features.config import ProfileConfig, load_config
 from features.profile import ARRAY_KEYS
-from streams.kafka_security import client_kwargs
+from streams.io.kafka_security import client_kwargs
 
 
 class ProfileUpdatePipeline:

@@ -1,4 +1,7 @@
-"""Run one worker replica in the foreground."""
+"""Run one worker replica in the foreground.
+
+The same concept as deploy/cli/worker.py, its command layer.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -13,9 +16,9 @@ from aiokafka.errors import KafkaError, KafkaTimeoutError
 from features.config import ProfileConfig
 from streams.app import Instance, create_app
 from streams.context import WorkerContext
-from streams.gc_policy import apply_thresholds
-from streams.restart import START_DEADLINE_ENV, exec_again_if_requested, request_exec_again
-from streams.topics import TopicMismatch, ensure_topics
+from streams.io.topics import TopicMismatch, ensure_topics
+from streams.process.gc_policy import apply_thresholds
+from streams.web.restart import START_DEADLINE_ENV, exec_again_if_requested, request_exec_again
 
 log = logging.getLogger(__name__)
 BROKER_WAIT_SECONDS = 300.0     # how long a starting worker waits for the broker to answer
@@ -50,16 +53,16 @@ def start_deadline(wait: float = BROKER_WAIT_SECONDS) -> float:
 def build_worker(cfg: ProfileConfig, inst: Instance) -> WorkerContext:
     """The production worker: the app skeleton, the profile pipeline, the scheduled runs,
     monitoring, and their HTTP routes."""
-    from streams.api import add_routes
-    from streams.cluster import add_cluster_routes
     from streams.faust_compat.consumer import consumer_hooks
-    from streams.job_routes import add_job_routes
     from streams.jobs import ScheduledJobs
-    from streams.monitor_routes import add_monitor_routes
-    from streams.monitoring import WorkerMonitor
+    from streams.monitoring.monitor import WorkerMonitor
     from streams.pipeline import ProfilePipeline
-    from streams.restart import add_restart_route
-    from streams.self_heal import SelfHeal
+    from streams.process.self_heal import SelfHeal
+    from streams.web.api import add_routes
+    from streams.web.cluster import add_cluster_routes
+    from streams.web.job_routes import add_job_routes
+    from streams.web.monitor_routes import add_monitor_routes
+    from streams.web.restart import add_restart_route
     app = create_app(cfg, inst)
     pipeline = ProfilePipeline(app, cfg)
     jobs = ScheduledJobs(pipeline, inst.instance_id)

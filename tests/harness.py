@@ -26,8 +26,8 @@ from deploy.worker_process import worker_argv
 from features.batch import BatchReport, build_states
 from features.config import NO_SCHEDULED_RUNS
 from features.runtime import FeatureRuntime
-from streams.faust_compat.clients import refresh_metadata
-from streams.kafka_security import client_kwargs
+from streams.faust_compat.aiokafka_calls import refresh_metadata
+from streams.io.kafka_security import client_kwargs
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -246,7 +246,7 @@ def topic_size(cfg, topic: str) -> int:
 def outputs_delivered(cfg, ws, token: str | None = None) -> bool:
     """Every record the workers `ws` have made is in its topic: no worker holds a dirty user
     (events computed, their profiles not yet made), and the profile records, closed days and
-    dead letters they counted (streams.counters, counted when made) are as many as their
+    dead letters they counted (streams.monitoring.counters, counted when made) are as many as their
     topics hold. Exact when `ws` are every process that wrote those topics since they were
     created, none restarted (a restart starts its counts again) and no hold-back. `token`:
     the API token, with worker.auth: all."""

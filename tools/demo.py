@@ -6,7 +6,7 @@ import time
 from typing import Callable, cast
 
 from deploy.clients import latest_by_key, load_items, produce_events
-from deploy.local import ClusterError, LocalCluster
+from deploy.local_cluster import ClusterError, LocalCluster
 from tools.data.sample import SampleSpec, write_sample
 from tools.verify import Comparison, batch_profiles, compare
 

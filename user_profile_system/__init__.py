@@ -6,7 +6,7 @@
     features = profile_system.get_user_array_features(123)
 
 States persist in a state store (streams.state.rocksdb) under data_dir, keyed and encoded as the
-stream's (streams.state_table, features.encoding). Records the seed's shape omits (user_id) are
+stream's (streams.state.table_keys, features.encoding). Records the seed's shape omits (user_id) are
 filled in; bad records are skipped and kept in `rejections` with their reason, as the stream's
 dead-letter topic would.
 """
@@ -23,7 +23,7 @@ from features.profile import ARRAY_KEYS
 from features.runtime import FeatureRuntime
 from features.state import APPLIED, DUPLICATE, UserState, apply
 from streams.state.rocksdb import open_store
-from streams.state_table import user_key
+from streams.state.table_keys import user_key
 
 
 class UserProfileSystem:

@@ -14,7 +14,7 @@ from deploy.cli import backup, clients, cluster, config, jobs, offline, tools, w
 from deploy.cli.common import load as _load
 from deploy.cli.common import say as _say
 from tools.bench.report_file import FINDINGS_HEADING, replace_section, write_table
-from tools.chaos.schedule import FAULT_KINDS
+from tools.chaos.faults import FAULT_KINDS
 
 
 @click.group()
@@ -28,7 +28,7 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
     ctx.ensure_object(dict)
     ctx.obj["config_path"] = config_path
     # every Kafka client of the command finds the broker again after a restart
-    from streams.faust_compat.clients import install_rebootstrap
+    from streams.faust_compat.aiokafka_calls import install_rebootstrap
     install_rebootstrap()
 
 

@@ -44,7 +44,7 @@ def backup_restore(ctx: click.Context, name: str | None, instance_id: int) -> No
     """Restore backup NAME (default: the newest) of a stopped worker; on its next start it
     replays only the changelog written since."""
     from deploy.cluster_jobs import restore_backup
-    from streams.backups import BackupError
+    from streams.state.backups import BackupError
     try:
         click.echo(restore_backup(load(ctx), instance_id, name))
     except BackupError as e:

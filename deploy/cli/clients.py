@@ -1,4 +1,7 @@
-"""`profiles produce`, `items load`, `tail` and `query`: events and items in, profiles out."""
+"""`profiles produce`, `items load`, `tail` and `query`: events and items in, profiles out.
+
+The command layer of deploy/clients.py.
+"""
 from __future__ import annotations
 
 import sys
@@ -66,7 +69,7 @@ def query(ctx: click.Context, user_ids: tuple[str, ...], url: str | None) -> Non
 
     from deploy.cluster import query_profiles
     from deploy.workers import WorkerCallError
-    from streams.auth import client_token
+    from streams.web.auth import client_token
     cfg = load(ctx)
     try:
         body = query_profiles(cfg, user_ids, url, client_token(cfg))

@@ -1,5 +1,9 @@
 """`profiles deploy`, `status`, `health`, `restart` and `stop`: a cluster under a supervisor on
-this machine, and any running cluster seen through one of its workers."""
+this machine, and any running cluster seen through one of its workers.
+
+The cluster concept in the CLI layer (deploy/cluster.py does the work; a worker's view:
+streams/web/cluster.py).
+"""
 from __future__ import annotations
 
 import sys

@@ -37,7 +37,7 @@ def discover(cfg: ProfileConfig, urls: tuple[str, ...]) -> Cluster:
     """The running cluster, found through the first worker that answers."""
     from deploy.cluster import NoWorkerAnswers
     from deploy.cluster import discover as find
-    from streams.auth import client_token
+    from streams.web.auth import client_token
     try:
         return find(cfg, urls, client_token(cfg))
     except NoWorkerAnswers as e:

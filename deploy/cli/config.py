@@ -1,4 +1,7 @@
-"""`profiles config`: inspect and validate configuration."""
+"""`profiles config`: inspect and validate configuration.
+
+The command layer of features/config.py.
+"""
 from __future__ import annotations
 
 import sys

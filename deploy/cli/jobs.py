@@ -1,4 +1,8 @@
-"""`profiles job`: a scheduled run now, on every member of the group."""
+"""`profiles job`: a scheduled run now, on every member of the group.
+
+The jobs concept in the CLI layer: the runs themselves are streams/jobs/, their benchmark
+tools/bench/jobs.py.
+"""
 from __future__ import annotations
 
 import sys

@@ -34,7 +34,7 @@ def sample(users, days, n_items, seed, activity, out) -> None:
 def demo(ctx: click.Context, users: int, days: int, instances: int, exit_after: bool) -> None:
     """Local cluster + sample data replayed with progress + profiles shown; then serve until
     Ctrl-C (or exit with --exit)."""
-    from deploy.local import ClusterError, LocalCluster
+    from deploy.local_cluster import ClusterError, LocalCluster
     from tools.demo import run_demo
     cluster = LocalCluster(load(ctx), ctx.obj.get("config_path"), say=say)
     ok = False

@@ -1,5 +1,8 @@
 """`profiles worker`, `up` and `down`: one worker replica in the foreground, and a local cluster
-of one worker (with the embedded broker when configured) until Ctrl-C."""
+of one worker (with the embedded broker when configured) until Ctrl-C.
+
+The command layer of streams/worker.py (and of deploy/local_cluster.py for `up`).
+"""
 from __future__ import annotations
 
 import sys
@@ -38,7 +41,7 @@ def worker(ctx: click.Context, instance_id: int, web_port: int | None,
 @click.pass_context
 def up(ctx: click.Context, timeout: float) -> None:
     """Broker (when embedded) + topics + one worker, in the foreground until Ctrl-C."""
-    from deploy.local import ClusterError, LocalCluster
+    from deploy.local_cluster import ClusterError, LocalCluster
     cluster = LocalCluster(load(ctx), ctx.obj.get("config_path"), say=say)
     try:
         cluster.start(1, timeout)
@@ -57,7 +60,7 @@ def up(ctx: click.Context, timeout: float) -> None:
 @click.pass_context
 def down(ctx: click.Context) -> None:
     """Stop workers started by `profiles up` and the embedded broker."""
-    from deploy.local import stop_local
+    from deploy.local_cluster import stop_local
     for line in stop_local(load(ctx)):
         click.echo(line)
 

@@ -1,6 +1,9 @@
 """What the stream and the scheduled runs ask of a state besides its profile, on the v3 layout:
 the next day its profile can change (`features.schedule.next_change_day`), idle users and their
-retirement, the state summary of the query API, and the drift view of the weekly run."""
+retirement, the state summary of the query API, and the drift view of the weekly run.
+
+The same concept as features/schedule.py (the per-user reference), on the columnar layout.
+"""
 from __future__ import annotations
 
 from typing import Any, Sequence

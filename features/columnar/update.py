@@ -7,6 +7,8 @@ array is widened when a value outgrows it), an entry is inserted into or deleted
 group, and the offsets of the arrays after it move by the bytes inserted. No step touches more
 than the day, the item and the event id at hand, except when T moves to a new day (ages shift,
 days that left the window are cut off the front of every array).
+
+The same concept as features/update.py (the per-user reference), on the columnar layout.
 """
 from __future__ import annotations
 

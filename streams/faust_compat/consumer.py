@@ -4,7 +4,7 @@ Three changes to Faust's aiokafka consumer, the first two set by `ConsumerHooks`
 on our transport, never on the app:
 - **Fetch max wait** (`fetch_max_wait_ms`, `kafka.client.fetch_max_wait_ms`): Faust passes a
   fixed 1,500 ms.
-- **Raw batches** (`feed`, streams.event_feed): the feed's topic skips Faust's per-event path
+- **Raw batches** (`feed`, streams.io.event_feed): the feed's topic skips Faust's per-event path
   (streams.faust_compat.drain). A feed record whose fetch overlapped a seek is dropped unread
   and its partitions are sought back to their committed offsets (docs/FAUST_INTERNALS.md#seeks).
 - **The leader topic is never fetched**: Faust's `<app id>-__assignor-__leader` partition carries
@@ -85,7 +85,7 @@ async def refresh_until_known(client: Any, topics: set[str],
 class ConsumerHooks:
     """What our consumer needs to know, held by the app's transport."""
     fetch_max_wait_ms: int | None = None     # None: Faust's own
-    feed: RawFeed | None = None         # the topic fed raw to streams.event_feed
+    feed: RawFeed | None = None         # the topic fed raw to streams.io.event_feed
     # when the group coordinator last confirmed this worker (streams.pipeline.fencing)
     membership: MembershipWatch = field(default_factory=MembershipWatch)
 

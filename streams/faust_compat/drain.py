@@ -1,5 +1,5 @@
 """Our copies of Faust's `Consumer._drain_messages` and `Consumer.getmany`, changed to hand one
-topic's records to a raw feed (streams.event_feed) as columns instead of Faust's per-event path,
+topic's records to a raw feed (streams.io.event_feed) as columns instead of Faust's per-event path,
 and the check that the originals are still the ones they were copied from.
 
 The copies keep the originals' structure where they can (the diagnostic flag, the gap
@@ -7,7 +7,7 @@ bookkeeping, the commit every N acks, the stop and error branches; getmany's che
 generation and active partitions), so a change upstream is easy to carry over. What differs, and
 why (docs/FAUST_INTERNALS.md#drain-loop):
 - the fetch is taken partition by partition (`fetched_runs`), not record by record: the feed's
-  records become one run of columns per partition (streams.raw_batch), checked and appended to
+  records become one run of columns per partition (streams.io.raw_batch), checked and appended to
   the feed as a whole (waiting for room, or for flow to stop), with no Faust message made;
   other topics' records still become messages and go to the callback one by one;
 - a feed record fetched before the latest seek is dropped unread and the partitions are sought
@@ -36,7 +36,7 @@ from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.consumer import Consumer as FaustConsumer
 from mode import Service
 
-from streams.raw_batch import FetchedRun
+from streams.io.raw_batch import FetchedRun
 
 UPSTREAM_COPY = Path(__file__).with_name("upstream") / "consumer_drain_messages.txt"
 GETMANY_COPY = Path(__file__).with_name("upstream") / "consumer_getmany.txt"
@@ -86,7 +86,7 @@ class DrainedConsumer(Protocol):
 
 
 class RawFeed(Protocol):
-    """What the drain loop needs of the feed (streams.event_feed.EventFeed)."""
+    """What the drain loop needs of the feed (streams.io.event_feed.EventFeed)."""
     topic: str
     stale_dropped: int
 

@@ -3,7 +3,7 @@ streams do it for messages (docs/STREAMING.md, "How events reach the agent").
 
 Faust commits only acked offsets, and a rebalance waits until no message is in flight; both
 read the consumer's `_unacked_messages`, which a batch taken outside Faust's streams
-(streams.raw_batch.RawBatch: columns, no message object per record) has to enter and leave
+(streams.io.raw_batch.RawBatch: columns, no message object per record) has to enter and leave
 itself. A batch enters it as one stand-in (`InFlight`), and is acked with the bookkeeping of
 Faust's `Consumer.ack` done run by run for the whole batch at once (about 2 µs an event message
 by message); `upstream/consumer_ack.txt` is the original that bookkeeping follows
@@ -22,7 +22,7 @@ from mode.utils.futures import notify
 
 from streams.faust_compat.consumer import consumer_hooks
 from streams.faust_compat.drain import RawFeed, check_original
-from streams.raw_batch import RawBatch
+from streams.io.raw_batch import RawBatch
 
 ACK_COPY = Path(__file__).with_name("upstream") / "consumer_ack.txt"
 

@@ -13,7 +13,7 @@ import faust
 from faust.types import TP
 
 from streams.faust_compat import feed
-from streams.raw_batch import RawBatch
+from streams.io.raw_batch import RawBatch
 
 if TYPE_CHECKING:
     from faust.assignor import PartitionAssignor

@@ -18,8 +18,8 @@ from typing import Any, Callable, Iterator
 from faust.streams import _current_event  # the context Faust's tables take the partition from
 from faust.types import TP
 
-from streams.changelog_writer import ChangelogWriter
 from streams.faust_compat.producer import drain_changelog
+from streams.io.changelog_writer import ChangelogWriter
 from streams.state import PartitionStore
 from streams.state.rocksdb import RocksPartitionStore
 
@@ -88,7 +88,7 @@ def changelog_topic(table: Any) -> str:
 class PartitionedTable:
     """A changelog-backed Faust table of bytes keys and values, by partition: `set` writes the
     partition's RocksDB and its changelog partition, as a write from a stream event of that
-    partition of `source_topic` would. With a `changelog` writer (streams.changelog_writer) the
+    partition of `source_topic` would. With a `changelog` writer (streams.io.changelog_writer) the
     record goes to it, delivered by `flush`; without, through Faust's table."""
 
     def __init__(self, table: Any, source_topic: str, changelog: ChangelogWriter | None = None):

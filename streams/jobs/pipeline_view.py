@@ -11,7 +11,7 @@ from features.profile import Profile
 from features.runtime import FeatureRuntime
 from streams.faust_compat.group import FaustGroup
 from streams.faust_compat.tables import PartitionedTable
-from streams.state_table import PartitionClock
+from streams.state.table_keys import PartitionClock
 
 
 class JobPipeline(Protocol):

@@ -22,9 +22,16 @@ from features.schedule import NEVER, feature_fingerprint
 from features.state import UNKNOWN_DUE
 from features.update import day_end, mark_published
 from streams.jobs.report import PartitionRun
-from streams.owned_chunks import AllUsers, ChunkSource, DueUsers, Handler, OwnedChunks
 from streams.state import PartitionStore
-from streams.state_table import FEATURES_KEY, move_due, pack_int, repair_due, unpack_int, user_key
+from streams.state.owned_chunks import AllUsers, ChunkSource, DueUsers, Handler, OwnedChunks
+from streams.state.table_keys import (
+    FEATURES_KEY,
+    move_due,
+    pack_int,
+    repair_due,
+    unpack_int,
+    user_key,
+)
 
 if TYPE_CHECKING:
     from features.profile import Profile

@@ -6,7 +6,7 @@
 - weekly (streams.jobs.weekly): rebuild every user from the event log, report drift per
   feature and correct it.
 
-Jobs run one at a time and take the pipeline's lock per chunk of users (streams.owned_chunks),
+Jobs run one at a time and take the pipeline's lock per chunk of users (streams.state.owned_chunks),
 so the agent keeps running between chunks and never sees a half-updated user. A run waits up to
 RECOVERY_WAIT seconds for table recovery (a rebalance restores partitions from their
 changelogs); a partition a recovery interrupts while it stays this worker's is run again once
@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 from zoneinfo import ZoneInfo
 
 from features.schedule import JOBS, cron_specs
-from streams import backups
 from streams.jobs.report import JobReport, PartitionRun
 from streams.jobs.revisit import Revisits
 from streams.jobs.weekly import WeeklyRebuild
-from streams.owned_chunks import REVOKED, OwnedChunks
+from streams.state import backups
+from streams.state.owned_chunks import REVOKED, OwnedChunks
 
 if TYPE_CHECKING:
     from streams.jobs.pipeline_view import RunnerPipeline

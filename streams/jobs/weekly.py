@@ -15,11 +15,11 @@ from features.drift import compare_columnar, empty_drift_counts
 from features.event_columns import parse_batch
 from features.events import Event, day_of
 from features.update import mark_published
-from streams.event_log import read_partition
+from streams.io.event_log import read_partition
+from streams.io.kafka_security import client_kwargs
 from streams.jobs.report import DriftReport, PartitionRun
-from streams.kafka_security import client_kwargs
-from streams.owned_chunks import AllUsers, OwnedChunks
-from streams.state_table import move_due, user_key
+from streams.state.owned_chunks import AllUsers, OwnedChunks
+from streams.state.table_keys import move_due, user_key
 
 if TYPE_CHECKING:
     from streams.jobs.pipeline_view import JobPipeline

@@ -40,13 +40,13 @@ from features.publish_rules import (
 )
 from features.runtime import FeatureRuntime
 from features.update import mark_published
-from streams.counters import EVENT_TRIGGER, WorkerCounts
+from streams.io.raw_batch import RawBatch
+from streams.monitoring.counters import EVENT_TRIGGER, WorkerCounts
 from streams.pipeline.clocks import PartitionClocks
 from streams.pipeline.outbox import Outbox, StateWrite
 from streams.pipeline.publishing import Publishing
-from streams.raw_batch import RawBatch
-from streams.state_cache import DirtyUser, StateCache
-from streams.state_table import PartitionClock, move_due, user_key
+from streams.state.cache import DirtyUser, StateCache
+from streams.state.table_keys import PartitionClock, move_due, user_key
 from streams.strategy import PublishEveryChange, UpdateStrategy
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from streams.state import PartitionStore
-from streams.state_table import PARTITION_KEY, PartitionClock
+from streams.state.table_keys import PARTITION_KEY, PartitionClock
 
 
 class PartitionStores(Protocol):

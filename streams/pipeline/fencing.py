@@ -17,13 +17,13 @@ import logging
 import time
 from typing import Protocol
 
-from streams.counters import WorkerCounts
+from streams.monitoring.counters import WorkerCounts
 
 log = logging.getLogger(__name__)
 
 
 class Pauses(Protocol):
-    """streams.pause_watch.PauseWatch"""
+    """streams.process.pause_watch.PauseWatch"""
     def longest_pause_since(self, since: float) -> float: ...
 
 

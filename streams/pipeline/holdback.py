@@ -13,6 +13,8 @@ here, every TICK seconds whether events come or not:
   latest applied event) and writes them; records are delivered with the state writes that say
   so, as any commit's. A crash before the state write is delivered leaves the user held: the
   partition's next owner sends the same record (same version, same state) again.
+
+The hold-back in the stream; its rule is features/holdback.py.
 """
 from __future__ import annotations
 
@@ -23,8 +25,8 @@ from typing import Any
 
 from features.columnar.codec import hold_mark
 from features.holdback import HeldUsers, HoldBack
-from streams.owned_chunks import AllUsers, OwnedChunks
 from streams.pipeline.lifecycle import BatchLifecycle
+from streams.state.owned_chunks import AllUsers, OwnedChunks
 
 log = logging.getLogger(__name__)
 

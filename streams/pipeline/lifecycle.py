@@ -44,7 +44,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
-from streams.counters import WorkerCounts
+from streams.monitoring.counters import WorkerCounts
 from streams.pipeline.outbox import Outbox, Publication
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ COMMIT_POLL = 0.05      # seconds an open checkpoint waits for more events befor
 
 class GroupSide(Protocol):
     """The consumer group as a batch sees it (streams.faust_compat.group.FaustGroup). A batch
-    is whatever the source gives (streams.raw_batch.RawBatch); only its length is read here."""
+    is whatever the source gives (streams.io.raw_batch.RawBatch); only its length is read here."""
     @property
     def rebalancing(self) -> bool: ...
 
@@ -108,7 +108,7 @@ class Fencing(Protocol):
 
 
 class BatchSource(Protocol):
-    """streams.event_feed.EventFeed"""
+    """streams.io.event_feed.EventFeed"""
     async def take(self, max_n: int, within: float) -> Any: ...
 
     def __len__(self) -> int: ...

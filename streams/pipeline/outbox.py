@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from streams.state_table import PartitionClock
+from streams.state.table_keys import PartitionClock
 
 if TYPE_CHECKING:
     from features.profile import Profile

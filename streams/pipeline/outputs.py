@@ -1,6 +1,6 @@
 """Where a checkpoint's outbox goes: state writes to the table and its changelog
-(streams.changelog_writer), local writes to the partitions' RocksDB, then, once the changelog
-has them, records to the output producer (streams.publisher); all of it delivered before the
+(streams.io.changelog_writer), local writes to the partitions' RocksDB, then, once the changelog
+has them, records to the output producer (streams.io.publisher); all of it delivered before the
 batch's events are acked."""
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from typing import Callable
 import faust
 
 from streams.faust_compat.tables import PartitionedTable
+from streams.io.publisher import Publisher
 from streams.pipeline.clocks import PartitionClocks
 from streams.pipeline.outbox import Outbox
-from streams.publisher import Publisher
-from streams.state_table import PARTITION_KEY
+from streams.state.table_keys import PARTITION_KEY
 
 
 class ProducerOutputs:

@@ -2,7 +2,7 @@
 states (changelog-backed), publishes to `profile-updates`, `profile-aggregates` and the DLQ.
 
 Per micro-batch (`real_time_update.batch_size` events, taken raw from the consumer by
-`streams.event_feed`): events are validated, grouped by user, and each user's state (read from
+`streams.io.event_feed`): events are validated, grouped by user, and each user's state (read from
 the state cache, decoded from the table on a miss) is advanced in place by the columnar core
 (features.columnar). Per commit (write-back: when the worker has caught up, or on
 `real_time_update.commit_interval` / `max_dirty_users`, or before a rebalance or a scheduled
@@ -35,15 +35,13 @@ from features.holdback import HeldUsers, HoldBack
 from features.partitioners import PartitionCheck
 from features.profile import Profile
 from features.runtime import FeatureRuntime
-from streams import event_feed
-from streams.counters import WorkerCounts
 from streams.faust_compat.consumer import consumer_hooks
 from streams.faust_compat.group import FaustGroup
-from streams.gc_policy import freeze_start_up_heap
-from streams.items import ItemFeed
-from streams.kafka_security import client_kwargs
-from streams.owned_chunks import OwnedChunks
-from streams.pause_watch import PauseWatch
+from streams.io import event_feed
+from streams.io.items import ItemFeed
+from streams.io.kafka_security import client_kwargs
+from streams.io.publisher import open_publisher
+from streams.monitoring.counters import WorkerCounts
 from streams.pipeline.batch_update import BatchUpdate
 from streams.pipeline.clocks import PartitionClocks
 from streams.pipeline.fencing import Fence
@@ -53,11 +51,13 @@ from streams.pipeline.outputs import ProducerOutputs
 from streams.pipeline.publishing import Publishing, PublishObserver
 from streams.pipeline.reads import ProfileReads
 from streams.pipeline.topology import declare
-from streams.publisher import open_publisher
-from streams.restart import restart_in_place
-from streams.state_cache import StateCache
-from streams.state_table import PartitionClock
+from streams.process.gc_policy import freeze_start_up_heap
+from streams.process.pause_watch import PauseWatch
+from streams.state.cache import StateCache
+from streams.state.owned_chunks import OwnedChunks
+from streams.state.table_keys import PartitionClock
 from streams.strategy import load_strategy
+from streams.web.restart import restart_in_place
 
 log = logging.getLogger(__name__)
 

@@ -17,11 +17,11 @@ import orjson
 from features.config import TopicNames
 from features.profile import Profile
 from features.update import day_end
-from streams.counters import WorkerCounts
-from streams.dead_letters import dead_letter
+from streams.io.dead_letters import dead_letter
+from streams.io.publisher import Publisher
+from streams.monitoring.counters import WorkerCounts
 from streams.pipeline.outbox import Outbox, Publication, Record
-from streams.publisher import Publisher
-from streams.state_table import user_key
+from streams.state.table_keys import user_key
 
 # told of each profile published: (profile, trigger, Kafka timestamp of its event or None)
 PublishObserver = Callable[[Profile, str, "float | None"], None]

@@ -8,9 +8,9 @@ from typing import Any
 
 from features import columnar
 from features.runtime import FeatureRuntime
-from streams.counters import EVENT_TRIGGER
 from streams.faust_compat.tables import PartitionedTable
-from streams.state_table import user_key
+from streams.monitoring.counters import EVENT_TRIGGER
+from streams.state.table_keys import user_key
 
 
 class ProfileReads:

@@ -7,7 +7,6 @@ from typing import Any
 import faust
 
 from features.config import ProfileConfig
-from streams.changelog_writer import ChangelogWriter
 from streams.faust_compat import table_recovery
 from streams.faust_compat.tables import (
     PartitionedTable,
@@ -16,9 +15,10 @@ from streams.faust_compat.tables import (
     guard_changelog,
     guard_persisted,
 )
-from streams.producer_settings import librdkafka_producer_settings
+from streams.io.changelog_writer import ChangelogWriter
+from streams.io.producer_settings import librdkafka_producer_settings
 from streams.state import PartitionStore
-from streams.state_table import PARTITION_KEY, PartitionClock, not_older
+from streams.state.table_keys import PARTITION_KEY, PartitionClock, not_older
 
 STATE_TABLE = "user-state"
 
@@ -27,9 +27,9 @@ STATE_TABLE = "user-state"
 class Topology:
     events: Any                 # faust topic of user-events (the agent's)
     updates: Any                # profile-updates, profile-aggregates, the DLQ: written by
-    aggregates: Any             # streams.publisher, declared for Faust's topic list
+    aggregates: Any             # streams.io.publisher, declared for Faust's topic list
     dlq: Any
-    states: PartitionedTable    # user states, due index, partition clocks (streams.state_table)
+    states: PartitionedTable    # states, due index, partition clocks (streams.state.table_keys)
 
 
 def _processed_offset(store: PartitionStore) -> int:
@@ -51,7 +51,7 @@ def declare(app: faust.App, cfg: ProfileConfig) -> Topology:
     guard_changelog(table, not_older)
     # a restore starts after the last changelog record this store has everything up to
     guard_persisted(table)
-    # the changelog records of our writes go out in bulk (streams.changelog_writer)
+    # the changelog records of our writes go out in bulk (streams.io.changelog_writer)
     writer = ChangelogWriter(changelog_topic(table),
                              {"bootstrap.servers": cfg.kafka.bootstrap_servers,
                               **librdkafka_producer_settings(cfg)},

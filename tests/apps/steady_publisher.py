@@ -1,4 +1,4 @@
-"""A process that publishes through the workers' output client (streams.publisher, configured
+"""A process that publishes through the workers' output client (streams.io.publisher, configured
 as a worker's) 20 records every 2 ms to a topic of one partition for `seconds`, then flushes
 and prints what happened as JSON. Each record's value holds the wall-clock time it was handed
 over. At `freeze_at` seconds it stops itself (SIGSTOP) right after handing over a burst, so the
@@ -13,8 +13,8 @@ import sys
 import time
 
 from features.config import load_config
+from streams.io.publisher import DeliveryError, open_publisher
 from streams.pipeline.outbox import Record
-from streams.publisher import DeliveryError, open_publisher
 
 
 async def main(cfg_path: str, topic: str, seconds: float, freeze_at: float) -> dict:

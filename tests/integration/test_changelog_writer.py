@@ -1,4 +1,4 @@
-"""streams.changelog_writer against the embedded broker: the records land in their partitions
+"""streams.io.changelog_writer against the embedded broker: the records land in their partitions
 in write order, with the keys and values given; each partition's persisted offset ends at its
 last record; records another producer wrote in between hold it there."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import TopicPartition
 
-from streams.changelog_writer import ChangelogWriter
+from streams.io.changelog_writer import ChangelogWriter
 
 pytestmark = pytest.mark.integration
 TOPIC = "app-user-state-changelog"

@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 
 from tests.harness import keep_artifacts
+from tools.chaos.faults import FAULT_KINDS
 from tools.chaos.run import run_chaos
-from tools.chaos.schedule import FAULT_KINDS
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""An aiokafka client that knows no broker gets one again (streams.faust_compat.clients).
+"""An aiokafka client that knows no broker gets one again (streams.faust_compat.aiokafka_calls).
 
 A broker that has just started answers Metadata with no brokers; aiokafka then keeps only its
 bootstrap connection, and once that connection is gone it asks nobody, forever: a worker of a
@@ -12,7 +12,7 @@ import asyncio
 import pytest
 from aiokafka.client import AIOKafkaClient
 
-from streams.faust_compat.clients import (
+from streams.faust_compat.aiokafka_calls import (
     aiokafka_metadata_update,
     knows_no_broker,
     rebootstrap_when_lost,

@@ -20,8 +20,8 @@ from deploy.cluster import discover
 from deploy.cluster_jobs import run_job
 from deploy.worker_process import worker_argv
 from features.config import load_config
-from streams.auth import api_token
-from streams.cluster import Membership
+from streams.web.auth import api_token
+from streams.web.cluster import Membership
 from tests.harness import (
     http_json,
     latest_values,

@@ -18,7 +18,7 @@ import pytest
 from deploy.broker import free_port
 from deploy.clients import load_items, produce_events
 from features.config import load_config
-from streams.auth import api_token
+from streams.web.auth import api_token
 from tests.harness import ARTIFACTS, http_json, profile_worker, wait_for, write_config
 from tests.integration.test_cluster_view import settled
 from tools.data.sample import TOPICS, SampleSpec, write_sample

@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaProducer
 from deploy.broker import free_port
 from features.config import load_config
 from features.events import REASONS
-from streams.dead_letters import original_bytes
+from streams.io.dead_letters import original_bytes
 from tests.harness import (
     http_json,
     latest_values,

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.clients import load_items, produce_events
 from features.config import load_config
-from streams.monitoring import METRIC_NAMES
+from streams.monitoring.monitor import METRIC_NAMES
 from tests.harness import (
     ROOT,
     keep_artifacts,

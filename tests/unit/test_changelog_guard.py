@@ -1,7 +1,7 @@
 """A restore never takes a user's state (or the partition's clock) back to fewer source offsets:
 a worker that froze after handing states to its producer sends them when it thaws, after the
 partition's next owner wrote newer ones, and a restore from that changelog lost events in a
-chaos run on Apache Kafka (streams.state_table.not_older, faust_compat.tables.guard_changelog).
+chaos run on Apache Kafka (streams.state.table_keys.not_older, faust_compat.tables.guard_changelog).
 And the persisted changelog offset, where a restore starts, never moves past records this store
 did not apply (faust_compat.tables.guard_persisted): the same frozen worker's late writes moved it
 past its successor's, and the restore that skipped them lost 512 events in make chaos."""
@@ -13,7 +13,13 @@ from faust.types import TP
 
 from features import columnar
 from streams.faust_compat.tables import guard_changelog, guard_persisted
-from streams.state_table import FEATURES_KEY, PARTITION_KEY, PartitionClock, not_older, user_key
+from streams.state.table_keys import (
+    FEATURES_KEY,
+    PARTITION_KEY,
+    PartitionClock,
+    not_older,
+    user_key,
+)
 
 
 def state(source_offset: int) -> bytes:

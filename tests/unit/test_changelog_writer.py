@@ -1,4 +1,4 @@
-"""streams.changelog_writer: the persisted offset moves once per flush over the acknowledged
+"""streams.io.changelog_writer: the persisted offset moves once per flush over the acknowledged
 writes that directly follow it, as streams.faust_compat.tables.guard_persisted moves it write
 by write; a failed delivery raises and moves nothing. The producer here is a stand-in for
 librdkafka's (its produce/flush/callback contract); tests/integration/test_changelog_writer.py
@@ -10,8 +10,8 @@ import logging
 
 import pytest
 
-from streams.changelog_writer import ChangelogWriter, advance
-from streams.publisher import DeliveryError
+from streams.io.changelog_writer import ChangelogWriter, advance
+from streams.io.publisher import DeliveryError
 
 
 def test_advance_moves_over_the_offsets_that_follow_and_stops_at_a_gap():

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from tools.chaos.schedule import BROKER_FAULTS, FAULT_KINDS, fault_schedule
+from tools.chaos.faults import BROKER_FAULTS, FAULT_KINDS, fault_schedule
 
 
 def test_every_fault_kind_once_and_kills_as_asked():

@@ -8,8 +8,8 @@ from deploy.cluster import ENV_URL, Reply, first_workers
 from deploy.cluster_jobs import JobOutcome
 from deploy.workers import WorkerCallError
 from features.config import parse_config
-from streams.auth import needs_token
-from streams.cluster import Member, Membership
+from streams.web.auth import needs_token
+from streams.web.cluster import Member, Membership
 
 
 @pytest.mark.parametrize("mode,method,path,needed", [

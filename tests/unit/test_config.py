@@ -122,7 +122,7 @@ def test_the_delivery_timeout_stays_below_the_time_a_frozen_workers_partitions_t
         client(delivery_timeout_seconds=9)
     with pytest.raises(ConfigError, match="must be above linger_ms"):     # librdkafka's rule
         client(delivery_timeout_seconds=0.5, linger_ms=1000)
-    from streams.producer_settings import librdkafka_producer_settings
+    from streams.io.producer_settings import librdkafka_producer_settings
     cfg = parse_config({"kafka": {"client": {"delivery_timeout_seconds": 4}}}, env={})
     assert librdkafka_producer_settings(cfg)["message.timeout.ms"] == 4000
 

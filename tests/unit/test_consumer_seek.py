@@ -12,8 +12,8 @@ from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from features.config import load_config
-from streams import event_feed
 from streams.app import create_app, instance_for
+from streams.io import event_feed
 
 TOPIC = "user-events"
 TP = TopicPartition(TOPIC, 0)

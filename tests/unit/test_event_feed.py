@@ -6,9 +6,9 @@ import asyncio
 from faust.types import TP
 
 from features.state import UserState
-from streams.event_feed import EventFeed
-from streams.raw_batch import FetchedRun, RawBatch, RawRecord
-from streams.state_cache import StateCache
+from streams.io.event_feed import EventFeed
+from streams.io.raw_batch import FetchedRun, RawBatch, RawRecord
+from streams.state.cache import StateCache
 
 
 def run_of(partition: int, offsets) -> FetchedRun:

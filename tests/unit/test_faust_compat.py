@@ -47,7 +47,7 @@ def test_a_batch_ack_leaves_the_consumer_as_faust_acking_each_message_does():
     from faust.types.tuples import Message
 
     from streams.faust_compat import feed
-    from streams.raw_batch import RawBatch
+    from streams.io.raw_batch import RawBatch
 
     def consumer_after(acking):
         app = faust.App(f"t-ack-{acking}", broker="kafka://127.0.0.1:1", store="memory://")

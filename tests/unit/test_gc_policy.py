@@ -1,4 +1,4 @@
-"""streams.gc_policy: `performance.gc` reaches the collector; the heap is frozen once."""
+"""streams.process.gc_policy: `performance.gc` reaches the collector; the heap is frozen once."""
 from __future__ import annotations
 
 import gc
@@ -6,7 +6,7 @@ import gc
 import pytest
 
 from features.config import GcConfig, load_config
-from streams import gc_policy
+from streams.process import gc_policy
 
 
 @pytest.fixture

@@ -14,17 +14,17 @@ from features.config import parse_config
 from features.holdback import HeldUsers, HoldBack
 from features.partitioners import PartitionCheck
 from features.runtime import FeatureRuntime
-from streams.counters import WorkerCounts
+from streams.io.publisher import AiokafkaPublisher
+from streams.io.raw_batch import RawBatch
+from streams.monitoring.counters import WorkerCounts
 from streams.pipeline import batch_update, holdback
 from streams.pipeline.batch_update import BatchUpdate
 from streams.pipeline.clocks import PartitionClocks
 from streams.pipeline.holdback import HeldPublishes
 from streams.pipeline.outbox import Outbox
 from streams.pipeline.publishing import Publishing
-from streams.publisher import AiokafkaPublisher
-from streams.raw_batch import RawBatch
-from streams.state_cache import StateCache
-from streams.state_table import user_key
+from streams.state.cache import StateCache
+from streams.state.table_keys import user_key
 from streams.strategy import PublishEveryChange
 from tests.unit.test_lifecycle import (
     D0,

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 from deploy.cluster_status import DEGRADED, ClusterStatus, WorkerStatus, render, verdict
 from streams.jobs import runner
 from streams.jobs.runner import ScheduledJobs
-from streams.owned_chunks import REVOKED
+from streams.state.owned_chunks import REVOKED
 
 
 class FakeJobs:

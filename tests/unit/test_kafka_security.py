@@ -7,7 +7,7 @@ import ssl
 import pytest
 
 from features.config import ConfigError, parse_config
-from streams.kafka_security import (
+from streams.io.kafka_security import (
     SecurityError,
     client_kwargs,
     faust_credentials,

@@ -15,7 +15,9 @@ from features import columnar
 from features.config import parse_config
 from features.partitioners import PartitionCheck
 from features.runtime import FeatureRuntime
-from streams.counters import WorkerCounts
+from streams.io.publisher import AiokafkaPublisher
+from streams.io.raw_batch import RawBatch
+from streams.monitoring.counters import WorkerCounts
 from streams.pipeline import lifecycle as lifecycle_module
 from streams.pipeline.batch_update import BatchUpdate
 from streams.pipeline.clocks import PartitionClocks
@@ -23,10 +25,8 @@ from streams.pipeline.fencing import Fence
 from streams.pipeline.lifecycle import BatchLifecycle, CommitPolicy
 from streams.pipeline.outbox import Outbox, Publication, Record
 from streams.pipeline.publishing import Publishing
-from streams.publisher import AiokafkaPublisher
-from streams.raw_batch import RawBatch
-from streams.state_cache import StateCache
-from streams.state_table import PARTITION_KEY, PartitionClock, due_key, user_key
+from streams.state.cache import StateCache
+from streams.state.table_keys import PARTITION_KEY, PartitionClock, due_key, user_key
 from streams.strategy import PublishEveryChange
 
 DAY = 86400

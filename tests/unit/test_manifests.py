@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from features.config import ENV_OVERRIDES, ProfileConfig, parse_config
-from streams.monitoring import METRIC_NAMES
+from streams.monitoring.monitor import METRIC_NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = parse_config(yaml.safe_load((ROOT / "profile_config.yaml").read_text()),

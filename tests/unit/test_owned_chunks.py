@@ -1,13 +1,20 @@
-"""For each chunk of a partition's users, under the lock (streams.owned_chunks): on a real
+"""For each chunk of a partition's users, under the lock (streams.state.owned_chunks): on a real
 RocksDB, with the group's view of the partition faked."""
 from __future__ import annotations
 
 import asyncio
 import random
 
-from streams.owned_chunks import NOT_OPEN, REVOKED, AllUsers, DueUsers, OwnedChunks, SampleOfUsers
+from streams.state.owned_chunks import (
+    NOT_OPEN,
+    REVOKED,
+    AllUsers,
+    DueUsers,
+    OwnedChunks,
+    SampleOfUsers,
+)
 from streams.state.rocksdb import open_store
-from streams.state_table import PARTITION_KEY, due_key, user_key
+from streams.state.table_keys import PARTITION_KEY, due_key, user_key
 
 
 class Group:

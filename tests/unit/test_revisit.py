@@ -20,9 +20,9 @@ from features.schedule import next_change_day
 from features.update import closed_day_metrics
 from streams.jobs.report import PartitionRun
 from streams.jobs.revisit import Revisits
-from streams.owned_chunks import OwnedChunks
+from streams.state.owned_chunks import OwnedChunks
 from streams.state.rocksdb import open_store
-from streams.state_table import FEATURES_KEY, due_key, is_user_key, pack_int, user_key
+from streams.state.table_keys import FEATURES_KEY, due_key, is_user_key, pack_int, user_key
 from tools.data.sample import END_TS, SampleSpec, write_sample
 
 DAY = 86400

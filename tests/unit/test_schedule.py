@@ -27,7 +27,7 @@ from features.schedule import (
     retire,
 )
 from features.state import UserState, apply
-from streams.auth import ENV, api_token, authorized
+from streams.web.auth import ENV, api_token, authorized
 
 DAY = 86400
 D0 = 20000 * DAY

@@ -1,10 +1,10 @@
-"""When a worker restarts itself in place (streams.self_heal): the first cluster id it sees is
-its cluster, no answer is no news, another id is another cluster; and a worker the group
+"""When a worker restarts itself in place (streams.process.self_heal): the first cluster id it
+sees is its cluster, no answer is no news, another id is another cluster; and a worker the group
 coordinator has not confirmed for long while the broker answers is stuck outside its group."""
 from __future__ import annotations
 
 from features.config import parse_config
-from streams.self_heal import NOT_A_MEMBER_FLOOR, STOP_BOUND, SelfHeal
+from streams.process.self_heal import NOT_A_MEMBER_FLOOR, STOP_BOUND, SelfHeal
 
 CFG = parse_config({}, env={})
 
@@ -41,7 +41,7 @@ def test_the_watch_looks_from_the_service_start_on_without_waiting_for_faust(mon
 
     import faust
 
-    from streams import self_heal
+    from streams.process import self_heal
 
     restarts: list[str] = []
 

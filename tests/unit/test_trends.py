@@ -20,8 +20,8 @@ from features.trends import (
     merge_latest,
     points_from_dict,
 )
-from streams.dashboard_data import merge_figures
-from streams.monitoring import business_families, quality_families
+from streams.monitoring.monitor import business_families, quality_families
+from streams.web.dashboard_data import merge_figures
 from tools.demo import profile_table
 
 

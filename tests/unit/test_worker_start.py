@@ -16,8 +16,9 @@ from aiokafka.errors import (
 )
 
 from features.config import load_config
-from streams import restart, worker
-from streams.topics import TopicMismatch
+from streams import worker
+from streams.io.topics import TopicMismatch
+from streams.web import restart
 
 
 @pytest.fixture

@@ -35,7 +35,7 @@ from features.state import UserState
 from features.state import apply as apply_ref
 from features.update import day_end
 from streams.state.rocksdb import open_store
-from streams.state_table import iter_users, user_key
+from streams.state.table_keys import iter_users, user_key
 from tools.data.sample import END_TS, TOPICS, SampleSpec, write_sample
 
 

@@ -6,6 +6,8 @@ idle) for each interval.
 
     .venv/bin/python -m tools.bench.holdback [--users 1000] [--activity 1.0] [--rate 4000]
         [--intervals 0,2,10]
+
+The hold-back (features/holdback.py, streams/pipeline/holdback.py) in the benchmark layer.
 """
 from __future__ import annotations
 

@@ -7,6 +7,9 @@ broker and the hourly and daily runs are triggered over HTTP and timed (the work
 and the worker process's CPU time; publishes and changelog writes go to the broker as in
 production). The records are in the columnar format (4, features.columnar), as the runs write
 them.
+
+The jobs concept in the benchmark layer (the runs: streams/jobs/; the command:
+deploy/cli/jobs.py).
 """
 from __future__ import annotations
 
@@ -30,9 +33,8 @@ from features.events import day_of
 from features.runtime import FeatureRuntime
 from features.schedule import NEVER, feature_fingerprint, next_change_day
 from features.state import UserState
-from streams.auth import api_token
 from streams.state.rocksdb import open_store
-from streams.state_table import (
+from streams.state.table_keys import (
     FEATURES_KEY,
     PARTITION_KEY,
     PartitionClock,
@@ -40,6 +42,7 @@ from streams.state_table import (
     pack_int,
     user_key,
 )
+from streams.web.auth import api_token
 from tools.bench.proc import cpu_seconds, peak_rss_mb
 from tools.bench.suite import ROOT, _machine
 from tools.data.sample import END_TS, SampleSpec, write_sample

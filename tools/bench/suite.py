@@ -991,7 +991,7 @@ PRODUCER_COMMIT = 1_000         # records handed over per flush (as a commit doe
 def _output_records(cfg: ProfileConfig, n: int) -> dict[str, list]:
     """n records of each kind the output producer writes, as the workers make them."""
     from features.profile import Profile
-    from streams.counters import WorkerCounts
+    from streams.monitoring.counters import WorkerCounts
     from streams.pipeline.publishing import Publishing
     pub = Publishing(cfg.kafka.topics, None, WorkerCounts(), 0)     # type: ignore[arg-type]
     windows = {W: {"actions": 31, "active_days": 9, "actions_per_active_day": 3.44,
@@ -1039,11 +1039,11 @@ async def _producer_cpu(publisher, records: list, topic: str) -> float:
 
 def run_producer_rows(cfg: ProfileConfig, say: Callable[[str], None],
                       n: int = PRODUCER_RECORDS, repeat: int = 3) -> list[str]:
-    """CPU µs per record delivered, aiokafka against librdkafka (streams.publisher), for each
+    """CPU µs per record delivered, aiokafka against librdkafka (streams.io.publisher), for each
     kind of record the output producer writes; best of `repeat` (the machine is shared)."""
-    from streams.kafka_security import client_kwargs
-    from streams.producer_settings import aiokafka_producer_kwargs, librdkafka_producer_settings
-    from streams.publisher import AiokafkaPublisher, LibrdkafkaPublisher
+    from streams.io.kafka_security import client_kwargs
+    from streams.io.producer_settings import aiokafka_producer_kwargs, librdkafka_producer_settings
+    from streams.io.publisher import AiokafkaPublisher, LibrdkafkaPublisher
     kinds = _output_records(cfg, n)
     topics = [_producer_topic(kind, client) for kind in kinds
               for client in ("aiokafka", "librdkafka")]
@@ -1077,9 +1077,10 @@ def run_producer_rows(cfg: ProfileConfig, say: Callable[[str], None],
                     await pub.stop()
     say(f"output producers: {n:,} records of each kind per client, best of {repeat}")
     asyncio.run(measure())
-    lines = [f"Output producers (`streams/publisher.py`): CPU µs per record of this process (all "
-             f"threads) to hand {n:,} records to the producer {PRODUCER_COMMIT:,} at a time and "
-             f"deliver them (flush), best of {repeat}; the same broker, topics of their own.", "",
+    lines = [f"Output producers (`streams/io/publisher.py`): CPU µs per record of this process "
+             f"(all threads) to hand {n:,} records to the producer {PRODUCER_COMMIT:,} at a time "
+             f"and deliver them (flush), best of {repeat}; the same broker, topics of their own.",
+             "",
              "| records | bytes | aiokafka µs | librdkafka µs | ratio |",
              "|---|---:|---:|---:|---:|"]
     for kind in kinds:

@@ -43,9 +43,9 @@ from features.batch import BatchReport, build_states
 from features.config import NO_SCHEDULED_RUNS, load_config
 from features.events import Rejection
 from features.runtime import FeatureRuntime
-from streams.faust_compat.clients import install_rebootstrap, refresh_metadata
+from streams.faust_compat.aiokafka_calls import install_rebootstrap, refresh_metadata
+from tools.chaos.faults import BROKER_PAUSE, LATENCY, LATENCY_FOR, fault_schedule
 from tools.chaos.proxy import BrokerProxy
-from tools.chaos.schedule import BROKER_PAUSE, LATENCY, LATENCY_FOR, fault_schedule
 from tools.data.hostile import hostile_payloads
 from tools.data.sample import SampleSpec, write_sample
 from tools.verify import batch_profiles, compare

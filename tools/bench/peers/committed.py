@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from streams.faust_compat.clients import refresh_metadata
+from streams.faust_compat.aiokafka_calls import refresh_metadata
 from tools.bench.proc import cpu_seconds, peak_rss_mb
 
 POLL = 0.1                  # seconds between looks at the group

@@ -15,9 +15,9 @@ from collections import defaultdict
 
 import aiohttp
 
-from streams.auth import peer_session
 from streams.faust_compat.group import FaustGroup
-from streams.state_table import user_key
+from streams.state.table_keys import user_key
+from streams.web.auth import peer_session
 
 log = logging.getLogger(__name__)
 LOCAL_PARAM = "local"

@@ -25,15 +25,15 @@ from features.encoding import StateDecodeError
 from features.quality import QUALITY_METRICS, BusinessKeys, QualitySummary
 from features.runtime import FeatureRuntime
 from features.trends import TrendHistory
-from streams.counters import EVENT_TRIGGER, WorkerCounts
-from streams.event_feed import EventFeed
 from streams.faust_compat.group import FaustGroup
 from streams.faust_compat.tables import PartitionedTable
-from streams.owned_chunks import OwnedChunks, SampleOfUsers
+from streams.io.event_feed import EventFeed
+from streams.io.publisher import Publisher
+from streams.monitoring.counters import EVENT_TRIGGER, WorkerCounts
 from streams.pipeline.publishing import PublishObserver
-from streams.publisher import Publisher
 from streams.state import PartitionStore
-from streams.state_table import PartitionClock
+from streams.state.owned_chunks import OwnedChunks, SampleOfUsers
+from streams.state.table_keys import PartitionClock
 
 log = logging.getLogger(__name__)
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5,
@@ -299,7 +299,7 @@ class WorkerMonitor:
 
     async def scan_quality(self) -> QualitySummary:
         """Evaluate a sample of this worker's users (from a random key of each partition on),
-        a chunk at a time under the pipeline lock (streams.owned_chunks)."""
+        a chunk at a time under the pipeline lock (streams.state.owned_chunks)."""
         summary = QualitySummary()
         group = self.pl.group
         if not group.ready() or group.rebalancing:

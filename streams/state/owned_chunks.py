@@ -15,7 +15,7 @@ from itertools import islice
 from typing import Any, Awaitable, Callable, Protocol
 
 from streams.state import PartitionStore
-from streams.state_table import iter_due, iter_users, user_key
+from streams.state.table_keys import iter_due, iter_users, user_key
 
 CHUNK = 500                 # users per hold of the pipeline lock
 REVOKED = "partition revoked or recovering"

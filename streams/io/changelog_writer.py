@@ -21,7 +21,7 @@ import logging
 import threading
 from typing import Any, Protocol
 
-from streams.publisher import DeliveryError
+from streams.io.publisher import DeliveryError
 
 log = logging.getLogger(__name__)
 

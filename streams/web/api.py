@@ -1,9 +1,10 @@
 """HTTP reads: `GET /profiles/{user_id}` and `GET /profiles?ids=1,2,3`, each user found on the
-worker that owns its partition under `kafka.partitioner`, else on any other (streams.routing)."""
+worker that owns its partition under `kafka.partitioner`, else on any other
+(streams.web.routing)."""
 from __future__ import annotations
 
 from streams.context import WorkerContext
-from streams.routing import LOCAL_PARAM, NoAssignment, ProfileFinder
+from streams.web.routing import LOCAL_PARAM, NoAssignment, ProfileFinder
 
 MAX_BATCH_IDS = 1000
 

@@ -4,7 +4,7 @@ Faust's per-event path costs more than a micro-batch pipeline can afford
 (docs/FAUST_INTERNALS.md#drain-loop). Our consumer (streams.faust_compat) keeps Faust's consumer
 (group membership, rebalances, offsets, commits, table recovery and standbys are untouched) and
 only changes the drain loop: each partition's records of a fetch are appended to an `EventFeed`
-as one run of columns (streams.raw_batch), with no message object per record, and the pipeline
+as one run of columns (streams.io.raw_batch), with no message object per record, and the pipeline
 takes them in batches (`RawBatch`).
 
 Faust's guarantees are kept the way its streams keep them:
@@ -27,7 +27,7 @@ from typing import Callable
 import faust
 
 from streams.faust_compat.feed import attach_feed
-from streams.raw_batch import FetchedRun, RawBatch
+from streams.io.raw_batch import FetchedRun, RawBatch
 
 # One record in this many of a run (its first included) is timed for on_arrival: observing a
 # histogram costs about 1.6 µs, 5-10% of an event's whole cost at the rates the pipeline reaches.

@@ -9,7 +9,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from features.catalog import ItemCatalog
-from streams.faust_compat.clients import refresh_metadata
+from streams.faust_compat.aiokafka_calls import refresh_metadata
 
 log = logging.getLogger(__name__)
 

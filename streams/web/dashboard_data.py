@@ -1,7 +1,7 @@
 """The figures of `GET /dashboard/data`: the whole cluster, or one worker of it, from any worker.
 
-The worker asked reads the group (streams.cluster.membership) and asks every other member for
-its own figures (`/dashboard/data?local=1`, with the token: streams.auth.peer_session), all at
+The worker asked reads the group (streams.web.cluster.membership) and asks every other member for
+its own figures (`/dashboard/data?local=1`, with the token: streams.web.auth.peer_session), all at
 once, as the query API does; a member asked that way answers from itself alone. The figures
 are merged exactly: counts and sums of the quality scans are added (features.quality,
 features.trends), rates and lag summed, the DLQ share weighted by events; latency percentiles,
@@ -18,12 +18,12 @@ import aiohttp
 
 from features.quality import BusinessKeys, QualitySummary, filled
 from features.trends import TrendPoint, merge_histories, merge_latest, points_from_dict
-from streams.auth import HINT, peer_session
-from streams.cluster import membership
-from streams.monitoring import SAMPLE_INTERVAL
+from streams.monitoring.monitor import SAMPLE_INTERVAL
+from streams.web.auth import HINT, peer_session
+from streams.web.cluster import membership
 
 if TYPE_CHECKING:
-    from streams.monitoring import WorkerMonitor
+    from streams.monitoring.monitor import WorkerMonitor
 
 LOCAL_PARAM = "local"       # ?local=1: this worker's own figures (what members ask each other)
 ALL = "all"                 # ?worker=all (the default): every member merged

@@ -1,4 +1,4 @@
-"""When a worker restarts itself in place (streams.restart: the pid stays, the start does the
+"""When a worker restarts itself in place (streams.web.restart: the pid stays, the start does the
 rest), with no operator step:
 - **Another cluster behind its broker address**: the broker lost its data (log dirs wiped) or
   was replaced, so every topic, committed offset and changelog the worker knew is gone; the
@@ -25,8 +25,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from mode import Service
 
 from features.config import ProfileConfig
-from streams.kafka_security import client_kwargs
-from streams.restart import restart_in_place
+from streams.io.kafka_security import client_kwargs
+from streams.web.restart import restart_in_place
 
 log = logging.getLogger(__name__)
 CHECK_EVERY = 5.0

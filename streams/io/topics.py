@@ -8,7 +8,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from features.config import ProfileConfig
-from streams.kafka_security import client_kwargs
+from streams.io.kafka_security import client_kwargs
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,11 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from features.config import ProfileConfig
 from streams.state.rocksdb import is_locked
+from streams.state.store import PartitionStore
 
 MANIFEST = "manifest.json"
 
@@ -44,8 +46,20 @@ def root(cfg: ProfileConfig, instance_id: int) -> Path:
     return cfg.data_dir / "backups" / f"instance-{instance_id}"
 
 
-def create(table, partitions: list[int], dest_root: Path, clocks: dict[int, str],
-           instance_id: int) -> BackupInfo:
+class CheckpointedTable(Protocol):
+    """What a backup needs of the state table (streams.faust_compat.tables.PartitionedTable)."""
+    name: str
+
+    @property
+    def data_dir(self) -> Path: ...
+
+    def store(self, partition: int) -> PartitionStore: ...
+
+    def partition_path(self, partition: int) -> Path: ...
+
+
+def create(table: CheckpointedTable, partitions: list[int], dest_root: Path,
+           clocks: dict[int, str], instance_id: int) -> BackupInfo:
     """Checkpoint each partition's RocksDB of a running table (a
     streams.faust_compat.tables.PartitionedTable) into a new backup folder."""
     instance_dir = table.data_dir

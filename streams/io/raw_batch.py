@@ -2,7 +2,7 @@
 object per record (docs/STREAMING.md, "How events reach the agent").
 
 The drain loop (streams.faust_compat.drain) turns each partition's records of a fetch into one
-`FetchedRun` (offsets, keys, values, timestamps, one list each); the feed (streams.event_feed)
+`FetchedRun` (offsets, keys, values, timestamps, one list each); the feed (streams.io.event_feed)
 hands the pipeline a `RawBatch` of whole or split runs. The batch's columns are the runs' lists
 joined; tracking and acking (streams.faust_compat.feed) go run by run. A record becomes an object
 only when it needs one of its own: a dead letter (`RawBatch.record`).

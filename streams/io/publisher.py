@@ -18,7 +18,7 @@ from typing import Any, Iterable, Protocol
 from aiokafka import AIOKafkaProducer
 
 from features.config import ProfileConfig
-from streams.producer_settings import aiokafka_producer_kwargs, librdkafka_producer_settings
+from streams.io.producer_settings import aiokafka_producer_kwargs, librdkafka_producer_settings
 
 MAX_REQUEST = 4 * 1024 * 1024       # a dead letter keeps up to 256 KiB of the original, base64
 

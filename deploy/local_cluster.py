@@ -31,7 +31,7 @@ class LocalCluster:
     def start(self, instances: int = 1, timeout: float = 90.0, fresh: bool = False) -> None:
         """`fresh`: when this starts the embedded broker, it starts on empty log dirs and the
         workers on empty local state (the demo: a replay checked against the batch path)."""
-        from streams.topics import ensure_topics
+        from streams.io.topics import ensure_topics
         cfg = self.cfg
         if cfg.uses_embedded_broker:
             if fresh and not embedded.status(cfg.run_dir).running:

@@ -8,10 +8,10 @@ import asyncio
 from faust.web import Request, Response, View
 
 from features.schedule import JOBS
-from streams import backups
-from streams.auth import api_token, authorized
 from streams.context import WorkerContext
 from streams.jobs import JobBusy, NotReady
+from streams.state import backups
+from streams.web.auth import api_token, authorized
 
 
 def add_job_routes(worker: WorkerContext) -> None:

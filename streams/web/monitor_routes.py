@@ -1,7 +1,7 @@
 """HTTP for monitoring: `GET /metrics` (Prometheus text format), `GET /monitor` (this worker's
 figures as JSON, what `profiles status` reads), `GET /monitor/trend` (this worker's history of
 quality scans), `GET /dashboard` (a self-refreshing page, no external assets) and
-`GET /dashboard/data` (the whole cluster's figures, merged: streams.dashboard_data)."""
+`GET /dashboard/data` (the whole cluster's figures, merged: streams.web.dashboard_data)."""
 from __future__ import annotations
 
 import math
@@ -10,8 +10,8 @@ from pathlib import Path
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from streams.dashboard_data import ALL, LOCAL_PARAM, UnknownWorker, cluster_figures, own_figures
-from streams.monitoring import WorkerMonitor
+from streams.monitoring.monitor import WorkerMonitor
+from streams.web.dashboard_data import ALL, LOCAL_PARAM, UnknownWorker, cluster_figures, own_figures
 
 DASHBOARD = Path(__file__).with_name("static") / "dashboard.html"
 

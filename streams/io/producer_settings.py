@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from features.config import ProfileConfig
-from streams.kafka_security import client_kwargs, librdkafka_settings
+from streams.io.kafka_security import client_kwargs, librdkafka_settings
 
 
 def aiokafka_producer_kwargs(cfg: ProfileConfig) -> dict[str, Any]:

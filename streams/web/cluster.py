@@ -2,7 +2,11 @@
 partitions it owns, from the assignment Faust hands to every member on each rebalance (the same
 table the query API routes users by). `GET /cluster` serves it; the CLI asks one worker for it
 and then talks to every member. `/cluster/relay` reaches a member for a caller that cannot
-(a `kubectl port-forward` to one pod)."""
+(a `kubectl port-forward` to one pod).
+
+The cluster concept in the worker; as the CLI sees it: deploy/cluster.py, its commands
+deploy/cli/cluster.py.
+"""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -10,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from features.config import ProfileConfig
-from streams.auth import peer_session
+from streams.web.auth import peer_session
 
 if TYPE_CHECKING:
     import faust
