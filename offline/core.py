@@ -5,9 +5,10 @@ Many users at once (`run_users`, `profiles_many_at`) run on the columnar core: t
 rules decided from each user's event arrays and the states stacked from the applied events
 (features.columnar.logs), all of them evaluated in one call (evaluate_stack; extra features
 included). A user whose log has no closed form (an event id repeated with another timestamp)
-goes through the sequential reference `features.state.apply` instead (`replay`), and is
-evaluated together with evaluate_many. One user at a time (`replay`,
-`evaluate`, `profiles_at`) is that sequential path.
+has its events applied one by one instead (`replay`: the columnar core's per-event apply, as
+the stream's), and is evaluated together with evaluate_many. One user at a time (`replay`,
+`evaluate`, `profiles_at`) is that sequential path. tests/unit/test_columnar_logs.py holds
+both against the per-user reference (features.state, features.profile).
 """
 from __future__ import annotations
 
@@ -19,26 +20,29 @@ import numpy as np
 from features import columnar
 from features.columnar import logs
 from features.columnar.evaluate import evaluate_stack
+from features.columnar.layout import ColumnarState
+from features.columnar.update import apply
 from features.events import Event
 from features.profile import Profile
 from features.runtime import FeatureRuntime
-from features.state import APPLIED, DUPLICATE, UserState, apply, event_id_hash
+from features.state import APPLIED, DUPLICATE, event_id_hash
 
 
 @dataclass
 class Replay:
     """A user's state after its events, and what became of each event."""
-    state: UserState
+    state: ColumnarState
     applied: int = 0
     duplicates: int = 0
     too_late: list[tuple[int, int]] = field(default_factory=list)   # (event index, user T then)
 
 
-def replay(rt: FeatureRuntime, events: Sequence[Event], state: UserState | None = None) -> Replay:
+def replay(rt: FeatureRuntime, events: Sequence[Event],
+           state: ColumnarState | None = None) -> Replay:
     """Apply one user's events in log order with every §6 rule (too_late, duplicate), to a new
-    state or on top of `state`."""
+    state or on top of `state` (the columnar core's per-event apply, as the stream's)."""
     catalog, rules = rt.catalog, rt.engine.rules
-    out = Replay(UserState() if state is None else state)
+    out = Replay(ColumnarState.new() if state is None else state)
     st = out.state
     for i, ev in enumerate(events):
         t_before = st.T
@@ -52,9 +56,11 @@ def replay(rt: FeatureRuntime, events: Sequence[Event], state: UserState | None 
     return out
 
 
-def evaluate(rt: FeatureRuntime, user_id: int, state: UserState, T: int) -> Profile:
+def evaluate(rt: FeatureRuntime, user_id: int, state: ColumnarState, T: int) -> Profile:
     """The profile as of T (T >= the state's T); an empty state gives the default profile."""
-    return rt.engine.evaluate(user_id, state, T)
+    if T < state.T:
+        raise ValueError(f"as_of {T} is before the user's T {state.T}")
+    return columnar.evaluate_many(rt.engine, [user_id], [state], [T])[0]
 
 
 def profiles_at(rt: FeatureRuntime, user_id: int, events: Sequence[Event],
@@ -69,7 +75,7 @@ def profiles_at(rt: FeatureRuntime, user_id: int, events: Sequence[Event],
     duplicate), at most one pass per distinct time."""
     by_time = sorted(range(len(events)), key=lambda i: events[i].ts)
     out: dict[int, Profile] = {}
-    state = UserState()
+    state = ColumnarState.new()
     last_pos = -1          # highest log position applied to `state`
     taken = 0              # events of by_time with ts <= the previous time
     for T in sorted(set(times)):
@@ -177,7 +183,7 @@ def run_users(rt: FeatureRuntime, log: Log, as_of: int | None = None,
             out.applied += run.applied
             out.duplicates += run.duplicates
             out.too_late += [(int(idx[i]), t) for i, t in run.too_late]
-            states.append(columnar.from_reference(run.state, tz))
+            states.append(run.state)
             times.append(run.state.T if as_of is None else max(as_of, run.state.T))
         for u, p in zip(seq.tolist(), columnar.evaluate_many(
                 engine, uids[seq].tolist(), states, times, with_metrics)):

@@ -5,10 +5,11 @@
     profile = profile_system.update_user_profile(123, user_sequence)
     features = profile_system.get_user_array_features(123)
 
-States persist in a state store (streams.state.rocksdb) under data_dir, keyed and encoded as the
-stream's (streams.state.table_keys, features.encoding). Records the seed's shape omits (user_id) are
-filled in; bad records are skipped and kept in `rejections` with their reason, as the stream's
-dead-letter topic would.
+Events are applied and profiles evaluated by the columnar core, as in the stream; states
+persist in a state store (streams.state.rocksdb) under data_dir, keyed and encoded as the
+stream's (streams.state.table_keys, features.columnar.codec). Records the seed's shape omits
+(user_id) are filled in; bad records are skipped and kept in `rejections` with their reason, as
+the stream's dead-letter topic would.
 """
 from __future__ import annotations
 
@@ -16,12 +17,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from features import columnar
+from features.columnar import ColumnarState
 from features.config import ProfileConfig, load_config, parse_config
-from features.encoding import decode, encode
 from features.events import Rejection
-from features.profile import ARRAY_KEYS
+from features.profile import ARRAY_KEYS, Profile
 from features.runtime import FeatureRuntime
-from features.state import APPLIED, DUPLICATE, UserState, apply
+from features.state import APPLIED, DUPLICATE
 from streams.state.rocksdb import open_store
 from streams.state.table_keys import user_key
 
@@ -50,9 +52,12 @@ class UserProfileSystem:
     def add_item_features(self, item_id: int, features: dict[str, Any]) -> None:
         self.catalog.put(item_id, features)
 
-    def _state(self, user_id: int) -> UserState:
+    def _state(self, user_id: int) -> ColumnarState:
         raw = self._store.get(user_key(user_id))
-        return decode(raw, self.engine.tz) if raw is not None else UserState()
+        return columnar.decode(raw, self.engine.tz) if raw is not None else ColumnarState.new()
+
+    def _evaluate(self, user_id: int, state: ColumnarState) -> Profile:
+        return columnar.evaluate_many(self.engine, [user_id], [state])[0]
 
     def update_user_profile(self, user_id: int, user_sequence: list[dict]) -> dict[str, Any]:
         """Apply the records in order and return the profile record (FEATURES.md §7)."""
@@ -63,14 +68,15 @@ class UserProfileSystem:
             if isinstance(ev, Rejection):
                 self.rejections.append((user_id, record, ev))
                 continue
-            outcome = apply(state, ev, self.catalog.categories(ev.item_id), self.engine.rules)
+            outcome = columnar.apply(state, ev, self.catalog.categories(ev.item_id),
+                                     self.engine.rules)
             if outcome != APPLIED and outcome != DUPLICATE:
                 self.rejections.append((user_id, record, outcome))
-        profile = self.engine.evaluate(user_id, state) if not state.empty else None
+        profile = self._evaluate(user_id, state) if not state.empty else None
         if profile is not None and profile.digest() != state.published_digest:
             state.version += 1
             state.published_digest = profile.digest()
-        self._store.put(user_key(user_id), encode(state, self.engine.tz))
+        self._store.put(user_key(user_id), columnar.encode(state))
         if profile is None:
             return self._default_record(user_id)
         return profile.to_record(state.version, "event", time.time())
@@ -79,7 +85,7 @@ class UserProfileSystem:
         state = self._state(user_id)
         if state.empty:
             return self._default_record(user_id)["features"]
-        return {k: v for k, v in self.engine.evaluate(user_id, state).features.items()}
+        return {k: v for k, v in self._evaluate(user_id, state).features.items()}
 
     def _default_record(self, user_id: int) -> dict[str, Any]:
         feats = {k: [int(k) * 10 ** 7] for k in ARRAY_KEYS}

@@ -11,9 +11,9 @@ import pytest
 
 from features.batch import dlq_path as reference_dlq_path
 from features.batch import run_batch as reference_batch
+from features.columnar.layout import ColumnarState
 from features.config import parse_config
 from features.events import Event
-from features.state import UserState
 from offline import OfflineError, core, local
 from offline.formats import dlq_path, read_records, require_pyarrow
 from tests.offline_data import (
@@ -146,7 +146,7 @@ def test_profiles_at_out_of_order_rebuilds_at_most_once_per_time(data, monkeypat
 def test_default_profile_is_the_empty_state_as_of_ts(data):
     cfg, items, *_ = data
     rt = local.runtime(cfg, items)
-    p = core.evaluate(rt, 5, UserState(), 1_700_000_000)
+    p = core.evaluate(rt, 5, ColumnarState.new(), 1_700_000_000)
     assert {k: getattr(p, k) for k in DEFAULT_PROFILE} == DEFAULT_PROFILE
 
 
