@@ -13,9 +13,9 @@ from typing import IO, Iterator
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from features.batch import iter_events
 from features.catalog import read_item_file
 from features.config import ProfileConfig
+from offline.batch_io import iter_events
 from streams.io.kafka_security import client_kwargs
 from streams.io.producer_settings import aiokafka_producer_kwargs
 from streams.io.topics import ensure_topics

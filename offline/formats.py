@@ -15,9 +15,9 @@ from typing import Any, Iterable, Iterator, cast
 
 import orjson
 
-from features.batch import iter_events
 from features.catalog import ItemCatalog, _item
 from offline import OfflineError
+from offline.batch_io import iter_events
 
 FORMATS = ("jsonl", "parquet")
 PARQUET_SUFFIXES = (".parquet", ".pq")

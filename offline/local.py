@@ -30,9 +30,9 @@ from typing import IO, Any, Callable, cast
 import numpy as np
 import orjson
 
-from features.batch import BatchReport, Progress
 from features.config import ProfileConfig
 from features.runtime import FeatureRuntime
+from offline.batch_io import BatchReport, Progress
 from offline.formats import (
     RecordWriter,
     check_out,
@@ -365,7 +365,7 @@ def run_batch(cfg: ProfileConfig, items: str | Path | None, events: str | Path,
               events_format: str | None = None, out_format: str | None = None,
               order_by: str | None = None, progress_stream: IO | None = sys.stderr,
               trigger: str | None = None) -> BatchReport:
-    """The batch path (features.batch.run_batch's result) on `workers` processes."""
+    """The batch path (reference.batch.run_batch's result) on `workers` processes."""
     t0 = time.perf_counter()
     out = Path(out)
     check_out(out)

@@ -34,7 +34,6 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from features.batch import iter_events
 from features.events import (
     MAX_DWELL_SECONDS,
     MAX_EVENT_BYTES,
@@ -46,6 +45,7 @@ from features.events import (
     Rejection,
 )
 from offline import OfflineError
+from offline.batch_io import iter_events
 from offline.formats import ROWS_PER_BATCH, original_text, require_pyarrow, row_object
 
 _I64 = np.int64
@@ -503,7 +503,7 @@ def _in_line_order(parts: list[Rows]) -> Rows:
 
 
 def iter_lines(numbered_lines: Iterable[tuple[int, bytes]]) -> Iterator[tuple[int, bytes | dict]]:
-    """`features.batch.iter_events` over (line number, bytes) pairs that need not be
+    """`offline.batch_io.iter_events` over (line number, bytes) pairs that need not be
     consecutive (blank lines skipped, TAAC lines expanded)."""
     for lineno, line in numbered_lines:
         yield from iter_events(iter([line]), lineno)

@@ -25,9 +25,9 @@ from typing import IO, Any, Iterator
 
 import orjson
 
-from features.batch import BatchReport, iter_events
 from features.config import ProfileConfig
 from offline import OfflineError
+from offline.batch_io import BatchReport, iter_events
 from offline.formats import DEAD_LETTER_FIELDS, detect, dlq_path, row_object
 from offline.local import TrainingReport, batch_report, feature_ids, runtime
 from offline.scan import check_events, iter_lines

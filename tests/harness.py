@@ -23,9 +23,10 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from deploy import broker as embedded
 from deploy import worker_process
 from deploy.worker_process import worker_argv
-from features.batch import BatchReport, build_states
 from features.config import NO_SCHEDULED_RUNS
 from features.runtime import FeatureRuntime
+from offline.batch_io import BatchReport
+from reference.batch import build_states
 from streams.faust_compat.aiokafka_calls import refresh_metadata
 from streams.io.kafka_security import client_kwargs
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import orjson
 
-from features.batch import run_batch as reference_batch
 from features.config import ProfileConfig
 from offline.formats import read_records, require_pyarrow
 from offline.steps import PROFILE_FIELDS
+from reference.batch import run_batch as reference_batch
 from tools.data.sample import END_TS, SampleSpec, write_sample
 
 D = 86400

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import orjson
 
-from features.batch import run_batch
 from features.config import ProfileConfig
+from reference.batch import run_batch
 
 # What must agree. `as_of` and `confidence` of the latest record are as of the last change of the
 # arrays (records are published only then, FEATURES.md §7), so they are not compared.

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import orjson
 
-from features.batch import dlq_path, run_batch
 from features.config import parse_config
+from offline.batch_io import dlq_path
+from reference.batch import run_batch
 from tools.data.sample import SampleSpec, write_sample
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -181,3 +181,27 @@ def test_topic_creation_waits_for_the_metadata_to_name_a_broker(tmp_path, monkey
     monkeypatch.setattr(compat_consumer.asyncio, "sleep", no_sleep)
     assert asyncio.run(transport._get_controller_node(Owner(), Client())) == 1
     assert asked == ["metadata", "metadata"]
+
+
+def test_the_tables_stores_do_not_keep_a_revoked_partitions_database_open(tmp_path):
+    """Faust drops a revoked partition's database without closing it; it closes when the last
+    reference goes, and the partition can be opened again when it comes back. A store handed
+    out by the table must not be that last reference (a cached wrapper once was: the worker
+    could not reopen its own partition, 'lock hold by current process')."""
+    from types import SimpleNamespace
+
+    from streams.faust_compat.tables import PartitionedTable
+    from streams.state.rocksdb import open_store
+
+    path = tmp_path / "user-state-0.db"
+    first = open_store(path)
+    first.put(b"1", b"v")
+    faust_store = SimpleNamespace(_dbs={0: first.db})
+    faust_store._db_for_partition = lambda p: faust_store._dbs[p]
+    table = PartitionedTable(SimpleNamespace(name="user-state", data=faust_store), "events")
+    assert table.get(0, b"1") == b"v" and table.store(0).get(b"1") == b"v"
+    assert table.open_store(0) is not None
+    del faust_store._dbs[0], first                  # revoked: Faust forgets it, unclosed
+    again = open_store(path)                        # assigned again: opened anew
+    assert again.get(b"1") == b"v"
+    again.close()

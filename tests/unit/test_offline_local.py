@@ -1,5 +1,5 @@
 """The local engine (worker processes), training sets and Parquet, against the reference batch
-path (features.batch) and the brute-force definition of a point-in-time profile."""
+path (reference.batch) and the brute-force definition of a point-in-time profile."""
 from __future__ import annotations
 
 import subprocess
@@ -9,13 +9,13 @@ from pathlib import Path
 import orjson
 import pytest
 
-from features.batch import dlq_path as reference_dlq_path
-from features.batch import run_batch as reference_batch
 from features.columnar.layout import ColumnarState
 from features.config import parse_config
 from features.events import Event
 from offline import OfflineError, core, local
+from offline.batch_io import dlq_path as reference_dlq_path
 from offline.formats import dlq_path, read_records, require_pyarrow
+from reference.batch import run_batch as reference_batch
 from tests.offline_data import (
     DEFAULT_PROFILE,
     brute_force,

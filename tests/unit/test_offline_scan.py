@@ -13,9 +13,9 @@ from collections import Counter
 import orjson
 import pytest
 
-from features.batch import iter_events
 from features.config import parse_config
 from features.events import EventParser
+from offline.batch_io import iter_events
 from offline.scan import Rows, exact_rows, scan_jsonl
 from tools.data.hostile import hostile_payloads
 

@@ -239,9 +239,9 @@ def test_gathered_ids_equal_the_gathered_array():
 def test_reused_ids_through_the_local_engine_equal_the_reference(tmp_path, workers):
     """Users whose ids repeat with another timestamp take the sequential path, which reads
     their event ids after the sort by user (lazily gathered)."""
-    from features.batch import run_batch as reference_batch
     from offline import local
     from offline.formats import read_records
+    from reference.batch import run_batch as reference_batch
     rng = np.random.default_rng(5)
     rows = []
     for i in range(3000):

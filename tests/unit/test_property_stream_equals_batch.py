@@ -10,7 +10,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from features import mapping_index
-from features.batch import BatchReport, build_states
 from features.catalog import CategoryMatcher, ItemCatalog
 from features.config import parse_config
 from features.encoding import decode, encode
@@ -18,6 +17,8 @@ from features.events import EventParser, Rejection, day_of
 from features.profile import FeatureEngine
 from features.runtime import FeatureRuntime
 from features.state import APPLIED, UserState, apply
+from offline.batch_io import BatchReport
+from reference.batch import build_states
 
 DAY = 86400
 D0 = 20000 * DAY

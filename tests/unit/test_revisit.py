@@ -11,13 +11,14 @@ from typing import Any
 import pytest
 
 from features import columnar
-from features.batch import BatchReport, build_states
 from features.config import parse_config
 from features.encoding import encode
 from features.events import day_of
 from features.runtime import FeatureRuntime
 from features.schedule import next_change_day
 from features.update import closed_day_metrics
+from offline.batch_io import BatchReport
+from reference.batch import build_states
 from streams.jobs.report import PartitionRun
 from streams.jobs.revisit import Revisits
 from streams.state.owned_chunks import OwnedChunks

@@ -27,12 +27,13 @@ from deploy import broker as embedded
 from deploy.worker_process import spawn, worker_argv
 from deploy.workers import call, ready
 from features import columnar
-from features.batch import BatchReport, build_states
 from features.config import NO_SCHEDULED_RUNS, load_config
 from features.events import day_of
 from features.runtime import FeatureRuntime
 from features.schedule import NEVER, feature_fingerprint, next_change_day
 from features.state import UserState
+from offline.batch_io import BatchReport
+from reference.batch import build_states
 from streams.state.rocksdb import open_store
 from streams.state.table_keys import (
     FEATURES_KEY,

@@ -35,10 +35,11 @@ from deploy.broker.properties import JVM_OPTIONS
 from deploy.clients import event_records, load_items, produce_events, produce_records
 from deploy.worker_process import spawn, worker_argv
 from deploy.workers import ready
-from features.batch import BatchReport, build_states, run_batch
 from features.config import NO_SCHEDULED_RUNS, ProfileConfig, load_config
 from features.encoding import encode
 from features.runtime import FeatureRuntime
+from offline.batch_io import BatchReport
+from reference.batch import build_states, run_batch
 from tools.bench import targets
 from tools.bench.peers.rows import KSTREAMS, OURS, QUIX, PeerRows, run_peer_rows
 from tools.bench.proc import cpu_seconds, peak_rss_mb, rss_mb
@@ -682,9 +683,9 @@ def run_offline_bench(workdir: Path, cfg: ProfileConfig, items: Path, events: Pa
     and `profiles training-set` on each engine, over the same events: a markdown section."""
     import random
 
-    from features.batch import run_batch as reference_batch
     from offline import local
     from offline import spark as spark_engine
+    from reference.batch import run_batch as reference_batch
 
     workdir.mkdir(parents=True, exist_ok=True)
     local.keep_freed_memory()           # as `profiles batch` does (the bench ends with this)
@@ -718,7 +719,7 @@ def run_offline_bench(workdir: Path, cfg: ProfileConfig, items: Path, events: Pa
     out = workdir / "out"
     load = os.getloadavg()[0]
     say(f"offline engines: {cores} cores; {n_labels:,} labels; load average {load:.1f}")
-    timed("batch, reference (features.batch, one process)", lambda: reference_batch(
+    timed("batch, reference (reference.batch, one process)", lambda: reference_batch(
         cfg, items, events, out / "reference.jsonl", progress_stream=None))
     for w in sorted({1, cores}):
         timed(f"batch `--engine local --workers {w}`", lambda w=w: local.run_batch(

@@ -39,10 +39,11 @@ from deploy import broker as embedded
 from deploy.clients import latest_by_key, load_items, produce_events
 from deploy.worker_process import WorkerProcess, worker_argv
 from deploy.workers import WorkerCallError, call, ready
-from features.batch import BatchReport, build_states
 from features.config import NO_SCHEDULED_RUNS, load_config
 from features.events import Rejection
 from features.runtime import FeatureRuntime
+from offline.batch_io import BatchReport
+from reference.batch import build_states
 from streams.faust_compat.aiokafka_calls import install_rebootstrap, refresh_metadata
 from tools.chaos.faults import BROKER_PAUSE, LATENCY, LATENCY_FOR, fault_schedule
 from tools.chaos.proxy import BrokerProxy
