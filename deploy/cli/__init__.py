@@ -228,6 +228,37 @@ def bench_jobs(users: int, due: int, full_daily: bool, workdir: str, out: str) -
     click.echo(f"written to {out}")
 
 
+@cli.command("bench-failover")
+@click.option("--users", "users_list", type=click.IntRange(1000), multiple=True,
+              default=[100_000], show_default=True, help="Users in state (repeatable).")
+@click.option("--standby", "standbys", type=click.IntRange(0, 1), multiple=True,
+              default=[0, 1], show_default=True, help="Standby replicas (repeatable).")
+@click.option("--workdir", type=click.Path(file_okay=False), default="run/bench-failover",
+              show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), default="BENCHMARKS.md",
+              show_default=True, help="Its section there is replaced.")
+def bench_failover(users_list: tuple[int, ...], standbys: tuple[int, ...], workdir: str,
+                   out: str) -> None:
+    """Seconds from a worker's SIGKILL until its partitions are served again, and the restore
+    rate, for each USERS in state, with and without standby copies."""
+    import shutil
+
+    from features.config import load_config
+    from tools.bench.failover import run_failover, section
+    rows = []
+    for users in users_list:
+        for standby in standbys:
+            d = Path(workdir) / f"{users}-{standby}"
+            shutil.rmtree(d, ignore_errors=True)
+            rows.append(run_failover(d, users, standby, say=_say))
+    timeout = load_config(Path(workdir) / f"{users_list[0]}-{standbys[0]}" / "failover.yaml"
+                          ).kafka.client.session_timeout_seconds
+    text = section(rows, timeout)
+    replace_section(Path(out), text)
+    click.echo("\n" + text)
+    click.echo(f"written to {out}")
+
+
 SEED_ACTIONS = {"deploy", "status", "health", "restart", "stop"}
 
 
