@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run demo test lint chaos bench bench-jobs install clean
+.PHONY: run demo test lint chaos bench bench-jobs bench-failover install clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ bench: install
 
 bench-jobs: install
 	$(BIN)/profiles bench-jobs
+
+# Failover after a worker's SIGKILL, 100,000 and 1,000,000 users in state, with and without
+# standby copies (BENCHMARKS.md, "Failover and restore").
+bench-failover: install
+	$(BIN)/profiles bench-failover --users 100000 --users 1000000
 
 # ruff (pyflakes, pycodestyle, import order, private access outside streams/faust_compat/,
 # rocksdict outside streams/state/rocksdb.py) and mypy on features/, reference/, streams/state/,
