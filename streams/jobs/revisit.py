@@ -35,7 +35,7 @@ from streams.state.table_keys import (
 
 if TYPE_CHECKING:
     from features.profile import Profile
-    from streams.jobs.pipeline_view import JobPipeline
+    from streams.pipeline.views import JobPipeline
 
 # (due-index key or None, due day, user id, the record if already read)
 DueEntry = tuple["bytes | None", int, int, "bytes | None"]

@@ -28,7 +28,7 @@ from streams.state import backups
 from streams.state.owned_chunks import REVOKED, OwnedChunks
 
 if TYPE_CHECKING:
-    from streams.jobs.pipeline_view import RunnerPipeline
+    from streams.pipeline.views import JobPipeline
 
 log = logging.getLogger(__name__)
 INDEX_CHECK_INTERVAL = 2.0      # seconds between looks for partitions whose index is unchecked
@@ -45,7 +45,7 @@ class NotReady(RuntimeError):
 
 
 class ScheduledJobs:
-    def __init__(self, pipeline: RunnerPipeline, instance_id: int):
+    def __init__(self, pipeline: JobPipeline, instance_id: int):
         self.pl = pipeline
         self.instance_id = instance_id
         self.app = pipeline.app

@@ -22,7 +22,7 @@ from streams.state.owned_chunks import AllUsers, OwnedChunks
 from streams.state.table_keys import move_due, user_key
 
 if TYPE_CHECKING:
-    from streams.jobs.pipeline_view import JobPipeline
+    from streams.pipeline.views import JobPipeline
 
 CATCH_UP_ROUNDS = 3
 

@@ -10,8 +10,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from contextlib import AbstractAsyncContextManager
-from typing import Any, Callable, Protocol, cast
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 import aiohttp
 import orjson
@@ -20,20 +19,15 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from features import columnar
 from features.alerts import AlertEvaluator
-from features.config import ProfileConfig
 from features.encoding import StateDecodeError
 from features.quality import QUALITY_METRICS, BusinessKeys, QualitySummary
-from features.runtime import FeatureRuntime
 from features.trends import TrendHistory
-from streams.faust_compat.group import FaustGroup
-from streams.faust_compat.tables import PartitionedTable
-from streams.io.event_feed import EventFeed
-from streams.io.publisher import Publisher
 from streams.monitoring.counters import EVENT_TRIGGER, WorkerCounts
-from streams.pipeline.publishing import PublishObserver
 from streams.state import PartitionStore
 from streams.state.owned_chunks import OwnedChunks, SampleOfUsers
-from streams.state.table_keys import PartitionClock
+
+if TYPE_CHECKING:
+    from streams.pipeline.views import MonitoredPipeline
 
 log = logging.getLogger(__name__)
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5,
@@ -86,53 +80,6 @@ def _partition_mismatch(c: WorkerCounts) -> int:
 # Counts whose increase over the rate window is an alert signal (features.config.SIGNALS).
 WINDOW_COUNTS: dict[str, Callable[[WorkerCounts], int]] = {
     "partition_mismatch_events": _partition_mismatch, "missing_key_events": _missing_key}
-
-
-class MonitoredPipeline(Protocol):
-    """What monitoring uses of the worker's pipeline (streams.pipeline.profile_pipeline
-    .ProfilePipeline): its config and runtime, counts, partitions and their clocks, the state
-    table for the quality scan (under the read lock), the feed's and the publisher's hooks, the
-    held users' figures, and the publisher for alerts."""
-
-    @property
-    def app(self) -> Any: ...
-
-    @property
-    def cfg(self) -> ProfileConfig: ...
-
-    @property
-    def rt(self) -> FeatureRuntime: ...
-
-    @property
-    def tz(self) -> int: ...
-
-    @property
-    def counts(self) -> WorkerCounts: ...
-
-    @property
-    def group(self) -> FaustGroup: ...
-
-    @property
-    def states(self) -> PartitionedTable: ...
-
-    @property
-    def read_lock(self) -> AbstractAsyncContextManager[Any]: ...
-
-    @property
-    def feed(self) -> EventFeed: ...
-
-    @property
-    def publisher(self) -> Publisher: ...
-
-    @property
-    def on_publish(self) -> PublishObserver | None: ...
-
-    @on_publish.setter
-    def on_publish(self, observer: PublishObserver | None) -> None: ...
-
-    def clock(self, partition: int) -> PartitionClock: ...
-
-    def held_figures(self) -> dict[str, float]: ...
 
 
 class WorkerMonitor:

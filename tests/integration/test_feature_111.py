@@ -6,22 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from deploy.broker import free_port
-from deploy.clients import load_items, produce_events
-from features.config import load_config
-from offline import local
-from offline.formats import read_records
-from tests.harness import (
-    http_json,
-    latest_values,
-    profile_worker,
-    topic_values,
-    wait_delivered,
-    wait_for,
-    write_config,
-)
-from tests.integration.test_training_parity import SERVED, time_ordered_sample
-from tests.offline_data import write_jsonl
+from tests.served_sample import serve_time_ordered_sample, training_mismatches
 from tools.verify import batch_profiles
 
 pytestmark = pytest.mark.integration
@@ -31,24 +16,8 @@ FEATURE_111 = {"extractor": "features.extras.session_frequency:session_frequency
 
 
 def test_feature_111_stream_equals_batch_equals_training_set(broker, workers, tmp_path):
-    sample = tmp_path / "sample"
-    n_events, n_users = time_ordered_sample(sample)
-    cfg_path = write_config(tmp_path / "cfg.yaml", broker, kafka={"partitions": 2},
-                            real_time_update={"batch_size": 100, "commit_interval": 0},
-                            extra_features={"111": FEATURE_111})
-    cfg = load_config(cfg_path, env={})
-    items, events = sample / "item_feat_dict.json", sample / "events.jsonl"
-    load_items(cfg, items, progress=None)
-    w = profile_worker(workers, cfg_path, 1, free_port(), "w").start()
-    w.wait_healthy()
-    produce_events(cfg, events, progress=None)
-
-    def all_published():
-        done = http_json(w.url("/stats"))[1]["counts"].get("events_in", 0) >= n_events
-        return done and len(latest_values(cfg, cfg.kafka.topics.profile_updates)) == n_users
-    assert wait_for(all_published, timeout=120, interval=0.25), "the worker did not catch up"
-    wait_delivered(cfg, [w])
-    published = topic_values(cfg, cfg.kafka.topics.profile_updates)
+    cfg, items, events, published, _ = serve_time_ordered_sample(
+        broker, workers, tmp_path, extra_features={"111": FEATURE_111})
     assert published and all(set(r["features"]) == {"106", "107", "108", "110", "111"}
                               for r in published)
     # the feature varies over the stream: more than one bucket is published
@@ -56,15 +25,7 @@ def test_feature_111_stream_equals_batch_equals_training_set(broker, workers, tm
     assert len(values) > 1 and all(1110000000 <= v <= 1110000003 for v in values), values
 
     # stream = training set, record by record
-    labels = write_jsonl(tmp_path / "labels.jsonl",
-                         [{"user_id": r["user_id"], "ts": r["as_of"], "version": r["version"]}
-                          for r in published])
-    out = tmp_path / "training.jsonl"
-    local.run_training_set(cfg, items, events, labels, out, workers=1, progress_stream=None)
-    rows = read_records(out)
-    assert len(rows) == len(published)
-    mismatched = [(r["user_id"], r["version"], {k: (r[k], p[k]) for k in SERVED if r[k] != p[k]})
-                  for r, p in zip(rows, published) if any(r[k] != p[k] for k in SERVED)]
+    mismatched = training_mismatches(cfg, items, events, published, tmp_path)
     assert not mismatched, mismatched[:5]
 
     # stream = batch: each user's latest record

@@ -4,78 +4,17 @@ training-set row for (that user, that record's as_of) carries the same arrays, n
 type and confidence."""
 from __future__ import annotations
 
-import orjson
 import pytest
 
-from deploy.broker import free_port
-from deploy.clients import load_items, produce_events
-from features.config import load_config
-from offline import local
-from offline.formats import read_records
-from tests.harness import (
-    http_json,
-    latest_values,
-    profile_worker,
-    topic_values,
-    wait_delivered,
-    wait_for,
-    write_config,
-)
-from tests.offline_data import write_jsonl
-from tools.data.sample import SampleSpec, write_sample
+from tests.served_sample import serve_time_ordered_sample, training_mismatches
 
 pytestmark = pytest.mark.integration
-SERVED = ("features", "interest_tags", "behavior_preferences", "activity_level", "user_type",
-          "confidence")
-
-
-def time_ordered_sample(folder) -> tuple[int, int]:
-    """The sample's valid events sorted by time, one event per (user, second); (events, users)."""
-    write_sample(SampleSpec(users=60, days=12, items=300, bad_rate=0), folder)
-    events = []
-    for line in (folder / "events.jsonl").read_bytes().splitlines():
-        obj = orjson.loads(line)
-        events.append(obj)
-    events.sort(key=lambda e: e["timestamp"])
-    seen, kept = set(), []
-    for e in events:
-        if (e["user_id"], e["timestamp"]) not in seen:
-            seen.add((e["user_id"], e["timestamp"]))
-            kept.append(e)
-    write_jsonl(folder / "events.jsonl", kept)
-    return len(kept), len({e["user_id"] for e in kept})
 
 
 def test_every_published_record_equals_its_training_row(broker, workers, tmp_path):
-    sample = tmp_path / "sample"
-    n_events, n_users = time_ordered_sample(sample)
-    # a commit per batch: the events arrive as one backlog, under which write-back would commit
-    # once a second and publish fewer intermediate profiles to check
-    cfg_path = write_config(tmp_path / "cfg.yaml", broker, kafka={"partitions": 2},
-                            real_time_update={"batch_size": 100, "commit_interval": 0})
-    cfg = load_config(cfg_path, env={})
-    items, events = sample / "item_feat_dict.json", sample / "events.jsonl"
-    load_items(cfg, items, progress=None)
-    w = profile_worker(workers, cfg_path, 1, free_port(), "w").start()
-    w.wait_healthy()
-    produce_events(cfg, events, progress=None)
-
-    def all_published():
-        done = http_json(w.url("/stats"))[1]["counts"].get("events_in", 0) >= n_events
-        return done and len(latest_values(cfg, cfg.kafka.topics.profile_updates)) == n_users
-    assert wait_for(all_published, timeout=120, interval=0.25), "the worker did not catch up"
-    wait_delivered(cfg, [w])  # every record the worker made is in profile-updates
-    published = topic_values(cfg, cfg.kafka.topics.profile_updates)
+    cfg, items, events, published, n_users = serve_time_ordered_sample(broker, workers,
+                                                                       tmp_path)
     assert len(published) > 2 * n_users          # intermediate profiles too, not only the last
     assert {r["trigger"] for r in published} == {"event"}
-
-    labels = write_jsonl(tmp_path / "labels.jsonl",
-                         [{"user_id": r["user_id"], "ts": r["as_of"], "version": r["version"]}
-                          for r in published])
-    out = tmp_path / "training.jsonl"
-    local.run_training_set(cfg, items, events, labels, out, workers=1, progress_stream=None)
-    rows = read_records(out)
-    assert len(rows) == len(published)
-    mismatched = [(r["user_id"], r["version"], {k: (r[k], p[k]) for k in SERVED if r[k] != p[k]})
-                  for r, p in zip(rows, published) if any(r[k] != p[k] for k in SERVED)]
+    mismatched = training_mismatches(cfg, items, events, published, tmp_path)
     assert not mismatched, mismatched[:5]
