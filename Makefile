@@ -27,7 +27,7 @@ demo: install
 # faults; logs in run/chaos/seed-N/) and 100,000 fuzz cases.
 chaos: install
 	$(BIN)/profiles chaos --runs 5
-	FUZZ_EXAMPLES=100000 FUZZ_LIVE=100000 $(BIN)/python -m pytest -q -s --timeout 1800 tests/unit/test_fuzz_validator.py tests/integration/test_fuzz_live.py
+	FUZZ_EXAMPLES=100000 FUZZ_LIVE=100000 $(BIN)/python -m pytest -q -s --timeout 1800 tests/unit/features/test_fuzz_validator.py tests/integration/test_fuzz_live.py
 
 bench: install
 	$(BIN)/profiles bench

@@ -8,7 +8,7 @@ a bytes key) is checked in bulk: numpy compares the ranges, the timestamp unit, 
 actions, the clock skew. Every message outside that shape, and every one that fails a bulk
 check, goes through the per-event parser, which stays the reference: so a rejection's reason
 and text are its own, and only the verdict "valid" is decided here.
-tests/unit/test_event_columns.py holds the two equal on generated batches.
+tests/unit/features/test_event_columns.py holds the two equal on generated batches.
 """
 from __future__ import annotations
 

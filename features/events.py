@@ -48,7 +48,7 @@ def new_event(user_id: int, item_id: int, ts: int, action: int, dwell_ms: int | 
               event_id: str | None) -> Event:
     """`Event(...)` in half the time, for the bulk parser (one per event of the stream): a
     frozen dataclass's __init__ sets each field through object.__setattr__; this sets the
-    slots directly. tests/unit/test_event_columns.py holds the two equal."""
+    slots directly. tests/unit/features/test_event_columns.py holds the two equal."""
     e = _new_object(Event)
     su, si, st, sa, sd, se = _SET_FIELDS
     su(e, user_id)

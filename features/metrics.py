@@ -68,8 +68,8 @@ def window_metrics_all(state: UserState, T: int, windows: Iterable[int], tz: int
                        action_names: dict[str, int]) -> dict[int, dict[str, float | int]]:
     """`window_metrics` for several windows in one pass over the state (what every evaluation
     needs: the windows are nested suffixes of the same days). Equal to `window_metrics` for
-    each W, value for value (tests/unit/test_metrics_all.py): every sum is over integers, and
-    each ratio is the same division of the same two numbers.
+    each W, value for value (tests/unit/features/test_metrics_all.py): every sum is over
+    integers, and each ratio is the same division of the same two numbers.
 
     Sessions: a run continues the session before it iff its start is within `gap` of the
     previous run's end, so a window's runs (a suffix of all runs) split into sessions at the

@@ -10,7 +10,7 @@ Known partitioners (for keyed messages; the `*_random` variants differ only for 
   librdkafka's `murmur2` / `murmur2_random`.
 - `crc32`: librdkafka's `consistent` / `consistent_random` (confluent-kafka's default).
 - `fnv1a`: librdkafka's `fnv1a` / `fnv1a_random` (Sarama's hash partitioner).
-tests/unit/test_partitioners.py holds each equal to librdkafka's own function.
+tests/unit/features/test_partitioners.py holds each equal to librdkafka's own function.
 """
 from __future__ import annotations
 

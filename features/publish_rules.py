@@ -1,6 +1,6 @@
 """When a user's profile is published, held back, or sent again: the decisions of a commit,
 as pure functions of what is known of the user (streams.pipeline.batch_update asks them and
-does what they say; tests/unit/test_publish_rules.py holds every case).
+does what they say; tests/unit/features/test_publish_rules.py holds every case).
 
 FEATURES.md §7: a record goes out when the arrays change, with the version grown by one. The
 update strategy (`should_update`, the seed's 自定义更新策略) may decline a change; the hold-back

@@ -7,7 +7,7 @@ rules decided from each user's event arrays and the states stacked from the appl
 included). A user whose log has no closed form (an event id repeated with another timestamp)
 has its events applied one by one instead (`replay`: the columnar core's per-event apply, as
 the stream's), and is evaluated together with evaluate_many. One user at a time (`replay`,
-`evaluate`, `profiles_at`) is that sequential path. tests/unit/test_columnar_logs.py holds
+`evaluate`, `profiles_at`) is that sequential path. tests/unit/features/test_columnar_logs.py holds
 both against the per-user reference (features.state, features.profile).
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The columnar feature core: user states as fixed-width arrays (the v3 record,
 `features.columnar.layout`), events applied in place, many users evaluated in one call.
 
-Every function here equals a reference one value for value (tests/unit/test_columnar.py):
+Every function here equals a reference one value for value (tests/unit/features/test_columnar.py):
 
     codec.decode / encode           features.encoding.decode / encode (format 4 only)
     codec.from_reference / to_reference    conversions to and from features.state.UserState

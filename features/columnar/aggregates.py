@@ -91,7 +91,7 @@ def window_arrays_reference(st: Stack, today: np.ndarray, windows: Sequence[int]
                             gap: int, action_names: dict[str, int]
                             ) -> dict[int, dict[str, np.ndarray]]:
     """`window_arrays` by a [user, age] matrix of the day counters and its cumulative sums
-    (the former way, kept as its reference: tests/unit/test_columnar_bulk.py)."""
+    (the former way, kept as its reference: tests/unit/features/test_columnar_bulk.py)."""
     U = st.U
     row_age = today[st.row_user] - st.row_day
     inside = row_age < STATE_DAYS

@@ -1,5 +1,5 @@
 """Features 106/107/108/110, confidence and the window metrics for many users in one call:
-`FeatureEngine.evaluate` for each of them, value for value (tests/unit/test_columnar.py).
+`FeatureEngine.evaluate` for each of them, value for value (tests/unit/features/test_columnar.py).
 
 - 106: every (user, category) score is summed with an unbuffered `np.add.at` over the
   category entries in record order (user, day ascending, then k and action ascending), so each
@@ -12,7 +12,7 @@
 - extra features (features.extensions): each user's extractors called on their window metrics,
   computed for all users at once; their digests per user. The former per-user loop
   (`_evaluate_stack_reference`) is the reference the tests hold the fast path equal to
-  (tests/unit/test_columnar_bulk.py).
+  (tests/unit/features/test_columnar_bulk.py).
 """
 from __future__ import annotations
 
@@ -378,7 +378,7 @@ def _evaluate_stack_reference(engine: FeatureEngine, user_ids: Sequence[int], st
                               ) -> list[Profile | None]:
     """The former evaluation, a Python loop over the users (`_evaluate_stack` is its fast
     form): kept as the reference the tests hold the fast one equal to
-    (tests/unit/test_columnar_bulk.py)."""
+    (tests/unit/features/test_columnar_bulk.py)."""
     tz = engine.tz
     comp = compiled(engine)
     T = _as_of(st, as_of, user_ids)

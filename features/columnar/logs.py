@@ -25,7 +25,7 @@ the events it needs are the first occurrences among them (`point_in_time`).
 `stack` builds the `Stack` that `features.columnar.evaluate.evaluate_stack` reads, directly
 from the applied events: per-day counters by run-length over (owner, day), items by their
 last day, category entries by unique (row, key), runs from sorted timestamps.
-tests/unit/test_columnar_logs.py holds all of it equal to the reference on random logs.
+tests/unit/features/test_columnar_logs.py holds all of it equal to the reference on random logs.
 """
 from __future__ import annotations
 

@@ -8,8 +8,8 @@ reading its counts. Users keep the caller's order (`order` is the identity).
 
 `Stack.from_states_by_kind` is the former way, kept as its reference: states with the same
 action-code columns and widths stacked together, each section joined by one slice per user
-(`order` maps a stack position to the caller's index); tests/unit/test_columnar_bulk.py holds
-the two equal.
+(`order` maps a stack position to the caller's index);
+tests/unit/features/test_columnar_bulk.py holds the two equal.
 Rows (one per user-day), category entries and runs are by user, then day ascending, then (for
 entries and runs) in the order the state keeps them.
 """

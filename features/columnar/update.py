@@ -1,5 +1,5 @@
 """Events applied to a v3 state in place, with exactly the rules of `features.state.apply`
-(and `features.update.apply_events` for a user's micro-batch); tests/unit/test_columnar.py
+(and `features.update.apply_events` for a user's micro-batch); tests/unit/features/test_columnar.py
 holds the two equal.
 
 The record's bytearray is edited where it stands: a counter is rewritten in its width (the

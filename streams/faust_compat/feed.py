@@ -7,7 +7,7 @@ read the consumer's `_unacked_messages`, which a batch taken outside Faust's str
 itself. A batch enters it as one stand-in (`InFlight`), and is acked with the bookkeeping of
 Faust's `Consumer.ack` done run by run for the whole batch at once (about 2 µs an event message
 by message); `upstream/consumer_ack.txt` is the original that bookkeeping follows
-(tests/unit/test_faust_compat.py fails when the installed one differs).
+(tests/unit/streams/test_faust_compat.py fails when the installed one differs).
 """
 from __future__ import annotations
 

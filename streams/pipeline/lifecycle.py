@@ -32,9 +32,10 @@ advanced in place): nothing of it is emitted or acked, and its events come again
 owns their partitions, applied to the last flushed states, as after a crash.
 
 Everything the lifecycle needs of Faust, the producers and the feature code comes through the
-small protocols below, so it runs in unit tests without a broker (tests/unit/test_lifecycle.py);
-the Faust-backed parts are streams.faust_compat.group.FaustGroup (the group side),
-streams.pipeline.batch_update.BatchUpdate (the work) and streams.pipeline.outputs.ProducerOutputs.
+small protocols below, so it runs in unit tests without a broker
+(tests/unit/streams/test_lifecycle.py); the Faust-backed parts are
+streams.faust_compat.group.FaustGroup (the group side), streams.pipeline.batch_update.BatchUpdate
+(the work) and streams.pipeline.outputs.ProducerOutputs.
 """
 from __future__ import annotations
 

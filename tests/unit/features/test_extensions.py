@@ -49,7 +49,7 @@ def test_new_feature_111_by_config_and_extractor(tmp_path):
 
 def test_extractor_by_module_path(tmp_path):
     cfg = parse_config({"mapping_index": str(tmp_path / "i.json"), "extra_features": {
-        "111": {"extractor": "tests.unit.test_extensions:session_bucket",
+        "111": {"extractor": "tests.unit.features.test_extensions:session_bucket",
                 "params": {"edges": [5]}}}}, env={})
     engine = FeatureEngine(cfg, mapping_index.sync(cfg))
     st = UserState()
@@ -59,7 +59,7 @@ def test_extractor_by_module_path(tmp_path):
 
 def test_pluggable_item_source(tmp_path):
     cfg = parse_config({"mapping_index": str(tmp_path / "i.json"), "item_source": {
-        "class": "tests.unit.test_extensions:ExternalDataSource",
+        "class": "tests.unit.features.test_extensions:ExternalDataSource",
         "options": {"table": {"42": {"112": 7}}}}}, env={})
     idx = mapping_index.sync(cfg)
     catalog = ItemCatalog(CategoryMatcher(cfg, idx), load_item_source(cfg))

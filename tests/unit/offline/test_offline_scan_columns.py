@@ -276,7 +276,7 @@ def test_jsonl_blocks_checked_together_equal_the_parser(tmp_path, monkeypatch, s
     import random
 
     import offline.scan as scan
-    from tests.unit.test_offline_scan import exact, lines_for
+    from tests.unit.offline.test_offline_scan import exact, lines_for
     monkeypatch.setattr(scan, "BLOCK_LINES", [16, 64, 300][seed])
     parser = parser_for(tmp_path, ["auto", "s", "ms"][seed])
     rng = random.Random(seed)

@@ -13,7 +13,7 @@ from offline.batch_io import dlq_path
 from reference.batch import run_batch
 from tools.data.sample import SampleSpec, write_sample
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 D0 = 20000 * 86400
 
 

@@ -27,7 +27,7 @@ from tests.offline_data import (
     write_jsonl,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")

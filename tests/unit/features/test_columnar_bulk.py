@@ -39,7 +39,7 @@ from features.events import Event
 from features.mapping_index import MappingIndex
 from features.profile import FeatureEngine, Profile, digest_of
 from features.state import UserState, apply
-from tests.unit.test_columnar import (
+from tests.unit.features.test_columnar import (
     D0,
     DAY,
     SCALE,

@@ -26,7 +26,7 @@ from streams.pipeline.publishing import Publishing
 from streams.state.cache import StateCache
 from streams.state.table_keys import user_key
 from streams.strategy import PublishEveryChange
-from tests.unit.test_lifecycle import (
+from tests.unit.streams.test_lifecycle import (
     D0,
     DAY,
     FakeFence,

@@ -13,7 +13,7 @@ from offline import spark as spark_engine
 from offline import spark_sql
 from offline.formats import dlq_path, read_records
 from tests.offline_data import dead_letter_keys, without_updated_at
-from tests.unit.test_offline_scan import NOW, TRICKY, lines_for, mutate
+from tests.unit.offline.test_offline_scan import NOW, TRICKY, lines_for, mutate
 
 MASTER = "local[2]"
 T0 = 1_764_000_000

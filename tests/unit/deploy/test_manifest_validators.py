@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent
 # a Kubernetes version whose schemas kubernetes-validate ships (`kubernetes-validate --help`)
 K8S_VERSION = "1.34.0"

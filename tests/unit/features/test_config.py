@@ -10,7 +10,7 @@ import yaml
 
 from features.config import ConfigError, load_config, parse_config
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 BAD = [  # (config, key path the message must name, words it must contain)
     ({"interest_tags": {"colour": 1}}, "interest_tags.colour", "unknown key"),

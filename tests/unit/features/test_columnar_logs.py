@@ -29,7 +29,7 @@ from features.events import Event
 from features.profile import FeatureEngine
 from features.state import APPLIED, DUPLICATE, TOO_LATE, UserState, apply
 from offline import core
-from tests.unit.test_columnar import SETTINGS, World, worlds
+from tests.unit.features.test_columnar import SETTINGS, World, worlds
 
 DAY = 86400
 D0 = 20000 * DAY

@@ -12,7 +12,7 @@ import yaml
 from features.config import ENV_OVERRIDES, ProfileConfig, parse_config
 from streams.monitoring.monitor import METRIC_NAMES
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DEFAULT = parse_config(yaml.safe_load((ROOT / "profile_config.yaml").read_text()),
                        base_dir=ROOT, env={})
 ENV_KNOWN = set(ENV_OVERRIDES) | {"PROFILES_API_TOKEN", "PROFILES_CONFIG",
