@@ -17,19 +17,22 @@ from typing import Callable
 class AfterEvaluation(Enum):
     PUBLISH = "publish"         # the changed profile goes out now, as the next version
     HOLD = "hold"               # it waits until the hold-back's interval has passed
-    UNHOLD = "unhold"           # held before, the arrays are back to the published ones
+    UNHOLD = "unhold"           # the timer's user, its arrays back to the published ones
     NOTHING = "nothing"
 
 
-def after_evaluation(changed: bool, held: bool, wanted: Callable[[], bool],
-                     publish_now: bool) -> AfterEvaluation:
+def after_evaluation(changed: bool, held: bool, sent_by_timer: bool,
+                     wanted: Callable[[], bool], publish_now: bool) -> AfterEvaluation:
     """The fate of an evaluated profile. `changed`: its arrays differ from the published ones;
-    `held`: the state waits for a held publish; `wanted()`: the update strategy's
+    `held`: the state waits for a held publish; `sent_by_timer`: the hold-back's timer took
+    the user into this commit (no events of its own); `wanted()`: the update strategy's
     should_update for the events since the last flush (asked only when needed: a held change
-    was let through when it was held); `publish_now`: the hold-back lets a publish out now."""
+    was let through when it was held); `publish_now`: the hold-back lets a publish out now.
+    A held user whose arrays went back to the published ones is let go when the timer sends
+    it (until then it stays held: events may change it again before its time)."""
     if changed and (held or wanted()):
         return AfterEvaluation.PUBLISH if publish_now else AfterEvaluation.HOLD
-    if held:
+    if sent_by_timer:
         return AfterEvaluation.UNHOLD
     return AfterEvaluation.NOTHING
 

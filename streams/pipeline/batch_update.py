@@ -243,7 +243,7 @@ class BatchUpdate:
             if up.profile is not None:
                 evaluated.append(d)
                 fate = after_evaluation(
-                    up.changed, state.held,
+                    up.changed, state.held, up.held,
                     lambda: strategy.should_update(d.user_id, d.events),   # (asked at once)
                     hold.publish_now(state.published_at, now_ms))
                 if fate is AfterEvaluation.PUBLISH:

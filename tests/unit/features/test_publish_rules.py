@@ -26,24 +26,29 @@ class Strategy:
 
 
 def test_after_evaluation_every_case():
-    # (changed, held, should_update, publish_now) -> fate
+    # (changed, held, should_update, publish_now) -> fate, for a user with events of its own
     table = {
         (True, False, True, True): P, (True, False, True, False): H,
         (True, False, False, True): N, (True, False, False, False): N,
         # a held change was let through when it was held: should_update is not asked again
         (True, True, True, True): P, (True, True, False, True): P,
         (True, True, True, False): H, (True, True, False, False): H,
-        # back to the published arrays: a held user is let go, nothing is sent
-        (False, True, True, True): U, (False, True, False, False): U,
-        (False, True, True, False): U, (False, True, False, True): U,
+        # back to the published arrays: a held user stays held until the timer sends it
+        (False, True, True, True): N, (False, True, False, False): N,
+        (False, True, True, False): N, (False, True, False, True): N,
         (False, False, True, True): N, (False, False, False, False): N,
         (False, False, True, False): N, (False, False, False, True): N,
     }
     assert len(table) == 16
     for (changed, held, wanted, now), fate in table.items():
         strategy = Strategy(wanted)
-        assert after_evaluation(changed, held, strategy, now) is fate, (changed, held, wanted)
+        got = after_evaluation(changed, held, False, strategy, now)
+        assert got is fate, (changed, held, wanted, now)
         assert strategy.asked == (1 if changed and not held else 0)
+    # sent by the timer (a held user): published when changed, else let go
+    for wanted, now in itertools.product((False, True), repeat=2):
+        assert after_evaluation(True, True, True, Strategy(wanted), now) is (P if now else H)
+        assert after_evaluation(False, True, True, Strategy(wanted), now) is U
 
 
 def test_hold_before_evaluation():
