@@ -13,6 +13,7 @@ from streams.faust_compat.tables import PartitionedTable
 from streams.io.publisher import Publisher
 from streams.pipeline.clocks import PartitionClocks
 from streams.pipeline.outbox import Outbox
+from streams.state import PartitionStore
 from streams.state.table_keys import PARTITION_KEY
 
 
@@ -33,8 +34,11 @@ class ProducerOutputs:
         for partition, clock in outbox.clocks.items():
             states.set(partition, PARTITION_KEY, clock.pack())
             self.clocks.set(partition, clock)
+        stores: dict[int, PartitionStore] = {}      # one per partition for this outbox
         for lw in outbox.local_writes:
-            db = states.store(lw.partition)
+            db = stores.get(lw.partition)
+            if db is None:
+                db = stores[lw.partition] = states.store(lw.partition)
             if lw.value is None:
                 db.delete(lw.key)
             else:
