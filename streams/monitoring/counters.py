@@ -13,6 +13,7 @@ class WorkerCounts:
     applied: int = 0                    # applied to a user's state
     duplicates: int = 0                 # skipped: event_id seen in the user's window
     redelivered: int = 0                # skipped: offset already applied (after a crash)
+    handed_over: int = 0                # skipped: in the bootstrapped states (handover_ts)
     sent_again: int = 0                 # published records sent again before newer events'
     aggregates: int = 0                 # closed-day aggregates published
     partition_mismatch: int = 0         # events off the partition kafka.partitioner gives

@@ -46,7 +46,7 @@ from streams.pipeline.clocks import PartitionClocks
 from streams.pipeline.outbox import Outbox, StateWrite
 from streams.pipeline.publishing import Publishing
 from streams.state.cache import DirtyUser, StateCache
-from streams.state.table_keys import PartitionClock, move_due, user_key
+from streams.state.table_keys import NO_HANDOVER, PartitionClock, move_due, user_key
 from streams.strategy import PublishEveryChange, UpdateStrategy
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,11 @@ class BatchUpdate:
         for i, rejection in parsed_batch.rejected:
             outbox.records.append(self.publishing.dead_letter_record(
                 rejection.reason, rejection.message, batch.record(i)))
+        handover = self._handovers(outbox, partitions)
         for i, parsed in parsed_batch.events:
+            if handover and parsed.ts <= handover.get(partitions[i], NO_HANDOVER):
+                self.counts.handed_over += 1        # in the bootstrapped state already
+                continue
             items = by_user.get(parsed.user_id)
             if items is None:
                 by_user[parsed.user_id] = [(offsets[i], parsed, i)]
@@ -131,7 +135,17 @@ class BatchUpdate:
             # the checkpoint's clock so far, else the stored one
             before = clocks.get(partition) or self.clocks.get(partition)
             clocks[partition] = PartitionClock(
-                max(max_ts.get(partition, -1), before.stream_time), offset)
+                max(max_ts.get(partition, -1), before.stream_time), offset, before.handover_ts)
+
+    def _handovers(self, outbox: Outbox, partitions: list[int]) -> dict[int, int]:
+        """{partition: handover_ts} of the batch's partitions a bootstrap handed over at a
+        time (empty for the others: one clock lookup per partition in the batch)."""
+        out = {}
+        for p in set(partitions):
+            clock = outbox.clocks.get(p) or self.clocks.get(p)
+            if clock.handover_ts != NO_HANDOVER:
+                out[p] = clock.handover_ts
+        return out
 
     def _check_partitions(self, batch: RawBatch, items: UserItems) -> None:
         """Count the user's events that arrived off the partition kafka.partitioner gives for

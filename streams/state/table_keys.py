@@ -3,8 +3,10 @@
 One changelog-backed RocksDB table holds, per partition:
   b"<decimal user_id>"            the user's encoded state (features.encoding)
   b"\\x00due" + day + user_id      the due index: the user's profile can change on `day`
-  b"\\x00partition"                the partition's stream time (largest event timestamp seen) and
-                                  the last source offset processed
+  b"\\x00partition"                the partition's stream time (largest event timestamp seen), the
+                                  last source offset processed and, after a bootstrap handed over
+                                  at a time (bootstrap/), that time: its events up to it are in
+                                  the states already
   b"\\x00features"                 fingerprint of the feature config last fully evaluated
 Everything lives in the partition of its user (or the partition it describes). The due index is
 written to the local RocksDB only (it costs no changelog records); each state's header holds the
@@ -30,6 +32,7 @@ FEATURES_KEY = b"\x00features"
 _DUE = struct.Struct(">IQ")         # big-endian: keys sort by day, then user
 _I64 = struct.Struct("<q")
 _CLOCK = struct.Struct("<qq")
+_CLOCK_HANDOVER = struct.Struct("<qqq")
 FAUST_OFFSET_KEY = b"__faust\x00offset__"
 USERS_START, USERS_END = b"0", b":"    # user keys are decimal digits: "0" <= key < ":"
 
@@ -75,17 +78,29 @@ def parse_due_key(key: bytes) -> tuple[int, int]:
     return _DUE.unpack_from(key, len(DUE_PREFIX))
 
 
+NO_HANDOVER = -1
+
+
 @dataclass(frozen=True)
 class PartitionClock:
     stream_time: int = -1       # FEATURES.md §2: largest event timestamp seen (-1: none)
     offset: int = -1            # last source offset processed
+    # a bootstrap that handed over at a time (docs/BOOTSTRAP.md): the partition's events with a
+    # timestamp up to it are in the states already, and the stream skips them
+    handover_ts: int = NO_HANDOVER
 
     def pack(self) -> bytes:
-        return _CLOCK.pack(self.stream_time, self.offset)
+        if self.handover_ts == NO_HANDOVER:     # (the 16 bytes every clock had before)
+            return _CLOCK.pack(self.stream_time, self.offset)
+        return _CLOCK_HANDOVER.pack(self.stream_time, self.offset, self.handover_ts)
 
     @classmethod
     def unpack(cls, b: bytes | None) -> "PartitionClock":
-        return cls() if b is None else cls(*_CLOCK.unpack(b))
+        if b is None:
+            return cls()
+        if len(b) == _CLOCK_HANDOVER.size:
+            return cls(*_CLOCK_HANDOVER.unpack(b))
+        return cls(*_CLOCK.unpack(b))
 
 
 def pack_int(v: int) -> bytes:

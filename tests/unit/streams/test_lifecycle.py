@@ -5,6 +5,7 @@ are fakes behind the lifecycle's protocols, the features and the state table's r
 from __future__ import annotations
 
 import asyncio
+import struct
 import time
 from dataclasses import dataclass, field
 
@@ -798,3 +799,23 @@ def test_after_a_crash_each_user_is_sent_again_once_however_many_commits_the_rep
                 if v > top.get(r.key, 0):
                     assert v == top.get(r.key, 0) + 1, f"seed {seed}: {r.key!r} jumped to {v}"
                     top[r.key] = v
+
+
+def test_events_up_to_a_bootstrap_hand_over_time_are_skipped_and_the_clock_keeps_it(tmp_path):
+    table, counts = Table(), WorkerCounts()
+    cfg, update = update_step(tmp_path, table, counts)
+    p7 = PartitionCheck("murmur2", cfg.kafka.partitions).expected(b"7")
+    table.store(p7)[PARTITION_KEY] = PartitionClock(D0 + 500, -1, D0 + 100).pack()
+    outbox = Outbox()
+    update.compute(RawBatch.of_records([Msg(p7, 0, event(7, D0 + 100), b"7"),     # in the state
+                                        Msg(p7, 1, b"{not json", b"7"),
+                                        Msg(p7, 2, event(7, D0 + 101), b"7"),
+                                        Msg(p7, 3, event(7, D0 + 50), b"7")]), outbox)  # in it
+    assert (counts.handed_over, counts.applied, counts.dead_lettered()) == (2, 1, 1)
+    assert outbox.clocks == {p7: PartitionClock(D0 + 500, 3, D0 + 100)}
+
+
+def test_a_clock_without_a_hand_over_packs_as_it_always_did():
+    assert PartitionClock(5, 7).pack() == struct.pack("<qq", 5, 7)
+    assert PartitionClock.unpack(struct.pack("<qq", 5, 7)) == PartitionClock(5, 7)
+    assert PartitionClock.unpack(PartitionClock(5, 7, 3).pack()) == PartitionClock(5, 7, 3)
