@@ -42,9 +42,9 @@ bench-failover: install
 
 # ruff (pyflakes, pycodestyle, import order, private access outside streams/faust_compat/,
 # rocksdict outside streams/state/rocksdb.py) and mypy on features/, reference/, streams/state/,
-# user_profile_system/ (strict), streams/, offline/ and deploy/ (pyproject.toml). `make test` runs
+# user_profile_system/ (strict), streams/, offline/, bootstrap/ and deploy/ (pyproject.toml). `make test` runs
 # it first.
-LINT_PATHS ?= streams features reference user_profile_system deploy offline tools tests
+LINT_PATHS ?= streams features reference user_profile_system deploy offline bootstrap tools tests
 lint: $(STAMP)
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/mypy

@@ -92,9 +92,8 @@ class LocalCluster:
         return done
 
 
-def stop_local(cfg: ProfileConfig) -> list[str]:
-    """`profiles down`: SIGTERM to every worker with a pid file in the run dir, then the
-    embedded broker; returns what was done."""
+def stop_local_workers(cfg: ProfileConfig) -> list[str]:
+    """SIGTERM to every worker with a pid file in the run dir; returns what was done."""
     done = []
     for _, path in pid_files(cfg):
         try:
@@ -104,6 +103,13 @@ def stop_local(cfg: ProfileConfig) -> list[str]:
         except (ValueError, ProcessLookupError, OSError):
             pass
         path.unlink(missing_ok=True)
+    return done
+
+
+def stop_local(cfg: ProfileConfig) -> list[str]:
+    """`profiles down`: SIGTERM to every worker with a pid file in the run dir, then the
+    embedded broker; returns what was done."""
+    done = stop_local_workers(cfg)
     done.append("embedded broker stopped" if embedded.stop(cfg.run_dir)
                 else "embedded broker: not running")
     return done

@@ -8,7 +8,7 @@ The reference of the same concept as features/columnar/update.py, which the stre
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from features.events import Event, day_of
 from features.profile import Profile
@@ -89,3 +89,10 @@ def mark_published(state: UserState | ColumnarState, profile: Profile) -> int:
 def day_end(day: int, tz: int) -> int:
     """The last second of an event-time day."""
     return (day + 1) * 86400 - tz - 1
+
+
+def aggregates_value(user_id: int, day: int, metrics: dict[int, Any], tz: int) -> dict:
+    """A closed day's `profile-aggregates` record: its 1/7/30-day metrics as of its last
+    second."""
+    return {"user_id": user_id, "day": day, "as_of": day_end(day, tz),
+            "windows": {str(W): m for W, m in metrics.items()}}

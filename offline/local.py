@@ -319,11 +319,22 @@ class _Run:
             self.dead += [(d[0] + shift, *d[1:]) for d in dead] if shift else dead
         self.progress.tick(self.counts["events"], force=True)
 
-    def per_partition(self, fn: Callable, args: list[tuple]) -> list:
+    def per_partition(self, fn: Callable, args: list[tuple],
+                      done: Callable[[int, int, Any], None] | None = None) -> list:
+        """fn over every partition; `done(k, n, result)` after each of the n, in order."""
         if self.pool is None:
-            return [fn(0, self.shifts, *args[0], memory=self.memory)]
-        futures = [self.pool.submit(fn, p, self.shifts, *a) for p, a in enumerate(args)]
-        return [f.result() for f in futures]
+            out = [fn(0, self.shifts, *args[0], memory=self.memory)]
+        else:
+            futures = [self.pool.submit(fn, p, self.shifts, *a) for p, a in enumerate(args)]
+            out = []
+            for f in futures:
+                out.append(f.result())
+                if done is not None:
+                    done(len(out), len(futures), out[-1])
+            return out
+        if done is not None:
+            done(1, 1, out[0])
+        return out
 
     def originals(self, dead: list) -> list:
         """Fill in the original of phase 2's dead letters from the chunks that hold them."""
@@ -390,6 +401,46 @@ def run_batch(cfg: ProfileConfig, items: str | Path | None, events: str | Path,
             w.write_line(line)
     write_dead_letters(out, out_format, dead)
     return batch_report(run.counts, time.perf_counter() - t0)
+
+
+@_paused_gc()
+def _map_partition(p: int, shifts: list[int], fn: Callable, args: tuple,
+                   memory: list | None = None) -> Any:
+    return fn(cast(FeatureRuntime, _rt), _partition_rows(p, shifts, memory), *args)
+
+
+def map_users(cfg: ProfileConfig, items: str | Path | None, events: str | Path,
+              fn: Callable[..., Any], args: tuple = (), until: int | None = None,
+              workers: int | None = None, events_format: str | None = None,
+              order_by: str | None = None, progress_stream: IO | None = sys.stderr,
+              label: str = "scan", done: Callable[[int, int, Any], None] | None = None
+              ) -> tuple[Counter, list, list]:
+    """`fn(runtime, rows, *args)` over the log's valid events in shares of users (rows grouped
+    by user, users ascending, each user's in log order), on `workers` processes; `fn` must be
+    a module-level function. Events after `until` are left out (counted as after_as_of).
+    `done(k, n, result)` is told of each share's result as it comes. Returns (the scan's
+    counts, its dead letters, [fn's result per share]); a result with a `dead` list (too_late
+    dead letters without their original) gets them filled in."""
+    run = _Run(cfg, items, str(events), detect(events, events_format),
+               _workers(workers, events), until, order_by, Progress(progress_stream,
+                                                                      label=label),
+               Path(tempfile.gettempdir()))
+    try:
+        run.scan()
+        with _paused_gc():
+            results = run.per_partition(_map_partition, [(fn, args)] * run.partitions, done)
+        fill_results_dead(results, run.originals)
+        return run.counts, run.dead, results
+    finally:
+        run.close()
+
+
+def fill_results_dead(results: list, fill: Callable[[list], list]) -> None:
+    """Give the dead letters in the results' `dead` lists their originals, with one `fill`."""
+    holders = [r for r in results if getattr(r, "dead", None)]
+    filled = iter(fill([d for r in holders for d in r.dead]))
+    for r in holders:
+        r.dead = [next(filled) for _ in r.dead]
 
 
 def write_dead_letters(out: Path, fmt: str, dead: list) -> None:

@@ -29,7 +29,13 @@ from features.config import ProfileConfig
 from offline import OfflineError
 from offline.batch_io import BatchReport, iter_events
 from offline.formats import DEAD_LETTER_FIELDS, detect, dlq_path, row_object
-from offline.local import TrainingReport, batch_report, feature_ids, runtime
+from offline.local import (
+    TrainingReport,
+    batch_report,
+    feature_ids,
+    fill_results_dead,
+    runtime,
+)
 from offline.scan import check_events, iter_lines
 from offline.steps import (
     PROFILE_FIELDS,
@@ -223,6 +229,59 @@ def _sorted_by_first(rdd, span: tuple[int, int], n: int):
 
 def _partitions(spark) -> int:
     return max(2, spark.sparkContext.defaultParallelism)
+
+
+def _filled(spark, rows, dead: list) -> list:
+    """Dead letters (on the driver) with the original of each too_late one looked up in the
+    input rows."""
+    missing = [(d[0], d[1]) for d in dead if d[4] is None]
+    if not missing:
+        return dead
+    wanted = spark.sparkContext.broadcast(set(missing))
+    lines = spark.sparkContext.broadcast({w[0] for w in missing})
+    found = dict(rows.filter(lambda lr: lr[0] in lines.value)
+                 .mapPartitions(lambda part: originals(part, wanted.value).items())
+                 .collect())
+    return [d if d[4] is not None else (*d[:4], found.get((d[0], d[1]), "")) for d in dead]
+
+
+EVENTS_PER_RESULT_PARTITION = 200_000
+
+
+@said_plainly
+def map_users(cfg: ProfileConfig, items: str | Path | None, events: str, fn, args: tuple = (),
+              until: int | None = None, master: str = "local[*]",
+              events_format: str | None = None, order_by: str | None = None,
+              progress_stream: IO | None = sys.stderr, label: str = "scan",
+              done=None) -> tuple[Counter, list, list]:
+    """`offline.local.map_users` on Spark: `fn(runtime, rows, *args)` on the executors over
+    the valid events (up to `until`) in shares of whole users, each user's in log order.
+    Returns (counts, dead letters with originals, the results on the driver). A result with a
+    `dead` list (too_late dead letters without their original) gets them filled in; `done(k,
+    n, result)` is told of each partition's results as they come."""
+    spark = session(master)
+    rt = spark.sparkContext.broadcast(runtime(cfg, items))
+    rows = event_rows(spark, str(events), detect(events, events_format), order_by)
+    checked = _checked(rt, rows, time.time(), until, order_by)
+    counts, span = _counts_and_span(checked)
+    _say(progress_stream, f"{label}: {counts['events']:,} events read and checked on {master}")
+
+    def users(part: Iterator) -> Iterator:
+        for flat in _batches(kv[1] for kv in part):
+            yield fn(rt.value, rows_from_flat(flat), *args)
+
+    # many partitions, fetched one at a time: the driver's JVM never holds every result
+    n = max(_partitions(spark), counts["events"] // EVENTS_PER_RESULT_PARTITION)
+    ran = _sorted_by_first(_tagged(checked, "e"), span, n).mapPartitions(users)
+    results = []
+    for r in ran.toLocalIterator():
+        results.append(r)
+        if done is not None:
+            done(len(results), None, r)
+    dead = _tagged(checked, "d").collect()
+    fill_results_dead(results, lambda late: _filled(spark, rows, late))
+    checked.unpersist()
+    return counts, dead, results
 
 
 def _dead_letters(spark, rows, dead_rdd, out: str, fmt: str) -> None:

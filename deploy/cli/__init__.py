@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from deploy import broker as embedded
-from deploy.cli import backup, clients, cluster, config, jobs, offline, tools, worker
+from deploy.cli import backup, bootstrap, clients, cluster, config, jobs, offline, tools, worker
 from deploy.cli.common import load as _load
 from deploy.cli.common import say as _say
 from tools.bench.report_file import FINDINGS_HEADING, replace_section, write_table
@@ -32,7 +32,7 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
     install_rebootstrap()
 
 
-for _group in (config, worker, clients, offline, cluster, jobs, backup, tools):
+for _group in (config, worker, clients, offline, bootstrap, cluster, jobs, backup, tools):
     for _command in _group.COMMANDS:
         cli.add_command(_command)
 
@@ -254,6 +254,31 @@ def bench_failover(users_list: tuple[int, ...], standbys: tuple[int, ...], workd
     timeout = load_config(Path(workdir) / f"{users_list[0]}-{standbys[0]}" / "failover.yaml"
                           ).kafka.client.session_timeout_seconds
     text = section(rows, timeout)
+    replace_section(Path(out), text)
+    click.echo("\n" + text)
+    click.echo(f"written to {out}")
+
+
+@cli.command("bench-bootstrap")
+@click.option("--users", type=click.IntRange(1000), default=1_000_000, show_default=True)
+@click.option("--engine", "engines", type=click.Choice(["local", "spark"]), multiple=True,
+              default=["local", "spark"], show_default=True)
+@click.option("--workers", type=click.IntRange(1), default=2, show_default=True,
+              help="Local engine: worker processes.")
+@click.option("--master", default="local[2]", show_default=True, help="Spark master.")
+@click.option("--workdir", type=click.Path(file_okay=False), default="run/bench-bootstrap",
+              show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), default="BENCHMARKS.md",
+              show_default=True, help="Its section there is replaced.")
+def bench_bootstrap(users: int, engines: tuple[str, ...], workers: int, master: str,
+                    workdir: str, out: str) -> None:
+    """Users and events bootstrapped per second, local engine and Spark."""
+    import shutil
+
+    from tools.bench.bootstrap import run_bootstrap_bench, section
+    shutil.rmtree(workdir, ignore_errors=True)
+    rows = run_bootstrap_bench(Path(workdir), users, list(engines), workers, master, say=_say)
+    text = section(rows, workers, master)
     replace_section(Path(out), text)
     click.echo("\n" + text)
     click.echo(f"written to {out}")

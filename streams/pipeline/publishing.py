@@ -16,7 +16,7 @@ import orjson
 
 from features.config import TopicNames
 from features.profile import Profile
-from features.update import day_end
+from features.update import aggregates_value
 from streams.io.dead_letters import dead_letter
 from streams.io.publisher import Publisher
 from streams.monitoring.counters import WorkerCounts
@@ -46,10 +46,9 @@ class Publishing:
         return Record(self.topics.profile_updates, user_key(profile.user_id), orjson.dumps(rec))
 
     def aggregates_record(self, user_id: int, day: int, metrics: dict[int, Any]) -> Record:
-        rec = {"user_id": user_id, "day": day, "as_of": day_end(day, self.tz),
-               "windows": {str(W): m for W, m in metrics.items()}}
         self.counts.aggregates += 1
-        return Record(self.topics.profile_aggregates, user_key(user_id), orjson.dumps(rec))
+        return Record(self.topics.profile_aggregates, user_key(user_id),
+                      orjson.dumps(aggregates_value(user_id, day, metrics, self.tz)))
 
     def dead_letter_record(self, reason: str, message: str, msg: Any) -> Record:
         """The DLQ record of a user-events message (FEATURES.md §6)."""

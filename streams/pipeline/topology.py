@@ -32,6 +32,11 @@ class Topology:
     states: PartitionedTable    # states, due index, partition clocks (streams.state.table_keys)
 
 
+def state_changelog_topic(cfg: ProfileConfig) -> str:
+    """The state table's changelog topic, as Faust names it."""
+    return f"{cfg.worker.app_id}-{STATE_TABLE}-changelog"
+
+
 def _processed_offset(store: PartitionStore) -> int:
     return PartitionClock.unpack(store.get(PARTITION_KEY)).offset
 

@@ -31,6 +31,7 @@ from deploy.clients import produce_events
 from deploy.worker_process import spawn, worker_argv
 from features.config import NO_SCHEDULED_RUNS, load_config
 from streams.io.kafka_security import client_kwargs
+from streams.pipeline.topology import state_changelog_topic
 
 PARTITIONS = 8
 EVENTS_PER_USER = 4
@@ -174,7 +175,7 @@ def run_failover(workdir: Path, users: int, standby: int,
             if now > 600:
                 raise TimeoutError("the survivor did not serve every partition in 600 s")
             time.sleep(0.05)
-        topic = f"{app_id}-user-state-changelog"
+        topic = state_changelog_topic(cfg)
         records = asyncio.run(_changelog_records(cfg, topic, moved))
         size = _log_bytes(cfg.run_dir, topic, moved)
         out = Failover(users, standby, total, len(moved), records, size, detect or 0.0,

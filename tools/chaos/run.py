@@ -45,6 +45,7 @@ from features.runtime import FeatureRuntime
 from offline.batch_io import BatchReport
 from reference.batch import build_states
 from streams.faust_compat.aiokafka_calls import install_rebootstrap, refresh_metadata
+from streams.pipeline.topology import state_changelog_topic
 from tools.chaos.faults import BROKER_PAUSE, LATENCY, LATENCY_FOR, fault_schedule
 from tools.chaos.proxy import BrokerProxy
 from tools.data.hostile import hostile_payloads
@@ -549,7 +550,7 @@ def _regressions(cfg, users: Sequence[int] = ()) -> tuple[int, int, dict[int, di
     published = _Regressions(version, keys, record)
     states = _Regressions(source_offset, keys, state)
     _scan(cfg, cfg.kafka.topics.profile_updates, published)
-    _scan(cfg, f"{cfg.worker.app_id}-user-state-changelog", states)
+    _scan(cfg, state_changelog_topic(cfg), states)
     histories = {u: {"profile_updates": published.history.get(str(u).encode(), []),
                      "changelog": states.history.get(str(u).encode(), [])} for u in users}
     for kind, regressions in (("stale publish", published), ("stale state write", states)):
