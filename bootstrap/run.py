@@ -27,6 +27,7 @@ from typing import IO, Any, Callable, Iterator
 from bootstrap.build import Built, build_users
 from bootstrap.cluster import Cluster, GroupView
 from bootstrap.handover import BootstrapError, HandOver, plan_id
+from bootstrap.progress import ProgressLines
 from bootstrap.spill import AGGREGATE, PROFILE, STATE
 from features.config import ProfileConfig
 from features.schedule import feature_fingerprint
@@ -62,42 +63,8 @@ class Summary:
         return d
 
 
-class Progress:
-    """One line per step of a phase on stderr (at most one a second): done, rate, time left."""
-
-    def __init__(self, out: IO | None):
-        self.out = out
-        self.last = 0.0
-
-    def phase(self, name: str, total: int | None, unit: str) -> "PhaseProgress":
-        return PhaseProgress(self, name, total, unit)
-
-    def say(self, line: str) -> None:
-        if self.out is not None:
-            print(line, file=self.out, flush=True)
-
-
-class PhaseProgress:
-    def __init__(self, progress: Progress, name: str, total: int | None, unit: str):
-        self.p, self.name, self.total, self.unit = progress, name, total, unit
-        self.t0 = self.last = time.monotonic()
-
-    def tick(self, done: int, force: bool = False, extra: str = "") -> None:
-        now = time.monotonic()
-        if not force and now - self.last < 1.0:
-            return
-        self.last = now
-        rate = done / max(now - self.t0, 1e-9)
-        left = ""
-        if self.total:
-            left = f" of {self.total:,}"
-            if rate > 0 and done < self.total:
-                left += f", {(self.total - done) / rate:,.0f} s left"
-        self.p.say(f"bootstrap {self.name}: {done:,}{left} {self.unit} ({rate:,.0f}/s){extra}")
-
-
 def _write(cluster: Cluster, built: Built, dead: list, plan: str, events: str,
-           handover: HandOver, progress: Progress, summary: Summary) -> None:
+           handover: HandOver, progress: ProgressLines, summary: Summary) -> None:
     """The journal's "started", the states and clocks, then the outputs."""
     cfg = cluster.cfg
     cluster.write_journal({"plan": plan, "status": "started", "events": events,
@@ -200,7 +167,7 @@ def bootstrap(cfg: ProfileConfig, items: str | Path | None, events: str | Path,
               order_by: str | None = None, out: IO | None = sys.stderr,
               stop_workers: bool = False) -> Summary:
     t0 = time.perf_counter()
-    progress = Progress(out)
+    progress = ProgressLines(out)
     plan = plan_id(events, handover, feature_fingerprint(cfg))
     summary = Summary(plan, handover.describe())
     cluster = Cluster(cfg)
@@ -269,7 +236,7 @@ def _build(cfg: ProfileConfig, items: str | Path | None, events: str | Path,
            ) -> tuple[Built, Counter, list]:
     """(every user's Built, its records in spill files under `spill_dir`; the scan's counts;
     every dead letter with its original, in log order)."""
-    phase = Progress(out).phase("build", None, "users")
+    phase = ProgressLines(out).phase("build", None, "users")
     built = Built()
     t0 = time.monotonic()
 

@@ -68,7 +68,13 @@ def session(master: str = "local[*]", app: str = "profiles-offline"):
     if master.startswith("local"):
         # executors on this machine run this interpreter (and see this install)
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    spark = (SparkSession.builder.master(master).appName(app)
+    builder = SparkSession.builder.master(master).appName(app)
+    if master.startswith("local"):
+        # every executor is a thread of the driver's JVM: its heap holds every cached block
+        # and task result (Spark's default, 1g, ran out on a 100,000-user bootstrap)
+        builder = builder.config("spark.driver.memory",
+                                 os.environ.get("PROFILES_SPARK_DRIVER_MEMORY", "4g"))
+    spark = (builder
              .config("spark.ui.enabled", "false")
              .config("spark.ui.showConsoleProgress", "false")
              .config("spark.sql.session.timeZone", "UTC")
@@ -245,7 +251,7 @@ def _filled(spark, rows, dead: list) -> list:
     return [d if d[4] is not None else (*d[:4], found.get((d[0], d[1]), "")) for d in dead]
 
 
-EVENTS_PER_RESULT_PARTITION = 200_000
+EVENTS_PER_RESULT_PARTITION = 50_000
 
 
 @said_plainly
