@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run demo test lint chaos bench bench-jobs bench-failover install clean
+.PHONY: run demo test lint chaos bench bench-jobs bench-failover bench-bootstrap install clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ bench-jobs: install
 # standby copies (BENCHMARKS.md, "Failover and restore").
 bench-failover: install
 	$(BIN)/profiles bench-failover --users 100000 --users 1000000
+
+# Users and events bootstrapped per second from a log, 1,000,000 users, local engine and Spark
+# (BENCHMARKS.md, "Bootstrap from the lake").
+bench-bootstrap: install
+	$(BIN)/profiles bench-bootstrap --users 1000000
 
 # ruff (pyflakes, pycodestyle, import order, private access outside streams/faust_compat/,
 # rocksdict outside streams/state/rocksdb.py) and mypy on features/, reference/, streams/state/,

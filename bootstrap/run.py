@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -183,9 +184,13 @@ def bootstrap(cfg: ProfileConfig, items: str | Path | None, events: str | Path,
                  f"hand-over {handover.describe()}")
 
     t_build = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="profiles-bootstrap-") as spill_dir:
+    # (named by the plan: a run again after a SIGKILL clears what the killed one left)
+    spill_dir = Path(tempfile.gettempdir()) / f"profiles-bootstrap-{plan}"
+    shutil.rmtree(spill_dir, ignore_errors=True)
+    spill_dir.mkdir(parents=True)
+    try:
         built, scan_counts, dead = _build(cfg, items, events, handover, engine, workers,
-                                          master, events_format, order_by, out, spill_dir)
+                                          master, events_format, order_by, out, str(spill_dir))
         t_write = time.perf_counter()
         summary.build_seconds = t_write - t_build
         summary.events = scan_counts["events"]
@@ -195,6 +200,8 @@ def bootstrap(cfg: ProfileConfig, items: str | Path | None, events: str | Path,
         summary.duplicates = built.counts["duplicates"]
         summary.dead_letters = Counter(d[2] for d in dead)
         _write(cluster, built, dead, plan, str(events), handover, progress, summary)
+    finally:
+        shutil.rmtree(spill_dir, ignore_errors=True)
     cluster.commit_group(start)
     cluster.write_journal({"plan": plan, "status": "done", "events": str(events),
                            "handover": handover.describe(), "group_offsets": start,

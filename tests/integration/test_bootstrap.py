@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -210,8 +211,8 @@ def _split_at_time(lines: list[bytes]) -> tuple[int, list[bytes], list[bytes]]:
     return T, first, rest
 
 
-@pytest.mark.parametrize("killed", [False, True], ids=["once", "killed-and-run-again"])
-def test_bootstrap_at_a_time_then_the_stream(broker, workers, tmp_path, killed):
+def test_bootstrap_at_a_time_killed_halfway_and_run_again_then_the_stream(broker, workers,
+                                                                         tmp_path):
     cfg_path, cfg, items, lines = _setup(broker, tmp_path)
     T, first, rest = _split_at_time(lines)
     part1 = tmp_path / "part1.jsonl"
@@ -222,18 +223,19 @@ def test_bootstrap_at_a_time_then_the_stream(broker, workers, tmp_path, killed):
             if type(parser.parse_line(raw, now)) is not Rejection]
     _produce(cfg, tail + rest)
 
-    if killed:
-        r = _bootstrap(cfg_path, part1, items, "--until", str(T),
-                       env={"PROFILES_BOOTSTRAP_KILL_AFTER": "20"})
-        assert r.returncode == -signal.SIGKILL, r.returncode
-        # half written: states in the changelog, nothing published, the group not committed
-        assert topic_size(cfg, state_changelog_topic(cfg)) == 20
-        assert topic_size(cfg, cfg.kafka.topics.profile_updates) == 0
-        assert not events_acked(cfg)
+    r = _bootstrap(cfg_path, part1, items, "--until", str(T),
+                   env={"PROFILES_BOOTSTRAP_KILL_AFTER": "20"})
+    assert r.returncode == -signal.SIGKILL, r.returncode
+    # half written: states in the changelog, nothing published, the group not committed
+    assert topic_size(cfg, state_changelog_topic(cfg)) == 20
+    assert topic_size(cfg, cfg.kafka.topics.profile_updates) == 0
+    assert not events_acked(cfg)
     r = _bootstrap(cfg_path, part1, items, "--until", str(T))
     assert r.returncode == 0, r.stderr
     summary = orjson.loads(r.stdout.splitlines()[-1])
-    assert summary["resumed"] is killed
+    assert summary["resumed"] is True
+    # the killed run's spill files are gone with the finished one's
+    assert not (Path(tempfile.gettempdir()) / f"profiles-bootstrap-{summary['plan']}").exists()
     assert summary["group_offsets"] == {str(p): 0 for p in range(cfg.kafka.partitions)}
 
     whole = tmp_path / "whole.jsonl"
@@ -241,8 +243,6 @@ def test_bootstrap_at_a_time_then_the_stream(broker, workers, tmp_path, killed):
     w, counts = _take_over_and_check(workers, cfg_path, cfg, items, whole, tmp_path,
                                      len(tail) + len(rest), summary)
     assert counts["handed_over"] == len(tail) > 0, counts
-    if killed:
-        return
     # told to stop this host's workers, it does; then the system has state: refused
     pid_file(cfg, 1).write_text(str(w.proc.pid))
     other = tmp_path / "other.jsonl"
