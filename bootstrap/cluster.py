@@ -166,7 +166,10 @@ class Cluster:
         BootstrapError unless every one is acknowledged. Keyed records without a partition
         land where the workers' publisher puts them (murmur2)."""
         from confluent_kafka import Producer
+        # (no worker's session bounds this producer's delivery time, as it bounds the
+        # workers': a slow broker gets five minutes per record)
         settings = {**self.base, **librdkafka_producer_settings(self.cfg),
+                    "message.timeout.ms": 300_000,
                     "acks": "all", "enable.idempotence": True, "linger.ms": 20,
                     "batch.size": 1 << 20, "partitioner": "murmur2_random",
                     "queue.buffering.max.messages": 1_000_000}
