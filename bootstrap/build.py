@@ -19,6 +19,7 @@ from bootstrap.handover import HandOver
 from bootstrap.spill import AGGREGATE, PROFILE, STATE, SpillWriter, read_spill
 from features import columnar
 from features.columnar.layout import ColumnarState
+from features.columnar.logs import segments
 from features.partitioners import PARTITIONERS
 from features.runtime import FeatureRuntime
 from features.update import aggregates_value, mark_published
@@ -98,8 +99,7 @@ def _build_slice(rt: FeatureRuntime, rows: Rows, sl: slice, handover: HandOver,
                  partitioner: str, now_ms: int, out: Built, sink: Built | SpillWriter) -> None:
     log = to_log(rows, sl)
     line, sub = rows.cols["line"][sl], rows.cols["sub"][sl]
-    starts = np.flatnonzero(np.concatenate(([True], log.user[1:] != log.user[:-1]))) \
-        if len(log) else np.zeros(0, dtype=np.int64)
+    starts = segments(log.user)[1]
     ends = np.append(starts[1:], len(log))
     uids = log.user[starts].tolist()
     parts = kafka_partitions(uids, partitioner, handover.partitions)

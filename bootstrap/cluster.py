@@ -73,6 +73,7 @@ class Cluster:
         self.events = cfg.kafka.topics.user_events
         self.changelog = state_changelog_topic(cfg)
         self.journal_name = journal_topic(cfg)
+        self._made_producer: Any = None
 
     # ------------------------------------------------------------------ reading
 
@@ -165,15 +166,7 @@ class Cluster:
         """Deliver (topic, partition or None: by key, key, value) records; raises
         BootstrapError unless every one is acknowledged. Keyed records without a partition
         land where the workers' publisher puts them (murmur2)."""
-        from confluent_kafka import Producer
-        # (no worker's session bounds this producer's delivery time, as it bounds the
-        # workers': a slow broker gets five minutes per record)
-        settings = {**self.base, **librdkafka_producer_settings(self.cfg),
-                    "message.timeout.ms": 300_000,
-                    "acks": "all", "enable.idempotence": True, "linger.ms": 20,
-                    "batch.size": 1 << 20, "partitioner": "murmur2_random",
-                    "queue.buffering.max.messages": 1_000_000}
-        producer = Producer(settings)
+        producer = self._producer()
         failed: list[str] = []
 
         def delivered(err: Any, msg: Any) -> None:
@@ -203,6 +196,19 @@ class Cluster:
         if failed:
             raise BootstrapError(f"{len(failed)} records not delivered, e.g. {failed[0]}")
         return n
+
+    def _producer(self) -> Any:
+        """One idempotent producer for every write of the run (made at the first)."""
+        if self._made_producer is None:
+            from confluent_kafka import Producer
+            # (no worker's session bounds this producer's delivery time, as it bounds the
+            # workers': a slow broker gets five minutes per record)
+            self._made_producer = Producer({
+                **self.base, **librdkafka_producer_settings(self.cfg),
+                "message.timeout.ms": 300_000, "acks": "all", "enable.idempotence": True,
+                "linger.ms": 20, "batch.size": 1 << 20, "partitioner": "murmur2_random",
+                "queue.buffering.max.messages": 1_000_000})
+        return self._made_producer
 
     def commit_group(self, offsets: list[int]) -> None:
         """Commit the group's user-events offsets (the group must have no members)."""

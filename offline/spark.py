@@ -237,17 +237,22 @@ def _partitions(spark) -> int:
     return max(2, spark.sparkContext.defaultParallelism)
 
 
+def _originals_of(spark, rows, missing: list[tuple[int, int]]) -> dict:
+    """{(line, sub): original} of those input rows."""
+    wanted = spark.sparkContext.broadcast(set(missing))
+    lines = spark.sparkContext.broadcast({w[0] for w in missing})
+    return dict(rows.filter(lambda lr: lr[0] in lines.value)
+                .mapPartitions(lambda part: originals(part, wanted.value).items())
+                .collect())
+
+
 def _filled(spark, rows, dead: list) -> list:
     """Dead letters (on the driver) with the original of each too_late one looked up in the
     input rows."""
     missing = [(d[0], d[1]) for d in dead if d[4] is None]
     if not missing:
         return dead
-    wanted = spark.sparkContext.broadcast(set(missing))
-    lines = spark.sparkContext.broadcast({w[0] for w in missing})
-    found = dict(rows.filter(lambda lr: lr[0] in lines.value)
-                 .mapPartitions(lambda part: originals(part, wanted.value).items())
-                 .collect())
+    found = _originals_of(spark, rows, missing)
     return [d if d[4] is not None else (*d[:4], found.get((d[0], d[1]), "")) for d in dead]
 
 
@@ -298,11 +303,7 @@ def _dead_letters(spark, rows, dead_rdd, out: str, fmt: str) -> None:
     missing = dead_rdd.filter(lambda d: d[4] is None).map(lambda d: (d[0], d[1])).collect()
     dead = dead_rdd
     if missing:
-        wanted = spark.sparkContext.broadcast(set(missing))
-        lines = spark.sparkContext.broadcast({w[0] for w in missing})
-        found = dict(rows.filter(lambda lr: lr[0] in lines.value)
-                     .mapPartitions(lambda part: originals(part, wanted.value).items())
-                     .collect())
+        found = _originals_of(spark, rows, missing)
         dead = dead_rdd.map(lambda d: d if d[4] is not None else
                             (*d[:4], found.get((d[0], d[1]), "")))
     records = (dead.sortBy(lambda d: (d[0], d[1]), numPartitions=1)

@@ -113,7 +113,7 @@ class BatchUpdate:
         for i, rejection in parsed_batch.rejected:
             outbox.records.append(self.publishing.dead_letter_record(
                 rejection.reason, rejection.message, batch.record(i)))
-        handover = self._handovers(outbox, partitions)
+        handover = self._handovers(outbox, {r.tp.partition for r in batch.runs})
         for i, parsed in parsed_batch.events:
             if handover and parsed.ts <= handover.get(partitions[i], NO_HANDOVER):
                 self.counts.handed_over += 1        # in the bootstrapped state already
@@ -137,11 +137,11 @@ class BatchUpdate:
             clocks[partition] = PartitionClock(
                 max(max_ts.get(partition, -1), before.stream_time), offset, before.handover_ts)
 
-    def _handovers(self, outbox: Outbox, partitions: list[int]) -> dict[int, int]:
+    def _handovers(self, outbox: Outbox, partitions: set[int]) -> dict[int, int]:
         """{partition: handover_ts} of the batch's partitions a bootstrap handed over at a
         time (empty for the others: one clock lookup per partition in the batch)."""
         out = {}
-        for p in set(partitions):
+        for p in partitions:
             clock = outbox.clocks.get(p) or self.clocks.get(p)
             if clock.handover_ts != NO_HANDOVER:
                 out[p] = clock.handover_ts

@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from deploy.broker import free_port
-from deploy.clients import load_items, produce_records
+from deploy.clients import load_items, produce_events
 from deploy.workers import pid_file
 from features.config import load_config
 from features.events import Rejection
@@ -49,22 +49,11 @@ def _lines(path: Path) -> list[bytes]:
     return [line for line in path.read_bytes().splitlines() if line.strip()]
 
 
-def _keyed(lines: list[bytes]) -> list[tuple[bytes | None, bytes]]:
-    """(key, value) as producers send them: keyed by user_id when the line has one."""
-    out = []
-    for raw in lines:
-        try:
-            obj = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            obj = None
-        uid = obj.get("user_id") if isinstance(obj, dict) else None
-        out.append((str(uid).encode() if type(uid) is int and uid >= 0 else None, raw))
-    return out
-
-
-def _produce(cfg, lines: list[bytes]) -> None:
-    asyncio.run(produce_records(cfg, cfg.kafka.topics.user_events, _keyed(lines), None, None,
-                                "produce"))
+def _produce(cfg, lines: list[bytes], tmp_path: Path) -> None:
+    """The lines to user-events as `profiles produce` sends a file (keyed by user_id)."""
+    f = tmp_path / "to-produce.jsonl"
+    f.write_bytes(b"\n".join(lines) + b"\n")
+    produce_events(cfg, f, progress=None)
 
 
 def _end_offsets(cfg) -> list[int]:
@@ -159,9 +148,9 @@ def test_bootstrap_at_offsets_then_the_stream(broker, workers, tmp_path, engine)
         exported = [raw for i, raw in enumerate(lines[:k], start=1) if i in kept]
         part1 = parquet
         extra = ("--engine", "spark", "--master", "local[2]", "--order-by", "offset")
-    _produce(cfg, lines[:k])
+    _produce(cfg, lines[:k], tmp_path)
     until = _end_offsets(cfg)
-    _produce(cfg, lines[k:])
+    _produce(cfg, lines[k:], tmp_path)
     _delete_before(cfg, until)                      # the topic holds only the second part
     offsets_file = tmp_path / "until.json"
     offsets_file.write_bytes(orjson.dumps({str(p): o for p, o in enumerate(until)}))
@@ -224,7 +213,7 @@ def test_bootstrap_at_a_time_killed_halfway_and_run_again_then_the_stream(broker
     parser, now = FeatureRuntime.from_config(cfg).parser, time.time()
     tail = [raw for raw in first[-len(first) // 5:]
             if type(parser.parse_line(raw, now)) is not Rejection]
-    _produce(cfg, tail + rest)
+    _produce(cfg, tail + rest, tmp_path)
 
     r = _bootstrap(cfg_path, part1, items, "--until", str(T),
                    env={"PROFILES_BOOTSTRAP_KILL_AFTER": "20"})

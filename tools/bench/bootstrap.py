@@ -18,6 +18,7 @@ import yaml
 
 from deploy import broker as embedded
 from features.config import NO_SCHEDULED_RUNS, load_config
+from tools.data.daily import write_daily_events
 
 PARTITIONS = 8
 EVENTS_PER_USER = 8
@@ -47,18 +48,6 @@ HEADER = ("| engine | users | events | s | s to build | s to write | users/s | e
           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 
 
-def events_file(path: Path, users: int) -> int:
-    line = ('{"user_id":%d,"item_id":%d,"timestamp":%d,"action_type":%d,'
-            '"event_id":"%d-%d"}\n')
-    with open(path, "w") as f:
-        for k in range(EVENTS_PER_USER):
-            for a in range(1, users + 1, 100_000):
-                f.write("".join(line % (u, 1 + (u * 7 + k) % 5000, T0 + k * 86400 + u % 80000,
-                                        k % 3, u, k)
-                                for u in range(a, min(a + 100_000, users + 1))))
-    return users * EVENTS_PER_USER
-
-
 def run_bootstrap_bench(workdir: Path, users: int, engines: list[str], workers: int,
                         master: str, say: Callable[[str], None] = print) -> list[BootstrapRun]:
     import sys
@@ -68,7 +57,7 @@ def run_bootstrap_bench(workdir: Path, users: int, engines: list[str], workers: 
     workdir.mkdir(parents=True, exist_ok=True)
     events = workdir / "events.jsonl"
     say(f"bench-bootstrap: writing {users:,} users' events")
-    total = events_file(events, users)
+    total = write_daily_events(events, users, EVENTS_PER_USER, T0)
     port = embedded.free_port()
     run_dir = workdir / "run"
     embedded.start(run_dir, port)

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import orjson
 import yaml
 
 from deploy import broker as embedded
@@ -32,6 +31,7 @@ from deploy.worker_process import spawn, worker_argv
 from features.config import NO_SCHEDULED_RUNS, load_config
 from streams.io.kafka_security import client_kwargs
 from streams.pipeline.topology import state_changelog_topic
+from tools.data.daily import write_daily_events
 
 PARTITIONS = 8
 EVENTS_PER_USER = 4
@@ -68,16 +68,6 @@ class Failover:
 HEADER = ("| users in state | standby replicas | partitions moved | changelog records moved | "
           "MiB | s to rebalance | s to served | s restoring | records/s restored | "
           "s per GiB |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-
-
-def _events_file(path: Path, users: int) -> int:
-    with open(path, "wb") as f:
-        for k in range(EVENTS_PER_USER):
-            for u in range(1, users + 1):
-                f.write(orjson.dumps({"user_id": u, "item_id": 1 + (u * 7 + k) % 5000,
-                                      "timestamp": T0 + k * 86400 + u % 80000,
-                                      "action_type": k % 3, "event_id": f"{u}-{k}"}) + b"\n")
-    return users * EVENTS_PER_USER
 
 
 def _health(port: int) -> dict[str, Any] | None:
@@ -135,7 +125,7 @@ def run_failover(workdir: Path, users: int, standby: int,
     cfg_path.write_text(yaml.safe_dump(raw))
     cfg = load_config(cfg_path)
     events = workdir / "events.jsonl"
-    total = _events_file(events, users)
+    total = write_daily_events(events, users, EVENTS_PER_USER, T0)
     embedded.start(cfg.run_dir, port)
     procs = []
     try:
