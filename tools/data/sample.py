@@ -6,6 +6,7 @@ too late for the 30-day window, re-sent duplicates and a few bad records.
 """
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,9 +73,18 @@ def _topic_items(items: dict[int, dict[str, int]]) -> dict[str, np.ndarray]:
     return by_topic
 
 
-def _zipf_pick(rng: np.random.Generator, pool: np.ndarray, n: int) -> np.ndarray:
-    ranks = np.minimum(rng.zipf(1.3, size=n), len(pool)) - 1
-    return pool[ranks]
+def _cdf(p: np.ndarray | list[float]) -> list[float]:
+    """The cumulative weights `Generator.choice(n, p=p)` searches, as it computes them."""
+    cdf = np.asarray(p, dtype=np.float64).cumsum()
+    cdf /= cdf[-1]
+    return cdf.tolist()
+
+
+def _choice(rng: np.random.Generator, cdf: list[float]) -> int:
+    """`rng.choice(len(cdf), p=...)` with the same draw and the same result (one `random()`,
+    searched on the right), without its per-call checks of p: the sample's events make
+    hundreds of thousands of these."""
+    return bisect_right(cdf, rng.random())
 
 
 def generate_events(spec: SampleSpec, items: dict[int, dict[str, int]],
@@ -83,12 +93,14 @@ def generate_events(spec: SampleSpec, items: dict[int, dict[str, int]],
     by_topic = _topic_items(items)
     names = list(TOPICS)
     start_day = END_TS // 86400 - spec.days
-    hours_p = HOUR_WEIGHTS / HOUR_WEIGHTS.sum()
+    hours_cdf = _cdf(HOUR_WEIGHTS / HOUR_WEIGHTS.sum())
+    action_cdf = _cdf([0.7, 0.25, 0.05])
+    pools = {topic: (pool.tolist(), len(pool)) for topic, pool in by_topic.items()}
     rows: list[tuple[float, bytes]] = []    # (log position, line)
     for user_id in range(1, spec.users + 1):
         n_topics = int(rng.integers(1, 4))
         topics = rng.choice(len(names), size=n_topics, replace=False)
-        affinity = rng.dirichlet(np.ones(n_topics))
+        affinity = _cdf(rng.dirichlet(np.ones(n_topics)))
         p_active = float(np.clip(rng.beta(1.2, 2.0) * spec.activity, 0.03 * spec.activity, 0.95))
         sessions_per_day = 1 + rng.poisson(0.8)
         seq = 0
@@ -96,12 +108,13 @@ def generate_events(spec: SampleSpec, items: dict[int, dict[str, int]],
             if rng.random() > p_active:
                 continue
             for _ in range(int(rng.integers(1, sessions_per_day + 1))):
-                t = day * 86400 + int(rng.choice(24, p=hours_p)) * 3600 + int(rng.integers(3600))
+                t = day * 86400 + _choice(rng, hours_cdf) * 3600 + int(rng.integers(3600))
                 n_ev = 1 + int(rng.geometric(0.25))
                 for _ in range(n_ev):
-                    topic = names[topics[int(rng.choice(n_topics, p=affinity))]]
-                    item = int(_zipf_pick(rng, by_topic[topic], 1)[0])
-                    action = int(rng.choice(3, p=[0.7, 0.25, 0.05]))
+                    topic = names[topics[_choice(rng, affinity)]]
+                    ids, n_ids = pools[topic]
+                    item = ids[min(int(rng.zipf(1.3)), n_ids) - 1]     # Zipf popularity by rank
+                    action = _choice(rng, action_cdf)
                     ev = {"user_id": user_id, "item_id": item, "timestamp": t,
                           "action_type": action, "event_id": f"u{user_id}-{seq}"}
                     if action > 0:
