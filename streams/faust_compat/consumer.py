@@ -88,6 +88,8 @@ class ConsumerHooks:
     feed: RawFeed | None = None         # the topic fed raw to streams.io.event_feed
     # when the group coordinator last confirmed this worker (streams.pipeline.fencing)
     membership: MembershipWatch = field(default_factory=MembershipWatch)
+    # changelog records restored a fetched run at a time (streams.faust_compat.changelog_restore)
+    changelog_restored: int = 0
 
 
 def _leader_tp(app: AppT) -> TP:

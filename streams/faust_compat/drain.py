@@ -9,7 +9,9 @@ why (docs/FAUST_INTERNALS.md#drain-loop):
 - the fetch is taken partition by partition (`fetched_runs`), not record by record: the feed's
   records become one run of columns per partition (streams.io.raw_batch), checked and appended to
   the feed as a whole (waiting for room, or for flow to stop), with no Faust message made;
-  other topics' records still become messages and go to the callback one by one;
+  a changelog partition's run goes into its table at once (streams.faust_compat.changelog_restore,
+  restored as Faust's recovery loop would, record by record); other topics' records still become
+  messages and go to the callback one by one;
 - a feed record fetched before the latest seek is dropped unread and the partitions are sought
   back to their committed offsets (docs/FAUST_INTERNALS.md#seeks);
 - a gap on the feed's topic (the client's position jumped past offsets this worker never read)
@@ -36,6 +38,7 @@ from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.consumer import Consumer as FaustConsumer
 from mode import Service
 
+from streams.faust_compat import changelog_restore
 from streams.io.raw_batch import FetchedRun
 
 UPSTREAM_COPY = Path(__file__).with_name("upstream") / "consumer_drain_messages.txt"
@@ -61,6 +64,9 @@ class DrainedConsumer(Protocol):
 
     @property
     def should_stop(self) -> bool: ...
+
+    @property
+    def hooks(self) -> Any: ...
 
     def _wait_next_records(self, *args: Any, **kwargs: Any) -> Any: ...
 
@@ -100,11 +106,11 @@ class RawFeed(Protocol):
 async def fetched_runs(self: DrainedConsumer, timeout: float, feed_topic: str
                        ) -> AsyncIterator[tuple[Any, list[Any]]]:
     """Faust's `Consumer.getmany`, with no message object made: (tp, aiokafka records) of one
-    fetch, all of a partition's records at once on `feed_topic`, one record at a time on other
-    topics. Its checks are the original's, made before each yield: flow still active, the
-    generation unchanged, the partition active (or buffered); its high watermark is tracked for
-    Faust's monitor. (Faust makes them before each record; between two records of one feed
-    partition nothing is awaited.)"""
+    fetch, all of a partition's records at once on `feed_topic` and on the changelog partitions
+    the recovery restores in bulk, one record at a time on other topics. Its checks are the
+    original's, made before each yield: flow still active, the generation unchanged, the
+    partition active (or buffered); its high watermark is tracked for Faust's monitor. (Faust
+    makes them before each record; between two records of one run nothing is awaited.)"""
     records, active_partitions = await self._wait_next_records(timeout)
     generation_id = self.app.consumer_generation_id
     if records is None or self.should_stop:
@@ -120,7 +126,8 @@ async def fetched_runs(self: DrainedConsumer, timeout: float, feed_topic: str
         if not (active_partitions is None or tp in active_partitions
                 or tp in self._buffered_partitions):
             continue
-        runs = [tp_records] if tp.topic == feed_topic else [[r] for r in tp_records]
+        whole = tp.topic == feed_topic or changelog_restore.takes(self.app.tables.recovery, tp)
+        runs = [tp_records] if whole else [[r] for r in tp_records]
         for run in runs:
             if not self.flow_active or self.app.consumer_generation_id != generation_id:
                 return
@@ -143,6 +150,7 @@ async def drain_into_feed(self: DrainedConsumer, fetcher: Any, feed: RawFeed) ->
     flow = self.app.flow_control
     feed_topic = feed.topic
     stale_fetch = self.fetched_before_a_seek
+    recovery = self.app.tables.recovery
     since_yield = 0
     sleep = asyncio.sleep
     try:
@@ -157,6 +165,16 @@ async def drain_into_feed(self: DrainedConsumer, fetcher: Any, feed: RawFeed) ->
             other_stale: dict[Any, list[int]] = {}
             async for tp, tp_records in ait:
                 if tp.topic != feed_topic:
+                    if len(tp_records) > 1 or changelog_restore.takes(recovery, tp):
+                        # a changelog partition's run, restored at once (fetched_runs)
+                        if stale_fetch():
+                            other_stale.setdefault(tp, []).extend(r.offset for r in tp_records)
+                        since_yield += len(tp_records)
+                        if since_yield > YIELD_EVERY:
+                            await sleep(0)
+                            since_yield = 0
+                        await _changelog_run(self, tp, tp_records, recovery)
+                        continue
                     for record in tp_records:
                         if stale_fetch():
                             # diagnostic only: a changelog record fetched before the latest
@@ -263,6 +281,31 @@ async def _other_record(self: DrainedConsumer, tp: Any, message: Any, callback: 
         await self.commit()
     await self.wait_first(callback(message), self.suspend_flow.wait())
     self._read_offset[tp] = offset
+
+
+async def _changelog_run(self: DrainedConsumer, tp: Any, records: list[Any],
+                         recovery: Any) -> None:
+    """A run of a changelog partition's records (streams.faust_compat.changelog_restore): the
+    steps `_other_record` takes for each record, once for the run; the records go into the
+    table at once instead of to Faust's callback one by one."""
+    r_offset = self._read_offset[tp]
+    if r_offset is not None and records[0].offset < r_offset:
+        kept = records[bisect_left([r.offset for r in records], r_offset):]
+        self.log.warning("%s: records at offsets %d..%d dropped as already read (read offset "
+                         "%d)", tp, records[0].offset, records[-1 - len(kept)].offset, r_offset)
+        records = kept
+        if not records:
+            return
+    commit_every = self._commit_every
+    if commit_every is not None and self._n_acked >= commit_every:
+        self._n_acked = 0
+        await self.commit()
+    if not (self.flow_active and changelog_restore.takes(recovery, tp)):
+        return          # a rebalance began during the commit: the recovery seeks again
+    to_message = self._to_message
+    self.hooks.changelog_restored += changelog_restore.restore_run(
+        recovery, tp, [to_message(tp, r) for r in records], self.app.create_event)
+    self._read_offset[tp] = records[-1].offset
 
 
 class UpstreamChanged(AssertionError):

@@ -4,6 +4,7 @@ worker that owns its partition under `kafka.partitioner`, else on any other
 from __future__ import annotations
 
 from streams.context import WorkerContext
+from streams.faust_compat.consumer import consumer_hooks
 from streams.web.routing import LOCAL_PARAM, NoAssignment, ProfileFinder
 
 MAX_BATCH_IDS = 1000
@@ -21,6 +22,7 @@ def _local_only(request) -> bool:
 def add_routes(worker: WorkerContext) -> None:
     app, pipeline = worker.app, worker.pipeline
     finder = ProfileFinder(pipeline)
+    hooks = consumer_hooks(app)
 
     @app.page("/profiles/{user_id}")
     async def get_profile(web, request, user_id: str):
@@ -82,4 +84,6 @@ def add_routes(worker: WorkerContext) -> None:
                                          "hits": pipeline.cache.hits,
                                          "misses": pipeline.cache.misses},
                          # records fetched across a seek, dropped and fetched again
-                         "feed_stale_dropped": pipeline.feed.stale_dropped})
+                         "feed_stale_dropped": pipeline.feed.stale_dropped,
+                         # changelog records restored into the table (active and standby)
+                         "changelog_restored": hooks.changelog_restored})

@@ -205,3 +205,11 @@ def test_the_tables_stores_do_not_keep_a_revoked_partitions_database_open(tmp_pa
     again = open_store(path)                        # assigned again: opened anew
     assert again.get(b"1") == b"v"
     again.close()
+
+
+def test_the_installed_faust_recovery_loop_is_the_one_our_bulk_restore_follows():
+    from streams.faust_compat.changelog_restore import SLURP_COPY, check_upstream
+    check_upstream()
+    changed = stored_source(SLURP_COPY).replace("if len(buf) >= bufsize:", "if len(buf) > bufsize:")
+    with pytest.raises(UpstreamChanged, match="_slurp_changelogs"):
+        check_upstream(stored=changed)
