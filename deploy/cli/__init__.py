@@ -181,10 +181,12 @@ def bench(users: int, days: int, workdir: str, out: str, tuned_batch: int, laten
 @click.option("--kills", type=click.IntRange(0), default=5, show_default=True)
 @click.option("--skip", multiple=True, type=click.Choice(FAULT_KINDS),
               help="Leave a kind of fault out (repeatable).")
+@click.option("--standby", type=click.IntRange(0, 1), default=0, show_default=True,
+              help="The workers' standby replicas (worker.standby_replicas).")
 @click.option("--workdir", type=click.Path(file_okay=False), default="run/chaos",
               show_default=True, help="Each run keeps its logs in seed-N/ there.")
 def chaos(users: int, seed: int, runs: int, hostile: int, kills: int, skip: tuple[str, ...],
-          workdir: str) -> None:
+          standby: int, workdir: str) -> None:
     """Sample events through 3 workers under a seeded fault schedule (worker and broker
     faults); then profiles and states against the batch path. Exit 0 only when every run's
     mismatches, lost and double-applied events, users without state and worker exits are 0."""
@@ -195,7 +197,7 @@ def chaos(users: int, seed: int, runs: int, hostile: int, kills: int, skip: tupl
     reports = []
     for s in range(seed, seed + runs):
         report = run_chaos(Path(workdir) / f"seed-{s}", users, s, hostile, say=_say,
-                           kills=kills, skip=skip)
+                           kills=kills, skip=skip, standby=standby)
         for line in report.lines():
             click.echo(line)
         reports.append(report)

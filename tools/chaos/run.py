@@ -218,7 +218,7 @@ def _produce_hostile(cfg, payloads: list[tuple[bytes, bytes | None, str | None]]
 
 def run_chaos(workdir: Path, users: int, seed: int, hostile: int,
               say: Callable[[str], None] = print, kills: int = 5, rate: float = 5000,
-              skip: tuple[str, ...] = ()) -> ChaosReport:
+              skip: tuple[str, ...] = (), standby: int = 0) -> ChaosReport:
     t_start = time.monotonic()
     install_rebootstrap()       # this process's producers and readers live through the faults
     workdir = workdir.resolve()     # workers run in the checkout, not in the caller's folder
@@ -231,7 +231,8 @@ def run_chaos(workdir: Path, users: int, seed: int, hostile: int,
     raw = {"kafka": {"broker": f"kafka://127.0.0.1:{proxy_port}", "partitions": 6},
            "embedded_broker": {"port": port, "run_dir": str(workdir / "run")},
            "mapping_index": str(workdir / "mapping_index.json"),
-           "worker": {"data_dir": str(workdir / "data"), "log_level": "info"},
+           "worker": {"data_dir": str(workdir / "data"), "log_level": "info",
+                      "standby_replicas": standby},
            "real_time_update": {"batch_size": 500},
            # counts compare with the batch path at each user's T: no wall-clock runs
            "scheduled_update": dict(NO_SCHEDULED_RUNS)}
@@ -246,8 +247,8 @@ def run_chaos(workdir: Path, users: int, seed: int, hostile: int,
     payloads = list(hostile_payloads(hostile, seed=seed))
     report = ChaosReport(seed, n_events, len(payloads) if "hostile" not in skip else 0,
                          [f.describe() for f in plan])
-    say(f"chaos seed {seed}: {n_events:,} sample events at {rate:,.0f}/s (~{duration:.0f} s); "
-        f"fault schedule:")
+    say(f"chaos seed {seed}: {n_events:,} sample events at {rate:,.0f}/s (~{duration:.0f} s), "
+        f"standby replicas {standby}; fault schedule:")
     for f in plan:
         say(f"  {f.describe()}")
 
