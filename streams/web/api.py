@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from streams.context import WorkerContext
 from streams.faust_compat.consumer import consumer_hooks
-from streams.web.routing import LOCAL_PARAM, NoAssignment, ProfileFinder
+from streams.web.routing import (
+    LOCAL_PARAM,
+    RESTORING_STATUS,
+    RETRY_AFTER_SECONDS,
+    NoAssignment,
+    ProfileFinder,
+    Restoring,
+)
 
 MAX_BATCH_IDS = 1000
 
@@ -19,6 +26,13 @@ def _local_only(request) -> bool:
     return request.query.get(LOCAL_PARAM) == "1"
 
 
+def _restoring(web, e: Restoring):
+    """503 with Retry-After: never an answer from a state the restore has not brought up to
+    date yet."""
+    return web.json({"error": str(e), "restoring": True}, status=RESTORING_STATUS,
+                    headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
 def add_routes(worker: WorkerContext) -> None:
     app, pipeline = worker.app, worker.pipeline
     finder = ProfileFinder(pipeline)
@@ -30,13 +44,15 @@ def add_routes(worker: WorkerContext) -> None:
         if uid is None:
             return web.json({"error": f"user id {user_id[:40]!r} is not a decimal integer"},
                             status=400)
-        if _local_only(request):
-            rec = finder.local([str(uid)])[str(uid)]
-        else:
-            try:
+        try:
+            if _local_only(request):
+                rec = finder.local([str(uid)])[str(uid)]
+            else:
                 rec = (await finder.find([str(uid)]))[str(uid)]
-            except NoAssignment as e:
-                return web.json({"error": str(e)}, status=503)
+        except NoAssignment as e:
+            return web.json({"error": str(e)}, status=503)
+        except Restoring as e:
+            return _restoring(web, e)
         if rec is None:
             return web.json({"error": f"no profile for user {uid}"}, status=404)
         return web.json(rec)
@@ -49,13 +65,12 @@ def add_routes(worker: WorkerContext) -> None:
         if not ids or bad or len(ids) > MAX_BATCH_IDS:
             return web.json({"error": "ids= takes 1 to 1000 comma-separated decimal user ids"
                              + (f"; bad: {bad[:5]}" if bad else "")}, status=400)
-        if _local_only(request):
-            out = finder.local(ids)
-        else:
-            try:
-                out = await finder.find(ids)
-            except NoAssignment as e:
-                return web.json({"error": str(e)}, status=503)
+        try:
+            out = finder.local(ids) if _local_only(request) else await finder.find(ids)
+        except NoAssignment as e:
+            return web.json({"error": str(e)}, status=503)
+        except Restoring as e:
+            return _restoring(web, e)
         return web.json({"profiles": {s: out.get(s) for s in ids},
                          "missing": [s for s in ids if out.get(s) is None]})
 

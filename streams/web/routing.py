@@ -28,18 +28,28 @@ class NoAssignment(RuntimeError):
     """The worker does not know the group's partition assignment yet (starting, rebalancing)."""
 
 
+class Restoring(RuntimeError):
+    """A worker asked for profiles is restoring its partitions from the changelog (a restart,
+    or partitions it took over): a state read now may be older than what was published, or
+    missing, so the read is refused until the restore is done."""
+
+
+RETRY_AFTER_SECONDS = 1     # a restore takes seconds (BENCHMARKS.md, "Failover and restore")
+RESTORING_STATUS = 503
+
+
 class ProfileFinder:
     def __init__(self, pipeline):
         self.pl = pipeline
         self.app = pipeline.app
+        self.group = FaustGroup(self.app, pipeline.cfg.kafka.topics.user_events)
 
     def me(self) -> str:
         return str(self.app.conf.canonical_url).rstrip("/")
 
     def owners(self) -> dict[int, str]:
         """partition -> URL of the worker with it active, from Faust's assignment."""
-        return FaustGroup(self.app, self.pl.cfg.kafka.topics.user_events).table_owners(
-            self.pl.states.name)
+        return self.group.table_owners(self.pl.states.name)
 
     def _peer_session(self) -> aiohttp.ClientSession:
         """The HTTP session for asking other workers (where workers must present the API token
@@ -47,6 +57,10 @@ class ProfileFinder:
         return peer_session(self.pl.cfg, TIMEOUT_SECONDS)
 
     def local(self, ids: list[str]) -> dict[str, dict | None]:
+        """This worker's own answers; Restoring while its table recovery is under way."""
+        if not self.group.ready():
+            raise Restoring(f"worker {self.me()} is restoring its partitions from the "
+                            f"changelog; ask again in {RETRY_AFTER_SECONDS} s")
         found = self.pl.profiles([int(s) for s in ids], self.pl.active_partitions())
         return {s: found[int(s)] for s in ids}
 
@@ -99,6 +113,9 @@ class ProfileFinder:
             async with http.get(url, params={"ids": ",".join(ids), LOCAL_PARAM: "1"}) as r:
                 if r.status == 200:
                     return (await r.json())["profiles"]
+                if r.status == RESTORING_STATUS and (await r.json()).get("restoring"):
+                    raise Restoring(f"worker {worker} is restoring its partitions from the "
+                                    f"changelog; ask again in {RETRY_AFTER_SECONDS} s")
                 log.warning("asking %s for %d profiles: HTTP %s", worker, len(ids), r.status)
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError) as e:
             log.warning("asking %s for %d profiles failed: %r", worker, len(ids), e)

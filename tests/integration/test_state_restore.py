@@ -1,10 +1,16 @@
 """A profile worker that lost its data dir restores every state from the state changelog, a
 fetched run at a time (streams.faust_compat.changelog_restore): it counts as restored exactly
-the records the changelog holds, and every user's state is the batch path's again."""
+the records the changelog holds, and every user's state is the batch path's again. Queried
+while it starts and restores, it answers each profile as published or 503 (with Retry-After
+while restoring), never a missing or an older profile."""
 from __future__ import annotations
 
+import json
 import shutil
 import signal
+import time
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -15,6 +21,7 @@ from streams.pipeline.topology import state_changelog_topic
 from tests.harness import (
     caught_up,
     http_json,
+    latest_values,
     profile_worker,
     state_diffs,
     topic_size,
@@ -24,6 +31,17 @@ from tests.harness import (
 from tools.data.sample import SampleSpec, write_sample
 
 pytestmark = pytest.mark.integration
+
+
+def _answer(url: str) -> tuple[int | None, dict, str | None]:
+    """(status, body, Retry-After) of a GET; status None when nothing listens yet."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, json.loads(r.read()), r.headers.get("Retry-After")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}"), e.headers.get("Retry-After")
+    except OSError:
+        return None, {}, None
 
 
 def test_a_worker_without_its_data_dir_restores_every_state_from_the_changelog(
@@ -44,9 +62,31 @@ def test_a_worker_without_its_data_dir_restores_every_state_from_the_changelog(
     records = topic_size(cfg, state_changelog_topic(cfg))
     assert records >= 200           # a state per active user at least: runs of many records
 
+    published = {int(k): v for k, v in
+                 latest_values(cfg, cfg.kafka.topics.profile_updates).items()}
+    asked = sorted(published)[::25]
+
     w.kill(signal.SIGKILL)
     shutil.rmtree(cfg.worker.data_dir)
     again = profile_worker(workers, cfg_path, 1, port, "w1-without-data").start()
+    # asked while it starts and restores: the published profile, or 503, never another answer
+    seen: dict[str, int] = {}
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        for uid in asked:
+            status, body, retry = _answer(again.url(f"/profiles/{uid}"))
+            kind = f"{status}" + (" restoring" if body.get("restoring") else "")
+            seen[kind] = seen.get(kind, 0) + 1
+            if status == 200:
+                assert body["features"] == published[uid]["features"], (uid, body)
+            elif status == 503 and body.get("restoring"):
+                assert retry == "1", (body, retry)
+            else:
+                assert status is None or (status == 503 and "assignment" in body["error"]), \
+                    (uid, status, body)
+        if seen.get("200", 0) >= 3 * len(asked):
+            break
+    print(f"answers while starting and after: {seen}")
     again.wait_healthy(120)
     assert wait_for(lambda: not state_diffs(cfg, again, sample / "events.jsonl", ids), 60,
                     interval=0.5, what="every state restored")
