@@ -218,7 +218,13 @@ def _produce_hostile(cfg, payloads: list[tuple[bytes, bytes | None, str | None]]
 
 def run_chaos(workdir: Path, users: int, seed: int, hostile: int,
               say: Callable[[str], None] = print, kills: int = 5, rate: float = 5000,
-              skip: tuple[str, ...] = (), standby: int = 0) -> ChaosReport:
+              skip: tuple[str, ...] = (), standby: int = 0, client: dict | None = None,
+              broker_pause: float = BROKER_PAUSE, latency_for: float = LATENCY_FOR
+              ) -> ChaosReport:
+    """`client`: kafka.client settings of the workers and this run's clients (the short run in
+    tests/integration/test_chaos.py takes the broker's least session timeout, 6 s, and shorter
+    faults still past it); `broker_pause`, `latency_for`: seconds the broker is stopped, and
+    that the latency lasts."""
     t_start = time.monotonic()
     install_rebootstrap()       # this process's producers and readers live through the faults
     workdir = workdir.resolve()     # workers run in the checkout, not in the caller's folder
@@ -228,7 +234,8 @@ def run_chaos(workdir: Path, users: int, seed: int, hostile: int,
     clients_log = _log_clients_to(logs / "clients.log")
     port, proxy_port, base = embedded.free_port(), embedded.free_port(), _ports(4)
     # Every client goes through the proxy; the broker advertises it.
-    raw = {"kafka": {"broker": f"kafka://127.0.0.1:{proxy_port}", "partitions": 6},
+    raw = {"kafka": {"broker": f"kafka://127.0.0.1:{proxy_port}", "partitions": 6,
+                     **({"client": client} if client else {})},
            "embedded_broker": {"port": port, "run_dir": str(workdir / "run")},
            "mapping_index": str(workdir / "mapping_index.json"),
            "worker": {"data_dir": str(workdir / "data"), "log_level": "info",
@@ -261,6 +268,8 @@ def run_chaos(workdir: Path, users: int, seed: int, hostile: int,
         for i in WORKER_IDS:
             w.start(i)
         _wait(lambda: all(w.healthy(i) for i in WORKER_IDS), 120, "3 workers healthy", w)
+        say(f"{_clock(time.time())} 3 workers healthy, {time.monotonic() - t_start:.1f} s "
+            "after the start")
         done = threading.Event()
         produced: dict = {}
 
@@ -300,8 +309,8 @@ def run_chaos(workdir: Path, users: int, seed: int, hostile: int,
                 hostile_sent = _produce_hostile(cfg, payloads)
                 note = f" ({hostile_sent:,} sent)"
             elif f.kind == "broker-pause":
-                _pause_broker(cfg.run_dir, BROKER_PAUSE)
-                note = f" ({BROKER_PAUSE:.0f} s)"
+                _pause_broker(cfg.run_dir, broker_pause)
+                note = f" ({broker_pause:.0f} s)"
             elif f.kind == "broker-kill":
                 pid = embedded.kill(cfg.run_dir)
                 time.sleep(random.Random(seed + int(f.at * 10)).uniform(1, 2))
@@ -317,9 +326,9 @@ def run_chaos(workdir: Path, users: int, seed: int, hostile: int,
                 note = f" ({proxy.cut_all()} connections)"
             elif f.kind == "latency":
                 proxy.set_delay(LATENCY)
-                latency_off = threading.Timer(LATENCY_FOR, proxy.set_delay, (0.0,))
+                latency_off = threading.Timer(latency_for, proxy.set_delay, (0.0,))
                 latency_off.start()
-                note = f" ({LATENCY * 1000:.0f} ms each way for {LATENCY_FOR:.0f} s)"
+                note = f" ({LATENCY * 1000:.0f} ms each way for {latency_for:.0f} s)"
             report.faults_done.append(f.describe() + note)
             say(f"  {_clock(time.time())} done: {report.faults_done[-1]}")
         if not done.wait(600):
@@ -331,6 +340,7 @@ def run_chaos(workdir: Path, users: int, seed: int, hostile: int,
         say(f"{_clock(time.time())} all produced; waiting for the workers to catch up")
         _wait(lambda: all(w.healthy(i) for i in WORKER_IDS) and _lag_zero(w, cfg), 600,
               "lag 0 on every partition", w, explain=lambda: _stall_report(w))
+        say(f"{_clock(time.time())} caught up: lag 0 on every partition")
         sent = payloads if any(f.kind == "hostile" for f in plan) else []
         report = _verify(cfg, w, sample, sent, report, workdir, say)
     except (RuntimeError, WorkerCallError, OSError) as e:
@@ -415,7 +425,7 @@ STALL_FIELDS = ("status", "recovering_partitions", "assigned_partitions", "gener
 
 
 def _stall_report(w: Workers, log_lines: int = 12) -> list[str]:
-    """What each worker says of itself (health, lag) and the last warnings in its log."""
+    """What each worker says of itself (health, lag, counts) and the last warnings in its log."""
     out = []
     for i in WORKER_IDS:
         try:
@@ -428,6 +438,14 @@ def _stall_report(w: Workers, log_lines: int = 12) -> list[str]:
         except (WorkerCallError, ValueError) as e:
             lag = f"no monitor answer ({e})"
         out.append(f"worker {i}: {state}; lag {lag}")
+        try:
+            stats = call(w.url(i) + "/stats", timeout=5)
+            out.append(f"  stats: counts {stats.get('counts')}; feed_stale_dropped "
+                       f"{stats.get('feed_stale_dropped')}; changelog_restored "
+                       f"{stats.get('changelog_restored')}; state_cache "
+                       f"{stats.get('state_cache')}")
+        except (WorkerCallError, ValueError) as e:
+            out.append(f"  no stats answer ({e})")
         log = w.logs / f"worker-{i}-{w.starts.get(i, 1)}.log"
         try:
             lines = log.read_text(errors="replace").splitlines()
