@@ -1,4 +1,4 @@
-"""`--engine spark` (PySpark on local[2], one session for the module) against the local engine
+"""`--engine spark` (PySpark on local[2], one session for every Spark test) against the local engine
 and the brute-force definition of a training row."""
 from __future__ import annotations
 
@@ -22,14 +22,13 @@ MASTER = "local[2]"
 
 
 @pytest.fixture(scope="module")
-def spark():
-    session = spark_engine.session(MASTER)
+def spark(spark_session):
+    session = spark_session
     # small file splits: the inputs are read as several blocks over several partitions, so
     # line numbers must come from the files, not from the order rows arrive in
     session.conf.set("spark.sql.files.maxPartitionBytes", "200000")
     session.conf.set("spark.sql.files.openCostInBytes", "0")
-    yield session
-    session.stop()
+    return session
 
 
 @pytest.fixture(scope="module")

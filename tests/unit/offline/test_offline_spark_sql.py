@@ -64,13 +64,12 @@ SPARK_TRICKY = [
 
 
 @pytest.fixture(scope="module")
-def spark():
-    session = spark_engine.session(MASTER)
+def spark(spark_session):
+    session = spark_session
     # several blocks over several partitions: line numbers must come from the files
     session.conf.set("spark.sql.files.maxPartitionBytes", "100000")
     session.conf.set("spark.sql.files.openCostInBytes", "0")
-    yield session
-    session.stop()
+    return session
 
 
 def test_a_line_spark_sql_accepts_is_the_event_the_parser_makes(spark, tmp_path):
