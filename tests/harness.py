@@ -13,6 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from email.message import Message
 from pathlib import Path
 
 import orjson
@@ -62,14 +63,21 @@ def write_config(path: Path, broker: Broker, **sections) -> Path:
     return path
 
 
-def http_json(url: str, timeout: float = 2.0, token: str | None = None) -> tuple[int, dict]:
+def http_answer(url: str, timeout: float = 2.0, token: str | None = None
+                ) -> tuple[int, dict, Message]:
+    """(status, JSON body, headers) of a GET, error statuses included."""
     req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"}
                                  if token else {})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, json.loads(r.read())
+            return r.status, json.loads(r.read()), r.headers
     except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"{}")
+        return e.code, json.loads(e.read() or b"{}"), e.headers
+
+
+def http_json(url: str, timeout: float = 2.0, token: str | None = None) -> tuple[int, dict]:
+    status, body, _ = http_answer(url, timeout, token)
+    return status, body
 
 
 @dataclass

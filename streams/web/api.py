@@ -26,10 +26,13 @@ def _local_only(request) -> bool:
     return request.query.get(LOCAL_PARAM) == "1"
 
 
-def _restoring(web, e: Restoring):
-    """503 with Retry-After: never an answer from a state the restore has not brought up to
-    date yet."""
-    return web.json({"error": str(e), "restoring": True}, status=RESTORING_STATUS,
+def _not_yet(web, e: NoAssignment | Restoring):
+    """503 with Retry-After: no assignment yet, or (`"restoring": true`) a restore under way;
+    never an answer from a state the restore has not brought up to date yet."""
+    body: dict = {"error": str(e)}
+    if isinstance(e, Restoring):
+        body["restoring"] = True
+    return web.json(body, status=RESTORING_STATUS,
                     headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
@@ -49,10 +52,8 @@ def add_routes(worker: WorkerContext) -> None:
                 rec = finder.local([str(uid)])[str(uid)]
             else:
                 rec = (await finder.find([str(uid)]))[str(uid)]
-        except NoAssignment as e:
-            return web.json({"error": str(e)}, status=503)
-        except Restoring as e:
-            return _restoring(web, e)
+        except (NoAssignment, Restoring) as e:
+            return _not_yet(web, e)
         if rec is None:
             return web.json({"error": f"no profile for user {uid}"}, status=404)
         return web.json(rec)
@@ -67,10 +68,8 @@ def add_routes(worker: WorkerContext) -> None:
                              + (f"; bad: {bad[:5]}" if bad else "")}, status=400)
         try:
             out = finder.local(ids) if _local_only(request) else await finder.find(ids)
-        except NoAssignment as e:
-            return web.json({"error": str(e)}, status=503)
-        except Restoring as e:
-            return _restoring(web, e)
+        except (NoAssignment, Restoring) as e:
+            return _not_yet(web, e)
         return web.json({"profiles": {s: out.get(s) for s in ids},
                          "missing": [s for s in ids if out.get(s) is None]})
 
