@@ -25,7 +25,7 @@ BROKER_PAUSE, LATENCY_FOR = 10.0, 15.0
 @pytest.mark.timeout(900)
 def test_short_chaos_run_loses_and_doubles_nothing(tmp_path):
     report = run_chaos(tmp_path / "chaos", users=1500, seed=7, hostile=1000, kills=2,
-                       rate=3000, client=CLIENT, broker_pause=BROKER_PAUSE,
+                       rate=3000, client_settings=CLIENT, broker_pause=BROKER_PAUSE,
                        latency_for=LATENCY_FOR)
     print("\n".join(report.lines()))
     if not report.ok:

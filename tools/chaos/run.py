@@ -218,13 +218,13 @@ def _produce_hostile(cfg, payloads: list[tuple[bytes, bytes | None, str | None]]
 
 def run_chaos(workdir: Path, users: int, seed: int, hostile: int,
               say: Callable[[str], None] = print, kills: int = 5, rate: float = 5000,
-              skip: tuple[str, ...] = (), standby: int = 0, client: dict | None = None,
-              broker_pause: float = BROKER_PAUSE, latency_for: float = LATENCY_FOR
-              ) -> ChaosReport:
-    """`client`: kafka.client settings of the workers and this run's clients (the short run in
-    tests/integration/test_chaos.py takes the broker's least session timeout, 6 s, and shorter
-    faults still past it); `broker_pause`, `latency_for`: seconds the broker is stopped, and
-    that the latency lasts."""
+              skip: tuple[str, ...] = (), standby: int = 0,
+              client_settings: dict | None = None, broker_pause: float = BROKER_PAUSE,
+              latency_for: float = LATENCY_FOR) -> ChaosReport:
+    """`client_settings`: kafka.client settings of the workers and this run's clients (the
+    short run in tests/integration/test_chaos.py takes the broker's least session timeout,
+    6 s, and shorter faults still past it); `broker_pause`, `latency_for`: seconds the broker
+    is stopped, and that the latency lasts."""
     t_start = time.monotonic()
     install_rebootstrap()       # this process's producers and readers live through the faults
     workdir = workdir.resolve()     # workers run in the checkout, not in the caller's folder
@@ -235,7 +235,7 @@ def run_chaos(workdir: Path, users: int, seed: int, hostile: int,
     port, proxy_port, base = embedded.free_port(), embedded.free_port(), _ports(4)
     # Every client goes through the proxy; the broker advertises it.
     raw = {"kafka": {"broker": f"kafka://127.0.0.1:{proxy_port}", "partitions": 6,
-                     **({"client": client} if client else {})},
+                     **({"client": client_settings} if client_settings else {})},
            "embedded_broker": {"port": port, "run_dir": str(workdir / "run")},
            "mapping_index": str(workdir / "mapping_index.json"),
            "worker": {"data_dir": str(workdir / "data"), "log_level": "info",
