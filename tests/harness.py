@@ -236,16 +236,18 @@ def latest_values(cfg, topic: str) -> dict[bytes, dict]:
     return {r.key: orjson.loads(r.value) for r in read_topic(cfg, topic)}
 
 
-def topic_size(cfg, topic: str) -> int:
-    """Records in `topic`: the sum of its partitions' end offsets (nothing is deleted in a
-    test: compaction keeps offsets), 0 when it does not exist."""
+def topic_size(cfg, topic: str, partitions: list[int] | None = None) -> int:
+    """Records in `topic` (in `partitions` of it, when given): the sum of the partitions' end
+    offsets (nothing is deleted in a test: compaction keeps offsets), 0 when it does not
+    exist."""
     async def run() -> int:
         consumer = AIOKafkaConsumer(bootstrap_servers=cfg.kafka.bootstrap_servers,
                                     **client_kwargs(cfg), group_id=None,
                                     enable_auto_commit=False)
         await consumer.start()
         try:
-            tps = await _topic_partitions(consumer, topic)
+            tps = [tp for tp in await _topic_partitions(consumer, topic)
+                   if partitions is None or tp.partition in partitions]
             return sum((await consumer.end_offsets(tps)).values()) if tps else 0
         finally:
             await consumer.stop()
@@ -352,11 +354,12 @@ def state_diffs(cfg, worker, events: Path, ids: list[int]) -> dict:
     return diffs
 
 
-def published_vs_batch(cfg, events: Path, out: Path):
-    """Every user's latest `profile-updates` record against the batch path on `events`
-    (tools.verify.Comparison: .ok, .summary(), .mismatched)."""
+def published_vs_batch(cfg, events: Path, out: Path, items: Path | None = None):
+    """Every user's latest `profile-updates` record against the batch path on `events` (and
+    the item catalog `items`, when the workers had one) (tools.verify.Comparison: .ok,
+    .summary(), .mismatched)."""
     from tools.verify import batch_profiles, compare
-    expected = batch_profiles(cfg, None, events, out)
+    expected = batch_profiles(cfg, items, events, out)
     caught_up(cfg)              # every event's records delivered (restarts in place included)
     published = {int(k): v for k, v in latest_values(cfg, cfg.kafka.topics.profile_updates)
                  .items()}
