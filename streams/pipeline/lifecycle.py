@@ -161,6 +161,7 @@ class BatchLifecycle:
         self.others_lock = CommittingLock(self)
         self.checkpoint: Checkpoint | None = None
         self.delivery: asyncio.Task[None] | None = None   # the last commit's delivery
+        self.delivery_began: float | None = None           # its monotonic start
 
     # ------------------------------------------------------------------ the agent's loop
 
@@ -299,8 +300,20 @@ class BatchLifecycle:
         task = asyncio.create_task(self._deliver(cp, emitted, self.delivery,
                                                  group.generation, group.rebalance_count))
         task.add_done_callback(self._delivery_done)
-        self.delivery = task
+        self.delivery, self.delivery_began = task, time.monotonic()
         return task
+
+    def status(self) -> dict[str, Any]:
+        """Where the agent's work stands (`/stats` → lifecycle): the open checkpoint's events
+        and age, how long the last commit's delivery has been running (None: done), and
+        whether the pipeline lock is held."""
+        now = time.monotonic()
+        cp, delivery, began = self.checkpoint, self.delivery, self.delivery_began
+        running = delivery is not None and not delivery.done() and began is not None
+        return {"open_events": cp.events if cp is not None else 0,
+                "open_seconds": round(now - cp.started, 3) if cp is not None else None,
+                "delivering_seconds": round(now - began, 3) if running and began else None,
+                "lock_held": self.lock.locked()}
 
     def _delivery_done(self, task: asyncio.Task[None]) -> None:
         exc = None if task.cancelled() else task.exception()

@@ -99,5 +99,8 @@ def add_routes(worker: WorkerContext) -> None:
                                          "misses": pipeline.cache.misses},
                          # records fetched across a seek, dropped and fetched again
                          "feed_stale_dropped": pipeline.feed.stale_dropped,
+                         # records fetched and waiting for the agent
+                         "feed_buffered": len(pipeline.feed),
+                         "lifecycle": pipeline.lifecycle.status(),
                          # changelog records restored into the table (active and standby)
                          "changelog_restored": hooks.changelog_restored})

@@ -440,9 +440,10 @@ def _stall_report(w: Workers, log_lines: int = 12) -> list[str]:
         out.append(f"worker {i}: {state}; lag {lag}")
         try:
             stats = call(w.url(i) + "/stats", timeout=5)
-            out.append(f"  stats: counts {stats.get('counts')}; feed_stale_dropped "
-                       f"{stats.get('feed_stale_dropped')}; changelog_restored "
-                       f"{stats.get('changelog_restored')}; state_cache "
+            out.append(f"  stats: counts {stats.get('counts')}; feed_buffered "
+                       f"{stats.get('feed_buffered')}; lifecycle {stats.get('lifecycle')}; "
+                       f"feed_stale_dropped {stats.get('feed_stale_dropped')}; "
+                       f"changelog_restored {stats.get('changelog_restored')}; state_cache "
                        f"{stats.get('state_cache')}")
         except (WorkerCallError, ValueError) as e:
             out.append(f"  no stats answer ({e})")

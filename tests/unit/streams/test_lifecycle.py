@@ -172,6 +172,27 @@ def test_a_batch_is_computed_committed_emitted_delivered_told_then_acked_in_that
     asyncio.run(run())
 
 
+def test_status_says_what_is_open_and_how_long_a_delivery_has_run():
+    async def run():
+        lc, log, group, work, outputs, fence, told = lifecycle()
+        idle = {"open_events": 0, "open_seconds": None, "delivering_seconds": None,
+                "lock_held": False}
+        assert lc.status() == idle
+        await take_and_process(lc, group, [1, 2, 3])
+        st = lc.status()
+        assert st["open_events"] == 3 and st["open_seconds"] >= 0
+        assert st["delivering_seconds"] is None
+        outputs.gates = [asyncio.Event()]
+        delivery = await lc.commit()
+        await asyncio.sleep(0.05)
+        st = lc.status()
+        assert st["open_events"] == 0 and st["delivering_seconds"] >= 0.05
+        outputs.gates[0].set()
+        await delivery
+        assert lc.status() == idle
+    asyncio.run(run())
+
+
 def test_batches_of_one_checkpoint_flush_each_user_once_and_are_acked_after_its_delivery():
     async def run():
         lc, log, group, work, outputs, fence, told = lifecycle()
