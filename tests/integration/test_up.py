@@ -96,21 +96,11 @@ def test_up_then_ctrl_c_leaves_nothing_behind(tmp_path):
                        cwd=ROOT, capture_output=True)
 
 
-def test_demo_exit_replays_sample_and_shows_profiles(tmp_path):
-    """`make demo` is `profiles demo --exit`: exits 0 once the replay matched the batch path."""
-    cfg, _ = _own_broker_config(tmp_path)
-    r = subprocess.run([sys.executable, "-m", "deploy", "--config", str(cfg), "demo", "--exit",
-                        "--users", "150"], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "0 mismatched, 0 missing" in r.stdout and "interest tags (106)" in r.stdout
-    assert "embedded broker stopped" in r.stdout
-    assert not (tmp_path / "run" / "broker.pid").exists()
-
-
-def test_each_demo_starts_from_a_fresh_broker_and_empty_worker_state(tmp_path):
-    """The embedded broker keeps its data on disk, but each `make run` replays a sample and
-    checks it against the batch path: a second run, with another sample, starts from empty log
-    dirs and worker state, and matches exactly."""
+def test_each_demo_replays_a_sample_from_a_fresh_broker_and_empty_worker_state(tmp_path):
+    """`make demo` is `profiles demo --exit`: it exits 0 once the replay matched the batch path,
+    shows profiles and stops its broker. The embedded broker keeps its data on disk, but each
+    `make run` replays a sample and checks it against the batch path: a second run, with
+    another sample, starts from empty log dirs and worker state, and matches exactly."""
     cfg, _ = _own_broker_config(tmp_path)
     runs = []
     for users in (40, 30):
@@ -119,6 +109,9 @@ def test_each_demo_starts_from_a_fresh_broker_and_empty_worker_state(tmp_path):
                            text=True, timeout=300)
         runs.append(r)
         assert r.returncode == 0, r.stdout + r.stderr
+        assert "0 mismatched, 0 missing" in r.stdout and "interest tags (106)" in r.stdout
+        assert "embedded broker stopped" in r.stdout
+        assert not (tmp_path / "run" / "broker.pid").exists()
     assert "log dirs cleared, and the worker state of an earlier run (instance-1)" in \
         runs[1].stdout
     m = re.search(r"stream vs batch path: (\d+) users: (\d+) match, 0 mismatched, 0 missing, "
