@@ -4,8 +4,11 @@ builds on (issue 27):
 - the metadata we serialize is byte for byte a confluent-kafka member's;
 - a transaction commits an aiokafka member's offsets with its output atomically, and a
   read_committed reader sees the output only once the transaction commits;
-- offsets sent with a generation the group has moved past are refused by the broker, and
-  nothing of that transaction becomes visible to a read_committed reader."""
+- offsets sent with a generation the group has moved past are refused by the broker: the
+  transaction is aborted (streams.io.transactions.TransactionAborted), nothing of it visible to
+  a read_committed reader, and the producer goes on;
+- a producer with the same transactional id (a restarted worker) fences the earlier one
+  (TransactionFenced), nothing of its open transaction visible."""
 from __future__ import annotations
 
 import asyncio
@@ -22,6 +25,7 @@ from streams.faust_compat.group_metadata import (
     librdkafka_group_metadata,
     parse_group_metadata,
 )
+from streams.io.transactions import TransactionAborted, TransactionalProducer, TransactionFenced
 from tests.harness import create_topic, wait_for
 
 pytestmark = pytest.mark.integration
@@ -63,15 +67,7 @@ async def _read_committed(bootstrap: str, topic: str) -> list[bytes]:
         await reader.stop()
 
 
-def _transactional(bootstrap: str, tid: str) -> ck.Producer:
-    p = ck.Producer({"bootstrap.servers": bootstrap, "transactional.id": tid,
-                     "transaction.timeout.ms": 10000})
-    p.init_transactions(30)
-    return p
-
-
-def test_a_transaction_commits_an_aiokafka_members_offsets_and_a_stale_generation_is_fenced(
-        broker):
+def test_transactions_commit_a_members_offsets_with_the_output_and_fence_zombies(broker):
     async def run():
         await create_topic(broker.bootstrap, IN, 1)
         await create_topic(broker.bootstrap, OUT, 1)
@@ -88,6 +84,10 @@ def test_a_transaction_commits_an_aiokafka_members_offsets_and_a_stale_generatio
                                     enable_auto_commit=False, auto_offset_reset="earliest",
                                     session_timeout_ms=6000, heartbeat_interval_ms=500)
 
+        async def visible() -> list[bytes]:
+            return await _read_committed(broker.bootstrap, OUT)
+
+        settings = {"bootstrap.servers": broker.bootstrap, "transaction.timeout.ms": 10000}
         first = member()
         await first.start()
         tp = TopicPartition(IN, 0)
@@ -100,14 +100,12 @@ def test_a_transaction_commits_an_aiokafka_members_offsets_and_a_stale_generatio
             assert generation >= 1 and member_id
             old = aiokafka_group_metadata(first, "txn")
 
-            producer = _transactional(broker.bootstrap, "txn-worker-1")
-            producer.begin_transaction()
-            producer.produce(OUT, b"out-1", partition=0)
-            producer.send_offsets_to_transaction([ck.TopicPartition(IN, 0, 5)], old, 30)
-            # before the commit: the output is not visible, the offsets not committed
-            assert await _read_committed(broker.bootstrap, OUT) == []
-            producer.commit_transaction(30)
-            assert await _read_committed(broker.bootstrap, OUT) == [b"out-1"]
+            tx = TransactionalProducer(settings, "worker-1")
+            await tx.begin()
+            tx.produce(OUT, b"out-1", partition=0)
+            assert await visible() == []            # not before the commit
+            await tx.commit({(IN, 0): 5}, old)
+            assert await visible() == [b"out-1"]
             assert await first.committed(tp) == 5
 
             # a second member: the group moves to a new generation
@@ -123,22 +121,34 @@ def test_a_transaction_commits_an_aiokafka_members_offsets_and_a_stale_generatio
                 while not await rebalanced():
                     assert time.monotonic() < deadline, "no rebalance to a new generation"
 
-                # a zombie: offsets sent with the old generation's metadata are refused
-                producer.begin_transaction()
-                producer.produce(OUT, b"zombie", partition=0)
-                with pytest.raises(ck.KafkaException) as e:
-                    producer.send_offsets_to_transaction([ck.TopicPartition(IN, 0, 9)], old,
-                                                         30)
-                err = e.value.args[0]
-                # (the member itself is still in the group, in the new generation)
-                assert err.code() == ck.KafkaError.ILLEGAL_GENERATION, err
-                assert err.txn_requires_abort() or err.fatal(), err
-                if not err.fatal():
-                    producer.abort_transaction(30)
-                assert await _read_committed(broker.bootstrap, OUT) == [b"out-1"]
+                # a zombie of the old generation: its transaction is aborted by the broker
+                await tx.begin()
+                tx.produce(OUT, b"zombie", partition=0)
+                with pytest.raises(TransactionAborted, match="generation"):
+                    await tx.commit({(IN, 0): 9}, old)
+                assert not tx.in_transaction
+                assert await visible() == [b"out-1"]
                 assert await first.committed(tp) == 5
+
+                # the same producer goes on under the member's current metadata
+                await tx.begin()
+                tx.produce(OUT, b"out-2", partition=0)
+                await tx.commit({(IN, 0): 7}, aiokafka_group_metadata(first, "txn"))
+                assert await visible() == [b"out-1", b"out-2"]
+                assert await first.committed(tp) == 7
             finally:
                 await second.stop()
+
+            # a restarted worker's producer (same transactional id) fences the earlier one
+            restarted = TransactionalProducer(settings, "worker-1")
+            await restarted.begin()
+            with pytest.raises(TransactionFenced):
+                await tx.begin()
+                tx.produce(OUT, b"fenced", partition=0)
+                await tx.commit({(IN, 0): 8}, aiokafka_group_metadata(first, "txn"))
+            await restarted.abort()
+            assert await visible() == [b"out-1", b"out-2"]
+            assert await first.committed(tp) == 7
         finally:
             await first.stop()
 
