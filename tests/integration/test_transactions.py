@@ -19,6 +19,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
+from deploy import broker as embedded
 from streams.faust_compat.group_metadata import (
     aiokafka_group_metadata,
     aiokafka_member,
@@ -26,18 +27,26 @@ from streams.faust_compat.group_metadata import (
     parse_group_metadata,
 )
 from streams.io.transactions import TransactionAborted, TransactionalProducer, TransactionFenced
-from tests.harness import create_topic, wait_for
+from tests.harness import create_topic, start_broker, wait_for
 
 pytestmark = pytest.mark.integration
 IN, OUT = "txn-in", "txn-out"
 
 
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory):
+    """One embedded broker for the module (its tests use topics and groups of their own)."""
+    b = start_broker(tmp_path_factory.mktemp("txn") / "broker-run")
+    yield b
+    embedded.kill(b.run_dir)
+
+
 def test_our_metadata_is_a_confluent_kafka_members(broker):
-    asyncio.run(create_topic(broker.bootstrap, IN, 1))
+    asyncio.run(create_topic(broker.bootstrap, "cgmd-in", 1))
     c = ck.Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "cgmd",
                      "session.timeout.ms": 6000})
     try:
-        c.subscribe([IN])
+        c.subscribe(["cgmd-in"])
         assert wait_for(lambda: c.poll(0.2) is None and bool(c.assignment()), 30,
                         what="a confluent-kafka member with its assignment")
         theirs = c.consumer_group_metadata()
