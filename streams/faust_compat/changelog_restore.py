@@ -71,8 +71,14 @@ def restore_run(recovery: Recovery, tp: Any, messages: list[Any],
 
 def _after_records(recovery: Recovery) -> None:
     """The recovery loop's checks after a record (`_maybe_signal_recovery_end`, then the
-    standbys' readiness), without the aborted-transaction fix-up it makes only on a timeout."""
-    if recovery.in_recovery and not recovery.need_recovery():
+    standbys' readiness), without the aborted-transaction fix-up it makes only on a timeout.
+    The recovery ends only once this rebalance's active offsets are built
+    (table_recovery.HealingRecovery.actives_built): a standby's run restored while they are
+    being built would otherwise end it before a newly active partition is restored, and the
+    recovery, waiting for that signal next, would go on without restoring it (make chaos with
+    standbys: lost events)."""
+    built = getattr(recovery, "actives_built", True)
+    if recovery.in_recovery and built and not recovery.need_recovery():
         recovery.flush_buffers()
         recovery._set_recovery_ended()
         if recovery._actives_span is not None:

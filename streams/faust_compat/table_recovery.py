@@ -4,8 +4,9 @@ one-record changelog, keep the stale state). When a partition counts as ahead an
 `ahead_of_log`; the story: docs/FAUST_INTERNALS.md#table-recovery and docs/STREAMING.md
 ("Restarts that heal").
 
-Faust-streaming 0.15 internals: `Recovery._build_offsets`, `active_highwaters`, `tp_to_table`,
-`TableManager._recovery`; pyproject pins faust-streaming below 0.16.
+Faust-streaming 0.15 internals: `Recovery._build_offsets`, `_seek_offsets`, `on_rebalance`,
+`signal_recovery_end`, `active_highwaters`, `tp_to_table`, `TableManager._recovery`; pyproject
+pins faust-streaming below 0.16.
 """
 from __future__ import annotations
 
@@ -45,10 +46,31 @@ def ahead_of_log(persisted: int | None, changelog_last: int | None, processed: i
 class HealingRecovery(Recovery):
     # changelog topic -> (source topic, the last source offset a partition's state processed)
     source_checks: dict[str, tuple[str, Callable[[PartitionStore], int]]]
+    # This rebalance's active highwaters and offsets are built (the recovery has sought its
+    # active partitions and goes on to restore them): only from then may a restored run end the
+    # recovery (streams.faust_compat.changelog_restore). Before, `need_recovery()` reads the
+    # previous assignment's highwaters and can say "nothing left" for a partition not restored
+    # yet (docs/FAUST_INTERNALS.md, "Restores a fetched run at a time").
+    actives_built: bool = False
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.source_checks = {}
+
+    async def on_rebalance(self, *args, **kwargs) -> None:
+        """A new recovery is coming: its end is not signalled yet. Faust's loop clears the end
+        signal before each record it takes from its queue; restored a run at a time, records
+        never go there, so the previous recovery's end would still be signalled when this one
+        waits for its own, and it would go on without restoring. (A recovery still waiting is
+        called off by this rebalance's start signal.)"""
+        self.actives_built = False
+        self.signal_recovery_end.clear()
+        await super().on_rebalance(*args, **kwargs)
+
+    async def _seek_offsets(self, consumer, tps, offsets, title) -> None:
+        await super()._seek_offsets(consumer, tps, offsets, title)
+        if title == "active":
+            self.actives_built = True
 
     async def _build_offsets(self, consumer, tps, destination, title) -> None:
         await super()._build_offsets(consumer, tps, destination, title)
