@@ -7,8 +7,8 @@ from streams.context import WorkerContext
 from streams.faust_compat.consumer import consumer_hooks
 from streams.web.routing import (
     LOCAL_PARAM,
-    RESTORING_STATUS,
     RETRY_AFTER_SECONDS,
+    UNAVAILABLE_STATUS,
     NoAssignment,
     ProfileFinder,
     Restoring,
@@ -32,7 +32,7 @@ def _not_yet(web, e: NoAssignment | Restoring):
     body: dict = {"error": str(e)}
     if isinstance(e, Restoring):
         body["restoring"] = True
-    return web.json(body, status=RESTORING_STATUS,
+    return web.json(body, status=UNAVAILABLE_STATUS,
                     headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 

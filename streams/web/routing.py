@@ -35,7 +35,7 @@ class Restoring(RuntimeError):
 
 
 RETRY_AFTER_SECONDS = 1     # a restore takes seconds (BENCHMARKS.md, "Failover and restore")
-RESTORING_STATUS = 503
+UNAVAILABLE_STATUS = 503
 
 
 class ProfileFinder:
@@ -113,7 +113,7 @@ class ProfileFinder:
             async with http.get(url, params={"ids": ",".join(ids), LOCAL_PARAM: "1"}) as r:
                 if r.status == 200:
                     return (await r.json())["profiles"]
-                if r.status == RESTORING_STATUS and (await r.json()).get("restoring"):
+                if r.status == UNAVAILABLE_STATUS and (await r.json()).get("restoring"):
                     raise Restoring(f"worker {worker} is restoring its partitions from the "
                                     f"changelog; ask again in {RETRY_AFTER_SECONDS} s")
                 log.warning("asking %s for %d profiles: HTTP %s", worker, len(ids), r.status)
