@@ -389,9 +389,8 @@ class WorkerConfig(Section):
     auth: Literal["writes", "all"] = "writes"
     # Standby copies of each partition's states kept on other workers (Faust's
     # table_standby_replicas): a new owner starts from its copy instead of the whole changelog.
-    # Off by default: a copy built by faust-streaming 0.15's standby reader once lacked records
-    # it counted as read, and a worker that took the partition over trusted it
-    # (docs/RELIABILITY.md, "make chaos, per seed", attempt 2).
+    # Off by default until more chaos runs back them: copies once lacked records (the cause, a
+    # restore that ended early, is fixed; docs/RELIABILITY.md, "Guarantees").
     standby_replicas: int = Field(0, ge=0, le=3)
 
 
