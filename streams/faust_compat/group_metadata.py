@@ -17,11 +17,11 @@ group instance id (no static membership, which the workers do not use).
 from __future__ import annotations
 
 import struct
-import sys
 from typing import Any
 
 MAGIC = b"CGMDv2:"
 NO_INSTANCE_ID = b"\x01"
+GENERATION = struct.Struct("=i")     # int32 in host byte order
 
 
 def librdkafka_group_metadata(group_id: str, generation: int, member_id: str) -> bytes:
@@ -29,8 +29,7 @@ def librdkafka_group_metadata(group_id: str, generation: int, member_id: str) ->
     for name, text in (("group id", group_id), ("member id", member_id)):
         if "\x00" in text:
             raise ValueError(f"the {name} {text!r} holds a NUL character")
-    order = "<" if sys.byteorder == "little" else ">"
-    return b"".join((MAGIC, struct.pack(f"{order}i", generation),
+    return b"".join((MAGIC, GENERATION.pack(generation),
                      group_id.encode() + b"\x00", member_id.encode() + b"\x00",
                      NO_INSTANCE_ID))
 
@@ -40,9 +39,8 @@ def parse_group_metadata(raw: bytes) -> tuple[int, str, str]:
     member; ValueError for anything else."""
     if not raw.startswith(MAGIC) or not raw.endswith(b"\x00" + NO_INSTANCE_ID):
         raise ValueError(f"not librdkafka's group metadata of a dynamic member: {raw[:40]!r}")
-    order = "<" if sys.byteorder == "little" else ">"
-    (generation,) = struct.unpack_from(f"{order}i", raw, len(MAGIC))
-    names = raw[len(MAGIC) + 4:-2].split(b"\x00")
+    (generation,) = GENERATION.unpack_from(raw, len(MAGIC))
+    names = raw[len(MAGIC) + GENERATION.size:-2].split(b"\x00")
     if len(names) != 2:
         raise ValueError(f"not librdkafka's group metadata of a dynamic member: {raw[:40]!r}")
     return generation, names[0].decode(), names[1].decode()

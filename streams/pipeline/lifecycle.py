@@ -309,10 +309,11 @@ class BatchLifecycle:
         whether the pipeline lock is held."""
         now = time.monotonic()
         cp, delivery, began = self.checkpoint, self.delivery, self.delivery_began
-        running = delivery is not None and not delivery.done() and began is not None
+        delivering = None if delivery is None or delivery.done() or began is None \
+            else round(now - began, 3)
         return {"open_events": cp.events if cp is not None else 0,
                 "open_seconds": round(now - cp.started, 3) if cp is not None else None,
-                "delivering_seconds": round(now - began, 3) if running and began else None,
+                "delivering_seconds": delivering,
                 "lock_held": self.lock.locked()}
 
     def _delivery_done(self, task: asyncio.Task[None]) -> None:

@@ -54,10 +54,8 @@ def test_a_promoted_standby_holds_every_state_and_the_stream_goes_on_exact(
     sample = tmp_path / "sample"
     write_sample(SampleSpec(users=300, days=30, activity=0.5, seed=9), sample)
     lines = (sample / "events.jsonl").read_bytes().splitlines(keepends=True)
-    first, every = tmp_path / "first.jsonl", tmp_path / "every.jsonl"
+    every, first, rest = sample / "events.jsonl", tmp_path / "first.jsonl", tmp_path / "rest.jsonl"
     first.write_bytes(b"".join(lines[:len(lines) * 2 // 3]))
-    every.write_bytes(b"".join(lines))
-    rest = tmp_path / "rest.jsonl"
     rest.write_bytes(b"".join(lines[len(lines) * 2 // 3:]))
     cfg_path = write_config(tmp_path / "cfg.yaml", broker,
                             kafka={"partitions": PARTITIONS, "client": CLIENT},
