@@ -298,6 +298,10 @@ class KafkaClientConfig(Section):
     # longer timeout waits out longer outages without a redo. Default (None): the session
     # timeout less a heartbeat less 2 s, at least half of the session timeout less a heartbeat.
     delivery_timeout_seconds: float | None = Field(None, gt=0)
+    # exactly_once_v2: how long the broker keeps a worker's transaction open before it aborts
+    # it. A worker that dies mid-commit holds read_committed readers of the partitions it wrote
+    # back (their last stable offset) until then, or until its restart fences it sooner.
+    transaction_timeout_seconds: float = Field(10.0, ge=1, le=900)
 
     @model_validator(mode="after")
     def _heartbeat(self) -> "KafkaClientConfig":
@@ -335,6 +339,11 @@ class KafkaConfig(Section):
     # the client that writes profile-updates, profile-aggregates, the DLQ and alerts
     # (streams.io.publisher; the table changelog is always Faust's)
     output_client: Literal["librdkafka", "aiokafka"] = "librdkafka"
+    # at_least_once: exactly-once by the application (states carry their source offsets, a
+    # redelivered event is skipped; docs/RELIABILITY.md). exactly_once_v2: each commit is also
+    # one Kafka transaction (changelog, outputs, offsets; Kafka Streams' processing.guarantee),
+    # which needs output_client librdkafka and brokers with transactions.
+    processing_guarantee: Literal["at_least_once", "exactly_once_v2"] = "at_least_once"
     client: KafkaClientConfig = Field(default_factory=KafkaClientConfig)
 
     @field_validator("partitioner", mode="before")
@@ -348,6 +357,20 @@ class KafkaConfig(Section):
             raise ValueError("'random' ignores keys: a user's events must all reach one "
                              "partition (murmur2, crc32 or fnv1a)")
         return v
+
+    @model_validator(mode="after")
+    def _transactions_need_librdkafka(self) -> "KafkaConfig":
+        if self.processing_guarantee == "exactly_once_v2" and self.output_client != "librdkafka":
+            raise ValueError("processing_guarantee exactly_once_v2 commits through librdkafka's "
+                             "transactions: output_client must be librdkafka")
+        if self.processing_guarantee == "exactly_once_v2" and self.client.acks != "all":
+            raise ValueError("processing_guarantee exactly_once_v2 needs kafka.client.acks "
+                             "'all' (transactional producers are idempotent)")
+        return self
+
+    @property
+    def exactly_once(self) -> bool:
+        return self.processing_guarantee == "exactly_once_v2"
 
     @field_validator("broker")
     @classmethod

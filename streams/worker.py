@@ -64,7 +64,7 @@ def build_worker(cfg: ProfileConfig, inst: Instance) -> WorkerContext:
     from streams.web.monitor_routes import add_monitor_routes
     from streams.web.restart import add_restart_route
     app = create_app(cfg, inst)
-    pipeline = ProfilePipeline(app, cfg)
+    pipeline = ProfilePipeline(app, cfg, inst.instance_id)
     jobs = ScheduledJobs(pipeline, inst.instance_id)
     monitor = WorkerMonitor(pipeline, jobs, inst.instance_id)
     worker = WorkerContext(app, cfg, inst, pipeline, jobs, monitor)

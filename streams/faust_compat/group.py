@@ -13,6 +13,8 @@ import faust
 from faust.types import TP
 
 from streams.faust_compat import feed
+from streams.faust_compat.consumer import consumer_hooks
+from streams.faust_compat.group_metadata import aiokafka_member, librdkafka_group_metadata
 from streams.io.raw_batch import RawBatch
 
 if TYPE_CHECKING:
@@ -85,3 +87,28 @@ class FaustGroup:
 
     def ack(self, batches: list[RawBatch]) -> None:
         feed.ack(self.app, batches)
+
+    # -- exactly_once_v2 (streams.pipeline.outputs.TransactionalOutputs)
+    def next_offsets(self, batches: list[RawBatch]) -> dict[tuple[str, int], int]:
+        """(topic, partition) -> the offset after the last record of `batches` there: where
+        the group resumes once they are committed."""
+        out: dict[tuple[str, int], int] = {}
+        for b in batches:
+            for run in b.runs:
+                if len(run):
+                    at = (run.tp.topic, run.tp.partition)
+                    out[at] = max(out.get(at, 0), run.offsets[-1] + 1)
+        return out
+
+    def group_metadata(self, generation: int | None) -> bytes | None:
+        """This member's group metadata, if the consumer is still a member in `generation`
+        (the generation the checkpoint was computed in), else None. Read when the checkpoint
+        is emitted, not when its transaction commits: by then a worker frozen past its session
+        may have rejoined, and its offsets sent under the new generation would be accepted."""
+        consumer = consumer_hooks(self.app).consumer
+        if consumer is None:
+            return None
+        member_generation, member_id = aiokafka_member(consumer)
+        if generation is None or member_generation != generation:
+            return None
+        return librdkafka_group_metadata(self.app.conf.id, member_generation, member_id)

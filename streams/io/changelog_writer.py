@@ -67,8 +67,11 @@ class ChangelogWriter:
         self._last_error = ""
         self._behind: set[int] = set()              # partitions whose offset is held back
         self.queued = 0                             # records since the last flush
+        # exactly_once_v2: delivered in the open transaction, by partition
+        self._uncommitted: dict[int, list[int]] = {}
 
     def _started(self) -> Any:
+        # (a streams.io.transactions.TransactionalProducer under exactly_once_v2)
         if self._producer is None:
             import confluent_kafka
             self._producer = confluent_kafka.Producer(self.settings)
@@ -98,19 +101,53 @@ class ChangelogWriter:
     async def flush(self) -> None:
         """Deliver every record queued so far, then move the persisted offsets over those
         acknowledged; raises DeliveryError if any record since the last flush failed."""
-        producer = self._producer
-        if producer is None:
+        if self._producer is None:
             return
+        await self._deliver_queued()
+        acked, failures, error = self._take_reports()
+        for partition, offsets in acked.items():     # (as each ack moved it, failures or not)
+            self._move(partition, sorted(offsets))
+        self._raise_failures(failures, error)
+
+    async def deliver(self) -> None:
+        """exactly_once_v2: deliver what is queued in the open transaction; the persisted
+        offsets move only once it commits (`committed`). Raises DeliveryError as `flush`."""
+        if self._producer is None:
+            return
+        await self._deliver_queued()
+        acked, failures, error = self._take_reports()
+        for partition, offsets in acked.items():
+            self._uncommitted.setdefault(partition, []).extend(offsets)
+        self._raise_failures(failures, error)
+
+    def committed(self) -> None:
+        """The transaction holding the records `deliver` delivered has committed: the persisted
+        offsets move over them and over each partition's commit marker, which the broker
+        writes right after the partition's last record of the transaction (a record of
+        another producer there would be an aborted one: under exactly_once_v2 only a current
+        member's transactions commit to a changelog partition)."""
+        uncommitted, self._uncommitted = self._uncommitted, {}
+        for partition, offsets in uncommitted.items():
+            offsets.sort()
+            self._move(partition, offsets + [offsets[-1] + 1])
+
+    def aborted(self) -> None:
+        """The transaction was aborted: its records never count (a restore skips them)."""
+        self._uncommitted = {}
+
+    async def _deliver_queued(self) -> None:
         loop = asyncio.get_running_loop()
-        while await loop.run_in_executor(None, producer.flush, self.FLUSH_STEP):
+        while await loop.run_in_executor(None, self._producer.flush, self.FLUSH_STEP):
             pass
         self.queued = 0
+
+    def _take_reports(self) -> tuple[dict[int, list[int]], int, str]:
         with self._lock:
             acked, self._acked = self._acked, {}
             failures, self._failures = self._failures, 0
-            error = self._last_error
-        for partition, offsets in acked.items():     # (as each ack moved it, failures or not)
-            self._move(partition, sorted(offsets))
+            return acked, failures, self._last_error
+
+    def _raise_failures(self, failures: int, error: str) -> None:
         if failures:
             raise DeliveryError(f"{failures} changelog records of {self.table_name} not "
                                 f"delivered, e.g. {error}")

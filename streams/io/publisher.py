@@ -39,11 +39,15 @@ class Publisher(Protocol):
     async def stop(self) -> None: ...
 
 
-def open_publisher(cfg: ProfileConfig) -> Publisher:
-    """The configured output client (`kafka.output_client`), not yet connected."""
+def open_publisher(cfg: ProfileConfig, producer: Any = None) -> Publisher:
+    """The configured output client (`kafka.output_client`), not yet connected; `producer`:
+    a librdkafka producer to publish through (exactly_once_v2: the transactional one)."""
     if cfg.kafka.output_client == "aiokafka":
+        if producer is not None:
+            raise ValueError("the aiokafka output client makes its own producer")
         return AiokafkaPublisher(cfg.kafka.bootstrap_servers, aiokafka_producer_kwargs(cfg))
-    return LibrdkafkaPublisher(cfg.kafka.bootstrap_servers, librdkafka_producer_settings(cfg))
+    return LibrdkafkaPublisher(cfg.kafka.bootstrap_servers, librdkafka_producer_settings(cfg),
+                               producer)
 
 
 class AiokafkaPublisher:
@@ -88,6 +92,27 @@ class DeliveryError(RuntimeError):
     pass
 
 
+def output_settings(bootstrap: str, settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """librdkafka's settings for the output records (`settings` over these defaults)."""
+    return {
+        "bootstrap.servers": bootstrap,
+        "acks": "all",
+        "linger.ms": 5,
+        "batch.size": 512 * 1024,
+        "message.max.bytes": MAX_REQUEST,
+        # murmur2 for keyed records (aiokafka's and Java's), random for keyless ones;
+        # librdkafka's default (consistent_random, CRC32) would move keys
+        "partitioner": "murmur2_random",
+        # back within a second of the broker answering again: a record that waited out an
+        # outage must reach the broker before a new owner of its partition can publish
+        # (streams.pipeline.fencing); librdkafka's default backs off up to 10 s
+        "reconnect.backoff.max.ms": 1000,
+        "queue.buffering.max.messages": 1_000_000,
+        "queue.buffering.max.kbytes": 1_048_576,
+        **(settings or {}),
+    }
+
+
 class LibrdkafkaPublisher:
     """confluent-kafka's Producer from asyncio: `produce` only queues (a full queue waits on the
     event loop, not in C); `flush` runs librdkafka's flush on a thread of its own, so the loop
@@ -96,25 +121,12 @@ class LibrdkafkaPublisher:
 
     FLUSH_STEP = 0.5        # seconds per librdkafka flush call (a stop is noticed in between)
 
-    def __init__(self, bootstrap: str, settings: dict[str, Any] | None = None):
-        self.settings = {
-            "bootstrap.servers": bootstrap,
-            "acks": "all",
-            "linger.ms": 5,
-            "batch.size": 512 * 1024,
-            "message.max.bytes": MAX_REQUEST,
-            # murmur2 for keyed records (aiokafka's and Java's), random for keyless ones;
-            # librdkafka's default (consistent_random, CRC32) would move keys
-            "partitioner": "murmur2_random",
-            # back within a second of the broker answering again: a record that waited out an
-            # outage must reach the broker before a new owner of its partition can publish
-            # (streams.pipeline.fencing); librdkafka's default backs off up to 10 s
-            "reconnect.backoff.max.ms": 1000,
-            "queue.buffering.max.messages": 1_000_000,
-            "queue.buffering.max.kbytes": 1_048_576,
-            **(settings or {}),
-        }
-        self._producer: Any = None
+    def __init__(self, bootstrap: str, settings: dict[str, Any] | None = None,
+                 producer: Any = None):
+        self.settings = output_settings(bootstrap, settings)
+        # made at the first record unless given (exactly_once_v2: the worker's transactional
+        # producer, streams.io.transactions, shared with the changelog writer)
+        self._producer: Any = producer
         # delivery failures: counted (callbacks run on the flushing threads) and each raised by
         # every flush that was running when it happened, or by the next one
         self._failures = 0

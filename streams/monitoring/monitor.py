@@ -298,8 +298,8 @@ class WorkerMonitor:
         log.log(level, "alert %s %s: %s %s %s (value %s)", rec["alert"], rec["state"],
                 rec["metric"], rec["op"], rec["threshold"], rec["value"])
         topic = self.pl.cfg.kafka.topics.alerts
-        await self.pl.publisher.send(topic, rec["alert"].encode(), orjson.dumps(rec))
-        await self.pl.publisher.flush()
+        await self.pl.alerts_publisher.send(topic, rec["alert"].encode(), orjson.dumps(rec))
+        await self.pl.alerts_publisher.flush()
         self.alerts_sent += 1
         if self.cfg.webhook_url:
             try:

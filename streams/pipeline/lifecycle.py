@@ -95,8 +95,10 @@ class Outputs(Protocol):
     """Where an outbox goes (streams.pipeline.outputs.ProducerOutputs)."""
     async def emit(self, outbox: Outbox) -> None: ...
 
-    async def deliver(self, outbox: Outbox, still_ours: Callable[[], bool]) -> bool:
-        """The states, then, unless `still_ours()` says otherwise, the records (True)."""
+    async def deliver(self, outbox: Outbox, still_ours: Callable[[], bool],
+                      batches: list[Any]) -> bool:
+        """The states, then, unless `still_ours()` says otherwise, the records (True);
+        `batches`: the checkpoint's (exactly_once_v2 commits their offsets with them)."""
         ...
 
 
@@ -145,7 +147,8 @@ class BatchLifecycle:
                  counts: WorkerCounts,
                  on_delivered: Callable[[list[Publication]], None] | None = None,
                  policy: CommitPolicy = CommitPolicy(),
-                 on_delivery_failed: Callable[[BaseException], None] | None = None):
+                 on_delivery_failed: Callable[[BaseException], None] | None = None,
+                 others_wait_delivery: bool = False):
         self.group = group
         self.work = work
         self.outputs = outputs
@@ -158,7 +161,9 @@ class BatchLifecycle:
         # from the last commit: the worker's restart (streams.pipeline.profile_pipeline).
         self.on_delivery_failed = on_delivery_failed
         self.lock = asyncio.Lock()      # the agent's; others take `others_lock`
-        self.others_lock = CommittingLock(self)
+        # exactly_once_v2: the producer holds one transaction at a time, so whoever else
+        # writes waits until the agent's last commit has delivered (its transaction committed)
+        self.others_lock = CommittingLock(self, others_wait_delivery)
         self.checkpoint: Checkpoint | None = None
         self.delivery: asyncio.Task[None] | None = None   # the last commit's delivery
         self.delivery_began: float | None = None           # its monotonic start
@@ -358,7 +363,8 @@ class BatchLifecycle:
         try:
             if after is not None:
                 await after             # acks stay in order; a failure there stops this one
-            if emitted is not None and not await self.outputs.deliver(cp.outbox, still_ours):
+            if emitted is not None and \
+                    not await self.outputs.deliver(cp.outbox, still_ours, batches):
                 self.group.untrack(batches)
                 return
         except BaseException:
@@ -378,14 +384,17 @@ class CommittingLock:
     backups): the open checkpoint is committed first, so the table holds every state they read
     and their writes land after the agent's."""
 
-    def __init__(self, lifecycle: BatchLifecycle):
+    def __init__(self, lifecycle: BatchLifecycle, wait_delivery: bool = False):
         self.lifecycle = lifecycle
+        self.wait_delivery = wait_delivery
 
     async def __aenter__(self) -> None:
         lock = self.lifecycle.lock
         await lock.acquire()
         try:
-            await self.lifecycle.commit_locked()
+            delivery = await self.lifecycle.commit_locked() or self.lifecycle.delivery
+            if self.wait_delivery and delivery is not None:
+                await delivery      # raises if it failed (the worker restarts)
         except BaseException:
             lock.release()
             raise

@@ -51,6 +51,9 @@ class Outbox:
     # each partition's clock as the batch leaves it (written as a state and cached)
     clocks: dict[int, PartitionClock] = field(default_factory=dict)
     publications: list[Publication] = field(default_factory=list)
+    # exactly_once_v2: the group metadata its offsets commit under, taken when it is emitted
+    # (None: the consumer had left the generation its batches were computed in)
+    group_metadata: bytes | None = None
 
     def local(self, partition: int) -> LocalWrites:
         """A RocksDB stand-in whose puts and deletes go into this outbox."""

@@ -39,15 +39,17 @@ from streams.faust_compat.consumer import consumer_hooks
 from streams.faust_compat.group import FaustGroup
 from streams.io import event_feed
 from streams.io.items import ItemFeed
-from streams.io.kafka_security import client_kwargs
-from streams.io.publisher import open_publisher
+from streams.io.kafka_security import client_kwargs, librdkafka_settings
+from streams.io.producer_settings import librdkafka_producer_settings
+from streams.io.publisher import open_publisher, output_settings
+from streams.io.transactions import OpenTransactions, TransactionalProducer
 from streams.monitoring.counters import WorkerCounts
 from streams.pipeline.batch_update import BatchUpdate
 from streams.pipeline.clocks import PartitionClocks
 from streams.pipeline.fencing import Fence
 from streams.pipeline.holdback import HeldPublishes
 from streams.pipeline.lifecycle import BatchLifecycle, CommitPolicy
-from streams.pipeline.outputs import ProducerOutputs
+from streams.pipeline.outputs import ProducerOutputs, TransactionalOutputs
 from streams.pipeline.publishing import Publishing, PublishObserver
 from streams.pipeline.reads import ProfileReads
 from streams.pipeline.topology import declare
@@ -62,21 +64,52 @@ from streams.web.restart import restart_in_place
 log = logging.getLogger(__name__)
 
 
+# how long after its timeout the broker may take to abort a transaction (its
+# transaction.abort.timed.out.transaction.cleanup.interval.ms: 10 s by default, 2 s embedded)
+TRANSACTION_ABORT_DELAY = 10.0
+
+
+def transactional_id(cfg: ProfileConfig, instance_id: int) -> str:
+    """A worker's transactional id: its instance's, so a restarted worker fences the process
+    it replaces and aborts what that one left open (instance ids are unique per app, as
+    their data dirs and ports are)."""
+    return f"{cfg.worker.app_id}-{instance_id}"
+
+
+def open_transactional_producer(cfg: ProfileConfig, instance_id: int) -> TransactionalProducer:
+    settings = output_settings(cfg.kafka.bootstrap_servers, librdkafka_producer_settings(cfg))
+    settings["transaction.timeout.ms"] = int(cfg.kafka.client.transaction_timeout_seconds * 1000)
+    return TransactionalProducer(settings, transactional_id(cfg, instance_id))
+
+
 class ProfilePipeline:
-    def __init__(self, app: faust.App, cfg: ProfileConfig):
+    def __init__(self, app: faust.App, cfg: ProfileConfig, instance_id: int = 1):
         self.app = app
         self.cfg = cfg
         self.rt = FeatureRuntime.from_config(cfg)
         self.tz = self.rt.engine.tz
         t, rtu = cfg.kafka.topics, cfg.real_time_update
         self.group = FaustGroup(app, t.user_events)
-        self.topology = declare(app, cfg)
+        # exactly_once_v2: one producer, in transactions, for the changelog and the outputs;
+        # restores, standbys and the consumer read committed records only
+        self.transactions: TransactionalProducer | None = None
+        if cfg.kafka.exactly_once:
+            self.transactions = open_transactional_producer(cfg, instance_id)
+            hooks = consumer_hooks(app)
+            hooks.isolation_level = "read_committed"
+            hooks.settle_transactions = OpenTransactions(
+                {"bootstrap.servers": cfg.kafka.bootstrap_servers, **librdkafka_settings(cfg)},
+                cfg.kafka.client.transaction_timeout_seconds + TRANSACTION_ABORT_DELAY).settle
+        self.topology = declare(app, cfg, self.transactions)
         self.states = self.topology.states
         self.counts = WorkerCounts()
         kafka_kwargs = client_kwargs(cfg)
         self.items = ItemFeed(self.rt.catalog, cfg.kafka.bootstrap_servers, t.item_features,
                               kafka_kwargs)
-        self.publisher = open_publisher(cfg)
+        self.publisher = open_publisher(cfg, self.transactions)
+        # alerts go out on their own, never inside a commit's transaction
+        self.alerts_publisher = self.publisher if self.transactions is None \
+            else open_publisher(cfg)
         app.on_before_shutdown.connect(self._shutdown)
         self.publishing = Publishing(t, self.publisher, self.counts, self.tz)
         # events off the partition kafka.partitioner gives for their key (features.partitioners)
@@ -92,7 +125,10 @@ class ProfilePipeline:
         self.feed = event_feed.install(app, t.user_events,
                                        capacity=max(rtu.queue_size, 2 * self.batch_size))
         self.cache = StateCache(cfg.performance.memory.max_cache_size)
-        self.outputs = ProducerOutputs(app, self.publisher, self.states, self.clocks)
+        self.outputs = ProducerOutputs(app, self.publisher, self.states, self.clocks) \
+            if self.transactions is None else \
+            TransactionalOutputs(app, self.publisher, self.states, self.clocks,
+                                 self.transactions, self.group)
         strategy = load_strategy(rtu.strategy)
         hold = HoldBack(rtu.update_interval)
         self.held = HeldUsers()
@@ -105,7 +141,8 @@ class ProfilePipeline:
                       membership=consumer_hooks(app).membership)
         self.lifecycle = BatchLifecycle(
             self.group, self.update, self.outputs, fence, self.counts, self.publishing.delivered,
-            CommitPolicy(rtu.commit_interval, rtu.max_dirty_users), self._delivery_failed)
+            CommitPolicy(rtu.commit_interval, rtu.max_dirty_users), self._delivery_failed,
+            others_wait_delivery=self.transactions is not None)
         # Scheduled jobs and the agent change the same states: one of them at a time. Taken by
         # anyone but the agent, it commits the agent's open checkpoint first.
         self.lock = self.lifecycle.others_lock
@@ -144,6 +181,8 @@ class ProfilePipeline:
     async def _agent(self, stream: Any) -> None:
         # The agent subscribes the topic; its messages arrive through self.feed, not `stream`.
         await self.items.ready.wait()   # events resolve categories against a complete catalog
+        if self.transactions is not None:
+            await self.transactions.start()     # fences this instance's previous process
         freeze_start_up_heap(self.cfg.performance.gc)
         await self.lifecycle.run(self.feed, self.batch_size)
 
@@ -169,7 +208,11 @@ class ProfilePipeline:
             log.exception("committing the open checkpoint at shutdown failed; its events come "
                           "again after the restart")
         try:
+            if self.transactions is not None:
+                await self.transactions.abort()     # a scheduled run's, cut short
             await self.publisher.stop()
+            if self.alerts_publisher is not self.publisher:
+                await self.alerts_publisher.stop()
         finally:
             if self.states.changelog is not None:
                 await self.states.changelog.stop()

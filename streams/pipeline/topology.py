@@ -41,7 +41,9 @@ def _processed_offset(store: PartitionStore) -> int:
     return PartitionClock.unpack(store.get(PARTITION_KEY)).offset
 
 
-def declare(app: faust.App, cfg: ProfileConfig) -> Topology:
+def declare(app: faust.App, cfg: ProfileConfig, producer: Any = None) -> Topology:
+    """`producer`: what the changelog writer sends through (exactly_once_v2: the worker's
+    transactional producer; None: one of its own)."""
     t, n = cfg.kafka.topics, cfg.kafka.partitions
     raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
                            "value_serializer": "raw"}
@@ -60,7 +62,7 @@ def declare(app: faust.App, cfg: ProfileConfig) -> Topology:
     writer = ChangelogWriter(changelog_topic(table),
                              {"bootstrap.servers": cfg.kafka.bootstrap_servers,
                               **librdkafka_producer_settings(cfg)},
-                             StorePersistedOffsets(table), STATE_TABLE)
+                             StorePersistedOffsets(table), STATE_TABLE, producer)
     events, updates, aggregates, dlq = topics
     return Topology(events, updates, aggregates, dlq,
                     PartitionedTable(table, t.user_events, writer))

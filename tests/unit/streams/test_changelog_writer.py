@@ -139,3 +139,28 @@ def test_a_failed_delivery_raises_after_moving_over_what_was_acknowledged():
     w.write(1, b"k", b"v")
     asyncio.run(w.flush())
     assert offsets.sets == [(0, 0), (0, 1), (1, 0)]
+
+
+def test_in_a_transaction_the_offsets_move_only_at_its_commit_and_over_its_markers():
+    """exactly_once_v2: each committed transaction ends with a marker right after its last
+    record of each partition; the persisted offset moves over both at the commit, so the next
+    transaction's records follow it with no gap. An aborted one never counts."""
+    producer, offsets = FakeProducer({0: 5, 1: 0}), Offsets({0: 4})
+    w = writer_with(producer, offsets)
+    w.write(0, b"k", b"v")
+    w.write(1, b"a", b"x")
+    asyncio.run(w.deliver())
+    assert producer.records and offsets.sets == []          # delivered, not committed
+    w.committed()
+    assert sorted(offsets.sets) == [(0, 6), (1, 1)]         # records 5 and 0, markers 6 and 1
+    producer.ends = {0: 7, 1: 2}                            # after the markers
+    w.write(0, b"k", b"v")
+    asyncio.run(w.deliver())
+    w.committed()
+    assert offsets.held == {0: 8, 1: 1}
+    producer.ends[0] = 9
+    w.write(0, b"k", b"v")                                  # offset 9: its transaction aborts
+    asyncio.run(w.deliver())
+    w.aborted()
+    w.committed()
+    assert offsets.held == {0: 8, 1: 1}

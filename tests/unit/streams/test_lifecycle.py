@@ -117,7 +117,7 @@ class FakeOutputs:
         self.emitted.append(outbox)
         self.log.append(("emit", [int(r.value) for r in outbox.records]))
 
-    async def deliver(self, outbox: Outbox, still_ours) -> bool:
+    async def deliver(self, outbox: Outbox, still_ours, batches) -> bool:
         n = self._deliveries
         self._deliveries += 1
         if n < len(self.gates):

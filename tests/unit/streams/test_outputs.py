@@ -59,7 +59,7 @@ def test_records_go_to_the_producer_only_after_the_changelog_has_the_states(monk
     async def run():
         await out.emit(outbox)
         assert log == [("state", b"7")]                 # emit hands over no record
-        delivery = asyncio.create_task(out.deliver(outbox, lambda: True))
+        delivery = asyncio.create_task(out.deliver(outbox, lambda: True, []))
         await asyncio.sleep(0.01)
         assert ("record", b"7") not in log              # the changelog is not drained yet
         drained.set()
@@ -80,7 +80,7 @@ def test_no_record_goes_out_when_the_worker_is_fenced_once_the_states_are_delive
 
     async def run():
         await out.emit(outbox)
-        return await out.deliver(outbox, lambda: False)
+        return await out.deliver(outbox, lambda: False, [])
 
     assert asyncio.run(run()) is False
     assert log == [("state", b"7"), ("drained",)]
