@@ -42,6 +42,10 @@ def server_properties(port: int, controller_port: int, log_dir: Path,
         "transaction.state.log.replication.factor": 1,
         "transaction.state.log.min.isr": 1,
         "transaction.state.log.num.partitions": 1,
+        # a transaction past its timeout (a worker that died mid-commit: exactly_once_v2) is
+        # aborted within 2 s of it, not up to 10 s later; until then it holds read_committed
+        # readers of the partitions it wrote
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms": 2000,
         "share.coordinator.state.topic.replication.factor": 1,
         "share.coordinator.state.topic.min.isr": 1,
         # After a crash the restarted node's broker cannot register until the controller has

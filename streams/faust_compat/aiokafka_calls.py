@@ -6,7 +6,7 @@ import functools
 import logging
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.client import AIOKafkaClient, ConnectionGroup
 from aiokafka.errors import KafkaConnectionError
 
@@ -57,3 +57,17 @@ def aiokafka_metadata_update() -> Any:
     """AIOKafkaClient._metadata_update as aiokafka has it (without install_rebootstrap's)."""
     update = AIOKafkaClient._metadata_update
     return getattr(update, "__wrapped__", update)
+
+
+def fetch_position(consumer: Any, tp: Any) -> int | None:
+    """An AIOKafkaConsumer's fetch position of `tp` (the next offset it hands out, past the
+    transaction markers and aborted records it skipped), read without a call into its thread;
+    None when it has none (not assigned, a reset pending, not started)."""
+    try:
+        state = consumer._fetcher._subscriptions.subscription.assignment.state_value(
+            TopicPartition(tp.topic, tp.partition))
+    except AttributeError:
+        return None
+    if state is None or not state.has_valid_position:
+        return None
+    return int(state.position)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from time import monotonic
-from typing import Any
+from typing import Any, Callable
 
 from faust.tables.recovery import Recovery
 from faust.utils.tracing import finish_span
@@ -67,6 +67,37 @@ def restore_run(recovery: Recovery, tp: Any, messages: list[Any],
             recovery._standby_events_received_at[tp] = now
     _after_records(recovery)
     return len(events)
+
+
+def past_markers(recovery: Recovery, position: Callable[[Any], int | None]) -> int:
+    """After a fetch's runs are all applied: a tracked partition whose fetch position
+    (`position(tp)`) has passed its highwater is restored, though its last record lies below
+    the highwater. Offsets no record comes for are transaction markers, and aborted records a
+    read_committed consumer skips (exactly_once_v2 writes both), so Faust's loop, which waits
+    for a record at the highwater, would wait for ever; it fixes this up only under its own
+    transactions (`detect_aborted_tx`). The recovery offset and the store's persisted offset
+    move to the highwater, then the loop's end checks run. Returns the partitions moved."""
+    moved = 0
+    for tps, offsets, highwaters in (
+            (recovery.active_tps, recovery.active_offsets, recovery.active_highwaters),
+            (recovery.standby_tps, recovery.standby_offsets, recovery.standby_highwaters)):
+        for tp in tps:
+            highwater, seen = highwaters.get(tp), offsets.get(tp)
+            if highwater is None or seen is None or seen >= highwater or \
+                    not takes(recovery, tp):
+                continue
+            at = position(tp)
+            if at is None or at <= highwater:
+                continue
+            offsets[tp] = highwater
+            data = recovery.tp_to_table[tp].data   # type: ignore[attr-defined]  # a Table's
+            held = data.persisted_offset(tp)
+            if held is None or held < highwater:
+                data.set_persisted_offset(tp, highwater)
+            moved += 1
+    if moved:
+        _after_records(recovery)
+    return moved
 
 
 def _after_records(recovery: Recovery) -> None:

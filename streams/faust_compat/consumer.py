@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, cast
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, cast
 
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -90,6 +90,12 @@ class ConsumerHooks:
     membership: MembershipWatch = field(default_factory=MembershipWatch)
     # changelog records restored a fetched run at a time (streams.faust_compat.changelog_restore)
     changelog_restored: int = 0
+    # "read_committed" under exactly_once_v2: restores and standbys skip aborted transactions
+    isolation_level: str | None = None      # None: Faust's own
+    consumer: Any = None                    # the consumer thread's AIOKafkaConsumer, once started
+    # exactly_once_v2: waits out transactions open on partitions about to be restored
+    # (streams.io.transactions.OpenTransactions.settle)
+    settle_transactions: Callable[[list[tuple[str, int]]], Awaitable[Any]] | None = None
 
 
 def _leader_tp(app: AppT) -> TP:
@@ -105,6 +111,7 @@ class ProfilesConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
     async def on_start(self) -> None:
         await super().on_start()
+        self.hooks.consumer = self._consumer
         self.hooks.membership.attach(self._consumer, self.thread_loop)
 
     _metadata_refresh: asyncio.Future | None = None
@@ -147,11 +154,26 @@ class ProfilesConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
             cast(AIOKafkaConsumer, self._consumer).pause(    # started: it calls this
                 TopicPartition(leader.topic, leader.partition))
 
+    async def _highwaters(self, partitions):
+        """Where table recovery reads to: under read_committed, once no transaction is open
+        on the partitions (streams.io.transactions.OpenTransactions)."""
+        settle = self.hooks.settle_transactions
+        if settle is not None:
+            still = await settle([(tp.topic, tp.partition) for tp in partitions])
+            if still:
+                self.log.warning("transactions still open after the wait, recovering to their "
+                                 "start: %s", still)
+        return await super()._highwaters(partitions)
+
     def _create_worker_consumer(self, transport):
         consumer = super()._create_worker_consumer(transport)
         wait_ms = self.hooks.fetch_max_wait_ms
         if wait_ms is not None:
             consumer._fetch_max_wait_ms = wait_ms
+        if self.hooks.isolation_level is not None:
+            # Faust reads committed data only with its own transactions (processing_guarantee
+            # exactly_once); the fetcher takes the level from here when the consumer starts
+            consumer._isolation_level = self.hooks.isolation_level
         return consumer
 
 

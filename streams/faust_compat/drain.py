@@ -39,6 +39,7 @@ from faust.transport.consumer import Consumer as FaustConsumer
 from mode import Service
 
 from streams.faust_compat import changelog_restore
+from streams.faust_compat.aiokafka_calls import fetch_position
 from streams.io.raw_batch import FetchedRun
 
 UPSTREAM_COPY = Path(__file__).with_name("upstream") / "consumer_drain_messages.txt"
@@ -240,6 +241,11 @@ async def drain_into_feed(self: DrainedConsumer, fetcher: Any, feed: RawFeed) ->
                         feed.put(run)
                     set_read_offset(tp, run.offsets[-1])
             unset_flag(flag_consumer_fetching)
+            if self.flow_active and not stale_fetch() and not other_stale:
+                # every run of the fetch is applied: partitions that ended in markers are done
+                consumer = self.hooks.consumer
+                changelog_restore.past_markers(recovery,
+                                               lambda tp: fetch_position(consumer, tp))
             for tp, offsets in other_stale.items():
                 self.log.warning("%s: %d records (offsets %d..%d) fetched before the latest seek "
                                  "handed on", tp, len(offsets), offsets[0], offsets[-1])

@@ -255,3 +255,61 @@ def test_a_restored_run_ends_the_recovery_only_once_this_rebalances_actives_are_
     built = RecoveryBeingBuilt(built=True)
     changelog_restore._after_records(built)
     assert built.signal_recovery_end.is_set() and not built.in_recovery and built.ended == 1
+
+
+class RecoveryAtMarkers(RecoveryBeingBuilt):
+    """A recovery whose partitions' last offsets are transaction markers: the last record of
+    active partition 0 is at 6, its highwater (end offset less one) 7; standby partition 1 has
+    everything but its highwater 3 is a marker too; partition 2 still has records to read."""
+
+    def __init__(self):
+        super().__init__(built=True)
+        from faust.types import TP
+
+        class Data:
+            def __init__(self):
+                self.persisted: dict = {}
+
+            def persisted_offset(self, tp):
+                return self.persisted.get(tp)
+
+            def set_persisted_offset(self, tp, offset):
+                self.persisted[tp] = offset
+
+        self.tp = [TP("app-user-state-changelog", p) for p in range(3)]
+        table = type("Table", (), {"data": Data(), "_on_changelog_event": None})()
+        self.data = table.data
+        self.active_tps = {self.tp[0], self.tp[2]}
+        self.standby_tps = {self.tp[1]}
+        self.active_offsets = {self.tp[0]: 6, self.tp[2]: 10}
+        self.active_highwaters = {self.tp[0]: 7, self.tp[2]: 20}
+        self.standby_offsets = {self.tp[1]: 2}
+        self.standby_highwaters = {self.tp[1]: 3}
+        self.tp_to_table = {tp: table for tp in self.tp}
+        self.tables = type("Tables", (), {"standbys_ready": False,
+                                          "on_standbys_ready": lambda s: None})()
+
+    def need_recovery(self) -> bool:
+        return any(self.active_highwaters[tp] > o for tp, o in self.active_offsets.items())
+
+    def standby_remaining_total(self) -> int:
+        return sum(self.standby_highwaters[tp] - o for tp, o in self.standby_offsets.items())
+
+
+def test_partitions_read_past_their_highwater_are_restored_though_it_is_a_marker():
+    """Under read_committed, an offset no record comes for (a transaction marker, an aborted
+    record) ends a changelog partition: once the fetch position passes the highwater the
+    partition counts as restored, and its store as holding everything up to it. Faust's loop
+    would wait for a record at the highwater for ever."""
+    from streams.faust_compat import changelog_restore
+    r = RecoveryAtMarkers()
+    positions = {r.tp[0]: 7, r.tp[1]: 4, r.tp[2]: 11}
+    assert changelog_restore.past_markers(r, positions.get) == 1     # partition 1 only
+    assert r.standby_offsets[r.tp[1]] == 3 and r.data.persisted == {r.tp[1]: 3}
+    assert r.active_offsets == {r.tp[0]: 6, r.tp[2]: 10} and r.in_recovery
+    positions[r.tp[0]] = 8                  # past the marker at 7
+    assert changelog_restore.past_markers(r, positions.get) == 1
+    assert r.active_offsets[r.tp[0]] == 7 and r.data.persisted[r.tp[0]] == 7
+    assert r.in_recovery                    # partition 2 has records left
+    r.active_offsets[r.tp[2]] = 20
+    assert changelog_restore.past_markers(r, positions.get) == 0
