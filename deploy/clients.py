@@ -20,6 +20,10 @@ from streams.io.kafka_security import client_kwargs
 from streams.io.producer_settings import aiokafka_producer_kwargs
 from streams.io.topics import ensure_topics
 
+# Readers of the workers' outputs see committed transactions only: under exactly_once_v2 a
+# worker's aborted commit (a zombie's) never shows (the same as read_uncommitted without them)
+READ_COMMITTED = "read_committed"
+
 
 def event_records(path: str | Path) -> Iterator[tuple[bytes | None, bytes]]:
     """(key, value) per event of an events JSONL or TAAC seq.jsonl file. The key is the decimal
@@ -108,7 +112,8 @@ async def _tail(cfg: ProfileConfig, topic: str, from_beginning: bool, limit: int
                 idle_timeout: float | None, out: IO) -> int:
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=cfg.kafka.bootstrap_servers,
                                 **client_kwargs(cfg), group_id=None, enable_auto_commit=False,
-                                auto_offset_reset="earliest" if from_beginning else "latest")
+                                auto_offset_reset="earliest" if from_beginning else "latest",
+                                isolation_level=READ_COMMITTED)
     await consumer.start()
     n = 0
     last = time.monotonic()
@@ -149,7 +154,8 @@ def read_all(cfg: ProfileConfig, topic: str,
         consumer = AIOKafkaConsumer(topic, bootstrap_servers=cfg.kafka.bootstrap_servers,
                                     **client_kwargs(cfg),
                                     group_id=None, enable_auto_commit=False,
-                                    auto_offset_reset="earliest")
+                                    auto_offset_reset="earliest",
+                                    isolation_level=READ_COMMITTED)
         await consumer.start()
         out: list[tuple[bytes, dict]] = []
         last = time.monotonic()

@@ -198,13 +198,15 @@ async def _topic_partitions(consumer, topic: str) -> list:
     return [TopicPartition(topic, p) for p in sorted(parts or ())]
 
 
-def read_topic(cfg, topic: str) -> list:
+def read_topic(cfg, topic: str, isolation_level: str = "read_committed") -> list:
     """Every record of `topic` (aiokafka ConsumerRecords) from the start to each partition's
-    end offset when called, in order per partition; [] when the topic does not exist."""
+    end offset when called (read_committed: its last stable offset), in order per partition;
+    [] when the topic does not exist."""
     async def run() -> list:
         consumer = AIOKafkaConsumer(bootstrap_servers=cfg.kafka.bootstrap_servers,
                                     **client_kwargs(cfg), group_id=None,
-                                    enable_auto_commit=False, auto_offset_reset="earliest")
+                                    enable_auto_commit=False, auto_offset_reset="earliest",
+                                    isolation_level=isolation_level)
         await consumer.start()
         out: list = []
         try:
