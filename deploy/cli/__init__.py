@@ -97,7 +97,8 @@ def broker_status(ctx: click.Context) -> None:
 # `profiles bench --only X`: the row groups of tools.bench.suite.run_bench it runs
 BENCH_GROUPS = {"offline": ("offline",), "stream": ("bench", "sparse"), "bench": ("bench",),
                 "sparse": ("sparse",), "peers-large": ("peers-large",),
-                "producers": ("producers",), "latency": ("latency",), "scale": ("scale",)}
+                "producers": ("producers",), "latency": ("latency",), "scale": ("scale",),
+                "guarantees": ("guarantees",)}
 
 
 @cli.command()
@@ -128,8 +129,9 @@ BENCH_GROUPS = {"offline": ("offline",), "stream": ("bench", "sparse"), "bench":
                    "replaces that section of OUT), stream (throughput on the bench and the "
                    "sparse sample, with the peers), bench, sparse, peers-large (the peers on "
                    "the large sparse sample), producers (CPU per record of the output "
-                   "producers), latency (the steady runs), scale (the batch path, Spark and "
-                   "the scheduled runs at the scale of issue 25's targets). A partial stream "
+                   "producers), latency (the steady runs), guarantees (at_least_once against "
+                   "exactly_once_v2 at three commit intervals), scale (the batch path, Spark "
+                   "and the scheduled runs at the scale of issue 25's targets). A partial stream "
                    "run prints its table and writes it to WORKDIR/partial.md, not OUT.")
 def bench(users: int, days: int, workdir: str, out: str, tuned_batch: int, latency_rate: float,
           latency_seconds: float, soak_rate: float, soak_seconds: float,
@@ -183,13 +185,18 @@ def bench(users: int, days: int, workdir: str, out: str, tuned_batch: int, laten
               help="Leave a kind of fault out (repeatable).")
 @click.option("--standby", type=click.IntRange(0, 1), default=0, show_default=True,
               help="The workers' standby replicas (worker.standby_replicas).")
+@click.option("--guarantee", type=click.Choice(["at_least_once", "exactly_once_v2"]),
+              default="at_least_once", show_default=True,
+              help="The workers' kafka.processing_guarantee; under exactly_once_v2 a "
+                   "read_committed reader must see no stale publish either.")
 @click.option("--workdir", type=click.Path(file_okay=False), default="run/chaos",
               show_default=True, help="Each run keeps its logs in seed-N/ there.")
 def chaos(users: int, seed: int, runs: int, hostile: int, kills: int, skip: tuple[str, ...],
-          standby: int, workdir: str) -> None:
+          standby: int, guarantee: str, workdir: str) -> None:
     """Sample events through 3 workers under a seeded fault schedule (worker and broker
     faults); then profiles and states against the batch path. Exit 0 only when every run's
-    mismatches, lost and double-applied events, users without state and worker exits are 0."""
+    mismatches, lost and double-applied events, users without state and worker exits are 0
+    (under exactly_once_v2, and the stale publishes a read_committed reader sees)."""
     import shutil
 
     from tools.chaos.run import run_chaos, runs_table
@@ -197,7 +204,7 @@ def chaos(users: int, seed: int, runs: int, hostile: int, kills: int, skip: tupl
     reports = []
     for s in range(seed, seed + runs):
         report = run_chaos(Path(workdir) / f"seed-{s}", users, s, hostile, say=_say,
-                           kills=kills, skip=skip, standby=standby)
+                           kills=kills, skip=skip, standby=standby, guarantee=guarantee)
         for line in report.lines():
             click.echo(line)
         reports.append(report)

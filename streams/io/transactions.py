@@ -153,6 +153,7 @@ class OpenTransactions:
     changelog, so an open transaction there is one that may still commit its offsets."""
 
     POLL = 0.25             # seconds between two looks
+    LOOK_TIMEOUT = 5.0      # seconds one look may take
 
     def __init__(self, settings: dict[str, Any], timeout: float):
         self.settings = settings
@@ -171,26 +172,36 @@ class OpenTransactions:
         for level in (ck.IsolationLevel.READ_COMMITTED, ck.IsolationLevel.READ_UNCOMMITTED):
             futures = self._admin.list_offsets(
                 {ck.TopicPartition(t, p): OffsetSpec.latest() for t, p in tps},
-                isolation_level=level, request_timeout=TIMEOUT)
+                isolation_level=level, request_timeout=self.LOOK_TIMEOUT)
             ends[level] = {(tp.topic, tp.partition): f.result().offset
                            for tp, f in futures.items()}
         stable, high = ends[ck.IsolationLevel.READ_COMMITTED], \
             ends[ck.IsolationLevel.READ_UNCOMMITTED]
         return {tp: (stable[tp], high[tp]) for tp in tps if stable[tp] < high[tp]}
 
-    async def settle(self, tps: list[tuple[str, int]]) -> dict[tuple[str, int], tuple[int, int]]:
+    async def settle(self, tps: list[tuple[str, int]]) -> dict[tuple[str, int], Any]:
         """Wait until no transaction is open on `tps`, for up to `timeout` seconds; returns
         what is still open then (logged by the caller)."""
         loop = asyncio.get_running_loop()
         began = loop.time()
-        still = await loop.run_in_executor(None, self.open, tps)
+        still = await self._look(tps)
         if not still:
-            return still
-        log.info("transactions open on %s (last stable offset, high watermark): waiting up "
-                 "to %.0f s for them to end", still, self.timeout)
+            return {}
+        log.info("transactions open on %s (last stable offset, high watermark; None: not "
+                 "known yet): waiting up to %.0f s for them to end", still, self.timeout)
         while still and loop.time() < began + self.timeout:
             await asyncio.sleep(self.POLL)
-            still = await loop.run_in_executor(None, self.open, list(still))
+            still = await self._look(list(still))
         if not still:
             log.info("the open transactions ended after %.1f s", loop.time() - began)
         return still
+
+    async def _look(self, tps: list[tuple[str, int]]) -> dict[tuple[str, int], Any]:
+        """`open`, with every partition counted as open while the broker cannot say (it
+        restarts, or is out of reach)."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(None, self.open, tps)
+        except ck.KafkaException as e:
+            log.warning("could not list the offsets of %d partitions (%s): asking again",
+                        len(tps), e.args[0])
+            return {tp: None for tp in tps}

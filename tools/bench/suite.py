@@ -378,7 +378,7 @@ def _steady_run(name: str, base: dict, workdir: Path, events: Path, rate: float,
             proc.kill()
 
 
-STREAM_ROWS = ("bench", "sparse", "peers-large", "producers", "latency", "batch",
+STREAM_ROWS = ("bench", "sparse", "peers-large", "producers", "latency", "guarantees", "batch",
                "offline", "scale")   # row groups
 LARGE_PEER_USERS = 25_000   # users of the large sparse sample (about 2M events)
 
@@ -391,9 +391,10 @@ def run_bench(workdir: Path, users: int, days: int, say: Callable[[str], None] =
               rows: tuple[str, ...] = STREAM_ROWS) -> str:
     """Every row of `make bench`, or those of the groups in `rows`: "bench" (throughput on the
     bench sample), "sparse" (throughput on the sparse sample), "latency" (the steady runs),
-    "producers" (CPU per record of the output producers), "batch" (the batch path and the state
-    sizes), "offline" (the offline engines), "scale" (the batch path, Spark and the scheduled
-    runs at the scale of issue 25's targets: tools.bench.scale)."""
+    "producers" (CPU per record of the output producers), "guarantees" (at_least_once against
+    exactly_once_v2 at several commit intervals: tools.bench.guarantees), "batch" (the batch
+    path and the state sizes), "offline" (the offline engines), "scale" (the batch path, Spark
+    and the scheduled runs at the scale of issue 25's targets: tools.bench.scale)."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = embedded.free_port()
     base = {"kafka": {"broker": f"kafka://127.0.0.1:{port}", "partitions": 8},
@@ -413,7 +414,8 @@ def run_bench(workdir: Path, users: int, days: int, say: Callable[[str], None] =
     producers: list[str] = []
     startup: BrokerStartup | None = None
     large: PeerRows | None = None
-    if {"bench", "sparse", "peers-large", "producers", "latency"} & set(rows):
+    guarantee_rows: list = []
+    if {"bench", "sparse", "peers-large", "producers", "latency", "guarantees"} & set(rows):
         t_start = time.monotonic()
         st, _ = embedded.start(cfg.run_dir, port)
         startup = BrokerStartup(time.monotonic() - t_start)
@@ -438,6 +440,11 @@ def run_bench(workdir: Path, users: int, days: int, say: Callable[[str], None] =
                               (f"latency-{high_latency_rate:.0f}", high_latency_rate,
                                latency_seconds),
                               ("soak", soak_rate, soak_seconds)) if secs > 0]
+            if "guarantees" in rows:
+                from tools.bench.guarantees import run_guarantee_rows
+                guarantee_rows = run_guarantee_rows(
+                    base, workdir, sparse_users, days, broker, say, latency_rate=latency_rate,
+                    latency_seconds=min(latency_seconds, 40), events_for_latency=events)
             startup.data_mib = _tree_mib(st.data_dir)
             t_stop = time.monotonic()
             embedded.stop(cfg.run_dir)
@@ -455,6 +462,12 @@ def run_bench(workdir: Path, users: int, days: int, say: Callable[[str], None] =
                                                high_latency_rate)) + "\n"
     if producers:
         out += "\n" + "\n".join(producers) + "\n"
+    if guarantee_rows:
+        from tools.bench.guarantees import guarantee_lines
+        out += "\n" + "\n".join(["### at_least_once against exactly_once_v2 (issue 27)", "",
+                                  *guarantee_lines(guarantee_rows, sparse_users,
+                                                   guarantee_rows[0].throughput.events,
+                                                   latency_rate)]) + "\n"
     if "batch" in rows:
         out += "\n" + _batch_rows(cfg, items, events, workdir)
     if "offline" in rows:

@@ -71,6 +71,10 @@ class ChaosReport:
     double_applied: int = 0
     states_missing: int = 0
     stale_publishes: int = 0       # a user's record with a lower version than one before it
+    # the same, as a read_committed reader sees profile-updates (required 0 under
+    # exactly_once_v2; without transactions it is the count above)
+    stale_committed: int = 0
+    guarantee: str = "at_least_once"
     stale_state_writes: int = 0    # a changelog state older (source offset) than one before it
     worker_exits: int = 0          # worker processes that ended without the schedule's signal
     error: str | None = None       # the run could not finish (e.g. a worker never caught up)
@@ -79,16 +83,18 @@ class ChaosReport:
 
     @property
     def ok(self) -> bool:
-        """The guarantees: the stale counts are measured and printed, not part of this (records
-        already handed to a producer when a process freezes go out when it thaws:
-        docs/RELIABILITY.md)."""
+        """The guarantees. The stale counts are measured and printed, not part of this under
+        at_least_once (records already handed to a producer when a process freezes go out when
+        it thaws: docs/RELIABILITY.md); under exactly_once_v2 a read_committed reader must see
+        none."""
         return not (self.mismatched or self.missing or self.unexpected or self.lost_events or
                     self.double_applied or self.states_missing or self.worker_exits or
-                    self.error)
+                    self.error or (self.guarantee == "exactly_once_v2" and self.stale_committed))
 
     def lines(self) -> list[str]:
         return [f"chaos seed {self.seed}: {self.events:,} sample events + {self.hostile:,} "
-                f"hostile payloads through 3 workers in {self.seconds:.0f} s",
+                f"hostile payloads through 3 workers ({self.guarantee}) in "
+                f"{self.seconds:.0f} s",
                 "faults injected:", *[f"  {f}" for f in self.faults_done],
                 f"users compared: {self.users:,}",
                 f"mismatched profiles: {self.mismatched}", f"missing profiles: {self.missing}",
@@ -99,6 +105,9 @@ class ChaosReport:
                 f"worker exits not caused by the schedule: {self.worker_exits}",
                 f"stale publishes (a version lower than an earlier one; measured, see "
                 f"docs/RELIABILITY.md): {self.stale_publishes}",
+                f"stale publishes a read_committed reader sees ({self.guarantee}"
+                f"{': required 0' if self.guarantee == 'exactly_once_v2' else ''}): "
+                f"{self.stale_committed}",
                 f"stale state writes (changelog source offset went back; measured): "
                 f"{self.stale_state_writes}",
                 *[f"  differs: {_brief(e)}" for e in self.examples],
@@ -120,11 +129,13 @@ def _brief(example: dict) -> str:
             f"{recs}; {len(example['changelog'])} states, last {sts}")
 
 
-# (column, ChaosReport attribute) of the per-seed table; the last two are measured, not required
+# (column, ChaosReport attribute) of the per-seed table; the last three are measured, not
+# required (but "stale read committed" under exactly_once_v2)
 TABLE = (("mismatched", "mismatched"), ("missing", "missing"), ("unexpected", "unexpected"),
          ("lost events", "lost_events"), ("double-applied", "double_applied"),
          ("without state", "states_missing"), ("worker exits", "worker_exits"),
-         ("stale publishes", "stale_publishes"), ("stale state writes", "stale_state_writes"))
+         ("stale publishes", "stale_publishes"), ("stale read committed", "stale_committed"),
+         ("stale state writes", "stale_state_writes"))
 
 
 def runs_table(reports: list[ChaosReport]) -> list[str]:
@@ -220,7 +231,8 @@ def run_chaos(workdir: Path, users: int, seed: int, hostile: int,
               say: Callable[[str], None] = print, kills: int = 5, rate: float = 5000,
               skip: tuple[str, ...] = (), standby: int = 0,
               client_settings: dict | None = None, broker_pause: float = BROKER_PAUSE,
-              latency_for: float = LATENCY_FOR) -> ChaosReport:
+              latency_for: float = LATENCY_FOR,
+              guarantee: str = "at_least_once") -> ChaosReport:
     """`client_settings`: kafka.client settings of the workers and this run's clients (the
     short run in tests/integration/test_chaos.py takes the broker's least session timeout,
     6 s, and shorter faults still past it); `broker_pause`, `latency_for`: seconds the broker
@@ -235,6 +247,7 @@ def run_chaos(workdir: Path, users: int, seed: int, hostile: int,
     port, proxy_port, base = embedded.free_port(), embedded.free_port(), _ports(4)
     # Every client goes through the proxy; the broker advertises it.
     raw = {"kafka": {"broker": f"kafka://127.0.0.1:{proxy_port}", "partitions": 6,
+                     "processing_guarantee": guarantee,
                      **({"client": client_settings} if client_settings else {})},
            "embedded_broker": {"port": port, "run_dir": str(workdir / "run")},
            "mapping_index": str(workdir / "mapping_index.json"),
@@ -253,9 +266,9 @@ def run_chaos(workdir: Path, users: int, seed: int, hostile: int,
     plan = fault_schedule(seed, duration, kills, skip=skip)
     payloads = list(hostile_payloads(hostile, seed=seed))
     report = ChaosReport(seed, n_events, len(payloads) if "hostile" not in skip else 0,
-                         [f.describe() for f in plan])
+                         [f.describe() for f in plan], guarantee=guarantee)
     say(f"chaos seed {seed}: {n_events:,} sample events at {rate:,.0f}/s (~{duration:.0f} s), "
-        f"standby replicas {standby}; fault schedule:")
+        f"standby replicas {standby}, {guarantee}; fault schedule:")
     for f in plan:
         say(f"  {f.describe()}")
 
@@ -469,13 +482,15 @@ def _lag_zero(w: Workers, cfg) -> bool:
     return len(seen) == cfg.kafka.partitions and all(v == 0 for v in seen.values())
 
 
-def _scan(cfg, topic: str, on_record: Callable[[object], None]) -> None:
+def _scan(cfg, topic: str, on_record: Callable[[object], None],
+          isolation_level: str = "read_uncommitted") -> None:
     """Every record of `topic` from the start until idle, in log order per partition."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     async def run() -> None:
         c = AIOKafkaConsumer(bootstrap_servers=cfg.kafka.bootstrap_servers, group_id=None,
-                             enable_auto_commit=False, auto_offset_reset="earliest")
+                             enable_auto_commit=False, auto_offset_reset="earliest",
+                             isolation_level=isolation_level)
         await c.start()
         try:
             parts = c.partitions_for_topic(topic)
@@ -533,10 +548,12 @@ class _Regressions:
                 **self.describe(r)}
 
 
-def _regressions(cfg, users: Sequence[int] = ()) -> tuple[int, int, dict[int, dict]]:
+def _regressions(cfg, users: Sequence[int] = ()) -> tuple[int, int, int, dict[int, dict]]:
     """Records that went back in time, in log order: what a worker that woke up after losing
-    its partitions (SIGSTOP past the session timeout) would leave behind. With `users`, also
-    every profile record and changelog state of those users, in log order."""
+    its partitions (SIGSTOP past the session timeout) would leave behind: profile records as a
+    read_uncommitted reader sees them, the same as a read_committed one does, changelog states.
+    With `users`, also every profile record and changelog state of those users, in log
+    order."""
     from features.encoding import StateDecodeError, read_header
     keys = {str(u).encode() for u in users}
 
@@ -568,15 +585,19 @@ def _regressions(cfg, users: Sequence[int] = ()) -> tuple[int, int, dict[int, di
             "published_as_of": h.published_as_of, "bytes": len(r.value)}
 
     published = _Regressions(version, keys, record)
+    committed = _Regressions(version, set(), record)
     states = _Regressions(source_offset, keys, state)
     _scan(cfg, cfg.kafka.topics.profile_updates, published)
+    _scan(cfg, cfg.kafka.topics.profile_updates, committed, "read_committed")
     _scan(cfg, state_changelog_topic(cfg), states)
     histories = {u: {"profile_updates": published.history.get(str(u).encode(), []),
                      "changelog": states.history.get(str(u).encode(), [])} for u in users}
-    for kind, regressions in (("stale publish", published), ("stale state write", states)):
+    for kind, regressions in (("stale publish", published),
+                              ("stale publish (read_committed)", committed),
+                              ("stale state write", states)):
         for e in regressions.examples:
             print(f"  {kind}: {e}", flush=True)
-    return published.back, states.back, histories
+    return published.back, committed.back, states.back, histories
 
 
 def _clock(t: float) -> str:
@@ -724,7 +745,8 @@ def _verify(cfg, w: Workers, sample: Path, payloads, report: ChaosReport, workdi
         f"{view.generation}, partition owners {view.owners})")
     _count_states(states, live, report)
     wrong = [uid for uid, _, _ in c.mismatched[:10]]
-    report.stale_publishes, report.stale_state_writes, histories = _regressions(cfg, wrong)
+    report.stale_publishes, report.stale_committed, report.stale_state_writes, histories = \
+        _regressions(cfg, wrong)
     for uid, got, want in c.mismatched[:10]:
         report.examples.append({"user_id": uid, "published": got, "expected": want,
                                 **histories[uid]})
