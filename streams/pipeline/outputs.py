@@ -124,9 +124,7 @@ class TransactionalOutputs(ProducerOutputs):
         offsets = self.group.next_offsets(batches)
         if not still_ours() or (offsets and outbox.group_metadata is None):
             # not acked: the rejoin under way reads the events again from the committed offsets
-            self.changelog.aborted()
-            self.states.forget_uncommitted()
-            await self.producer.abort()
+            await self._abandon()
             return False
         await self.publisher.send_many(outbox.records)
         await self._commit(offsets, outbox.group_metadata)
@@ -141,10 +139,15 @@ class TransactionalOutputs(ProducerOutputs):
             await self.publisher.flush()        # raises for an output record not delivered
             await self.producer.commit(offsets, group_metadata)
         except BaseException:
-            self.changelog.aborted()
-            self.states.forget_uncommitted()
-            await self.producer.abort()
+            await self._abandon()
             raise
+
+    async def _abandon(self) -> None:
+        """Nothing of the open transaction counts: aborted, and the table's uncommitted
+        values forgotten."""
+        self.changelog.aborted()
+        self.states.forget_uncommitted()
+        await self.producer.abort()
 
     def _write_locally(self, outbox: Outbox) -> None:
         states = self.states
