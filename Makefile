@@ -26,7 +26,8 @@ demo: install
 # Fault injection, 5 seeds (about 230,000 events each through 3 workers, worker and broker
 # faults; logs in run/chaos/seed-N/) and 100,000 fuzz cases.
 chaos: install
-	$(BIN)/profiles chaos --runs 5
+	$(BIN)/profiles chaos --runs 5 --guarantee exactly_once_v2 --standby 1 --workdir run/chaos-eos
+	$(BIN)/profiles chaos --runs 2 --seed 47
 	FUZZ_EXAMPLES=100000 FUZZ_LIVE=100000 $(BIN)/python -m pytest -q -s --timeout 1800 tests/unit/features/test_fuzz_validator.py tests/integration/test_fuzz_live.py
 
 bench: install

@@ -339,10 +339,12 @@ class KafkaConfig(Section):
     # the client that writes profile-updates, profile-aggregates, the DLQ and alerts
     # (streams.io.publisher; the table changelog is always Faust's)
     output_client: Literal["librdkafka", "aiokafka"] = "librdkafka"
-    # at_least_once: exactly-once by the application (states carry their source offsets, a
-    # redelivered event is skipped; docs/RELIABILITY.md). exactly_once_v2: each commit is also
-    # one Kafka transaction (changelog, outputs, offsets; Kafka Streams' processing.guarantee),
-    # which needs output_client librdkafka and brokers with transactions.
+    # at_least_once: exactly-once by the application alone (states carry their source
+    # offsets, a redelivered event is skipped). exactly_once_v2: each commit is also one Kafka
+    # transaction (changelog, outputs, offsets; Kafka Streams' processing.guarantee), so a
+    # fenced worker's writes never show to read_committed readers; needs output_client
+    # librdkafka and brokers with transactions (Kafka 2.5+). docs/RELIABILITY.md; the cost of
+    # each: BENCHMARKS.md, "at_least_once against exactly_once_v2".
     processing_guarantee: Literal["at_least_once", "exactly_once_v2"] = "at_least_once"
     client: KafkaClientConfig = Field(default_factory=KafkaClientConfig)
 

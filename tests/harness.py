@@ -29,7 +29,8 @@ from features.runtime import FeatureRuntime
 from offline.batch_io import BatchReport
 from reference.batch import build_states
 from streams.faust_compat.aiokafka_calls import refresh_metadata
-from streams.io.kafka_security import client_kwargs
+from streams.io.kafka_security import client_kwargs, librdkafka_settings
+from streams.io.transactions import OpenTransactions
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -239,9 +240,10 @@ def latest_values(cfg, topic: str) -> dict[bytes, dict]:
 
 
 def topic_size(cfg, topic: str, partitions: list[int] | None = None) -> int:
-    """Records in `topic` (in `partitions` of it, when given): the sum of the partitions' end
-    offsets (nothing is deleted in a test: compaction keeps offsets), 0 when it does not
-    exist."""
+    """Records in `topic` (in `partitions` of it, when given) a read_committed reader sees, 0
+    when it does not exist. Without transactions that is the sum of the partitions' end
+    offsets (nothing is deleted in a test: compaction keeps offsets), read at once; with them,
+    markers and aborted records take offsets too, and the records are counted."""
     async def run() -> int:
         consumer = AIOKafkaConsumer(bootstrap_servers=cfg.kafka.bootstrap_servers,
                                     **client_kwargs(cfg), group_id=None,
@@ -253,7 +255,10 @@ def topic_size(cfg, topic: str, partitions: list[int] | None = None) -> int:
             return sum((await consumer.end_offsets(tps)).values()) if tps else 0
         finally:
             await consumer.stop()
-    return asyncio.run(run())
+    if not cfg.kafka.exactly_once:
+        return asyncio.run(run())
+    return sum(1 for r in read_topic(cfg, topic)
+               if partitions is None or r.partition in partitions)
 
 
 def outputs_delivered(cfg, ws, token: str | None = None) -> bool:
@@ -313,11 +318,27 @@ def events_acked(cfg) -> bool:
     return asyncio.run(run())
 
 
+def transactions_settled(cfg) -> bool:
+    """No transaction is open on the state changelog or the output topics. A commit returns
+    once its transaction is decided, and the broker writes its markers after that: until then
+    a read_committed reader stops short of it (exactly_once_v2)."""
+    from streams.pipeline.topology import state_changelog_topic
+    t = cfg.kafka.topics
+    tps = [(topic, p) for topic in (state_changelog_topic(cfg), t.profile_updates,
+                                    t.profile_aggregates, t.dlq)
+           for p in range(cfg.kafka.partitions)]
+    return not OpenTransactions({"bootstrap.servers": cfg.kafka.bootstrap_servers,
+                                 **librdkafka_settings(cfg)}, 0).open(tps)
+
+
 def caught_up(cfg, timeout: float = 60) -> None:
-    """Wait until events_acked(cfg)."""
+    """Wait until events_acked(cfg), and under exactly_once_v2 transactions_settled(cfg)."""
     assert wait_for(lambda: events_acked(cfg), timeout, interval=0.25,
                     what="user-events committed to their end"), \
         "the group's commits did not reach the end of user-events"
+    if cfg.kafka.exactly_once:
+        assert wait_for(lambda: transactions_settled(cfg), timeout, interval=0.1,
+                        what="no transaction open on the changelog and the outputs")
 
 
 def profiles_cli(cfg_path: Path, *args: str, timeout: float = 300,

@@ -25,6 +25,7 @@ import confluent_kafka as ck
 
 log = logging.getLogger(__name__)
 TIMEOUT = 30.0          # seconds each blocking transactional call may take
+STUCK_MARGIN = 5.0      # after TIMEOUT and this, the call is given up as stuck
 
 
 class TransactionFenced(RuntimeError):
@@ -57,8 +58,17 @@ class TransactionalProducer:
         self.in_transaction = False
 
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        call = asyncio.get_running_loop().run_in_executor(None, fn, *args)
         try:
-            return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+            # librdkafka's send_offsets_to_transaction can block past its timeout when the
+            # group coordinator went away (confluentinc/librdkafka#5456, #5511: a broker
+            # restart under a worker, tests/integration/test_broker_restart.py). Its thread is
+            # left blocked; the producer is done, and the worker restarts with a new one.
+            return await asyncio.wait_for(asyncio.shield(call), TIMEOUT + STUCK_MARGIN)
+        except asyncio.TimeoutError:
+            raise TransactionFenced(f"{getattr(fn, '__name__', fn)} did not return within "
+                                    f"{TIMEOUT + STUCK_MARGIN:.0f} s (a librdkafka call past "
+                                    "its timeout): this producer cannot go on") from None
         except ck.KafkaException as e:
             err = e.args[0]
             _raise_if_fatal(err, e)

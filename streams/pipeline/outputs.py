@@ -135,9 +135,13 @@ class TransactionalOutputs(ProducerOutputs):
     async def _commit(self, offsets: dict[tuple[str, int], int],
                       group_metadata: bytes | None = None) -> None:
         try:
-            await self.changelog.deliver()      # (one producer: the output records too)
-            await self.publisher.flush()        # raises for an output record not delivered
+            # The commit delivers every record of the transaction first, within its timeout,
+            # and fails when one was not (a broker away past the delivery timeout leaves the
+            # transaction abortable); a flush of our own could wait for ever on a transaction
+            # the broker has fenced (a broker restart: tests/integration/test_broker_restart.py)
             await self.producer.commit(offsets, group_metadata)
+            await self.changelog.deliver()      # delivered: serves their reports, the offsets
+            await self.publisher.flush()
         except BaseException:
             await self._abandon()
             raise

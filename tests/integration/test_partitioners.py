@@ -20,7 +20,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from deploy.broker import free_port
 from deploy.clients import tail
 from features.config import load_config
-from tests.harness import http_json, profile_worker, topic_values, wait_for, write_config
+from tests.harness import (
+    caught_up,
+    http_json,
+    profile_worker,
+    topic_values,
+    wait_for,
+    write_config,
+)
 
 pytestmark = pytest.mark.integration
 USERS = range(1000, 1200)
@@ -90,6 +97,7 @@ def test_confluent_kafka_default_partitioner_two_workers(broker, workers, tmp_pa
     for name, (cfg, ws) in groups.items():
         assert wait_for(lambda: sum(stats(w)["counts"].get("applied", 0) for w in ws) == n, 60,
                         0.5, what=f"{name}: every event applied")
+        caught_up(cfg)      # and committed: the query API reads committed states
         for w in ws:        # asked of either worker, every user answers
             status, body = http_json(w.url(f"/profiles?ids={ids}"), timeout=30)
             assert status == 200 and body["missing"] == [], (name, body["missing"][:10])

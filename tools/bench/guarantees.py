@@ -37,6 +37,7 @@ class GuaranteeRow:
     interval: float
     throughput: Result
     latency: Steady | None
+    sample_events: int          # the sparse sample's (the timed span starts at the first)
 
 
 def _with(base: dict, guarantee: str, interval: float) -> dict:
@@ -81,19 +82,19 @@ def run_guarantee_rows(base: dict, workdir: Path, users: int, days: int, broker:
                                       latency_rate, latency_seconds, broker.pid, say)
                 say(f"  {name}: p50 {latency.p50_ms or 0:,.0f} ms, p99 "
                     f"{latency.p99_ms or 0:,.0f} ms at {latency_rate:,.0f}/s")
-            rows.append(GuaranteeRow(guarantee, interval, throughput, latency))
+            rows.append(GuaranteeRow(guarantee, interval, throughput, latency, total))
     return rows
 
 
-def guarantee_lines(rows: list[GuaranteeRow], users: int, events: int,
-                    latency_rate: float) -> list[str]:
+def guarantee_lines(rows: list[GuaranteeRow], users: int, latency_rate: float) -> list[str]:
     """Markdown: one row per (guarantee, interval), exactly_once_v2's share of at_least_once's
     throughput at the same interval."""
     alo = {r.interval: r for r in rows if r.guarantee == "at_least_once"}
 
     def ms(v: float | None) -> str:
         return f"{v:,.0f}" if v is not None else "n/a"
-    out = [f"One worker, sparse sample of {users:,} users ({events:,} events; each run a group "
+    out = [f"One worker, sparse sample of {users:,} users ({rows[0].sample_events:,} events; "
+           "each run a group "
            f"of its own from the start), then {latency_rate:,.0f} events/s offered for the "
            "latency (p50/p99 after the first 10 s), pairs interleaved:",
            "",

@@ -466,7 +466,6 @@ def run_bench(workdir: Path, users: int, days: int, say: Callable[[str], None] =
         from tools.bench.guarantees import guarantee_lines
         out += "\n" + "\n".join(["### at_least_once against exactly_once_v2 (issue 27)", "",
                                   *guarantee_lines(guarantee_rows, sparse_users,
-                                                   guarantee_rows[0].throughput.events,
                                                    latency_rate)]) + "\n"
     if "batch" in rows:
         out += "\n" + _batch_rows(cfg, items, events, workdir)

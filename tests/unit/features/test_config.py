@@ -92,7 +92,9 @@ def test_env_overrides_deployment_settings():
 
 
 def test_client_settings_are_checked_and_the_retired_compat_key_is_refused():
-    cfg = parse_config({"kafka": {"client": {"session_timeout_seconds": 30,
+    # (acks 1 only without transactions)
+    cfg = parse_config({"kafka": {"processing_guarantee": "at_least_once",
+                                  "client": {"session_timeout_seconds": 30,
                                              "heartbeat_interval_seconds": 3, "acks": 1}}},
                        env={})
     assert cfg.kafka.client.session_timeout_seconds == 30 and cfg.kafka.client.acks == 1
@@ -103,6 +105,20 @@ def test_client_settings_are_checked_and_the_retired_compat_key_is_refused():
         parse_config({"kafka": {"client": {"acks": 0}}}, env={})
     with pytest.raises(ConfigError, match="kafka.compat: unknown key"):
         parse_config({"kafka": {"compat": "kafka"}}, env={})
+
+
+def test_exactly_once_needs_librdkafka_outputs_and_acks_all():
+    eos = {"processing_guarantee": "exactly_once_v2"}
+    cfg = parse_config({"kafka": {**eos, "client": {"transaction_timeout_seconds": 20}}}, env={})
+    assert cfg.kafka.exactly_once and cfg.kafka.client.transaction_timeout_seconds == 20
+    with pytest.raises(ConfigError, match="output_client must be librdkafka"):
+        parse_config({"kafka": {**eos, "output_client": "aiokafka"}}, env={})
+    with pytest.raises(ConfigError, match="acks 'all'"):
+        parse_config({"kafka": {**eos, "client": {"acks": 1}}}, env={})
+    with pytest.raises(ConfigError, match="processing_guarantee"):
+        parse_config({"kafka": {"processing_guarantee": "exactly_once"}}, env={})
+    assert not parse_config({"kafka": {"processing_guarantee": "at_least_once",
+                                       "output_client": "aiokafka"}}, env={}).kafka.exactly_once
 
 
 def test_the_delivery_timeout_stays_below_the_time_a_frozen_workers_partitions_take_to_move():

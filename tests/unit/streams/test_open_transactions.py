@@ -28,7 +28,8 @@ class Scripted(OpenTransactions):
 
 
 def test_it_waits_while_a_transaction_is_open_or_the_broker_cannot_say():
-    leaders = ck.KafkaException(ck.KafkaError(ck.KafkaError._NOENT, "No leaders found"))
+    leaders = ck.KafkaException(
+        ck.KafkaError(ck.KafkaError.UNKNOWN_TOPIC_OR_PART, "No leaders found"))
     s = Scripted([{TP: (0, 128)}, leaders, {TP: (0, 128)}, {}])
     assert asyncio.run(s.settle([TP, ("app-user-state-changelog", 1)])) == {}
     assert len(s.asked) == 4 and s.asked[1:] == [[TP]] * 3      # only what was open is asked
@@ -42,3 +43,45 @@ def test_it_gives_up_at_its_timeout_with_what_is_still_open():
 def test_nothing_open_answers_at_once():
     s = Scripted([{}])
     assert asyncio.run(s.settle([TP])) == {} and len(s.asked) == 1
+
+
+def test_a_transactional_call_stuck_past_its_timeout_ends_the_producer(monkeypatch):
+    """librdkafka's send_offsets_to_transaction can block past its timeout once the group
+    coordinator went away (confluentinc/librdkafka#5456): the call is given up, and the
+    producer counts as fenced, so the worker restarts with a new one."""
+    import threading
+
+    import pytest
+
+    from streams.io import transactions
+
+    release = threading.Event()
+
+    class Stuck:
+        def __init__(self, settings):
+            pass
+
+        def init_transactions(self, timeout):
+            pass
+
+        def begin_transaction(self):
+            pass
+
+        def send_offsets_to_transaction(self, tps, metadata, timeout):
+            release.wait(10)            # past its timeout, as the bug does
+
+        def commit_transaction(self, timeout):
+            pass
+
+    monkeypatch.setattr(transactions, "TIMEOUT", 0.05)
+    monkeypatch.setattr(transactions, "STUCK_MARGIN", 0.05)
+
+    async def run():
+        p = transactions.TransactionalProducer({}, "t-1", producer_factory=Stuck)
+        await p.begin()
+        try:
+            with pytest.raises(transactions.TransactionFenced, match="did not return within"):
+                await p.commit({("t", 0): 5}, b"metadata")
+        finally:
+            release.set()           # (the executor's thread, left blocked, may end now)
+    asyncio.run(run())
