@@ -118,6 +118,18 @@ class WorkerProcess(worker_process.WorkerProcess):
             return "(no log)"
 
 
+def owned_partitions(worker) -> list[int]:
+    """The user-events partitions the worker has active (empty while it has no answer)."""
+    try:
+        status, health = http_json(worker.url("/health"))
+    except (OSError, ValueError):
+        return []
+    if status != 200:
+        return []
+    return sorted(int(p.split(":")[1]) for p in health.get("assigned_partitions", [])
+                  if p.startswith("user-events:"))
+
+
 def keep_artifacts(name: str, folder: Path) -> Path:
     """Copy a failed test's logs to test-artifacts/<name>/."""
     dest = ARTIFACTS / name

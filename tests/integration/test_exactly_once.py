@@ -25,7 +25,7 @@ from features.config import load_config
 from tests.harness import (
     _topic_partitions,
     caught_up,
-    http_json,
+    owned_partitions,
     profile_worker,
     published_vs_batch,
     read_topic,
@@ -40,17 +40,6 @@ pytestmark = pytest.mark.integration
 # the broker's least session timeout: a dead or frozen worker's partitions move after 6 s
 CLIENT = {"session_timeout_seconds": 6, "heartbeat_interval_seconds": 1}
 EOS = {"processing_guarantee": "exactly_once_v2", "client": CLIENT}
-
-
-def _owned(worker) -> list[int]:
-    try:
-        status, health = http_json(worker.url("/health"))
-    except (OSError, ValueError):
-        return []
-    if status != 200:
-        return []
-    return sorted(int(p.split(":")[1]) for p in health.get("assigned_partitions", [])
-                  if p.startswith("user-events:"))
 
 
 def test_two_workers_with_standbys_are_exact_through_a_kill(broker, workers, tmp_path):
@@ -70,7 +59,7 @@ def test_two_workers_with_standbys_are_exact_through_a_kill(broker, workers, tmp
     w2 = profile_worker(workers, cfg_path, 2, free_port(), "w2").start()
     w1.wait_healthy()
     w2.wait_healthy()
-    assert wait_for(lambda: len(_owned(w1)) == len(_owned(w2)) == 2, 60,
+    assert wait_for(lambda: len(owned_partitions(w1)) == len(owned_partitions(w2)) == 2, 60,
                     what="two members with half the partitions each")
     produce_events(cfg, first, progress=None)
     caught_up(cfg)                  # the offsets are committed in the commits' transactions
@@ -78,7 +67,7 @@ def test_two_workers_with_standbys_are_exact_through_a_kill(broker, workers, tmp
     c = published_vs_batch(cfg, first, tmp_path / "batch-first.jsonl", items)
     assert c.ok, (c.summary(), c.mismatched[:2], c.missing[:5])
     w1.kill(signal.SIGKILL)
-    assert wait_for(lambda: _owned(w2) == [0, 1, 2, 3], 60, interval=0.25,
+    assert wait_for(lambda: owned_partitions(w2) == [0, 1, 2, 3], 60, interval=0.25,
                     what="w2 owns every partition")
     w2.wait_healthy()
     assert not state_diffs(cfg, w2, first, ids)
@@ -139,13 +128,14 @@ def test_a_frozen_workers_open_transaction_never_becomes_visible(broker, workers
     try:
         # a new owner takes both partitions once the frozen one's session has expired
         b = profile_worker(workers, cfg_path, 2, free_port(), "b").start()
-        assert wait_for(lambda: _owned(b) == [0, 1], 60, interval=0.25,
+        assert wait_for(lambda: owned_partitions(b) == [0, 1], 60, interval=0.25,
                         what="the new worker owns every partition")
         producing.join()
         caught_up(cfg, timeout=120)     # its transactions committed the end of every partition
     finally:
         a.kill(signal.SIGCONT)
-    assert wait_for(lambda: a.alive() and len(_owned(a)) == len(_owned(b)) == 1, 90,
+    assert wait_for(lambda: a.alive() and
+                    len(owned_partitions(a)) == len(owned_partitions(b)) == 1, 90,
                     interval=0.25, what="the thawed worker back in the group"), a.tail()
     caught_up(cfg, timeout=60)
 

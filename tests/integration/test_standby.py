@@ -18,6 +18,7 @@ from streams.pipeline.topology import state_changelog_topic
 from tests.harness import (
     caught_up,
     http_json,
+    owned_partitions,
     profile_worker,
     published_vs_batch,
     state_diffs,
@@ -31,18 +32,6 @@ pytestmark = pytest.mark.integration
 PARTITIONS = 4
 # the broker's least session timeout: the survivor takes over 6 s after the kill, not 10
 CLIENT = {"session_timeout_seconds": 6, "heartbeat_interval_seconds": 1}
-
-
-def _owned(worker) -> list[int]:
-    """The user-events partitions the worker has active (empty while it has no answer)."""
-    try:
-        status, health = http_json(worker.url("/health"))
-    except (OSError, ValueError):
-        return []
-    if status != 200:
-        return []
-    return sorted(int(p.split(":")[1]) for p in health.get("assigned_partitions", [])
-                  if p.startswith("user-events:"))
 
 
 def _restored(worker) -> int:
@@ -68,12 +57,12 @@ def test_a_promoted_standby_holds_every_state_and_the_stream_goes_on_exact(
     w2 = profile_worker(workers, cfg_path, 2, free_port(), "w2").start()
     w1.wait_healthy()
     w2.wait_healthy()
-    assert wait_for(lambda: len(_owned(w1)) == len(_owned(w2)) == PARTITIONS // 2, 60,
-                    what="two members with half the partitions each")
+    assert wait_for(lambda: len(owned_partitions(w1)) == len(owned_partitions(w2))
+                    == PARTITIONS // 2, 60, what="two members with half the partitions each")
     produce_events(cfg, first, progress=None)
     caught_up(cfg)                  # every commit delivered, its changelog records included
     ids = list(range(1, 301))
-    moving = _owned(w1)
+    moving = owned_partitions(w1)
     # w2's standby copy of w1's partitions: every record of their changelog partitions
     held = topic_size(cfg, changelog, moving)
     assert held >= 50
@@ -81,7 +70,7 @@ def test_a_promoted_standby_holds_every_state_and_the_stream_goes_on_exact(
                     what="w2's standby caught up"), (_restored(w2), held)
 
     w1.kill(signal.SIGKILL)
-    assert wait_for(lambda: _owned(w2) == list(range(PARTITIONS)), 60, interval=0.25,
+    assert wait_for(lambda: owned_partitions(w2) == list(range(PARTITIONS)), 60, interval=0.25,
                     what="w2 owns every partition")
     w2.wait_healthy()
     assert _restored(w2) == held, "the promotion restored records the standby lacked"
