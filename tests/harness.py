@@ -363,6 +363,20 @@ def profiles_cli(cfg_path: Path, *args: str, timeout: float = 300,
     return r
 
 
+def split_sample(tmp_path: Path, spec) -> tuple[Path, Path, Path, Path]:
+    """A sample (tools.data.sample) in tmp_path/sample: its folder, its whole event log, and
+    that log split into its first two thirds and the rest (first.jsonl, rest.jsonl)."""
+    from tools.data.sample import write_sample
+    sample = tmp_path / "sample"
+    write_sample(spec, sample)
+    every = sample / "events.jsonl"
+    lines = every.read_bytes().splitlines(keepends=True)
+    first, rest = tmp_path / "first.jsonl", tmp_path / "rest.jsonl"
+    first.write_bytes(b"".join(lines[:len(lines) * 2 // 3]))
+    rest.write_bytes(b"".join(lines[len(lines) * 2 // 3:]))
+    return sample, every, first, rest
+
+
 def write_events(path: Path, users: range, base_ts: int, per_user: int) -> Path:
     path.write_bytes(b"".join(
         orjson.dumps({"user_id": u, "item_id": 100 + (u * 7 + i) % 50,

@@ -29,12 +29,13 @@ from tests.harness import (
     profile_worker,
     published_vs_batch,
     read_topic,
+    split_sample,
     state_diffs,
     wait_for,
     write_config,
     write_events,
 )
-from tools.data.sample import SampleSpec, write_sample
+from tools.data.sample import SampleSpec
 
 pytestmark = pytest.mark.integration
 # the broker's least session timeout: a dead or frozen worker's partitions move after 6 s
@@ -43,12 +44,8 @@ EOS = {"processing_guarantee": "exactly_once_v2", "client": CLIENT}
 
 
 def test_two_workers_with_standbys_are_exact_through_a_kill(broker, workers, tmp_path):
-    sample = tmp_path / "sample"
-    write_sample(SampleSpec(users=300, days=30, activity=0.5, seed=9), sample)
-    lines = (sample / "events.jsonl").read_bytes().splitlines(keepends=True)
-    every, first, rest = sample / "events.jsonl", tmp_path / "first.jsonl", tmp_path / "rest.jsonl"
-    first.write_bytes(b"".join(lines[:len(lines) * 2 // 3]))
-    rest.write_bytes(b"".join(lines[len(lines) * 2 // 3:]))
+    sample, every, first, rest = split_sample(tmp_path, SampleSpec(users=300, days=30,
+                                                                   activity=0.5, seed=9))
     cfg_path = write_config(tmp_path / "cfg.yaml", broker, kafka={"partitions": 4, **EOS},
                             worker={"standby_replicas": 1},
                             real_time_update={"batch_size": 500})

@@ -21,12 +21,13 @@ from tests.harness import (
     owned_partitions,
     profile_worker,
     published_vs_batch,
+    split_sample,
     state_diffs,
     topic_size,
     wait_for,
     write_config,
 )
-from tools.data.sample import SampleSpec, write_sample
+from tools.data.sample import SampleSpec
 
 pytestmark = pytest.mark.integration
 PARTITIONS = 4
@@ -40,12 +41,8 @@ def _restored(worker) -> int:
 
 def test_a_promoted_standby_holds_every_state_and_the_stream_goes_on_exact(
         broker, workers, tmp_path):
-    sample = tmp_path / "sample"
-    write_sample(SampleSpec(users=300, days=30, activity=0.5, seed=9), sample)
-    lines = (sample / "events.jsonl").read_bytes().splitlines(keepends=True)
-    every, first, rest = sample / "events.jsonl", tmp_path / "first.jsonl", tmp_path / "rest.jsonl"
-    first.write_bytes(b"".join(lines[:len(lines) * 2 // 3]))
-    rest.write_bytes(b"".join(lines[len(lines) * 2 // 3:]))
+    sample, every, first, rest = split_sample(tmp_path, SampleSpec(users=300, days=30,
+                                                                   activity=0.5, seed=9))
     cfg_path = write_config(tmp_path / "cfg.yaml", broker,
                             kafka={"partitions": PARTITIONS, "client": CLIENT},
                             worker={"standby_replicas": 1},
