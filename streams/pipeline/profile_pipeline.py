@@ -207,9 +207,12 @@ class ProfilePipeline:
         except Exception:
             log.exception("committing the open checkpoint at shutdown failed; its events come "
                           "again after the restart")
-        try:
-            if self.transactions is not None:
+        if self.transactions is not None:
+            try:
                 await self.transactions.abort()     # a scheduled run's, cut short
+            except Exception:                       # (fenced: nothing of it counts either)
+                log.warning("aborting the open transaction at shutdown failed", exc_info=True)
+        try:
             await self.publisher.stop()
             if self.alerts_publisher is not self.publisher:
                 await self.alerts_publisher.stop()
