@@ -40,6 +40,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, AppT
 
+from streams.faust_compat.aiokafka_calls import fetch_position
 from streams.faust_compat.drain import RawFeed, drain_into_feed
 from streams.faust_compat.membership import MembershipWatch
 
@@ -314,12 +315,7 @@ class ProfilesTransport(faust_aiokafka.Transport):
 def position_known(client: Any, tp) -> bool:
     """Whether aiokafka's client has a fetch position for `tp` (none while a reset is pending,
     or when `tp` is not assigned)."""
-    try:
-        assignment = client._fetcher._subscriptions.subscription.assignment
-        state = assignment.state_value(TopicPartition(tp.topic, tp.partition))
-    except AttributeError:      # no subscription or assignment (a rebalance under way)
-        return False
-    return state is not None and state.has_valid_position
+    return fetch_position(client, tp) is not None
 
 
 def forget_offsets(consumer: faust_aiokafka.Consumer, assigned) -> None:

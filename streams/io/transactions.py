@@ -49,6 +49,21 @@ def _raise_if_fatal(err: Any, cause: BaseException) -> None:
         raise TransactionFenced(str(err)) from cause
 
 
+async def _bounded(fn: Callable[..., Any], *args: Any) -> Any:
+    """A blocking librdkafka call on a thread, given up TIMEOUT + STUCK_MARGIN seconds on.
+    send_offsets_to_transaction can block past its own timeout when the group coordinator went
+    away (confluentinc/librdkafka#5456, #5511: a broker restart under a worker,
+    tests/integration/test_broker_restart.py). Its thread is left blocked; the producer is
+    done, and the worker restarts with a new one."""
+    call = asyncio.get_running_loop().run_in_executor(None, fn, *args)
+    try:
+        return await asyncio.wait_for(asyncio.shield(call), TIMEOUT + STUCK_MARGIN)
+    except asyncio.TimeoutError:
+        raise TransactionFenced(f"{getattr(fn, '__name__', fn)} did not return within "
+                                f"{TIMEOUT + STUCK_MARGIN:.0f} s (a librdkafka call past its "
+                                "timeout): this producer cannot go on") from None
+
+
 class TransactionalProducer:
     def __init__(self, settings: dict[str, Any], transactional_id: str,
                  producer_factory: Callable[[dict[str, Any]], Any] = ck.Producer):
@@ -58,24 +73,14 @@ class TransactionalProducer:
         self.in_transaction = False
 
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        call = asyncio.get_running_loop().run_in_executor(None, fn, *args)
         try:
-            # librdkafka's send_offsets_to_transaction can block past its timeout when the
-            # group coordinator went away (confluentinc/librdkafka#5456, #5511: a broker
-            # restart under a worker, tests/integration/test_broker_restart.py). Its thread is
-            # left blocked; the producer is done, and the worker restarts with a new one.
-            return await asyncio.wait_for(asyncio.shield(call), TIMEOUT + STUCK_MARGIN)
-        except asyncio.TimeoutError:
-            raise TransactionFenced(f"{getattr(fn, '__name__', fn)} did not return within "
-                                    f"{TIMEOUT + STUCK_MARGIN:.0f} s (a librdkafka call past "
-                                    "its timeout): this producer cannot go on") from None
+            return await _bounded(fn, *args)
         except ck.KafkaException as e:
             err = e.args[0]
             _raise_if_fatal(err, e)
             if err.txn_requires_abort():
                 try:
-                    await asyncio.get_running_loop().run_in_executor(
-                        None, self._producer.abort_transaction, TIMEOUT)
+                    await _bounded(self._producer.abort_transaction, TIMEOUT)
                 except ck.KafkaException as abort_failed:
                     _raise_if_fatal(abort_failed.args[0], abort_failed)
                     raise
