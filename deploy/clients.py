@@ -18,7 +18,7 @@ from features.config import ProfileConfig
 from offline.batch_io import iter_events
 from streams.io.kafka_security import client_kwargs
 from streams.io.producer_settings import aiokafka_producer_kwargs
-from streams.io.topics import ensure_topics
+from streams.io.topics import ensure_topics_answered
 
 # Readers of the workers' outputs see committed transactions only: under exactly_once_v2 a
 # worker's aborted commit (a zombie's) never shows (the same as read_uncommitted without them)
@@ -73,7 +73,7 @@ async def produce_records(cfg: ProfileConfig, topic: str, records, rate: float |
     """Send (key, value) records to `topic`, at `rate` events/s if given."""
     # Create the topics first: a broker that auto-creates them would pick its own partition
     # count, which the state table's changelog would then not match.
-    await ensure_topics(cfg)
+    await ensure_topics_answered(cfg)
     producer = AIOKafkaProducer(bootstrap_servers=cfg.kafka.bootstrap_servers,
                                 **aiokafka_producer_kwargs(cfg))
     await producer.start()

@@ -11,30 +11,18 @@ import time
 from typing import Any
 
 import faust
-from aiokafka.errors import KafkaError, KafkaTimeoutError
+from aiokafka.errors import KafkaError
 
 from features.config import ProfileConfig
 from streams.app import Instance, create_app
 from streams.context import WorkerContext
-from streams.io.topics import TopicMismatch, ensure_topics
+from streams.io.topics import TopicMismatch, broker_unavailable, ensure_topics
 from streams.process.gc_policy import apply_thresholds
 from streams.web.restart import START_DEADLINE_ENV, exec_again_if_requested, request_exec_again
 
 log = logging.getLogger(__name__)
 BROKER_WAIT_SECONDS = 300.0     # how long a starting worker waits for the broker to answer
 RETRY_EVERY_SECONDS = 2.0
-
-
-def broker_unavailable(exc: BaseException | None) -> KafkaError | None:
-    """The Kafka error behind `exc` (its cause or context chain) when it says the broker did not
-    answer for now (a retriable error, or a client-side timeout), else None."""
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, KafkaError) and (exc.retriable or isinstance(exc, KafkaTimeoutError)):
-            return exc
-        exc = exc.__cause__ or exc.__context__
-    return None
 
 
 def start_deadline(wait: float = BROKER_WAIT_SECONDS) -> float:

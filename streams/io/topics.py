@@ -1,11 +1,13 @@
 """The system's topics, created at start-up when missing."""
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 
 from features.config import ProfileConfig
 from streams.io.kafka_security import client_kwargs
@@ -30,6 +32,18 @@ def topic_specs(cfg: ProfileConfig) -> list[TopicSpec]:
         TopicSpec(t.dlq, n, False),
         TopicSpec(t.alerts, 1, False),
     ]
+
+
+def broker_unavailable(exc: BaseException | None) -> KafkaError | None:
+    """The Kafka error behind `exc` (its cause or context chain) when it says the broker did not
+    answer for now (a retriable error, or a client-side timeout), else None."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, KafkaError) and (exc.retriable or isinstance(exc, KafkaTimeoutError)):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 class TopicMismatch(RuntimeError):
@@ -74,3 +88,20 @@ async def ensure_topics(cfg: ProfileConfig) -> list[str]:
         return created
     finally:
         await admin.close()
+
+
+async def ensure_topics_answered(cfg: ProfileConfig, wait: float = 60.0,
+                                 retry_every: float = 1.0) -> list[str]:
+    """ensure_topics, tried again while the broker does not answer yet, for up to `wait` s: a
+    client started just after a broker restart or pause (its first request meets a node that is
+    not ready) waits for it, as a starting worker does."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return await ensure_topics(cfg)
+        except KafkaError as e:
+            if broker_unavailable(e) is None or time.monotonic() > deadline:
+                raise
+            log.warning("no answer from the broker at %s (%r); trying again in %.0f s",
+                        cfg.kafka.bootstrap_servers, e, retry_every)
+            await asyncio.sleep(retry_every)
