@@ -27,7 +27,7 @@ demo: install
 # faults; logs in run/chaos/seed-N/) and 100,000 fuzz cases.
 chaos: install
 	$(BIN)/profiles chaos --runs 5 --guarantee exactly_once_v2 --standby 1 --workdir run/chaos-eos
-	$(BIN)/profiles chaos --runs 2 --seed 47
+	$(BIN)/profiles chaos --runs 2 --seed 47 --guarantee at_least_once
 	FUZZ_EXAMPLES=100000 FUZZ_LIVE=100000 $(BIN)/python -m pytest -q -s --timeout 1800 tests/unit/features/test_fuzz_validator.py tests/integration/test_fuzz_live.py
 
 bench: install

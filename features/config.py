@@ -339,13 +339,14 @@ class KafkaConfig(Section):
     # the client that writes profile-updates, profile-aggregates, the DLQ and alerts
     # (streams.io.publisher; the table changelog is always Faust's)
     output_client: Literal["librdkafka", "aiokafka"] = "librdkafka"
-    # at_least_once: exactly-once by the application alone (states carry their source
-    # offsets, a redelivered event is skipped). exactly_once_v2: each commit is also one Kafka
+    # exactly_once_v2 (the default): each commit is also one Kafka
     # transaction (changelog, outputs, offsets; Kafka Streams' processing.guarantee), so a
     # fenced worker's writes never show to read_committed readers; needs output_client
-    # librdkafka and brokers with transactions (Kafka 2.5+). docs/RELIABILITY.md; the cost of
-    # each: BENCHMARKS.md, "at_least_once against exactly_once_v2".
-    processing_guarantee: Literal["at_least_once", "exactly_once_v2"] = "at_least_once"
+    # librdkafka and brokers with transactions (Kafka 2.5+). at_least_once: exactly-once by
+    # the application alone (states carry their source offsets, a redelivered event is
+    # skipped). docs/RELIABILITY.md; the cost of each: BENCHMARKS.md, "at_least_once against
+    # exactly_once_v2".
+    processing_guarantee: Literal["at_least_once", "exactly_once_v2"] = "exactly_once_v2"
     client: KafkaClientConfig = Field(default_factory=KafkaClientConfig)
 
     @field_validator("partitioner", mode="before")
@@ -363,11 +364,13 @@ class KafkaConfig(Section):
     @model_validator(mode="after")
     def _transactions_need_librdkafka(self) -> "KafkaConfig":
         if self.processing_guarantee == "exactly_once_v2" and self.output_client != "librdkafka":
-            raise ValueError("processing_guarantee exactly_once_v2 commits through librdkafka's "
-                             "transactions: output_client must be librdkafka")
+            raise ValueError("processing_guarantee exactly_once_v2 (the default) commits through "
+                             "librdkafka's transactions: output_client must be librdkafka, or "
+                             "set processing_guarantee: at_least_once")
         if self.processing_guarantee == "exactly_once_v2" and self.client.acks != "all":
-            raise ValueError("processing_guarantee exactly_once_v2 needs kafka.client.acks "
-                             "'all' (transactional producers are idempotent)")
+            raise ValueError("processing_guarantee exactly_once_v2 (the default) needs "
+                             "kafka.client.acks 'all' (transactional producers are idempotent), "
+                             "or set processing_guarantee: at_least_once")
         return self
 
     @property

@@ -186,7 +186,7 @@ def bench(users: int, days: int, workdir: str, out: str, tuned_batch: int, laten
 @click.option("--standby", type=click.IntRange(0, 1), default=0, show_default=True,
               help="The workers' standby replicas (worker.standby_replicas).")
 @click.option("--guarantee", type=click.Choice(["at_least_once", "exactly_once_v2"]),
-              default="at_least_once", show_default=True,
+              default="exactly_once_v2", show_default=True,
               help="The workers' kafka.processing_guarantee; under exactly_once_v2 a "
                    "read_committed reader must see no stale publish either.")
 @click.option("--workdir", type=click.Path(file_okay=False), default="run/chaos",

@@ -397,7 +397,9 @@ def run_bench(workdir: Path, users: int, days: int, say: Callable[[str], None] =
     and the scheduled runs at the scale of issue 25's targets: tools.bench.scale)."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = embedded.free_port()
-    base = {"kafka": {"broker": f"kafka://127.0.0.1:{port}", "partitions": 8},
+    # at_least_once, as the peers' rows run: the guarantees row sets exactly_once_v2 beside it
+    base = {"kafka": {"broker": f"kafka://127.0.0.1:{port}", "partitions": 8,
+                      "processing_guarantee": "at_least_once"},
             "embedded_broker": {"port": port, "run_dir": str(workdir / "run")},
             "mapping_index": str(workdir / "mapping_index.json"),
             "scheduled_update": dict(NO_SCHEDULED_RUNS)}     # no run mid-measurement

@@ -74,7 +74,7 @@ class ChaosReport:
     # the same, as a read_committed reader sees profile-updates (required 0 under
     # exactly_once_v2; without transactions it is the count above)
     stale_committed: int = 0
-    guarantee: str = "at_least_once"
+    guarantee: str = "exactly_once_v2"
     stale_state_writes: int = 0    # a changelog state older (source offset) than one before it
     worker_exits: int = 0          # worker processes that ended without the schedule's signal
     error: str | None = None       # the run could not finish (e.g. a worker never caught up)
@@ -232,7 +232,7 @@ def run_chaos(workdir: Path, users: int, seed: int, hostile: int,
               skip: tuple[str, ...] = (), standby: int = 0,
               client_settings: dict | None = None, broker_pause: float = BROKER_PAUSE,
               latency_for: float = LATENCY_FOR,
-              guarantee: str = "at_least_once") -> ChaosReport:
+              guarantee: str = "exactly_once_v2") -> ChaosReport:
     """`client_settings`: kafka.client settings of the workers and this run's clients (the
     short run in tests/integration/test_chaos.py takes the broker's least session timeout,
     6 s, and shorter faults still past it); `broker_pause`, `latency_for`: seconds the broker
