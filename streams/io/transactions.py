@@ -38,6 +38,11 @@ class TransactionAborted(RuntimeError):
     nothing of it becomes visible; the producer can begin another."""
 
 
+class TransactionsUnavailable(RuntimeError):
+    """The broker did not start this producer's transactions: one without them, or whose
+    transaction log cannot be created (more replicas asked than brokers live)."""
+
+
 def _settings(settings: dict[str, Any], transactional_id: str) -> dict[str, Any]:
     return {"linger.ms": 5, "reconnect.backoff.max.ms": 1000, **settings,
             "transactional.id": transactional_id, "acks": "all",
@@ -93,7 +98,16 @@ class TransactionalProducer:
         """Register the transactional id, once: that fences the id's earlier producers and
         aborts a transaction one of them left open."""
         if not self._ready:
-            await self._call(self._producer.init_transactions, TIMEOUT)
+            try:
+                await self._call(self._producer.init_transactions, TIMEOUT)
+            except ck.KafkaException as e:
+                raise TransactionsUnavailable(
+                    f"the broker did not start transactions for "
+                    f"{self.settings['transactional.id']!r} ({e.args[0]}): "
+                    "kafka.processing_guarantee exactly_once_v2 (the default) needs brokers "
+                    "with transactions (Kafka 2.5+, transaction.state.log.replication.factor "
+                    "and transaction.state.log.min.isr no more than the brokers that are up); "
+                    "otherwise set kafka.processing_guarantee: at_least_once") from e
             self._ready = True
 
     async def begin(self) -> None:

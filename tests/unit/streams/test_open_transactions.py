@@ -85,3 +85,35 @@ def test_a_transactional_call_stuck_past_its_timeout_ends_the_producer(monkeypat
         finally:
             release.set()           # (the executor's thread, left blocked, may end now)
     asyncio.run(run())
+
+
+def test_a_broker_without_transactions_is_named_with_the_way_out():
+    """init_transactions timing out (a broker whose transaction log cannot be created) ends the
+    start with a sentence naming the setting, not librdkafka's error alone."""
+    import confluent_kafka as ck
+    import pytest
+
+    from streams.io import transactions
+
+    calls = []
+
+    class NoCoordinator:
+        def __init__(self, settings):
+            pass
+
+        def init_transactions(self, timeout):
+            calls.append(timeout)
+            raise ck.KafkaException(ck.KafkaError(
+                ck.KafkaError.COORDINATOR_NOT_AVAILABLE, "Failed to initialize Producer ID: "
+                "Broker: Coordinator not available", retriable=True))
+
+    async def run():
+        p = transactions.TransactionalProducer({}, "profiles-1", producer_factory=NoCoordinator)
+        with pytest.raises(transactions.TransactionsUnavailable,
+                           match="'profiles-1'.*Coordinator not available.*processing_guarantee: "
+                                 "at_least_once"):
+            await p.start()
+        with pytest.raises(transactions.TransactionsUnavailable):
+            await p.start()         # not taken as started: the next start asks again
+        assert len(calls) == 2
+    asyncio.run(run())
