@@ -41,6 +41,12 @@ bench-jobs: install
 bench-failover: install
 	$(BIN)/profiles bench-failover --users 100000 --users 1000000
 
+# What the timer fencing still saves under exactly_once_v2: a worker frozen past its session
+# with a transaction open, then with none, fencing on and off (docs/RELIABILITY.md).
+bench-fencing: install
+	$(BIN)/python -m tools.bench.fencing --runs 3 --freeze open --workdir run/bench-fencing
+	$(BIN)/python -m tools.bench.fencing --runs 5 --freeze closed --workdir run/bench-fencing-closed
+
 # Users and events bootstrapped per second from a log, 1,000,000 users, local engine and Spark
 # (BENCHMARKS.md, "Bootstrap from the lake").
 bench-bootstrap: install

@@ -31,6 +31,7 @@ from reference.batch import build_states
 from streams.faust_compat.aiokafka_calls import refresh_metadata
 from streams.io.kafka_security import client_kwargs, librdkafka_settings
 from streams.io.transactions import OpenTransactions
+from tools.data.sample import write_click_events
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -377,13 +378,7 @@ def split_sample(tmp_path: Path, spec) -> tuple[Path, Path, Path, Path]:
     return sample, every, first, rest
 
 
-def write_events(path: Path, users: range, base_ts: int, per_user: int) -> Path:
-    path.write_bytes(b"".join(
-        orjson.dumps({"user_id": u, "item_id": 100 + (u * 7 + i) % 50,
-                      "timestamp": base_ts + i * 600 + u, "event_type": "click",
-                      "event_id": f"{base_ts}-{u}-{i}"}) + b"\n"
-        for u in users for i in range(per_user)))
-    return path
+write_events = write_click_events
 
 
 def state_diffs(cfg, worker, events: Path, ids: list[int]) -> dict:

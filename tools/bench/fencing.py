@@ -6,18 +6,25 @@ Per mode (worker A's PROFILES_FENCING on, then off) and run, on a fresh embedded
 partitions, session timeout 6 s, heartbeat 1 s, batch_size 200, no scheduled runs): worker A
 takes events offered at ~2,000/s and is SIGSTOPped while one of its commits' transactions is
 open on profile-updates (as tests/integration/test_exactly_once.py's frozen-worker test does).
-Worker B starts, takes both partitions, and the stream is caught up; then A gets SIGCONT.
-Recorded: seconds from SIGCONT until A is ready (recovered) with one partition again (B with
-the other); A's log after the thaw (restarts in place, failed deliveries, transaction
-exceptions, the fence's lines); its counters; the records of profile-updates and of the state
-changelog that a read_uncommitted reader sees and a read_committed one does not (aborted), in
-all and past the high watermark at the freeze; and whether every user's latest read_committed
-profile equals the batch path's. Figures only: nothing is asserted.
+With `--freeze closed` A is stopped at a moment none of its transactions is open instead
+(between two commits, with fetched events in hand). Worker B starts, takes both partitions,
+and the stream is caught up; then A gets SIGCONT. Recorded:
+- seconds from SIGCONT until A is ready (recovered) with one partition again and B with the
+  other, held for STABLE seconds (a thawed worker can show its old assignment for a moment
+  before it restarts in place), and whether its process restarted (/health started_at);
+- A's log after the thaw: restarts in place, failed deliveries, transaction exceptions, the
+  fence's lines; its counters;
+- the records of profile-updates and of the state changelog that a read_uncommitted reader
+  sees and a read_committed one does not (aborted), in all and past the high watermark at the
+  freeze;
+- whether every user's latest read_committed profile equals the batch path's.
+Figures only: nothing is asserted.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import shutil
 import signal
@@ -41,12 +48,15 @@ from features.config import NO_SCHEDULED_RUNS, ProfileConfig, load_config
 from streams.io.kafka_security import client_kwargs, librdkafka_settings
 from streams.io.transactions import OpenTransactions
 from streams.pipeline.topology import state_changelog_topic
+from tools.data.sample import write_click_events
 
 ROOT = Path(__file__).resolve().parents[2]
 MODES = ("on", "off")
 PARTITIONS = 2
 USERS, EVENTS_PER_USER, RATE = 2000, 10, 2000
 CLIENT = {"session_timeout_seconds": 6, "heartbeat_interval_seconds": 1}
+STABLE = 5.0        # seconds A must stay back (a restart in place after the thaw ends a stretch)
+FREEZES = ("open", "closed")    # A stopped with a transaction of its open, or with none
 # lines of worker A's log after the thaw that are counted (substring -> column)
 LOG_PATTERNS = {
     "restarts_in_place": "restarting in place",                 # streams/web/restart.py
@@ -64,13 +74,16 @@ class FencingRun:
     open_at_freeze: bool = False        # a transaction of A's was seen open when it was stopped
     frozen_seconds: float = 0.0         # SIGSTOP -> SIGCONT
     b_owns_seconds: float | None = None     # SIGSTOP -> B owns both partitions
-    back_seconds: float | None = None   # SIGCONT -> A ready with one partition, B the other
+    back_seconds: float | None = None   # SIGCONT -> A ready with one partition, B the other,
+    #                                     held STABLE seconds (from the start of that stretch)
+    restarted: bool | None = None       # A's /health started_at changed across the thaw
     restarts_in_place: int = 0
     delivery_failures: int = 0
     txn_aborted: int = 0
     txn_fenced: int = 0
     fence_lines: int = 0
     fenced_events: int | None = None    # A's /stats once back (reset by a restart in place)
+    dropped_batches: int | None = None  # ... rebalance_dropped_batches: taken before a rebalance
     aborted_updates: int = 0            # profile-updates records read_uncommitted only
     aborted_updates_after: int = 0      # ... of them past the high watermark at the freeze
     aborted_changelog: int = 0          # the same on the state changelog
@@ -81,7 +94,7 @@ class FencingRun:
 
     NUMERIC = ("frozen_seconds", "b_owns_seconds", "back_seconds", "restarts_in_place",
                "delivery_failures", "txn_aborted", "txn_fenced", "fence_lines",
-               "fenced_events", "aborted_updates", "aborted_updates_after",
+               "fenced_events", "dropped_batches", "aborted_updates", "aborted_updates_after",
                "aborted_changelog", "aborted_changelog_after")
 
 
@@ -89,10 +102,11 @@ class FencingRun:
 
 COLUMNS = (("run", "run"), ("open txn at freeze", "open_at_freeze"),
            ("frozen s", "frozen_seconds"), ("B owns s", "b_owns_seconds"),
-           ("s to A back", "back_seconds"), ("restarts in place", "restarts_in_place"),
+           ("s to A back", "back_seconds"), ("A restarted", "restarted"),
+           ("restarts in place", "restarts_in_place"),
            ("delivery failures", "delivery_failures"), ("TransactionAborted", "txn_aborted"),
            ("TransactionFenced", "txn_fenced"), ("fence lines", "fence_lines"),
-           ("fenced events", "fenced_events"),
+           ("fenced events", "fenced_events"), ("rebalance-dropped batches", "dropped_batches"),
            ("aborted updates (after freeze)", "aborted_updates"),
            ("aborted changelog (after freeze)", "aborted_changelog"), ("exact", "exact"))
 
@@ -115,7 +129,7 @@ def median_of(runs: list[FencingRun]) -> dict[str, Any]:
     for name in FencingRun.NUMERIC:
         values = [getattr(r, name) for r in ok if getattr(r, name) is not None]
         out[name] = statistics.median(values) if values else None
-    for name in ("open_at_freeze", "exact"):
+    for name in ("open_at_freeze", "restarted", "exact"):
         out[name] = f"{sum(1 for r in ok if getattr(r, name))}/{len(ok)}"
     return out
 
@@ -132,9 +146,9 @@ def _row(label: str, get: Callable[[str], Any]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def mode_table(mode: str, runs: list[FencingRun]) -> list[str]:
+def mode_table(mode: str, runs: list[FencingRun], freeze: str = "open") -> list[str]:
     """Markdown: one row per run of the mode, then the medians."""
-    lines = [f"PROFILES_FENCING={mode} (worker A)", "",
+    lines = [f"PROFILES_FENCING={mode} (worker A), frozen with transactions {freeze}", "",
              "| " + " | ".join(h for h, _ in COLUMNS) + " |",
              "|" + "---:|" * len(COLUMNS)]
     for r in runs:
@@ -163,16 +177,6 @@ def aborted(uncommitted: set[tuple[int, int]], committed: set[tuple[int, int]],
 
 
 # ------------------------------------------------------------------------- the broker's view
-
-def write_events(path: Path, users: range, base_ts: int, per_user: int) -> Path:
-    """`per_user` click events per user, ten minutes apart (tests.harness.write_events)."""
-    path.write_bytes(b"".join(
-        orjson.dumps({"user_id": u, "item_id": 100 + (u * 7 + i) % 50,
-                      "timestamp": base_ts + i * 600 + u, "event_type": "click",
-                      "event_id": f"{base_ts}-{u}-{i}"}) + b"\n"
-        for u in users for i in range(per_user)))
-    return path
-
 
 def _consumer(cfg: ProfileConfig, **kwargs: Any) -> Any:
     from aiokafka import AIOKafkaConsumer
@@ -229,7 +233,10 @@ def events_acked(cfg: ProfileConfig) -> bool:
         try:
             tps = _tps(cfg.kafka.topics.user_events)
             end = await c.end_offsets(tps)
-            return all(not end[tp] or (await c.committed(tp) or 0) >= end[tp] for tp in tps)
+            for tp in tps:
+                if end[tp] and (await c.committed(tp) or 0) < end[tp]:
+                    return False
+            return True
         finally:
             await c.stop()
     return asyncio.run(run())
@@ -245,6 +252,27 @@ def _wait(pred: Callable[[], Any], timeout: float, interval: float = 0.25) -> An
         if got or time.monotonic() > deadline:
             return got
         time.sleep(interval)
+
+
+def _stable(pred: Callable[[], Any], hold: float, timeout: float) -> float | None:
+    """The monotonic time from which pred() held for `hold` seconds on end (polled every 0.1
+    s), None when that did not happen within `timeout`."""
+    deadline = time.monotonic() + timeout
+    since: float | None = None
+    while time.monotonic() < deadline:
+        now = time.monotonic()
+        try:
+            ok = pred()
+        except (OSError, WorkerCallError):
+            ok = False
+        if not ok:
+            since = None
+        elif since is None:
+            since = now
+        elif now - since >= hold:
+            return since
+        time.sleep(0.1)
+    return None
 
 
 def caught_up(cfg: ProfileConfig, open_txns: OpenTransactions, timeout: float = 120) -> None:
@@ -294,7 +322,7 @@ def _config(run_dir: Path, port: int, app_id: str) -> Path:
 
 
 def run_once(mode: str, run: int, run_dir: Path, say: Callable[[str], None],
-             started: list[WorkerProcess]) -> FencingRun:
+             started: list[WorkerProcess], freeze: str = "open") -> FencingRun:
     """One freeze and thaw; the workers it starts are appended to `started` (the caller ends
     them); the broker is ended here."""
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -305,7 +333,7 @@ def run_once(mode: str, run: int, run_dir: Path, say: Callable[[str], None],
     cfg = load_config(cfg_path, env={})
     updates, changelog = cfg.kafka.topics.profile_updates, state_changelog_topic(cfg)
     events_topic = cfg.kafka.topics.user_events
-    events = write_events(run_dir / "events.jsonl", range(1, USERS + 1),
+    events = write_click_events(run_dir / "events.jsonl", range(1, USERS + 1),
                           int(time.time()) - 3 * 86400, EVENTS_PER_USER)
     open_txns = OpenTransactions({"bootstrap.servers": cfg.kafka.bootstrap_servers,
                                   **librdkafka_settings(cfg)}, 0)
@@ -320,25 +348,37 @@ def run_once(mode: str, run: int, run_dir: Path, say: Callable[[str], None],
         started.append(a.start())
         if not _wait(lambda: owned(a, events_topic, need_ready=True), 120, 0.1):
             raise TimeoutError("worker A did not become ready with partitions")
+        first_start = (ready(a.url()) or {}).get("started_at")
         say(f"[{mode} #{run}] A ready; producing {USERS * EVENTS_PER_USER:,} events at "
             f"{RATE:,}/s")
         producing = threading.Thread(target=produce_events, args=(cfg, events),
                                      kwargs={"rate": RATE, "progress": None}, daemon=True)
         producing.start()
         update_tps = [(updates, p) for p in range(PARTITIONS)]
-        while producing.is_alive() and not out.open_at_freeze:
-            if _open(open_txns, update_tps):
+        # "open": stopped while a transaction of its holds records on the broker (seen open,
+        # stopped, still open half a second later); "closed": while it processes, none open
+        want_open = freeze == "open"
+        busy_from = time.monotonic() + 2.0      # ("closed": A has fetched events in hand)
+        frozen = False
+        while producing.is_alive() and not frozen:
+            if not want_open and time.monotonic() < busy_from:
+                time.sleep(0.05)
+                continue
+            if bool(_open(open_txns, update_tps)) == want_open:
                 a.signal(signal.SIGSTOP)
                 t_stop = time.monotonic()
                 time.sleep(0.5)
-                if _open(open_txns, update_tps):
-                    out.open_at_freeze = True
+                if bool(_open(open_txns, update_tps)) == want_open:
+                    frozen = True
+                    out.open_at_freeze = want_open
                 else:
                     a.signal(signal.SIGCONT)
-        if not out.open_at_freeze:
-            say(f"[{mode} #{run}] no open transaction of A seen: stopping it anyway")
+        if not frozen:
+            say(f"[{mode} #{run}] no moment with A's transactions {freeze} seen: stopping it "
+                "anyway")
             a.signal(signal.SIGSTOP)
             t_stop = time.monotonic()
+            out.open_at_freeze = bool(_open(open_txns, update_tps))
         high_updates = high_watermarks(cfg, updates)
         high_changelog = high_watermarks(cfg, changelog)
         say(f"[{mode} #{run}] A stopped (open transaction: {out.open_at_freeze}); high "
@@ -363,18 +403,28 @@ def run_once(mode: str, run: int, run_dir: Path, say: Callable[[str], None],
         def back() -> bool:
             if not a.alive():
                 raise RuntimeError(f"worker A exited with {a.returncode}")
-            mine, theirs = owned(a, events_topic, need_ready=True), owned(b, events_topic)
+            h = ready(a.url())
+            if h is None or h.get("rebalancing"):
+                return False
+            mine = sorted(int(p.rsplit(":", 1)[1]) for p in h.get("assigned_partitions", [])
+                          if p.startswith(events_topic + ":"))
+            theirs = owned(b, events_topic)
             return bool(mine and theirs and len(mine) == len(theirs) == 1 and mine != theirs)
-        if _wait(back, 180, 0.1):
-            out.back_seconds = time.monotonic() - t_cont
+        stretch = _stable(back, STABLE, 180)
+        if stretch is not None:
+            out.back_seconds = stretch - t_cont
             say(f"[{mode} #{run}] A ready with one partition {out.back_seconds:.1f} s after "
-                "SIGCONT")
+                f"SIGCONT (and for {STABLE:.0f} s on)")
         else:
             say(f"[{mode} #{run}] A not back with one partition within 180 s")
+        last_start = (ready(a.url()) or {}).get("started_at")
+        if first_start is not None and last_start is not None:
+            out.restarted = last_start != first_start
         caught_up(cfg, open_txns)
         try:
-            out.fenced_events = int(call(a.url("/stats"), timeout=5)["counts"]
-                                    .get("fenced_events", 0))
+            counts = call(a.url("/stats"), timeout=5)["counts"]
+            out.fenced_events = int(counts.get("fenced_events", 0))
+            out.dropped_batches = int(counts.get("rebalance_dropped_batches", 0))
         except (WorkerCallError, ValueError, KeyError):
             pass
         with open(a.log_path, "rb") as f:
@@ -421,6 +471,8 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--workdir", type=Path, default=Path("run/bench-fencing"))
+    ap.add_argument("--freeze", choices=FREEZES, default="open",
+                    help="stop A with a transaction of its open (default), or with none")
     args = ap.parse_args(argv)
     workdir = args.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -439,30 +491,34 @@ def main(argv: list[str] | None = None) -> int:
         for run in range(1, args.runs + 1):
             for mode in MODES:              # interleaved: a machine that slows weighs on both
                 try:
-                    r = run_once(mode, run, workdir / f"{mode}-{run}", say, started)
+                    r = run_once(mode, run, workdir / f"{mode}-{run}", say, started,
+                                 args.freeze)
                 except Exception as e:      # noqa: BLE001 - recorded, the next run goes on
                     traceback.print_exc()
                     r = FencingRun(mode, run, error=f"{type(e).__name__}: {e}")
                     say(f"[{mode} #{run}] failed: {r.error} (logs in {workdir / f'{mode}-{run}'})")
+                gc.collect()    # a failed run's clients (held by its traceback) go now
                 results[mode].append(r)
-                _write(workdir, results, args.runs)
+                _write(workdir, results, args.runs, args.freeze)
     finally:
         for w in started:
             if w.alive():
                 w.signal(signal.SIGKILL)
     print()
     for mode in MODES:
-        print("\n".join(mode_table(mode, results[mode])))
+        print("\n".join(mode_table(mode, results[mode], args.freeze)))
         print()
     print(f"written: {workdir / 'fencing.json'}")
     return 0
 
 
-def _write(workdir: Path, results: dict[str, list[FencingRun]], runs: int) -> None:
+def _write(workdir: Path, results: dict[str, list[FencingRun]], runs: int,
+           freeze: str) -> None:
     doc = {"setup": {"partitions": PARTITIONS, "users": USERS,
                      "events_per_user": EVENTS_PER_USER, "rate": RATE, "client": CLIENT,
                      "processing_guarantee": "exactly_once_v2", "batch_size": 200,
-                     "runs": runs, "log_patterns": LOG_PATTERNS},
+                     "runs": runs, "freeze": freeze, "stable_seconds": STABLE,
+                     "log_patterns": LOG_PATTERNS},
            "modes": {m: {"runs": [asdict(r) for r in rs], "median": median_of(rs)}
                      for m, rs in results.items()}}
     (workdir / "fencing.json").write_text(json.dumps(doc, indent=2) + "\n")

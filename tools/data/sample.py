@@ -159,3 +159,14 @@ def write_sample(spec: SampleSpec, out_dir: str | Path) -> dict:
         f.write(b"\n".join(lines) + b"\n")
     return {"items": len(items), "events": len(lines), "users": spec.users, "days": spec.days,
             "dir": str(out)}
+
+
+def write_click_events(path: Path, users: range, base_ts: int, per_user: int) -> Path:
+    """`per_user` click events per user, ten minutes apart, on items 100-149: a small stream
+    whose every event is valid (the tests' and tools.bench.fencing's)."""
+    path.write_bytes(b"".join(
+        orjson.dumps({"user_id": u, "item_id": 100 + (u * 7 + i) % 50,
+                      "timestamp": base_ts + i * 600 + u, "event_type": "click",
+                      "event_id": f"{base_ts}-{u}-{i}"}) + b"\n"
+        for u in users for i in range(per_user)))
+    return path

@@ -29,6 +29,6 @@ def test_median_skips_failed_runs_and_missing_values():
     assert m["exact"] == "2/3" and m["open_at_freeze"] == "2/3"
     assert m["failed"] == 1 and m["runs"] == 4
     table = mode_table("on", runs)
-    assert table[0] == "PROFILES_FENCING=on (worker A)"
+    assert table[0] == "PROFILES_FENCING=on (worker A), frozen with transactions open"
     assert table[-1].startswith("| median | 2/3 |")
     assert any(line.startswith("| 4 | failed: TimeoutError") for line in table)
