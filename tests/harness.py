@@ -18,7 +18,7 @@ from pathlib import Path
 
 import orjson
 import yaml
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from deploy import broker as embedded
@@ -28,10 +28,11 @@ from features.config import NO_SCHEDULED_RUNS
 from features.runtime import FeatureRuntime
 from offline.batch_io import BatchReport
 from reference.batch import build_states
-from streams.faust_compat.aiokafka_calls import refresh_metadata
 from streams.io.kafka_security import client_kwargs, librdkafka_settings
 from streams.io.transactions import OpenTransactions
 from tools.data.sample import write_click_events
+from tools.topic_reads import events_acked, read_topic
+from tools.topic_reads import topic_partitions as _topic_partitions
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -197,51 +198,6 @@ def wait_for(predicate, timeout: float, interval: float = 0.1, what: str = "cond
     return result
 
 
-# ---------------------------------------------------------------- reading topics to their end
-# A read "until idle" (deploy.clients.read_all / latest_by_key / tail with idle_timeout) ends
-# only after idle_timeout seconds without a record: 1.5-3 s added to every read. These read up
-# to each partition's end offset as of the call instead. A test that needs every output of its
-# events in the topic first waits for that (wait_delivered, caught_up below): an exact
-# condition where "idle for N seconds" was a guess.
-
-async def _topic_partitions(consumer, topic: str) -> list:
-    parts = consumer.partitions_for_topic(topic)
-    if not parts:
-        await refresh_metadata(consumer)    # no topic subscribed: every topic's metadata
-        parts = consumer.partitions_for_topic(topic)
-    return [TopicPartition(topic, p) for p in sorted(parts or ())]
-
-
-def read_topic(cfg, topic: str, isolation_level: str = "read_committed") -> list:
-    """Every record of `topic` (aiokafka ConsumerRecords) from the start to each partition's
-    end offset when called (read_committed: its last stable offset), in order per partition;
-    [] when the topic does not exist."""
-    async def run() -> list:
-        consumer = AIOKafkaConsumer(bootstrap_servers=cfg.kafka.bootstrap_servers,
-                                    **client_kwargs(cfg), group_id=None,
-                                    enable_auto_commit=False, auto_offset_reset="earliest",
-                                    isolation_level=isolation_level)
-        await consumer.start()
-        out: list = []
-        try:
-            tps = await _topic_partitions(consumer, topic)
-            if not tps:
-                return out
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            end = await consumer.end_offsets(tps)
-            left = {tp for tp in tps if end[tp] > 0}
-            while left:
-                batches = await consumer.getmany(*left, timeout_ms=200, max_records=20000)
-                for recs in batches.values():
-                    out.extend(recs)
-                left = {tp for tp in left if await consumer.position(tp) < end[tp]}
-        finally:
-            await consumer.stop()
-        return out
-    return asyncio.run(run())
-
-
 def topic_values(cfg, topic: str) -> list[dict]:
     """The JSON values of read_topic, in order per partition."""
     return [orjson.loads(r.value) for r in read_topic(cfg, topic)]
@@ -306,29 +262,6 @@ def wait_delivered(cfg, ws, timeout: float = 60, token: str | None = None) -> No
                              f"{timeout:.0f} s: topics hold {sizes}, the workers counted "
                              f"{[s['counts'] for s in stats]}, dirty "
                              f"{[s['state_cache']['dirty'] for s in stats]}")
-
-
-def events_acked(cfg) -> bool:
-    """The group's committed offsets of user-events are its end offsets: every event's
-    outputs were delivered (a checkpoint is acked after its delivery, and only acked offsets
-    are committed). Holds across worker restarts; the commits come every
-    broker_commit_interval (Faust: 2.8 s). Not for held publishes (update_interval)."""
-    async def run() -> bool:
-        # a consumer that never subscribes only reads the group's commits (OffsetFetch)
-        consumer = AIOKafkaConsumer(bootstrap_servers=cfg.kafka.bootstrap_servers,
-                                    **client_kwargs(cfg), group_id=cfg.worker.app_id,
-                                    enable_auto_commit=False)
-        await consumer.start()
-        try:
-            tps = await _topic_partitions(consumer, cfg.kafka.topics.user_events)
-            end = await consumer.end_offsets(tps)
-            for tp in tps:
-                if end[tp] and (await consumer.committed(tp) or 0) < end[tp]:
-                    return False
-            return bool(tps)
-        finally:
-            await consumer.stop()
-    return asyncio.run(run())
 
 
 def transactions_settled(cfg) -> bool:

@@ -49,6 +49,7 @@ from streams.io.kafka_security import client_kwargs, librdkafka_settings
 from streams.io.transactions import OpenTransactions
 from streams.pipeline.topology import state_changelog_topic
 from tools.data.sample import write_click_events
+from tools.topic_reads import events_acked, read_topic
 
 ROOT = Path(__file__).resolve().parents[2]
 MODES = ("on", "off")
@@ -195,48 +196,6 @@ def high_watermarks(cfg: ProfileConfig, topic: str) -> dict[int, int]:
         await c.start()
         try:
             return {tp.partition: o for tp, o in (await c.end_offsets(_tps(topic))).items()}
-        finally:
-            await c.stop()
-    return asyncio.run(run())
-
-
-def read_topic(cfg: ProfileConfig, topic: str, isolation_level: str) -> list[Any]:
-    """Every record of `topic` up to each partition's end offset when called (read_committed:
-    its last stable offset)."""
-    async def run() -> list[Any]:
-        c = _consumer(cfg, group_id=None, auto_offset_reset="earliest",
-                      isolation_level=isolation_level)
-        await c.start()
-        out: list[Any] = []
-        try:
-            tps = _tps(topic)
-            c.assign(tps)
-            await c.seek_to_beginning(*tps)
-            end = await c.end_offsets(tps)
-            left = {tp for tp in tps if end[tp] > 0}
-            while left:
-                for recs in (await c.getmany(*left, timeout_ms=200,
-                                             max_records=20000)).values():
-                    out.extend(recs)
-                left = {tp for tp in left if await c.position(tp) < end[tp]}
-        finally:
-            await c.stop()
-        return out
-    return asyncio.run(run())
-
-
-def events_acked(cfg: ProfileConfig) -> bool:
-    """The group's committed offsets of user-events are at its end offsets."""
-    async def run() -> bool:
-        c = _consumer(cfg, group_id=cfg.worker.app_id)
-        await c.start()
-        try:
-            tps = _tps(cfg.kafka.topics.user_events)
-            end = await c.end_offsets(tps)
-            for tp in tps:
-                if end[tp] and (await c.committed(tp) or 0) < end[tp]:
-                    return False
-            return True
         finally:
             await c.stop()
     return asyncio.run(run())
